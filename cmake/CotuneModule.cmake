@@ -1,0 +1,17 @@
+# cotune_module(NAME [DEPS lib...]): one static library per src/ folder, sources globbed so that adding a
+# file needs no CMake edit. `.cu` files under src/NAME/cuda/ join only when the CUDA backend is built.
+function(cotune_module name)
+  cmake_parse_arguments(M "" "" "DEPS" ${ARGN})
+  file(GLOB srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cpp ${CMAKE_CURRENT_SOURCE_DIR}/cpu/*.cpp)
+  if(COTUNE_WITH_CUDA)
+    file(GLOB cu_srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/cuda/*.cu ${CMAKE_CURRENT_SOURCE_DIR}/cuda/*.cpp)
+    list(APPEND srcs ${cu_srcs})
+  endif()
+  if(NOT srcs)
+    add_library(cotune_${name} INTERFACE)
+    target_link_libraries(cotune_${name} INTERFACE cotune_flags ${M_DEPS})
+  else()
+    add_library(cotune_${name} STATIC ${srcs})
+    target_link_libraries(cotune_${name} PUBLIC cotune_flags ${M_DEPS})
+  endif()
+endfunction()

@@ -1,0 +1,32 @@
+// Logging to stderr. The only global mutable state in cotune is the log level.
+#pragma once
+#include <fmt/format.h>
+
+#include <string_view>
+
+namespace cotune::log {
+
+enum class Level { debug = 0, info = 1, warn = 2, error = 3, quiet = 4 };
+
+void set_level(Level level);
+Level level();
+void write(Level level, std::string_view message);
+
+template <typename... Args>
+void debug(fmt::format_string<Args...> f, Args&&... args) {
+  if (level() <= Level::debug) write(Level::debug, fmt::format(f, std::forward<Args>(args)...));
+}
+template <typename... Args>
+void info(fmt::format_string<Args...> f, Args&&... args) {
+  if (level() <= Level::info) write(Level::info, fmt::format(f, std::forward<Args>(args)...));
+}
+template <typename... Args>
+void warn(fmt::format_string<Args...> f, Args&&... args) {
+  if (level() <= Level::warn) write(Level::warn, fmt::format(f, std::forward<Args>(args)...));
+}
+template <typename... Args>
+void error(fmt::format_string<Args...> f, Args&&... args) {
+  if (level() <= Level::error) write(Level::error, fmt::format(f, std::forward<Args>(args)...));
+}
+
+}  // namespace cotune::log
