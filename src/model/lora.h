@@ -1,0 +1,77 @@
+// LoRA adapters on the seven Qwen2 projections. Weights and gradients are f32 on every device.
+// PEFT semantics: y = W x + b + scale * B(A(dropout(x))), scale = alpha / r (or alpha / sqrt(r) with rsLoRA).
+#pragma once
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "formats/model_config.h"
+#include "formats/peft_adapter.h"
+#include "tensor/arena.h"
+#include "tensor/tensor.h"
+
+namespace cotune::model {
+
+// The projections LoRA can target, in a fixed order used for indexing.
+enum class Proj : int { q = 0, k, v, o, gate, up, down };
+constexpr int kNumProj = 7;
+const char* proj_name(Proj p);                    // "q_proj", ...
+std::optional<Proj> proj_from_name(const std::string& name);  // accepts "q_proj" or "q"
+const char* proj_parent(Proj p);                  // "self_attn" or "mlp"
+// (out_features, in_features) of a projection for this config.
+std::pair<int64_t, int64_t> proj_shape(const formats::ModelConfig& c, Proj p);
+
+struct LoraConfig {
+  int r = 16;
+  float alpha = 16.0f;
+  float dropout = 0.0f;
+  bool use_rslora = false;
+  std::vector<std::string> target_modules{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+
+  static LoraConfig from_peft(const formats::PeftAdapterConfig& p);
+  formats::PeftAdapterConfig to_peft(const std::optional<std::string>& base_model) const;
+
+  float scale() const;             // alpha / r, or alpha / sqrt(r)
+  bool targets(Proj p) const;      // is p in target_modules
+  void validate() const;           // throws Error naming the bad field
+};
+
+// A[r, in] and B[out, r] for each targeted projection of each layer (undefined tensors elsewhere),
+// plus their gradients. All tensors live in one arena on the model's device.
+class LoraWeights {
+ public:
+  LoraWeights(const formats::ModelConfig& mc, const LoraConfig& lc, Device device);
+
+  const LoraConfig& config() const { return cfg_; }
+  int64_t num_layers() const { return static_cast<int64_t>(A_.size()); }
+  const Tensor& A(int64_t layer, Proj p) const { return A_[static_cast<size_t>(layer)][static_cast<int>(p)]; }
+  const Tensor& B(int64_t layer, Proj p) const { return B_[static_cast<size_t>(layer)][static_cast<int>(p)]; }
+  const Tensor& dA(int64_t layer, Proj p) const { return dA_[static_cast<size_t>(layer)][static_cast<int>(p)]; }
+  const Tensor& dB(int64_t layer, Proj p) const { return dB_[static_cast<size_t>(layer)][static_cast<int>(p)]; }
+  bool has(int64_t layer, Proj p) const { return A(layer, p).data != nullptr; }
+
+  // PEFT default init: A ~ kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)), B = 0. Philox from seed.
+  void init_peft_default(uint64_t seed);
+  void zero_grads();
+  // Copies A/B from a PEFT adapter folder's adapter_model.safetensors (f32/bf16/f16). Every targeted
+  // module must be present with the right shape; a key that matches nothing is an error (names the key).
+  void load_peft_weights(const std::string& adapter_dir);
+
+  // Every (parameter, gradient) pair in a stable order: layer, projection, A then B.
+  struct Param {
+    std::string peft_name;  // "base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight"
+    Tensor value, grad;
+  };
+  std::vector<Param> params() const;
+  int64_t parameter_count() const;
+  size_t bytes() const { return arena_.capacity(); }
+
+ private:
+  LoraConfig cfg_;
+  Arena arena_;
+  std::vector<std::array<Tensor, kNumProj>> A_, B_, dA_, dB_;
+};
+
+}  // namespace cotune::model

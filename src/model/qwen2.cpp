@@ -1,0 +1,486 @@
+#include "model/qwen2.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
+#include "base/error.h"
+#include "base/half.h"
+#include "base/log.h"
+#include "formats/safetensors.h"
+#include "kernels/ops.h"
+
+namespace cotune::model {
+
+namespace ops = cotune::kernels;
+
+// ---- weights ------------------------------------------------------------------------------------
+
+const Tensor& LayerWeights::proj(Proj p) const {
+  switch (p) {
+    case Proj::q: return q_w;
+    case Proj::k: return k_w;
+    case Proj::v: return v_w;
+    case Proj::o: return o_w;
+    case Proj::gate: return gate_w;
+    case Proj::up: return up_w;
+    case Proj::down: return down_w;
+  }
+  return q_w;
+}
+
+const Tensor& LayerWeights::bias(Proj p) const {
+  static const Tensor kNone;
+  switch (p) {
+    case Proj::q: return q_b;
+    case Proj::k: return k_b;
+    case Proj::v: return v_b;
+    default: return kNone;
+  }
+}
+
+namespace {
+
+// Copies a checkpoint tensor into a new tensor of the device's storage dtype, checking its shape.
+Tensor load_tensor(Arena& arena, const formats::Checkpoint& ckpt, const std::string& name, Shape expected,
+                   DType storage) {
+  const formats::TensorEntry& e = ckpt.get(name);
+  std::vector<int64_t> want(expected.dims.begin(), expected.dims.begin() + expected.ndim);
+  if (e.shape != want) {
+    std::string got = "[";
+    for (size_t i = 0; i < e.shape.size(); ++i) got += (i ? ", " : "") + std::to_string(e.shape[i]);
+    fail("{}: tensor {} has shape {}, the config expects {}", e.file, name, got + "]", expected.str());
+  }
+  Tensor src = e.tensor();
+  Tensor dst = arena.alloc(storage, expected, name);
+  if (src.dtype == storage) {
+    copy_bytes(dst, src);
+    return dst;
+  }
+  if (src.dtype != DType::f32 && src.dtype != DType::bf16 && src.dtype != DType::f16)
+    fail("{}: tensor {} has dtype {}; weights must be F32, BF16 or F16", e.file, name, e.dtype_name);
+  // Convert on the host, then move to the device.
+  std::vector<float> f(static_cast<size_t>(src.numel()));
+  ops::copy(Tensor(f.data(), DType::f32, expected), src.view(expected));
+  if (storage == DType::f32) {
+    copy_bytes(dst, Tensor(f.data(), DType::f32, expected));
+  } else {
+    std::vector<uint16_t> h(f.size());
+    ops::copy(Tensor(h.data(), storage, expected), Tensor(f.data(), DType::f32, expected));
+    copy_bytes(dst, Tensor(h.data(), storage, expected));
+  }
+  return dst;
+}
+
+}  // namespace
+
+Qwen2Model Qwen2Model::load(const std::string& model_dir, const LoadOptions& opts) {
+  return with_context("loading model " + model_dir, [&] {
+    formats::ModelConfig cfg = formats::load_model_config(model_dir);
+    formats::Checkpoint ckpt = formats::Checkpoint::open(model_dir);
+    return from_checkpoint(cfg, ckpt, opts);
+  });
+}
+
+Qwen2Model Qwen2Model::from_checkpoint(const formats::ModelConfig& cfg, const formats::Checkpoint& ckpt,
+                                       const LoadOptions& opts) {
+  Qwen2Model m;
+  m.config_ = cfg;
+  m.device_ = opts.device;
+  m.arena_ = std::make_unique<Arena>(opts.device);
+  const DType st = m.act_dtype();
+  const int64_t C = cfg.hidden_size, V = cfg.vocab_size, I = cfg.intermediate_size;
+  const int64_t QD = cfg.num_attention_heads * cfg.head_dim, KVD = cfg.num_key_value_heads * cfg.head_dim;
+  Arena& a = *m.arena_;
+  m.weights_.embed = load_tensor(a, ckpt, "model.embed_tokens.weight", {V, C}, st);
+  m.weights_.final_norm = load_tensor(a, ckpt, "model.norm.weight", {C}, st);
+  if (cfg.tie_word_embeddings) {
+    m.weights_.lm_head = m.weights_.embed;
+  } else {
+    m.weights_.lm_head = load_tensor(a, ckpt, "lm_head.weight", {V, C}, st);
+  }
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    LayerWeights w;
+    w.input_norm = load_tensor(a, ckpt, p + "input_layernorm.weight", {C}, st);
+    w.post_norm = load_tensor(a, ckpt, p + "post_attention_layernorm.weight", {C}, st);
+    w.q_w = load_tensor(a, ckpt, p + "self_attn.q_proj.weight", {QD, C}, st);
+    w.k_w = load_tensor(a, ckpt, p + "self_attn.k_proj.weight", {KVD, C}, st);
+    w.v_w = load_tensor(a, ckpt, p + "self_attn.v_proj.weight", {KVD, C}, st);
+    if (cfg.attention_bias) {
+      w.q_b = load_tensor(a, ckpt, p + "self_attn.q_proj.bias", {QD}, st);
+      w.k_b = load_tensor(a, ckpt, p + "self_attn.k_proj.bias", {KVD}, st);
+      w.v_b = load_tensor(a, ckpt, p + "self_attn.v_proj.bias", {KVD}, st);
+    }
+    w.o_w = load_tensor(a, ckpt, p + "self_attn.o_proj.weight", {C, QD}, st);
+    w.gate_w = load_tensor(a, ckpt, p + "mlp.gate_proj.weight", {I, C}, st);
+    w.up_w = load_tensor(a, ckpt, p + "mlp.up_proj.weight", {I, C}, st);
+    w.down_w = load_tensor(a, ckpt, p + "mlp.down_proj.weight", {C, I}, st);
+    m.weights_.layers.push_back(w);
+  }
+  return m;
+}
+
+// ---- batches ------------------------------------------------------------------------------------
+
+int PackedBatch::max_seqlen() const {
+  int mx = 0;
+  for (size_t s = 0; s + 1 < cu_seqlens.size(); ++s) mx = std::max(mx, cu_seqlens[s + 1] - cu_seqlens[s]);
+  return mx;
+}
+
+int64_t PackedBatch::counted() const {
+  return std::count_if(targets.begin(), targets.end(), [](int32_t t) { return t >= 0; });
+}
+
+PackedBatch PackedBatch::from_sequences(const std::vector<std::vector<int32_t>>& seqs) {
+  PackedBatch b;
+  b.cu_seqlens.push_back(0);
+  for (const auto& s : seqs) {
+    for (size_t i = 0; i < s.size(); ++i) {
+      b.input_ids.push_back(s[i]);
+      b.position_ids.push_back(static_cast<int32_t>(i));
+      b.targets.push_back(i + 1 < s.size() ? s[i + 1] : -100);
+    }
+    b.cu_seqlens.push_back(static_cast<int32_t>(b.input_ids.size()));
+  }
+  return b;
+}
+
+std::string MemoryPlan::str() const {
+  auto gib = [](size_t b) { return static_cast<double>(b) / 1073741824.0; };
+  return fmt::format("weights {:.2f} GiB, LoRA + grads {:.3f} GiB, activations {:.2f} GiB, workspace {:.2f} GiB, total {:.2f} GiB",
+                     gib(weights), gib(lora), gib(activations), gib(workspace), gib(total()));
+}
+
+// ---- runner buffers -----------------------------------------------------------------------------
+
+// Activations of one decoder layer for T tokens (views sliced to the batch's T at each step).
+struct LayerActs {
+  Tensor h1, rstd1;    // [T,C], [T]
+  Tensor q, k, v;      // [T,H*D], [T,KV*D] x2 (q and k after RoPE)
+  Tensor att, lse;     // [T,H*D], [H,T]
+  Tensor x2;           // [T,C] residual after attention
+  Tensor h2, rstd2;    // [T,C], [T]
+  Tensor g, u, m;      // [T,I] x3
+  std::array<Tensor, kNumProj> xa;  // [T,R] f32 per LoRA target
+};
+
+struct Qwen2Runner::Buffers {
+  Arena arena;
+  Tensor ids, pos, targets, cu;  // i32 on device: [T], [T], [T], [S+1]
+  std::vector<Tensor> residual;  // L+1 x [T,C]: the input of each layer, then the last layer's output
+  std::vector<LayerActs> acts;   // one set (checkpointing) or L sets
+  Tensor hf, rstdf;              // final norm output [T,C], [T]
+  Tensor losses, correct;        // [T] f32, [T] i32
+  Tensor ce_ws;                  // [chunk, V] f32
+  Tensor tmp_c;                  // [T,C] scratch (o/down projection outputs)
+  // backward
+  Tensor dres, dh, dtmp_c;       // [T,C]
+  Tensor dq, dk, dv, datt;       // [T,H*D], [T,KV*D] x2, [T,H*D]
+  Tensor dm, dg, du;             // [T,I]
+  Tensor lora_g;                 // [T,R] f32
+  Tensor drop_in, drop_grad;     // [T,max(C,I,H*D)] dropout scratch
+  int64_t T = 0;                 // tokens of the current batch
+  int S = 0, max_seqlen = 0;
+  explicit Buffers(Device d) : arena(d) {}
+};
+
+Qwen2Runner::~Qwen2Runner() = default;
+
+Qwen2Runner::Qwen2Runner(const Qwen2Model& model, LoraWeights* lora, const RunnerOptions& opts)
+    : model_(model), lora_(lora), opts_(opts), buf_(std::make_unique<Buffers>(model.device())) {
+  const auto& c = model.config();
+  const int64_t T = opts_.max_tokens, C = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t QD = c.num_attention_heads * c.head_dim, KVD = c.num_key_value_heads * c.head_dim;
+  const int64_t H = c.num_attention_heads, L = c.num_hidden_layers;
+  const int64_t R = lora ? lora->config().r : 0;
+  if (T <= 0) fail("runner token budget must be positive, got {}", T);
+  if (opts_.ce_chunk <= 0) opts_.ce_chunk = std::clamp<int64_t>((int64_t{256} << 20) / (4 * V), 16, 4096);
+  const DType act = model.act_dtype();
+  Buffers& b = *buf_;
+  Arena& a = b.arena;
+
+  b.ids = a.alloc(DType::i32, {T}, "input ids");
+  b.pos = a.alloc(DType::i32, {T}, "positions");
+  b.targets = a.alloc(DType::i32, {T}, "targets");
+  b.cu = a.alloc(DType::i32, {T + 1}, "cu_seqlens");
+  size_t mark = a.used();
+  const bool keep_all = opts_.training && !opts_.gradient_checkpointing;
+  for (int64_t l = 0; l <= L; ++l) {
+    // Inference needs only two residual buffers (ping-pong); training keeps every layer's input.
+    if (!opts_.training && l >= 2) {
+      b.residual.push_back(b.residual[static_cast<size_t>(l % 2)]);
+      continue;
+    }
+    b.residual.push_back(a.alloc(act, {T, C}, "residual"));
+  }
+  const size_t n_acts = keep_all ? static_cast<size_t>(L) : 1;
+  for (size_t i = 0; i < n_acts; ++i) {
+    LayerActs x;
+    x.h1 = a.alloc(act, {T, C}, "h1");
+    x.rstd1 = a.alloc(DType::f32, {T}, "rstd1");
+    x.q = a.alloc(act, {T, QD}, "q");
+    x.k = a.alloc(act, {T, KVD}, "k");
+    x.v = a.alloc(act, {T, KVD}, "v");
+    x.att = a.alloc(act, {T, QD}, "attention out");
+    x.lse = a.alloc(DType::f32, {H, T}, "lse");
+    x.x2 = a.alloc(act, {T, C}, "x2");
+    x.h2 = a.alloc(act, {T, C}, "h2");
+    x.rstd2 = a.alloc(DType::f32, {T}, "rstd2");
+    x.g = a.alloc(act, {T, I}, "gate");
+    x.u = a.alloc(act, {T, I}, "up");
+    x.m = a.alloc(act, {T, I}, "swiglu");
+    if (lora)
+      for (int p = 0; p < kNumProj; ++p)
+        if (lora->config().targets(static_cast<Proj>(p))) x.xa[p] = a.alloc(DType::f32, {T, R}, "lora xa");
+    b.acts.push_back(x);
+  }
+  b.hf = a.alloc(act, {T, C}, "final norm out");
+  b.rstdf = a.alloc(DType::f32, {T}, "final rstd");
+  b.losses = a.alloc(DType::f32, {T}, "losses");
+  b.correct = a.alloc(DType::i32, {T}, "correct");
+  b.tmp_c = a.alloc(act, {T, C}, "projection scratch");
+  const size_t acts_bytes = a.used() - mark;
+  mark = a.used();
+  b.ce_ws = a.alloc(DType::f32, {std::min(opts_.ce_chunk, T) * V}, "LM-head chunk logits");
+  const int64_t widest = std::max({C, I, QD});
+  if (opts_.training) {
+    b.dres = a.alloc(act, {T, C}, "residual grad");
+    b.dh = a.alloc(act, {T, C}, "normed grad");
+    b.dtmp_c = a.alloc(act, {T, C}, "grad scratch");
+    b.dq = a.alloc(act, {T, QD}, "dq");
+    b.dk = a.alloc(act, {T, KVD}, "dk");
+    b.dv = a.alloc(act, {T, KVD}, "dv");
+    b.datt = a.alloc(act, {T, QD}, "d attention out");
+    b.dm = a.alloc(act, {T, I}, "d swiglu");
+    b.dg = a.alloc(act, {T, I}, "d gate");
+    b.du = a.alloc(act, {T, I}, "d up");
+    if (lora) b.lora_g = a.alloc(DType::f32, {T, R}, "lora g");
+  }
+  if (lora && lora->config().dropout > 0.0f) {
+    b.drop_in = a.alloc(act, {T, widest}, "dropout input");
+    if (opts_.training) b.drop_grad = a.alloc(act, {T, widest}, "dropout grad");
+  }
+  plan_.weights = model.weight_bytes();
+  plan_.lora = lora ? lora->bytes() : 0;
+  plan_.activations = acts_bytes;
+  plan_.workspace = a.used() - mark;
+  log::debug("runner memory plan: {}", plan_.str());
+}
+
+void Qwen2Runner::upload(const PackedBatch& batch) {
+  Buffers& b = *buf_;
+  const int64_t T = batch.tokens();
+  if (T == 0) fail("empty batch");
+  if (T > opts_.max_tokens) fail("batch of {} tokens exceeds the runner's token budget of {}", T, opts_.max_tokens);
+  if (static_cast<int64_t>(batch.position_ids.size()) != T || static_cast<int64_t>(batch.targets.size()) != T)
+    fail("batch arrays disagree: {} ids, {} positions, {} targets", T, batch.position_ids.size(), batch.targets.size());
+  if (batch.cu_seqlens.size() < 2 || batch.cu_seqlens.front() != 0 || batch.cu_seqlens.back() != T)
+    fail("batch cu_seqlens must run from 0 to {} tokens", T);
+  b.T = T;
+  b.S = static_cast<int>(batch.cu_seqlens.size()) - 1;
+  b.max_seqlen = batch.max_seqlen();
+  auto host = [](const std::vector<int32_t>& v) {
+    return Tensor(const_cast<int32_t*>(v.data()), DType::i32, {static_cast<int64_t>(v.size())});
+  };
+  copy_bytes(b.ids.slice_rows(0, T), host(batch.input_ids));
+  copy_bytes(b.pos.slice_rows(0, T), host(batch.position_ids));
+  copy_bytes(b.targets.slice_rows(0, T), host(batch.targets));
+  copy_bytes(b.cu.slice_rows(0, b.S + 1), host(batch.cu_seqlens));
+}
+
+namespace {
+Tensor rows(const Tensor& t, int64_t T) { return t.data ? t.slice_rows(0, T) : t; }
+// lse is [H, Tmax]: re-view the leading H*T elements as [H, T].
+Tensor lse_view(const Tensor& lse, int64_t T) { return Tensor(lse.data, lse.dtype, {lse.dim(0), T}, lse.device); }
+uint64_t mix_seed(uint64_t seed, int64_t layer, int p) {
+  uint64_t x = seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(layer * kNumProj + p + 1));
+  x ^= x >> 31;
+  x *= 0xBF58476D1CE4E5B9ull;
+  return x ^ (x >> 29);
+}
+}  // namespace
+
+void Qwen2Runner::proj_forward(int64_t l, Proj p, const Tensor& out, const Tensor& inp, const Tensor& xa,
+                               uint64_t seed) {
+  const LayerWeights& w = model_.weights().layers[static_cast<size_t>(l)];
+  ops::linear_forward(out, inp, w.proj(p), w.bias(p));
+  if (!lora_ || !lora_->has(l, p)) return;
+  const float drop = lora_->config().dropout;
+  Tensor x = inp;
+  if (drop > 0.0f) {
+    x = Tensor(buf_->drop_in.data, inp.dtype, inp.shape, inp.device);
+    ops::dropout_forward(x, inp, drop, mix_seed(seed, l, static_cast<int>(p)), 0);
+  }
+  ops::lora_forward(out, xa, x, lora_->A(l, p), lora_->B(l, p), lora_->config().scale());
+}
+
+void Qwen2Runner::proj_backward(int64_t l, Proj p, const Tensor& dinp, bool accumulate, const Tensor& dout,
+                                const Tensor& inp, const Tensor& xa, uint64_t seed) {
+  const LayerWeights& w = model_.weights().layers[static_cast<size_t>(l)];
+  ops::linear_backward_input(dinp, dout, w.proj(p), accumulate);
+  if (!lora_ || !lora_->has(l, p)) return;
+  const float drop = lora_->config().dropout;
+  const float scale = lora_->config().scale();
+  Tensor g = rows(buf_->lora_g, dout.dim(0));
+  if (drop <= 0.0f) {
+    ops::lora_backward(dinp, lora_->dA(l, p), lora_->dB(l, p), g, dout, inp, xa, lora_->A(l, p), lora_->B(l, p), scale);
+    return;
+  }
+  const uint64_t s = mix_seed(seed, l, static_cast<int>(p));
+  Tensor x(buf_->drop_in.data, inp.dtype, inp.shape, inp.device);
+  ops::dropout_forward(x, inp, drop, s, 0);  // regenerate the forward's dropped input
+  ops::lora_backward(Tensor(), lora_->dA(l, p), lora_->dB(l, p), g, dout, x, xa, lora_->A(l, p), lora_->B(l, p), scale);
+  Tensor gx(buf_->drop_grad.data, inp.dtype, inp.shape, inp.device);
+  // gx = g @ A, then through the dropout mask, then into dinp.
+  if (gx.dtype == DType::f32) {
+    ops::matmul(gx, g, lora_->A(l, p), false, false, 1.0f, 0.0f);
+  } else {
+    ops::matmul(gx, g, lora_->A(l, p), false, false, 1.0f, 0.0f);
+  }
+  ops::dropout_backward(gx, gx, drop, s, 0);
+  ops::add(dinp, dinp, gx);
+}
+
+void Qwen2Runner::layer_forward(int64_t l, const Tensor& x_in, const Tensor& x_out, size_t ai, uint64_t seed) {
+  const auto& c = model_.config();
+  const LayerWeights& w = model_.weights().layers[static_cast<size_t>(l)];
+  Buffers& b = *buf_;
+  const int64_t T = b.T, H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim;
+  LayerActs& a = b.acts[ai];
+  const float eps = static_cast<float>(c.rms_norm_eps), theta = static_cast<float>(c.rope_theta);
+  Tensor h1 = rows(a.h1, T), q = rows(a.q, T), k = rows(a.k, T), v = rows(a.v, T), att = rows(a.att, T);
+  Tensor x2 = rows(a.x2, T), h2 = rows(a.h2, T), g = rows(a.g, T), u = rows(a.u, T), m = rows(a.m, T);
+  Tensor tmp = rows(b.tmp_c, T), pos = rows(b.pos, T), cu = rows(b.cu, b.S + 1);
+  auto xa = [&](Proj p) { return rows(a.xa[static_cast<int>(p)], T); };
+
+  ops::rmsnorm_forward(h1, rows(a.rstd1, T), x_in, w.input_norm, eps);
+  proj_forward(l, Proj::q, q, h1, xa(Proj::q), seed);
+  proj_forward(l, Proj::k, k, h1, xa(Proj::k), seed);
+  proj_forward(l, Proj::v, v, h1, xa(Proj::v), seed);
+  Tensor q3 = q.view({T, H, D}), k3 = k.view({T, KV, D}), v3 = v.view({T, KV, D});
+  ops::rope_forward(q3, pos, theta);
+  ops::rope_forward(k3, pos, theta);
+  ops::attention_forward(att.view({T, H, D}), lse_view(a.lse, T), q3, k3, v3, cu, b.max_seqlen,
+                         1.0f / std::sqrt(static_cast<float>(D)));
+  proj_forward(l, Proj::o, tmp, att, xa(Proj::o), seed);
+  ops::add(x2, x_in, tmp);
+  ops::rmsnorm_forward(h2, rows(a.rstd2, T), x2, w.post_norm, eps);
+  proj_forward(l, Proj::gate, g, h2, xa(Proj::gate), seed);
+  proj_forward(l, Proj::up, u, h2, xa(Proj::up), seed);
+  ops::swiglu_forward(m, g, u);
+  proj_forward(l, Proj::down, tmp, m, xa(Proj::down), seed);
+  ops::add(x_out, x2, tmp);
+}
+
+// On entry b.dres holds the gradient of the layer's output; on exit, of its input (when need_dinput).
+void Qwen2Runner::layer_backward(int64_t l, const Tensor& x_in, size_t ai, uint64_t seed, bool need_dinput) {
+  const auto& c = model_.config();
+  const LayerWeights& w = model_.weights().layers[static_cast<size_t>(l)];
+  Buffers& b = *buf_;
+  const int64_t T = b.T, H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim;
+  const float theta = static_cast<float>(c.rope_theta);
+  LayerActs& a = b.acts[ai];
+  Tensor h1 = rows(a.h1, T), q = rows(a.q, T), k = rows(a.k, T), v = rows(a.v, T), att = rows(a.att, T);
+  Tensor x2 = rows(a.x2, T), h2 = rows(a.h2, T), g = rows(a.g, T), u = rows(a.u, T), m = rows(a.m, T);
+  Tensor dres = rows(b.dres, T), dh = rows(b.dh, T), dm = rows(b.dm, T), dg = rows(b.dg, T), du = rows(b.du, T);
+  Tensor dq = rows(b.dq, T), dk = rows(b.dk, T), dv = rows(b.dv, T), datt = rows(b.datt, T);
+  Tensor pos = rows(b.pos, T), cu = rows(b.cu, b.S + 1);
+  auto xa = [&](Proj p) { return rows(a.xa[static_cast<int>(p)], T); };
+
+  // MLP: x_out = x2 + down(swiglu(gate(h2), up(h2))), h2 = rmsnorm(x2)
+  proj_backward(l, Proj::down, dm, false, dres, m, xa(Proj::down), seed);
+  ops::swiglu_backward(dg, du, dm, g, u);
+  proj_backward(l, Proj::gate, dh, false, dg, h2, xa(Proj::gate), seed);
+  proj_backward(l, Proj::up, dh, true, du, h2, xa(Proj::up), seed);
+  ops::rmsnorm_backward(dres, dh, x2, w.post_norm, rows(a.rstd2, T), true);  // dres = d x2
+  // Attention: x2 = x_in + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = rmsnorm(x_in)
+  proj_backward(l, Proj::o, datt, false, dres, att, xa(Proj::o), seed);
+  Tensor dq3 = dq.view({T, H, D}), dk3 = dk.view({T, KV, D});
+  ops::attention_backward(dq3, dk3, dv.view({T, KV, D}), datt.view({T, H, D}), q.view({T, H, D}), k.view({T, KV, D}),
+                          v.view({T, KV, D}), att.view({T, H, D}), lse_view(a.lse, T), cu, b.max_seqlen,
+                          1.0f / std::sqrt(static_cast<float>(D)));
+  ops::rope_backward(dq3, pos, theta);
+  ops::rope_backward(dk3, pos, theta);
+  proj_backward(l, Proj::q, dh, false, dq, h1, xa(Proj::q), seed);
+  proj_backward(l, Proj::k, dh, true, dk, h1, xa(Proj::k), seed);
+  proj_backward(l, Proj::v, dh, true, dv, h1, xa(Proj::v), seed);
+  if (need_dinput) ops::rmsnorm_backward(dres, dh, x_in, w.input_norm, rows(a.rstd1, T), true);  // dres = d x_in
+}
+
+void Qwen2Runner::run_layers_forward(bool keep_all, uint64_t seed) {
+  Buffers& b = *buf_;
+  const auto& w = model_.weights();
+  const int64_t L = model_.config().num_hidden_layers, T = b.T;
+  ops::embedding_forward(rows(b.residual[0], T), rows(b.ids, T), w.embed);
+  for (int64_t l = 0; l < L; ++l)
+    layer_forward(l, rows(b.residual[static_cast<size_t>(l)], T), rows(b.residual[static_cast<size_t>(l + 1)], T),
+                  keep_all ? static_cast<size_t>(l) : 0, seed);
+  ops::rmsnorm_forward(rows(b.hf, T), rows(b.rstdf, T), rows(b.residual[static_cast<size_t>(L)], T), w.final_norm,
+                       static_cast<float>(model_.config().rms_norm_eps));
+}
+
+StepStats Qwen2Runner::forward_backward(const PackedBatch& batch, bool backward, float grad_scale,
+                                        uint64_t dropout_seed) {
+  if (backward && !opts_.training) fail("this runner was built for inference: no backward buffers");
+  if (backward && !lora_) fail("backward needs LoRA weights: the base model is frozen");
+  upload(batch);
+  Buffers& b = *buf_;
+  const auto& w = model_.weights();
+  const int64_t L = model_.config().num_hidden_layers, T = b.T;
+  const bool keep_all = opts_.training && !opts_.gradient_checkpointing;
+  run_layers_forward(keep_all, dropout_seed);
+
+  Tensor dhf = backward ? rows(b.dh, T) : Tensor();
+  ops::lm_head_cross_entropy(rows(b.losses, T), rows(b.correct, T), dhf, rows(b.hf, T), w.lm_head, rows(b.targets, T),
+                             grad_scale, b.ce_ws, opts_.ce_chunk);
+  StepStats st;
+  {
+    std::vector<float> losses(static_cast<size_t>(T));
+    std::vector<int32_t> correct(static_cast<size_t>(T));
+    copy_bytes(Tensor(losses.data(), DType::f32, {T}), rows(b.losses, T));
+    copy_bytes(Tensor(correct.data(), DType::i32, {T}), rows(b.correct, T));
+    for (int64_t t = 0; t < T; ++t) {
+      if (batch.targets[static_cast<size_t>(t)] < 0) continue;
+      st.loss_sum += losses[static_cast<size_t>(t)];
+      st.correct += correct[static_cast<size_t>(t)];
+      ++st.counted;
+    }
+  }
+  if (!backward) return st;
+
+  // d(final norm input) -> b.dres, then layers in reverse; layer 0's input gradient is not needed
+  // (the embedding is frozen).
+  ops::rmsnorm_backward(rows(b.dres, T), dhf, rows(b.residual[static_cast<size_t>(L)], T), w.final_norm,
+                        rows(b.rstdf, T), false);
+  for (int64_t l = L - 1; l >= 0; --l) {
+    const Tensor x_in = rows(b.residual[static_cast<size_t>(l)], T);
+    size_t ai = keep_all ? static_cast<size_t>(l) : 0;
+    if (!keep_all) layer_forward(l, x_in, rows(b.tmp_c, T), 0, dropout_seed);  // recompute (checkpointing)
+    layer_backward(l, x_in, ai, dropout_seed, l > 0);
+  }
+  return st;
+}
+
+std::vector<float> Qwen2Runner::forward_logits(const PackedBatch& batch) {
+  upload(batch);
+  Buffers& b = *buf_;
+  const auto& c = model_.config();
+  const int64_t T = b.T, V = c.vocab_size;
+  run_layers_forward(opts_.training && !opts_.gradient_checkpointing, 0);
+  std::vector<float> out(static_cast<size_t>(T * V));
+  Arena tmp(model_.device());
+  Tensor logits = tmp.alloc(DType::f32, {T, V}, "logits");
+  if (model_.device() == Device::cpu) {
+    ops::linear_forward(logits, rows(b.hf, T), model_.weights().lm_head, Tensor());
+  } else {
+    ops::matmul(logits, rows(b.hf, T), model_.weights().lm_head, false, true, 1.0f, 0.0f);
+  }
+  copy_bytes(Tensor(out.data(), DType::f32, {T, V}), logits);
+  return out;
+}
+
+}  // namespace cotune::model

@@ -1,0 +1,133 @@
+// The Qwen2 decoder family (Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen; Llama by flags): weights,
+// and an explicit forward and backward over packed variable-length batches (llm.c style: every op a
+// call into kernels/ops.h, no autograd graph). The frozen base may carry LoRA adapters (model/lora.h);
+// the backward pass produces gradients for the LoRA weights only.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "formats/model_config.h"
+#include "model/lora.h"
+#include "tensor/arena.h"
+#include "tensor/tensor.h"
+
+namespace cotune::formats {
+class Checkpoint;
+}
+
+namespace cotune::model {
+
+struct LayerWeights {
+  Tensor input_norm;                     // [C]
+  Tensor q_w, q_b, k_w, k_b, v_w, v_b;   // [H*D, C] (+[H*D]), [KV*D, C] (+[KV*D]); biases undefined if absent
+  Tensor o_w;                            // [C, H*D]
+  Tensor post_norm;                      // [C]
+  Tensor gate_w, up_w, down_w;           // [I, C], [I, C], [C, I]
+  const Tensor& proj(Proj p) const;
+  const Tensor& bias(Proj p) const;      // undefined for o/gate/up/down (and q/k/v without bias)
+};
+
+struct Weights {
+  Tensor embed;       // [V, C]
+  Tensor final_norm;  // [C]
+  Tensor lm_head;     // [V, C] (the embedding itself when tied)
+  std::vector<LayerWeights> layers;
+};
+
+struct LoadOptions {
+  Device device = Device::cpu;
+};
+
+class Qwen2Model {
+ public:
+  // Reads config.json and the safetensors weights (single or sharded) of a model folder; weights are
+  // converted to the device's storage dtype (f32 on CPU, bf16 on CUDA). Errors name the tensor and file.
+  static Qwen2Model load(const std::string& model_dir, const LoadOptions& opts = {});
+  static Qwen2Model from_checkpoint(const formats::ModelConfig& config, const formats::Checkpoint& ckpt,
+                                    const LoadOptions& opts = {});
+
+  const formats::ModelConfig& config() const { return config_; }
+  const Weights& weights() const { return weights_; }
+  Device device() const { return device_; }
+  DType act_dtype() const { return device_ == Device::cpu ? DType::f32 : DType::bf16; }
+  size_t weight_bytes() const { return arena_ ? arena_->capacity() : 0; }
+
+ private:
+  formats::ModelConfig config_;
+  Device device_ = Device::cpu;
+  std::unique_ptr<Arena> arena_;
+  Weights weights_;
+};
+
+// A packed batch on the host: several sequences concatenated. targets[t] is the id to predict at t
+// (the next token of the same sequence) or -100 where not counted. positions restart per sequence.
+struct PackedBatch {
+  std::vector<int32_t> input_ids;   // [T]
+  std::vector<int32_t> position_ids;  // [T]
+  std::vector<int32_t> targets;     // [T]
+  std::vector<int32_t> cu_seqlens;  // [S+1]
+  int64_t tokens() const { return static_cast<int64_t>(input_ids.size()); }
+  int max_seqlen() const;
+  int64_t counted() const;  // targets >= 0
+  // Builds a batch from whole sequences; every position predicts the next token of its sequence, the last
+  // position of each sequence predicts nothing.
+  static PackedBatch from_sequences(const std::vector<std::vector<int32_t>>& seqs);
+};
+
+struct RunnerOptions {
+  int64_t max_tokens = 2048;          // token budget of one micro-batch (all buffers sized for it)
+  bool gradient_checkpointing = true;  // keep each layer's input, recompute the layer in backward
+  int64_t ce_chunk = 0;               // tokens per LM-head chunk (0: chosen from the vocabulary size)
+  bool training = true;               // allocate backward buffers
+};
+
+// Sums over the counted positions of one micro-batch.
+struct StepStats {
+  double loss_sum = 0.0;
+  int64_t counted = 0;
+  int64_t correct = 0;
+};
+
+// What the buffers of a runner cost, planned up front (no allocation inside the step loop).
+struct MemoryPlan {
+  size_t weights = 0, lora = 0, activations = 0, workspace = 0;
+  size_t total() const { return weights + lora + activations + workspace; }
+  std::string str() const;
+};
+
+// Owns every activation / gradient buffer for a token budget and runs forward and backward passes.
+class Qwen2Runner {
+ public:
+  Qwen2Runner(const Qwen2Model& model, LoraWeights* lora, const RunnerOptions& opts);
+  ~Qwen2Runner();
+  Qwen2Runner(const Qwen2Runner&) = delete;
+  Qwen2Runner& operator=(const Qwen2Runner&) = delete;
+
+  // Forward over a packed batch; with `backward`, also accumulates LoRA gradients (dA, dB +=) of
+  // grad_scale * sum of counted token losses. `dropout_seed` picks the LoRA dropout masks of this call.
+  StepStats forward_backward(const PackedBatch& batch, bool backward, float grad_scale, uint64_t dropout_seed = 0);
+  // Full logits [T, V] (f32, host) of a batch, for tests and small-scale evaluation.
+  std::vector<float> forward_logits(const PackedBatch& batch);
+
+  MemoryPlan plan() const { return plan_; }
+  const RunnerOptions& options() const { return opts_; }
+
+ private:
+  struct Buffers;
+  const Qwen2Model& model_;
+  LoraWeights* lora_;
+  RunnerOptions opts_;
+  MemoryPlan plan_;
+  std::unique_ptr<Buffers> buf_;
+  void upload(const PackedBatch& batch);
+  void run_layers_forward(bool keep_all, uint64_t dropout_seed);
+  void layer_forward(int64_t l, const Tensor& x_in, const Tensor& x_out, size_t acts_index, uint64_t dropout_seed);
+  void layer_backward(int64_t l, const Tensor& x_in, size_t acts_index, uint64_t dropout_seed, bool need_dinput);
+  void proj_forward(int64_t l, Proj p, const Tensor& out, const Tensor& inp, const Tensor& xa, uint64_t seed);
+  void proj_backward(int64_t l, Proj p, const Tensor& dinp, bool accumulate, const Tensor& dout, const Tensor& inp,
+                     const Tensor& xa, uint64_t seed);
+};
+
+}  // namespace cotune::model
