@@ -4,7 +4,9 @@
 // "__metadata__": {str: str}}, then the data block; offsets are relative to the data block.
 #pragma once
 #include <cstdint>
+#include <deque>
 #include <map>
+#include <unordered_map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,8 +41,9 @@ class SafetensorsFile {
 
  private:
   std::shared_ptr<MappedFile> file_;
-  std::vector<TensorEntry> entries_;
+  std::vector<TensorEntry> entries_;  // header order
   std::map<std::string, std::string> metadata_;
+  std::unordered_map<std::string, size_t> index_;  // name -> entries_ position
 };
 
 // All tensors of a checkpoint folder or file: `model.safetensors`, or the shards named by
@@ -67,10 +70,17 @@ class SafetensorsWriter {
   void add(const std::string& name, const std::string& dtype_name, std::vector<int64_t> shape, const void* data,
            size_t nbytes);
   void add(const std::string& name, const Tensor& t);  // host tensor
+  // Adds a tensor whose bytes the writer keeps (for data computed on the fly, e.g. converted dtypes).
+  void add_owned(const std::string& name, const std::string& dtype_name, std::vector<int64_t> shape,
+                 std::vector<uint8_t> bytes);
   void set_metadata(const std::string& key, const std::string& value);
   // Writes `path` (tensors sorted by name, 8-byte aligned header as HF writes it) via temp + rename.
   void write(const std::string& path) const;
   size_t total_bytes() const;
+  // The header JSON as write() emits it (padded with spaces to a multiple of 8 bytes). Tensors are
+  // ordered as the Rust safetensors crate orders them: by dtype (wider first), then by name; metadata
+  // keys sorted.
+  std::string header_json() const;
 
  private:
   struct Pending {
@@ -79,7 +89,9 @@ class SafetensorsWriter {
     const void* data;
     size_t nbytes;
   };
+  std::vector<const Pending*> storage_order() const;
   std::vector<Pending> pending_;
+  std::deque<std::vector<uint8_t>> owned_;  // add_owned buffers (deque: pointers stay valid)
   std::map<std::string, std::string> metadata_;
 };
 

@@ -1,0 +1,206 @@
+#include "formats/model_config.h"
+
+#include <gtest/gtest.h>
+
+#include "base/error.h"
+#include "base/mmap.h"
+#include "common/test_paths.h"
+#include "formats/temp_dir.h"
+
+namespace cotune::formats {
+namespace {
+
+template <typename Fn>
+void expect_error(Fn&& fn, std::initializer_list<std::string> parts) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected an Error";
+  } catch (const Error& e) {
+    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << "\n  lacks: " << p;
+  }
+}
+
+// A small Qwen2 config in transformers 4.x spelling; tests patch single fields into it.
+const char* kQwen2 = R"({
+  "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+  "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
+  "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
+  "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "tie_word_embeddings": true, "hidden_act": "silu",
+  "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2, "sliding_window": 4096,
+  "use_sliding_window": false})";
+
+// kQwen2 with `key` replaced (or added) by the JSON `value`; value "" removes the key.
+std::string patched(const std::string& key, const std::string& value) {
+  std::string s = kQwen2;
+  const std::string k = "\"" + key + "\":";
+  size_t at = s.find(k);
+  if (at != std::string::npos) {
+    size_t end = at + k.size();
+    int depth = 0;
+    for (; end < s.size(); ++end) {
+      char ch = s[end];
+      if (ch == '[' || ch == '{') ++depth;
+      if (ch == ']' || ch == '}') {
+        if (depth == 0) break;
+        --depth;
+      }
+      if (ch == ',' && depth == 0) break;
+    }
+    if (value.empty()) {
+      if (s[end] == ',') ++end;
+      s.erase(at, end - at);
+      if (s[end - (end - at) - 1] == ' ') {}
+    } else {
+      s.replace(at, end - at, k + " " + value);
+    }
+  } else if (!value.empty()) {
+    s.insert(s.size() - 1, ", " + k + " " + value);
+  }
+  // Removing the last key can leave ", }".
+  for (size_t p; (p = s.find(",}")) != std::string::npos;) s.erase(p, 1);
+  return s;
+}
+
+ModelConfig parse(const std::string& text) { return parse_model_config(text, "test/config.json"); }
+
+TEST(ModelConfig, RealDeepSeekR1DistillConfig) {
+  COTUNE_REQUIRE_FIXTURES(fixtures);
+  ModelConfig c = load_model_config(fixtures + "/deepseek-r1-distill-qwen-1.5b");
+  EXPECT_EQ(c.model_type, "qwen2");
+  EXPECT_EQ(c.architecture, "Qwen2ForCausalLM");
+  EXPECT_EQ(c.vocab_size, 151936);
+  EXPECT_EQ(c.hidden_size, 1536);
+  EXPECT_EQ(c.intermediate_size, 8960);
+  EXPECT_EQ(c.num_hidden_layers, 28);
+  EXPECT_EQ(c.num_attention_heads, 12);
+  EXPECT_EQ(c.num_key_value_heads, 2);
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_EQ(c.max_position_embeddings, 131072);
+  EXPECT_EQ(c.rope_theta, 10000.0);  // written as the integer 10000
+  EXPECT_EQ(c.rms_norm_eps, 1e-6);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_TRUE(c.attention_bias);
+  EXPECT_EQ(c.sliding_window, 4096);
+  EXPECT_FALSE(c.use_sliding_window);
+  EXPECT_EQ(c.eos_token_id, 151643);
+  EXPECT_EQ(c.torch_dtype, "bfloat16");
+  // Tensor by tensor (see the brief): embed + 28 x (q,k,v with bias, o, gate, up, down, 2 norms) + norm + lm_head.
+  EXPECT_EQ(c.parameter_count(), 1'777'088'000);
+  EXPECT_EQ(c.linear_parameter_count(),
+            28 * (2 * 1536 * 1536 + 2 * 256 * 1536 + 3 * 1536 * 8960) + int64_t{151936} * 1536);
+  // Same file given directly.
+  EXPECT_EQ(load_model_config(fixtures + "/deepseek-r1-distill-qwen-1.5b/config.json").hidden_size, 1536);
+}
+
+TEST(ModelConfig, Transformers5Spellings) {
+  std::string s = patched("rope_theta", "");
+  s = patched("torch_dtype", "");
+  std::string v5 = R"({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": 1000,
+    "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "dtype": "float32", "eos_token_id": [7, 8], "head_dim": null,
+    "rope_parameters": {"rope_theta": 1000000.0, "rope_type": "default"}, "sliding_window": null,
+    "rope_scaling": null})";
+  ModelConfig c = parse(v5);
+  EXPECT_EQ(c.rope_theta, 1e6);
+  EXPECT_EQ(c.torch_dtype, "float32");
+  EXPECT_EQ(c.eos_token_id, 7);
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_EQ(c.max_position_embeddings, 32768);  // Qwen2Config's default
+  EXPECT_FALSE(c.tie_word_embeddings);
+}
+
+TEST(ModelConfig, LlamaFlags) {
+  std::string s = R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 500,
+    "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 8,
+    "head_dim": 16, "attention_bias": false, "rope_scaling": {"rope_type": "default"}})";
+  ModelConfig c = parse(s);
+  EXPECT_FALSE(c.attention_bias);
+  EXPECT_EQ(c.num_key_value_heads, 8);
+  EXPECT_EQ(c.head_dim, 16);  // explicit and unlike hidden/heads = 8
+  EXPECT_EQ(c.max_position_embeddings, 2048);
+  const int64_t layer = 4 * 64 * 128 + 3 * 64 * 128 + 2 * 64;  // q,k,v,o + gate,up,down + 2 norms
+  EXPECT_EQ(c.parameter_count(), 500 * 64 * 2 + layer + 64);
+  std::string biased = s;
+  biased.replace(biased.find("\"attention_bias\": false"), 23, "\"attention_bias\": true ");
+  EXPECT_TRUE(parse(biased).attention_bias);
+  EXPECT_EQ(parse(biased).parameter_count(), c.parameter_count() + 3 * 128 + 64);  // q,k,v,o biases
+}
+
+TEST(ModelConfig, RoundTripsThroughJson) {
+  ModelConfig c = parse(kQwen2);
+  std::string text = model_config_to_json(c);
+  ModelConfig d = parse_model_config(text, "written");
+  EXPECT_EQ(d.model_type, c.model_type);
+  EXPECT_EQ(d.architecture, c.architecture);
+  EXPECT_EQ(d.vocab_size, c.vocab_size);
+  EXPECT_EQ(d.hidden_size, c.hidden_size);
+  EXPECT_EQ(d.intermediate_size, c.intermediate_size);
+  EXPECT_EQ(d.num_hidden_layers, c.num_hidden_layers);
+  EXPECT_EQ(d.num_attention_heads, c.num_attention_heads);
+  EXPECT_EQ(d.num_key_value_heads, c.num_key_value_heads);
+  EXPECT_EQ(d.head_dim, c.head_dim);
+  EXPECT_EQ(d.max_position_embeddings, c.max_position_embeddings);
+  EXPECT_EQ(d.rms_norm_eps, c.rms_norm_eps);
+  EXPECT_EQ(d.rope_theta, c.rope_theta);
+  EXPECT_EQ(d.tie_word_embeddings, c.tie_word_embeddings);
+  EXPECT_EQ(d.torch_dtype, c.torch_dtype);
+  EXPECT_EQ(d.eos_token_id, c.eos_token_id);
+  EXPECT_EQ(d.sliding_window, c.sliding_window);
+  EXPECT_NE(text.find("\"torch_dtype\": \"bfloat16\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"rope_theta\": 10000.0"), std::string::npos) << text;
+}
+
+TEST(ModelConfig, LoadErrorsNameFileAndField) {
+  test::TempDir dir;
+  expect_error([&] { load_model_config(dir.path().string()); }, {dir.path().string(), "config.json"});
+  test::write_bytes(dir / "config.json", "{\"model_type\": \"qwen2\",");
+  expect_error([&] { load_model_config(dir.path().string()); }, {dir / "config.json", "not valid JSON"});
+  expect_error([&] { load_model_config(dir / "nope.json"); }, {"nope.json"});
+}
+
+struct BadCase {
+  std::string key, value;
+  std::vector<std::string> parts;
+};
+
+TEST(ModelConfig, BadConfigsNameTheField) {
+  const std::vector<BadCase> cases = {
+      {"hidden_size", "", {"missing required field \"hidden_size\""}},
+      {"num_hidden_layers", "null", {"missing required field \"num_hidden_layers\""}},
+      {"model_type", "", {"\"model_type\""}},
+      {"hidden_size", "\"64\"", {"\"hidden_size\"", "integer", "a string"}},
+      {"hidden_size", "64.0", {"\"hidden_size\"", "integer"}},
+      {"vocab_size", "0", {"\"vocab_size\"", "positive"}},
+      {"tie_word_embeddings", "1", {"\"tie_word_embeddings\"", "true or false"}},
+      {"rope_theta", "\"big\"", {"\"rope_theta\"", "number"}},
+      {"model_type", "\"mistral\"", {"\"model_type\"", "mistral"}},
+      {"architectures", "[\"Qwen2MoeForCausalLM\"]", {"\"architectures\"", "Qwen2MoeForCausalLM"}},
+      {"architectures", "[]", {"\"architectures\""}},
+      {"num_attention_heads", "5", {"hidden_size 64", "num_attention_heads 5"}},
+      {"num_key_value_heads", "3", {"num_attention_heads 4", "num_key_value_heads 3"}},
+      {"use_sliding_window", "true", {"\"use_sliding_window\""}},
+      {"rope_scaling", "{\"rope_type\": \"yarn\", \"factor\": 4.0}", {"\"rope_scaling.rope_type\"", "yarn"}},
+      {"rope_scaling", "{\"type\": \"linear\", \"factor\": 2.0}", {"\"rope_scaling.type\"", "linear"}},
+      {"rope_scaling", "{\"factor\": 2.0}", {"\"rope_scaling\"", "rope_type"}},
+      {"rope_parameters", "{\"rope_theta\": 5.0, \"rope_type\": \"llama3\"}", {"\"rope_parameters.rope_type\"", "llama3"}},
+      {"rope_parameters", "{\"rope_theta\": \"x\"}", {"\"rope_parameters.rope_theta\"", "number"}},
+      {"hidden_act", "\"gelu\"", {"\"hidden_act\"", "gelu"}},
+      {"eos_token_id", "\"</s>\"", {"\"eos_token_id\""}},
+  };
+  for (const auto& bc : cases) {
+    SCOPED_TRACE(bc.key + " = " + bc.value);
+    std::string text = patched(bc.key, bc.value);
+    try {
+      parse(text);
+      ADD_FAILURE() << "accepted:\n" << text;
+    } catch (const Error& e) {
+      std::string msg = e.what();
+      EXPECT_NE(msg.find("test/config.json"), std::string::npos) << msg;
+      for (const auto& p : bc.parts) EXPECT_NE(msg.find(p), std::string::npos) << msg << "\n  lacks: " << p;
+    }
+  }
+  expect_error([] { parse("[1, 2]"); }, {"test/config.json", "object"});
+}
+
+}  // namespace
+}  // namespace cotune::formats
