@@ -1,0 +1,99 @@
+// Byte-level BPE model: vocab entries are kept as raw bytes (the GPT-2 byte <-> char mapping is undone at
+// load time), so a pre-token's UTF-8 bytes are merged directly. Merges are applied by rank, lowest first,
+// leftmost first among equal ranks (HF `Word::merge_all`): a scan over a rank array for short words and a
+// binary heap with lazy invalidation (O(n log n)) for long ones (a whole Chinese clause is one pre-token).
+// Results of words up to kMaxCachedBytes long are cached in a sharded, thread-safe map.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace cotune::text {
+
+// Open-addressing map (left id, right id) -> (rank, merged id).
+class MergeTable {
+ public:
+  struct Entry {
+    uint64_t key;  // (left << 32) | right, kEmpty when unused
+    int32_t rank;
+    int32_t merged;
+  };
+  static constexpr uint64_t kEmpty = ~uint64_t{0};
+
+  void reserve(size_t n);
+  // Inserts or overwrites (HF builds a HashMap from the merge list: a later duplicate wins).
+  void put(int32_t left, int32_t right, int32_t rank, int32_t merged);
+  const Entry* find(int32_t left, int32_t right) const {
+    const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
+    size_t i = slot(key);
+    for (;;) {
+      const Entry& e = table_[i];
+      if (e.key == key) return &e;
+      if (e.key == kEmpty) return nullptr;
+      i = (i + 1) & mask_;
+    }
+  }
+  size_t size() const { return size_; }
+
+ private:
+  size_t slot(uint64_t key) const { return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> shift_) & mask_; }
+  std::vector<Entry> table_;
+  size_t mask_ = 0;
+  int shift_ = 64;
+  size_t size_ = 0;
+};
+
+struct TransparentStringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const noexcept;
+};
+
+class BpeModel {
+ public:
+  static constexpr size_t kMaxCachedBytes = 256;
+
+  // vocab_bytes[id] = the raw bytes of token id (empty for ids that are not BPE vocab entries);
+  // `mergeable[id]` says whether the id may be produced (false for entries whose string form is not
+  // byte-level). merges are (left id, right id, merged id) in rank order.
+  BpeModel(std::vector<std::string> vocab_bytes, const std::vector<bool>& mergeable,
+           const std::vector<std::array<int32_t, 3>>& merges, bool ignore_merges, int32_t unk_id, bool fuse_unk);
+  BpeModel(const BpeModel&) = delete;
+  BpeModel& operator=(const BpeModel&) = delete;
+
+  // Appends the ids of one pre-token (its raw UTF-8 bytes) to `out`.
+  void tokenize(std::string_view word, std::vector<int32_t>& out) const;
+  // Without the cache (tests, benchmarks).
+  void tokenize_uncached(std::string_view word, std::vector<int32_t>& out) const;
+
+  const std::string& bytes_of(int32_t id) const { return vocab_bytes_[static_cast<size_t>(id)]; }
+  size_t size() const { return vocab_bytes_.size(); }
+
+ private:
+  void merge_small(std::string_view word, std::vector<int32_t>& out) const;
+  void merge_heap(std::string_view word, std::vector<int32_t>& out) const;
+  bool initial_symbols(std::string_view word, std::vector<int32_t>& ids, std::vector<uint32_t>& starts) const;
+
+  std::vector<std::string> vocab_bytes_;
+  std::unordered_map<std::string, int32_t, TransparentStringHash, std::equal_to<>> bytes_to_id_;
+  std::array<int32_t, 256> byte_id_{};
+  MergeTable merges_;
+  bool ignore_merges_;
+  int32_t unk_id_;
+  bool fuse_unk_;
+
+  // Sharded cache word -> ids. A shard stops accepting words when full (as HF's cache does).
+  struct Shard {
+    std::mutex mutex;
+    std::unordered_map<std::string, std::vector<int32_t>, TransparentStringHash, std::equal_to<>> map;
+  };
+  static constexpr size_t kShards = 64;
+  static constexpr size_t kShardCapacity = 8192;
+  std::unique_ptr<Shard[]> shards_;
+};
+
+}  // namespace cotune::text
