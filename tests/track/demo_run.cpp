@@ -4,7 +4,10 @@
 // tools/screenshot_report.sh renders OUTPUT_DIR/report/index.html with headless Chromium.
 // --resume-from N continues a finished demo run as a resumed run would (steps N+1.., different values),
 // so the check can see that the abandoned tail disappears from both metrics.jsonl and TensorBoard.
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <thread>
 #include <cstdio>
 #include <string>
 
@@ -26,7 +29,9 @@ int main(int argc, char** argv) {
     const int steps = 60, warmup = 5, eval_every = 10;
     const double peak_lr = 2e-4;
     auto hub = MetricsHub::open({"jsonl", "tensorboard"}, out, resume_from);
-    Progress progress({.total_steps = steps, .log_every = 10, .mode = ProgressOptions::Mode::lines});
+    // A bar on a terminal, log lines otherwise; COTUNE_DEMO_STEP_MS slows the loop down to watch the bar.
+    Progress progress({.total_steps = steps, .log_every = 10});
+    const char* step_ms = std::getenv("COTUNE_DEMO_STEP_MS");
     uint32_t rng = resume_from ? 777 : 12345;  // a small LCG: the same "noise" every run
     auto noise = [&] {
       rng = rng * 1664525u + 1013904223u;
@@ -51,6 +56,8 @@ int main(int argc, char** argv) {
         eval = 1.45 + 1.0 * std::exp(-s / 16.0) + 0.02 * noise();
         hub.log(s, {{"eval_loss", *eval}, {"eval_mean_token_accuracy", 0.44 + 0.19 * (1 - std::exp(-s / 16.0))}});
       }
+      if (step_ms) std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(step_ms)));
+      if (s == 40) progress.message("saved checkpoint-40");
       progress.update({.step = s, .loss = loss, .lr = lr, .grad_norm = gn, .tokens_per_s = tokens / dt, .eval_loss = eval});
     }
     hub.log_text(steps, "sample/after", "<think>The patient presents with ...</think> The most likely diagnosis is ...");
