@@ -90,7 +90,8 @@ def nf4_case(name, W, note):
     _, st_plain = F.quantize_4bit(W, blocksize=64, compress_statistics=False, quant_type="nf4")
     packed = st.as_dict(packed=True)
     deq = F.dequantize_4bit(qw, st, quant_type="nf4")          # in W's dtype
-    deq_f32 = F.dequantize_4bit(qw, st_plain, quant_type="nf4")  # un-nested absmax, fp32 compute path
+    st_plain.dtype = torch.float32                               # un-nested absmax, output in fp32
+    deq_f32 = F.dequantize_4bit(qw, st_plain, quant_type="nf4")
     # dequantize with the nested absmax, written out in fp32
     st32 = F.QuantState(absmax=st.absmax, shape=st.shape, code=st.code, blocksize=64, quant_type="nf4",
                         dtype=torch.float32, offset=st.offset, state2=st.state2)

@@ -22,6 +22,13 @@ using testing::GoldenTensor;
 std::vector<uint8_t> u8(const GoldenTensor& t) { return t.bytes; }
 
 nlohmann::json manifest() { return testing::read_json(testing::golden_dir() + "/quant/manifest.json"); }
+// The manifest's list `key`, by value: a range-for over manifest()["key"] would iterate a destroyed
+// temporary. An empty or missing list fails the test instead of passing vacuously.
+nlohmann::json cases(const std::string& key) {
+  nlohmann::json list = manifest()[key];
+  EXPECT_TRUE(list.is_array() && !list.empty()) << "manifest has no cases under \"" << key << "\"";
+  return list;
+}
 
 TEST(QuantTables, MatchBitsandbytes) {
   COTUNE_OPEN_GOLDEN(g, "quant", "quant_golden.safetensors");
@@ -42,7 +49,7 @@ const float* map_named(const std::string& name) {
 
 TEST(Blockwise8, QuantizeMatchesBnb) {
   COTUNE_OPEN_GOLDEN(g, "quant", "quant_golden.safetensors");
-  for (const auto& c : manifest()["blockwise8"]) {
+  for (const auto& c : cases("blockwise8")) {
     const std::string name = c["name"];
     SCOPED_TRACE(name);
     auto x = g[name + ".input"].f32();
@@ -97,7 +104,7 @@ Shape shape_of(const nlohmann::json& c) {
 
 TEST(Nf4, QuantizeMatchesBnb) {
   COTUNE_OPEN_GOLDEN(g, "quant", "quant_golden.safetensors");
-  for (const auto& c : manifest()["nf4"]) {
+  for (const auto& c : cases("nf4")) {
     const std::string name = c["name"];
     SCOPED_TRACE(name);
     std::vector<uint8_t> in_bytes;
@@ -171,7 +178,7 @@ struct GoldenNf4 {
 
 TEST(Nf4, DequantizeMatchesBnb) {
   COTUNE_OPEN_GOLDEN(g, "quant", "quant_golden.safetensors");
-  for (const auto& c : manifest()["nf4"]) {
+  for (const auto& c : cases("nf4")) {
     const std::string name = c["name"];
     SCOPED_TRACE(name);
     const Shape shape = shape_of(c);
@@ -211,7 +218,7 @@ TEST(Nf4, DequantizeMatchesBnb) {
 
 TEST(Nf4, QuantStateJsonMatchesBnb) {
   COTUNE_OPEN_GOLDEN(g, "quant", "quant_golden.safetensors");
-  for (const auto& c : manifest()["nf4"]) {
+  for (const auto& c : cases("nf4")) {
     const std::string name = c["name"];
     SCOPED_TRACE(name);
     const auto& blob = g[name + ".weight.quant_state.bitsandbytes__nf4"].bytes;
