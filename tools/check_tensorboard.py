@@ -8,8 +8,12 @@ Checks, in order:
      run through MetricsHub), and checks that TensorBoard's scalars equal metrics.jsonl's, record for record
      (to float32 precision). Then it resumes that run from step 30 with different values
      (--resume-from 30) and checks that TensorBoard, purging the abandoned tail through the SessionLog
-     START event, again agrees with the truncated-and-appended metrics.jsonl.
+     START event, again agrees with the truncated-and-appended metrics.jsonl; and that a fresh run into
+     the same folder hides the older runs' events.
   3. With --run OUTPUT_DIR (repeatable): the same jsonl-vs-TensorBoard comparison for a real run.
+  4. With --server (and --build): starts the `tensorboard` server itself on a free loopback port (its
+     Rust data server, --load_fast=true, which is what the UI reads through) on the resumed demo run and
+     compares its HTTP scalars API with metrics.jsonl, and checks the text plugin lists the sample.
 
 Usage:  pip install tensorboard
         python3 tools/check_tensorboard.py --build build
@@ -135,7 +139,57 @@ def compare_run(out_dir, label):
     return acc
 
 
-def check_demo(build_dir):
+def check_server(out, label):
+    import socket
+    import time
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(["tensorboard", "--logdir", os.path.join(out, "tb"), "--host", "127.0.0.1",
+                             "--port", str(port), "--load_fast=true"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/data/plugin"
+    try:
+        tags = None
+        for _ in range(120):  # the data server needs a few seconds to start and load
+            time.sleep(0.5)
+            try:
+                tags = json.load(urllib.request.urlopen(base + "/scalars/tags", timeout=5)).get(".", {})
+                if "train/loss" in tags:
+                    break
+            except OSError:
+                continue
+        if not tags:
+            fail(f"{label}: the tensorboard server on port {port} served no scalars")
+        want = {}
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            for line in f:
+                rec = json.loads(line)
+                step = rec.pop("step")
+                for k, v in rec.items():
+                    if isinstance(v, (int, float)):
+                        want.setdefault(tag_of(k), {})[step] = f32(float(v))
+        n = 0
+        for tag, by_step in want.items():
+            url = f"{base}/scalars/scalars?run=.&tag={urllib.request.quote(tag)}"
+            got = {step: value for _, step, value in json.load(urllib.request.urlopen(url, timeout=10))}
+            if sorted(got) != sorted(by_step):
+                fail(f"{label} {tag}: server steps differ from metrics.jsonl ({len(got)} vs {len(by_step)})")
+            for step, v in by_step.items():
+                if got[step] != v:
+                    fail(f"{label} {tag} step {step}: server {got[step]} != jsonl {v}")
+                n += 1
+        text_tags = json.load(urllib.request.urlopen(base + "/text/tags", timeout=5)).get(".", [])
+        if "sample/after" not in text_tags:
+            fail(f"{label}: text plugin tags {text_tags}")
+        print(f"ok  {label}: the tensorboard server (load_fast) serves {n} scalars equal to metrics.jsonl + the text sample")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def check_demo(build_dir, server=False):
     demo = os.path.join(build_dir, "tests", "track_demo_run")
     if not os.access(demo, os.X_OK):
         fail(f"{demo} not found: build the track_demo_run target")
@@ -153,16 +207,22 @@ def check_demo(build_dir):
         if all(after[s] == before[s] for s in range(31, 61)):
             fail("resume: steps 31..60 still show the abandoned run's values")
         print("ok  resume: TensorBoard dropped the abandoned steps 31..60 (SessionLog START purge)")
+        if server:
+            check_server(out, "resumed demo run")
+        subprocess.run([demo, out], check=True, capture_output=True)
+        compare_run(out, "a fresh run into the same folder")
+        print("ok  fresh run: the older runs' events no longer show (SessionLog START at step 1)")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", help="build folder holding tests/track_demo_run")
     ap.add_argument("--run", action="append", default=[], help="a run's OUTPUT folder (metrics.jsonl + tb/)")
+    ap.add_argument("--server", action="store_true", help="also query a real tensorboard server (with --build)")
     args = ap.parse_args()
     check_golden()
     if args.build:
-        check_demo(args.build)
+        check_demo(args.build, server=args.server)
     for r in args.run:
         compare_run(r, r)
     print("PASS")

@@ -17,6 +17,7 @@
 // clipping), `tokens` (counted predictions), `mean_token_accuracy`, `tokens_per_s`, `elapsed_s`, `epoch`;
 // evaluation keys start with `eval_`. Sinks write whatever keys they are given; none is required.
 //
+// Not thread-safe: call it from the training loop's thread.
 // Every sink flushes each record as it is written, so a run that is killed loses nothing already logged.
 // Errors (a directory that cannot be created, a full disk) throw cotune::Error naming the file.
 #pragma once

@@ -232,7 +232,7 @@ TensorBoardSink::TensorBoardSink(const fs::path& dir, const TensorBoardOptions& 
   file_ = std::fopen(path_.c_str(), "wb");
   if (!file_) fail("cannot create TensorBoard event file {}: {}", path_.string(), std::strerror(errno));
   write_record(encode_file_version_event(t));
-  if (options.resume_step) write_record(encode_session_start_event(t, *options.resume_step + 1));
+  write_record(encode_session_start_event(t, options.resume_step.value_or(0) + 1));
 }
 
 TensorBoardSink::~TensorBoardSink() {

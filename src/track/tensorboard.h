@@ -11,8 +11,11 @@
 //   SummaryMetadata { PluginData plugin_data = 1; }  PluginData { string plugin_name = 1; }
 //   TensorProto { DataType dtype = 1 (DT_STRING = 7); TensorShapeProto tensor_shape = 2; bytes string_val = 8; }
 //   SessionLog { SessionStatus status = 1 (START = 1); }
-// The first record is the file_version event "brain.Event:2". Scalars are simple_value (TensorBoard
-// migrates them to its scalars plugin); text is a DT_STRING tensor tagged for the "text" plugin.
+// The first record is the file_version event "brain.Event:2", the second a SessionLog START at the first
+// step this file will hold: TensorBoard then drops events at that step or later from the folder's older
+// files (a previous run into the same OUTPUT, or the abandoned tail before a resume), as it does for
+// TensorFlow's own restarts. Scalars are simple_value (TensorBoard migrates them to its scalars plugin);
+// text is a DT_STRING tensor tagged for the "text" plugin.
 //
 // Usage (normally through MetricsHub::open({"tensorboard"}, ...)):
 //   cotune::track::TensorBoardSink tb("OUTPUT/tb");
@@ -57,8 +60,9 @@ std::string encode_session_start_event(double wall_time, int64_t step);
 std::string tensorboard_tag(std::string_view key);
 
 struct TensorBoardOptions {
-  // Resuming after step N: the new file starts with a SessionLog START at step N+1, which makes
-  // TensorBoard drop events at steps > N from earlier files of the run (the abandoned tail).
+  // Resuming after step N: the SessionLog START is at step N+1, so TensorBoard keeps the earlier files'
+  // steps <= N and drops the abandoned tail. Without it (a fresh run) START is at step 1: an older run's
+  // events in the same folder no longer show.
   std::optional<int64_t> resume_step;
   // For tests: fixed wall time and host name instead of the clock and gethostname().
   std::optional<double> wall_time;

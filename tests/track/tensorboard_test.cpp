@@ -42,10 +42,14 @@ TEST(TensorBoard, FileNameAndFirstEvent) {
       << tb.path();
   tb.close();
   auto ev = decode_file(tb.path());
-  ASSERT_EQ(ev.size(), 1u);
+  ASSERT_EQ(ev.size(), 2u);
   ASSERT_TRUE(ev[0].file_version.has_value());
   EXPECT_EQ(*ev[0].file_version, "brain.Event:2");
   EXPECT_GT(ev[0].wall_time, 1.6e9);  // a real clock, seconds since 1970
+  // A fresh run: SessionLog START at step 1 hides an older run's events in the same folder.
+  EXPECT_EQ(ev[1].session_status, 1);
+  EXPECT_EQ(ev[1].step, 1);
+  EXPECT_TRUE(ev[1].values.empty());
 }
 
 TEST(TensorBoard, RoundTripScalarsAndText) {
@@ -60,8 +64,10 @@ TEST(TensorBoard, RoundTripScalarsAndText) {
 
   // Flushed per record: readable while the sink is still open.
   auto ev = decode_file(tb.path());
-  ASSERT_EQ(ev.size(), 5u);
+  ASSERT_EQ(ev.size(), 6u);
   EXPECT_EQ(ev[0].file_version, "brain.Event:2");
+  EXPECT_EQ(ev[1].session_status, 1);
+  ev.erase(ev.begin() + 1);  // from here on: the logged records
   EXPECT_DOUBLE_EQ(ev[1].wall_time, 1700000000.25);
   EXPECT_EQ(ev[1].step, 1);
   ASSERT_EQ(ev[1].values.size(), 3u);
@@ -98,7 +104,7 @@ TEST(TensorBoard, ResumeWritesSessionStartAndNewFile) {
   }
   EXPECT_NE(first, second);  // same second: a ".1" suffix, never an overwrite
   EXPECT_EQ(second.filename().string(), "events.out.tfevents.1700000000.h.1");
-  EXPECT_EQ(decode_file(first).size(), 2u);
+  EXPECT_EQ(decode_file(first).size(), 3u);
   auto ev = decode_file(second);
   ASSERT_EQ(ev.size(), 2u);
   EXPECT_EQ(ev[1].session_status, 1);  // START
@@ -121,9 +127,9 @@ TEST(TensorBoard, ThroughTheHubFactory) {
   for (const auto& e : fs::directory_iterator(dir.path() / "tb")) files.push_back(e.path());
   ASSERT_EQ(files.size(), 1u);
   auto ev = decode_file(files[0]);
-  ASSERT_EQ(ev.size(), 2u);
-  EXPECT_EQ(ev[1].step, 5);
-  EXPECT_EQ(ev[1].values.at(0).tag, "train/loss");
+  ASSERT_EQ(ev.size(), 3u);
+  EXPECT_EQ(ev[2].step, 5);
+  EXPECT_EQ(ev[2].values.at(0).tag, "train/loss");
 }
 
 // The bytes of a small fixed run, pinned. tools/check_tensorboard.py reads the same golden file with the
@@ -151,9 +157,9 @@ TEST(TensorBoard, GoldenBytes) {
   if (!fs::exists(golden)) GTEST_SKIP() << "golden file missing: " << golden << " (COTUNE_UPDATE_GOLDEN=1 writes it)";
   EXPECT_EQ(bytes, slurp(golden)) << "event bytes differ from " << golden;
   auto ev = decode_file(golden);
-  ASSERT_EQ(ev.size(), 7u);
-  EXPECT_EQ(ev[4].step, 4);
-  EXPECT_EQ(ev[4].values.at(1).simple_value, 2.0f);  // loss at step 4 (keys sorted: grad_norm, loss, ...)
+  ASSERT_EQ(ev.size(), 8u);
+  EXPECT_EQ(ev[5].step, 4);
+  EXPECT_EQ(ev[5].values.at(1).simple_value, 2.0f);  // loss at step 4 (keys sorted: grad_norm, loss, ...)
 }
 
 }  // namespace
