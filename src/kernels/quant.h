@@ -21,6 +21,8 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -145,6 +147,21 @@ struct Nf4Buffers {
 // Quantizes a host f32/bf16 weight like bnb quantize_4bit(w, blocksize=64, compress_statistics=nested,
 // quant_type="nf4"). `nested_rounding` picks the 8-bit rounding of the absmax (see QuantRounding).
 Nf4Buffers nf4_quantize(const Tensor& w, bool nested = true, QuantRounding nested_rounding = QuantRounding::nearest);
+// ---- checkpoint names -----------------------------------------------------------------------------------
+// Finds a tensor of a checkpoint by full name (host or device view); nullopt when absent.
+using TensorLookup = std::function<std::optional<Tensor>(const std::string& name)>;
+// The NF4 weight bitsandbytes saved for the Linear `prefix` (e.g. "model.layers.0.mlp.up_proj"): reads
+// prefix.weight, .weight.absmax, .weight.quant_map, .weight.quant_state.bitsandbytes__nf4 and, when the JSON
+// says nested, .weight.nested_absmax and .weight.nested_quant_map. A packed weight stored in another
+// quant_storage dtype (bnb_4bit_quant_storage=bfloat16, ...) is viewed as its bytes. The JSON's dtype,
+// shape, blocksize and nested offset fill the description; sizes are validated. Errors name the tensor.
+Nf4Weight nf4_weight_from_tensors(const std::string& prefix, const TensorLookup& lookup);
+// The (name, tensor) pairs bitsandbytes would save for `q` under `prefix`, in its order: weight
+// (u8 [ceil(n/2), 1]), weight.absmax, weight.quant_map, [weight.nested_absmax, weight.nested_quant_map,]
+// weight.quant_state.bitsandbytes__nf4 (u8 view of `json_storage`, which must outlive the tensors).
+std::vector<std::pair<std::string, Tensor>> nf4_checkpoint_tensors(const std::string& prefix, const Nf4Weight& q,
+                                                                    std::string& json_storage);
+
 // Dequantizes into a host f32 or bf16 tensor of q.numel() elements (bf16: fp32 value rounded to nearest even).
 void nf4_dequantize(const Nf4Weight& q, const Tensor& out);
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "base/error.h"
@@ -238,6 +239,52 @@ TEST(Nf4, QuantStateJsonMatchesBnb) {
     GoldenNf4 q(g, name, shape_of(c), c["dtype"] == "bfloat16" ? DType::bf16 : DType::f32);
     EXPECT_EQ(kernels::write_nf4_quant_state(q.w.quant_state()), text);
     EXPECT_NO_THROW(q.w.validate(name));
+  }
+}
+
+TEST(Nf4, CheckpointTensorsMatchBnbNames) {
+  COTUNE_OPEN_GOLDEN(g, "quant", "quant_golden.safetensors");
+  for (const auto& c : cases("nf4")) {
+    const std::string name = c["name"];
+    SCOPED_TRACE(name);
+    // The golden stores bnb's state_dict entries under "<case>.weight...", exactly as a checkpoint would
+    // under "<module>.weight...".
+    std::string hidden;  // a name the lookup pretends is absent
+    kernels::TensorLookup lookup = [&](const std::string& n) -> std::optional<Tensor> {
+      if (n == hidden || !g.has(n)) return std::nullopt;
+      const auto& t = g[n];
+      DType d = t.dtype == "F32" ? DType::f32 : t.dtype == "BF16" ? DType::bf16 : DType::u8;
+      return Tensor(const_cast<uint8_t*>(t.bytes.data()), d,
+                    {static_cast<int64_t>(t.bytes.size() / dtype_size(d))});
+    };
+    kernels::Nf4Weight w = kernels::nf4_weight_from_tensors(name, lookup);
+    EXPECT_EQ(w.shape, shape_of(c));
+    EXPECT_EQ(w.dtype, c["dtype"] == "bfloat16" ? DType::bf16 : DType::f32);
+    EXPECT_TRUE(w.nested);
+    EXPECT_EQ(w.offset, g[name + ".offset"].f32()[0]);
+    std::vector<float> out(static_cast<size_t>(w.numel()));
+    kernels::nf4_dequantize(w, Tensor(out.data(), DType::f32, w.shape));
+    EXPECT_EQ(out, g[name + ".dequant_f32_nested"].f32());
+
+    // Writing back gives bnb's six entries, byte for byte.
+    std::string json;
+    auto entries = kernels::nf4_checkpoint_tensors(name, w, json);
+    ASSERT_EQ(entries.size(), 6u);
+    for (const auto& [n, t] : entries) {
+      ASSERT_TRUE(g.has(n)) << n;
+      const auto& want = g[n].bytes;
+      ASSERT_EQ(t.nbytes(), want.size()) << n;
+      EXPECT_EQ(0, std::memcmp(t.data, want.data(), want.size())) << n;
+    }
+    EXPECT_EQ(entries[0].second.shape, (Shape{w.numel() / 2, 1}));
+
+    hidden = name + ".weight.nested_absmax";
+    try {
+      kernels::nf4_weight_from_tensors(name, lookup);
+      ADD_FAILURE() << "missing nested_absmax not reported";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(hidden), std::string::npos) << e.what();
+    }
   }
 }
 

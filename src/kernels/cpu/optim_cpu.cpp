@@ -3,9 +3,11 @@
 // Python floats); std::fma marks the places where torch's vectorized CPU kernels fuse (lerp: fmadd(w, end -
 // start, start); addcmul: fmadd(value * t1, t2, self); add with alpha: fmadd(other, alpha, self)). Without
 // those explicit fmas the project's -ffp-contract=off build rounds every operation separately.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "base/parallel.h"
 #include "kernels/optim.h"
 
 namespace cotune::kernels {
@@ -35,7 +37,7 @@ void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, const A
   const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
   const float eps = static_cast<float>(h.eps);
   const bool decays = h.weight_decay != 0.0;
-  for (int64_t i = 0; i < n; ++i) {
+  parallel_for(n, [&](int64_t i) {
     float pi = decays ? p[i] * decay : p[i];
     const float gi = g[i];
     const float diff = gi - m[i];
@@ -47,7 +49,7 @@ void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, const A
     m[i] = mi;
     v[i] = vi;
     p[i] = pi;
-  }
+  });
 }
 
 void adamw_bnb32_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamWHyper& h,
@@ -65,7 +67,7 @@ void adamw_bnb32_step(float* p, const float* g, float* m, float* v, int64_t n, c
   const float eps_c2 = static_cast<float>(h.eps * c2);
   const float decay = static_cast<float>(1.0 - h.lr * h.weight_decay);
   const bool decays = h.weight_decay > 0.0;
-  for (int64_t i = 0; i < n; ++i) {
+  parallel_for(n, [&](int64_t i) {
     const float gi = gnorm_scale == 1.0f ? g[i] : g[i] * gnorm_scale;
     const float mi = std::fma(gi, one_minus_b1, m[i] * b1);
     const float vi = std::fma(one_minus_b2 * gi, gi, v[i] * b2);
@@ -74,7 +76,7 @@ void adamw_bnb32_step(float* p, const float* g, float* m, float* v, int64_t n, c
     p[i] = std::fma(update, step_size, pi);
     m[i] = mi;
     v[i] = vi;
-  }
+  });
 }
 
 void adamw8bit_step(float* p, const float* g, uint8_t* q1, float* absmax1, uint8_t* q2, float* absmax2, int64_t n,
@@ -98,7 +100,7 @@ void adamw8bit_step(float* p, const float* g, uint8_t* q1, float* absmax1, uint8
   std::vector<float> s1(static_cast<size_t>(n)), s2(static_cast<size_t>(n));
   dequantize_blockwise_8bit(q1, absmax1, kDynamicMapSigned, n, kOptimBlocksize, s1.data());
   dequantize_blockwise_8bit(q2, absmax2, kDynamicMapUnsigned, n, kOptimBlocksize, s2.data());
-  for (int64_t i = 0; i < n; ++i) {
+  parallel_for(n, [&](int64_t i) {
     const size_t k = static_cast<size_t>(i);
     const float gi = gnorm_scale == 1.0f ? g[i] : g[i] * gnorm_scale;
     const float mi = std::fma(gi, one_minus_b1, s1[k] * b1);
@@ -108,19 +110,28 @@ void adamw8bit_step(float* p, const float* g, uint8_t* q1, float* absmax1, uint8
     p[i] = pi + (neg_lr_c1 * mi) / denom;
     s1[k] = mi;
     s2[k] = vi;
-  }
+  });
   quantize_blockwise_8bit(s1.data(), n, kDynamicMapSigned, kOptimBlocksize, q1, absmax1, r);
   quantize_blockwise_8bit(s2.data(), n, kDynamicMapUnsigned, kOptimBlocksize, q2, absmax2, r);
 }
 
 double sum_squares(const float* x, int64_t n) {
-  double s = 0.0;
-  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * static_cast<double>(x[i]);
-  return s;
+  // Fixed chunks summed in order: the result does not depend on the thread count (resume is bit-identical).
+  constexpr int64_t kChunk = 1 << 14;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
+  parallel_for(chunks, [&](int64_t c) {
+    double s = 0.0;
+    for (int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) s += static_cast<double>(x[i]) * x[i];
+    partial[static_cast<size_t>(c)] = s;
+  });
+  double total = 0.0;
+  for (double s : partial) total += s;
+  return total;
 }
 
 void scale_inplace(float* x, int64_t n, float s) {
-  for (int64_t i = 0; i < n; ++i) x[i] *= s;
+  parallel_for(n, [&](int64_t i) { x[i] *= s; });
 }
 
 }  // namespace cpu

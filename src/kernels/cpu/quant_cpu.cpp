@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "base/half.h"
+#include "base/parallel.h"
 #include "kernels/quant.h"
 
 namespace cotune::kernels {
@@ -89,8 +90,8 @@ void quantize_blockwise_8bit(const float* x, int64_t n, const float* code, int64
   COTUNE_CHECK(blocksize > 0, "quantize_blockwise_8bit: blocksize must be positive, got {}", blocksize);
   const int64_t nb = num_blocks(n, blocksize);
   if (r == QuantRounding::nearest) {
-    Midpoints m(code);
-    for (int64_t b = 0; b < nb; ++b) {
+    const Midpoints m(code);
+    parallel_for(nb, [&](int64_t b) {
       const int64_t s = b * blocksize, e = std::min(n, s + blocksize);
       float am = block_absmax(x + s, e - s);
       absmax[b] = am;
@@ -100,26 +101,26 @@ void quantize_blockwise_8bit(const float* x, int64_t n, const float* code, int64
         float v = std::clamp(x[i] * inv, -1.0f, 1.0f);
         q[i] = static_cast<uint8_t>(bucketize(v, m.mid, 255));
       }
-    }
+    });
     return;
   }
-  auto lut = lut_for(code);
-  for (int64_t b = 0; b < nb; ++b) {
+  const std::shared_ptr<const Lut> lut = lut_for(code);
+  parallel_for(nb, [&](int64_t b) {
     const int64_t s = b * blocksize, e = std::min(n, s + blocksize);
     float am = block_absmax(x + s, e - s);
     absmax[b] = am;
     if (am == 0.0f) {
       std::fill(q + s, q + e, uint8_t{0});
-      continue;
+      return;
     }
     const float inv = 1.0f / am;
     for (int64_t i = s; i < e; ++i) q[i] = lut->lut[lut_index(x[i] * inv)];
-  }
+  });
 }
 
 void dequantize_blockwise_8bit(const uint8_t* q, const float* absmax, const float* code, int64_t n,
                                int64_t blocksize, float* out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = code[q[i]] * absmax[i / blocksize];
+  parallel_for(n, [&](int64_t i) { out[i] = code[q[i]] * absmax[i / blocksize]; });
 }
 
 void nf4_quantize(const float* x, int64_t n, int64_t blocksize, uint8_t* packed, float* absmax) {
@@ -127,25 +128,26 @@ void nf4_quantize(const float* x, int64_t n, int64_t blocksize, uint8_t* packed,
   float mid[15];
   for (int i = 0; i < 15; ++i) mid[i] = (kNf4Code[i] + kNf4Code[i + 1]) / 2.0f;
   const int64_t nb = num_blocks(n, blocksize);
-  for (int64_t b = 0; b < nb; ++b) {
+  parallel_for(nb, [&](int64_t b) {
     const int64_t s = b * blocksize, e = std::min(n, s + blocksize);
     absmax[b] = block_absmax(x + s, e - s);
-  }
+  });
   auto code_of = [&](int64_t i) -> uint8_t {
     if (i >= n) return static_cast<uint8_t>(bucketize(0.0f, mid, 15));  // bnb pads the scaled values with 0
     const float inv = 1.0f / std::max(absmax[i / blocksize], 1e-38f);
     return static_cast<uint8_t>(bucketize(std::clamp(x[i] * inv, -1.0f, 1.0f), mid, 15));
   };
-  for (int64_t j = 0; j < (n + 1) / 2; ++j)
+  parallel_for((n + 1) / 2, [&](int64_t j) {
     packed[j] = static_cast<uint8_t>((code_of(2 * j) << 4) | code_of(2 * j + 1));
+  });
 }
 
 void nf4_dequantize(const uint8_t* packed, const float* absmax, int64_t n, int64_t blocksize, float* out) {
-  for (int64_t i = 0; i < n; ++i) {
+  parallel_for(n, [&](int64_t i) {
     const uint8_t byte = packed[i / 2];
     const int c = (i % 2 == 0) ? (byte >> 4) : (byte & 0x0f);
     out[i] = kNf4Code[c] * absmax[i / blocksize];
-  }
+  });
 }
 
 float mean_f32(const float* x, int64_t n) {
@@ -299,13 +301,13 @@ void nf4_dequantize(const Nf4Weight& q, const Tensor& out) {
   };
   if (out.dtype == DType::f32) {
     float* o = out.ptr<float>();
-    for (int64_t i = 0; i < n; ++i) o[i] = value(i);
+    parallel_for(n, [&](int64_t i) { o[i] = value(i); });
   } else if (out.dtype == DType::bf16) {
     uint16_t* o = out.ptr<uint16_t>();
-    for (int64_t i = 0; i < n; ++i) o[i] = f32_to_bf16(value(i));
+    parallel_for(n, [&](int64_t i) { o[i] = f32_to_bf16(value(i)); });
   } else if (out.dtype == DType::f16) {
     uint16_t* o = out.ptr<uint16_t>();
-    for (int64_t i = 0; i < n; ++i) o[i] = f32_to_f16(value(i));
+    parallel_for(n, [&](int64_t i) { o[i] = f32_to_f16(value(i)); });
   } else {
     fail("nf4_dequantize: output {} must be f32, bf16 or f16", out.str());
   }

@@ -114,3 +114,77 @@ Nf4QuantState parse_nf4_quant_state(std::string_view text, std::string_view what
 }
 
 }  // namespace cotune::kernels
+
+namespace cotune::kernels {
+
+namespace {
+DType dtype_from_torch(const std::string& s, const std::string& what) {
+  if (s == "bfloat16") return DType::bf16;
+  if (s == "float16") return DType::f16;
+  if (s == "float32") return DType::f32;
+  fail("{}: quant_state dtype \"{}\" is not bfloat16, float16 or float32", what, s);
+}
+}  // namespace
+
+Nf4Weight nf4_weight_from_tensors(const std::string& prefix, const TensorLookup& lookup) {
+  const std::string base = prefix + ".weight";
+  auto need = [&](const std::string& name) -> Tensor {
+    std::optional<Tensor> t = lookup(name);
+    if (!t) fail("NF4 weight {}: tensor {} is missing (bitsandbytes 4-bit checkpoints store it)", prefix, name);
+    return *t;
+  };
+  const std::string qs_name = base + ".quant_state.bitsandbytes__nf4";
+  std::optional<Tensor> qs = lookup(qs_name);
+  if (!qs) {
+    if (lookup(base + ".quant_state.bitsandbytes__fp4"))
+      fail("NF4 weight {}: the checkpoint is FP4 (quant_state.bitsandbytes__fp4); cotune reads NF4 only", prefix);
+    fail("NF4 weight {}: tensor {} is missing", prefix, qs_name);
+  }
+  if (qs->device != Device::cpu) fail("NF4 weight {}: {} must be a host tensor", prefix, qs_name);
+  const std::string json(static_cast<const char*>(qs->data), qs->nbytes());
+  const Nf4QuantState st = parse_nf4_quant_state(json, qs_name);
+  if (st.quant_type != "nf4") fail("NF4 weight {}: quant_type is {} (expected nf4)", prefix, st.quant_type);
+  if (st.shape.empty() || st.shape.size() > static_cast<size_t>(kMaxDims))
+    fail("{}: quant_state shape has {} dimensions (expected 1 to {})", qs_name, st.shape.size(), kMaxDims);
+
+  Nf4Weight w;
+  w.shape.ndim = static_cast<int>(st.shape.size());
+  for (size_t i = 0; i < st.shape.size(); ++i) w.shape.dims[i] = st.shape[i];
+  w.dtype = dtype_from_torch(st.dtype, qs_name);
+  w.blocksize = st.blocksize;
+  Tensor packed = need(base);
+  w.packed = Tensor(packed.data, DType::u8, {static_cast<int64_t>(packed.nbytes())}, packed.device);
+  w.absmax = need(base + ".absmax");
+  w.quant_map = need(base + ".quant_map");
+  w.nested = st.nested;
+  if (st.nested) {
+    if (st.nested_dtype != "float32")
+      fail("{}: nested_dtype \"{}\" (expected float32)", qs_name, st.nested_dtype);
+    w.nested_absmax = need(base + ".nested_absmax");
+    w.nested_quant_map = need(base + ".nested_quant_map");
+    w.nested_blocksize = st.nested_blocksize;
+    w.offset = static_cast<float>(st.nested_offset);
+  }
+  w.validate(prefix);
+  return w;
+}
+
+std::vector<std::pair<std::string, Tensor>> nf4_checkpoint_tensors(const std::string& prefix, const Nf4Weight& q,
+                                                                    std::string& json_storage) {
+  q.validate(prefix);
+  const std::string base = prefix + ".weight";
+  std::vector<std::pair<std::string, Tensor>> out;
+  out.emplace_back(base, Tensor(q.packed.data, DType::u8, {q.packed.numel(), 1}, q.packed.device));
+  out.emplace_back(base + ".absmax", q.absmax);
+  out.emplace_back(base + ".quant_map", q.quant_map);
+  if (q.nested) {
+    out.emplace_back(base + ".nested_absmax", q.nested_absmax);
+    out.emplace_back(base + ".nested_quant_map", q.nested_quant_map);
+  }
+  json_storage = write_nf4_quant_state(q.quant_state());
+  out.emplace_back(base + ".quant_state.bitsandbytes__nf4",
+                   Tensor(json_storage.data(), DType::u8, {static_cast<int64_t>(json_storage.size())}));
+  return out;
+}
+
+}  // namespace cotune::kernels
