@@ -195,7 +195,7 @@ std::string loss_chart_svg(const History& h) {
     c.series.push_back(make_series("train loss (smoothed)", smoothed, "#2563eb", 2.4));
   } else {
     c.series.push_back(make_series("train loss", train, "#2563eb", 2.2));
-    c.series.back().markers = train.size() < 3;
+    c.series.back().markers = train.size() < 10;  // a few points: show where they are
   }
   if (h.has("eval_loss")) {
     c.series.push_back(make_series("eval loss", points_of(h, "eval_loss"), "#ea580c", 2.0));

@@ -4,6 +4,7 @@
 // tools/screenshot_report.sh renders OUTPUT_DIR/report/index.html with headless Chromium.
 // --resume-from N continues a finished demo run as a resumed run would (steps N+1.., different values),
 // so the check can see that the abandoned tail disappears from both metrics.jsonl and TensorBoard.
+// --stop-at N ends after step N, as a run stopped with Ctrl-C would (a short report, no evaluation yet).
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -18,10 +19,11 @@
 
 int main(int argc, char** argv) {
   using namespace cotune::track;
-  std::optional<int64_t> resume_from;
+  std::optional<int64_t> resume_from, stop_at;
   if (argc == 4 && std::string(argv[2]) == "--resume-from") resume_from = std::stoll(argv[3]);
-  if (argc != 2 && !resume_from) {
-    std::fprintf(stderr, "usage: %s OUTPUT_DIR [--resume-from N]\n", argv[0]);
+  if (argc == 4 && std::string(argv[2]) == "--stop-at") stop_at = std::stoll(argv[3]);
+  if (argc != 2 && !resume_from && !stop_at) {
+    std::fprintf(stderr, "usage: %s OUTPUT_DIR [--resume-from N | --stop-at N]\n", argv[0]);
     return 2;
   }
   try {
@@ -39,7 +41,8 @@ int main(int argc, char** argv) {
     };
     double elapsed = hub.history().last("elapsed_s").value_or(0.0);
     int64_t total_tokens = 0;
-    for (int s = static_cast<int>(resume_from.value_or(0)) + 1; s <= steps; ++s) {
+    const int last = static_cast<int>(stop_at.value_or(steps));  // --stop-at: as if Ctrl-C came at step N
+    for (int s = static_cast<int>(resume_from.value_or(0)) + 1; s <= last; ++s) {
       // transformers' linear schedule with warmup: the first step's rate is 0.
       const double lr = s <= warmup ? peak_lr * (s - 1) / warmup : peak_lr * (steps - s + 1) / (steps - warmup);
       const double loss = 1.35 + 1.05 * std::exp(-s / 14.0) + 0.12 * noise();
@@ -60,7 +63,7 @@ int main(int argc, char** argv) {
       if (s == 40) progress.message("saved checkpoint-40");
       progress.update({.step = s, .loss = loss, .lr = lr, .grad_norm = gn, .tokens_per_s = tokens / dt, .eval_loss = eval});
     }
-    hub.log_text(steps, "sample/after", "<think>The patient presents with ...</think> The most likely diagnosis is ...");
+    hub.log_text(last, "sample/after", "<think>The patient presents with ...</think> The most likely diagnosis is ...");
     progress.finish();
     hub.close();
 
@@ -68,6 +71,7 @@ int main(int argc, char** argv) {
     in.title = "DeepSeek-R1-Distill-Qwen-1.5B · medical-o1 LoRA (synthetic demo)";
     in.subtitle = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B → " + out.string();
     in.total_steps = steps;
+    if (stop_at) in.status = "stopped at step " + std::to_string(*stop_at) + " (Ctrl-C)";
     in.settings = {{"model", "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"},
                    {"data", "FreedomIntelligence/medical-o1-reasoning-SFT (zh)"},
                    {"template", "r1-medical"},
