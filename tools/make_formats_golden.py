@@ -31,6 +31,25 @@ def main() -> None:
     }
     save_file(t, os.path.join(out, "tiny.safetensors"), metadata={"format": "pt"})
 
+    # config.json as the installed transformers (5.x: rope_parameters, layer_types) writes it.
+    import tempfile
+
+    from transformers import LlamaConfig, Qwen2Config
+
+    configs = {
+        "qwen2_config_tf5.json": Qwen2Config(
+            vocab_size=1000, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, rope_theta=1e6, tie_word_embeddings=True, eos_token_id=[7, 8]),
+        "llama_config_tf5.json": LlamaConfig(
+            vocab_size=500, hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=8,
+            num_key_value_heads=2, attention_bias=True, architectures=["LlamaForCausalLM"]),
+    }
+    for name, cfg in configs.items():
+        with tempfile.TemporaryDirectory() as d:
+            cfg.save_pretrained(d)
+            with open(os.path.join(d, "config.json")) as f, open(os.path.join(out, name), "w") as g:
+                g.write(f.read())
+
 
 if __name__ == "__main__":
     main()

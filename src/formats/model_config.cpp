@@ -217,6 +217,21 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   if (f.has("sliding_window")) c.sliding_window = f.integer("sliding_window");
   if (c.use_sliding_window)
     fail("{}: field \"use_sliding_window\" is true: cotune implements only full causal attention", src);
+  // transformers 5.x states the attention kind per layer; only full attention is implemented.
+  if (f.has("layer_types")) {
+    simdjson::dom::array a;
+    if (f.at("layer_types").get_array().get(a)) fail("{}: field \"layer_types\" must be a list of strings", src);
+    size_t i = 0;
+    for (auto e : a) {
+      std::string_view t;
+      if (e.get_string().get(t)) fail("{}: field \"layer_types[{}]\" must be a string", src, i);
+      if (t != "full_attention")
+        fail("{}: field \"layer_types[{}]\" is \"{}\": cotune implements only \"full_attention\"", src, i, t);
+      ++i;
+    }
+    if (static_cast<int64_t>(i) != c.num_hidden_layers)
+      fail("{}: field \"layer_types\" has {} entries, expected num_hidden_layers = {}", src, i, c.num_hidden_layers);
+  }
 
   // RoPE: theta at the top level (4.x) or inside rope_parameters (5.x); any scaling is unsupported.
   if (f.has("rope_theta")) c.rope_theta = f.number("rope_theta");

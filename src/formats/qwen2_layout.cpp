@@ -104,7 +104,14 @@ void require_checkpoint_matches_config(const Checkpoint& ckpt, const ModelConfig
   if (r.ok()) return;
   r.unexpected.clear();  // not fatal; keep the message on what is wrong
   const size_t problems = r.missing.size() + r.wrong_shape.size();
+  // A wholly different checkpoint misses hundreds of tensors: show the first few of each kind.
+  constexpr size_t kShow = 10;
+  const size_t hidden = (r.missing.size() > kShow ? r.missing.size() - kShow : 0) +
+                        (r.wrong_shape.size() > kShow ? r.wrong_shape.size() - kShow : 0);
+  if (r.missing.size() > kShow) r.missing.resize(kShow);
+  if (r.wrong_shape.size() > kShow) r.wrong_shape.resize(kShow);
   std::string msg = r.message();
+  if (hidden) msg += fmt::format("\n... and {} more", hidden);
   fail("{}: does not match its config ({} {}):\n{}", ckpt.path(), problems, problems == 1 ? "problem" : "problems",
        msg);
 }

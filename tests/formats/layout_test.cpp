@@ -117,5 +117,24 @@ TEST(Qwen2Layout, CheckCheckpointAgainstConfig) {
   EXPECT_NO_THROW(require_checkpoint_matches_config(ok, c));
 }
 
+// A checkpoint of some other model misses everything: the error stays readable.
+TEST(Qwen2Layout, MismatchMessageIsCapped) {
+  ModelConfig c = tiny();
+  c.num_hidden_layers = 10;
+  SafetensorsWriter w;
+  w.add_owned("transformer.wte.weight", "BF16", {2}, std::vector<uint8_t>(4));
+  test::TempDir dir;
+  w.write(dir / "model.safetensors");
+  try {
+    require_checkpoint_matches_config(Checkpoint::open(dir.path().string()), c);
+    ADD_FAILURE() << "mismatch accepted";
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("missing tensor model.embed_tokens.weight"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("... and 113 more"), std::string::npos) << msg;  // 1 + 10*12 + 2 expected, 10 shown
+    EXPECT_LT(msg.size(), 1500u) << msg;
+  }
+}
+
 }  // namespace
 }  // namespace cotune::formats

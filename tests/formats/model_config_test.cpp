@@ -109,6 +109,26 @@ TEST(ModelConfig, Transformers5Spellings) {
   EXPECT_FALSE(c.tie_word_embeddings);
 }
 
+// Files written by the installed transformers (5.x) via tools/make_formats_golden.py.
+TEST(ModelConfig, GoldenTransformers5Files) {
+  ModelConfig q = load_model_config(testing::golden_dir() + "/formats/qwen2_config_tf5.json");
+  EXPECT_EQ(q.architecture, "Qwen2ForCausalLM");  // no "architectures" key: implied by model_type
+  EXPECT_EQ(q.rope_theta, 1e6);
+  EXPECT_EQ(q.eos_token_id, 7);
+  EXPECT_EQ(q.bos_token_id, -1);  // null
+  EXPECT_EQ(q.sliding_window, 0);  // null
+  EXPECT_TRUE(q.tie_word_embeddings);
+  EXPECT_TRUE(q.attention_bias);
+  EXPECT_EQ(q.head_dim, 16);
+  ModelConfig l = load_model_config(testing::golden_dir() + "/formats/llama_config_tf5.json");
+  EXPECT_EQ(l.model_type, "llama");
+  EXPECT_TRUE(l.attention_bias);
+  EXPECT_EQ(l.num_key_value_heads, 2);
+  EXPECT_EQ(l.head_dim, 8);
+  EXPECT_EQ(l.rope_theta, 10000.0);
+  EXPECT_EQ(l.max_position_embeddings, 2048);
+}
+
 TEST(ModelConfig, LlamaFlags) {
   std::string s = R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 500,
     "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 8,
@@ -186,6 +206,8 @@ TEST(ModelConfig, BadConfigsNameTheField) {
       {"rope_parameters", "{\"rope_theta\": \"x\"}", {"\"rope_parameters.rope_theta\"", "number"}},
       {"hidden_act", "\"gelu\"", {"\"hidden_act\"", "gelu"}},
       {"eos_token_id", "\"</s>\"", {"\"eos_token_id\""}},
+      {"layer_types", "[\"full_attention\", \"sliding_attention\"]", {"\"layer_types[1]\"", "sliding_attention"}},
+      {"layer_types", "[\"full_attention\"]", {"\"layer_types\"", "1 entries"}},
   };
   for (const auto& bc : cases) {
     SCOPED_TRACE(bc.key + " = " + bc.value);
