@@ -86,8 +86,7 @@ class RegexSplit final : public PreTokenizerStep {
       : behavior_(behavior), invert_(invert) {
     int err = 0;
     PCRE2_SIZE err_off = 0;
-    uint32_t options = PCRE2_UTF | PCRE2_UCP;
-    if (literal) options |= PCRE2_LITERAL;
+    const uint32_t options = literal ? (PCRE2_UTF | PCRE2_LITERAL) : (PCRE2_UTF | PCRE2_UCP);
     code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options, &err, &err_off,
                           nullptr);
     if (code_ == nullptr) {

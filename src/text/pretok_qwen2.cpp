@@ -21,6 +21,44 @@ bool is_white_space(char32_t c) {  // Unicode White_Space (what \s means in Unic
          (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
+// Letters and numbers added in Unicode 16, which HF's Oniguruma knows and utf8proc 2.8 (Unicode 15) does
+// not (found by tests/text/pretok_test.cpp over every code point).
+struct ClassRange {
+  char32_t first, last;
+  CharClass cls;
+};
+constexpr ClassRange kUnicode16Additions[] = {
+{0x1C89, 0x1C8A, kLetter},
+{0xA7CB, 0xA7CD, kLetter},
+{0xA7DA, 0xA7DC, kLetter},
+{0x105C0, 0x105F3, kLetter},
+{0x10D40, 0x10D49, kNumber},
+{0x10D4A, 0x10D65, kLetter},
+{0x10D6F, 0x10D85, kLetter},
+{0x10EC2, 0x10EC4, kLetter},
+{0x11380, 0x11389, kLetter},
+{0x1138B, 0x1138B, kLetter},
+{0x1138E, 0x1138E, kLetter},
+{0x11390, 0x113B5, kLetter},
+{0x113B7, 0x113B7, kLetter},
+{0x113D1, 0x113D1, kLetter},
+{0x113D3, 0x113D3, kLetter},
+{0x116D0, 0x116E3, kNumber},
+{0x11BC0, 0x11BE0, kLetter},
+{0x11BF0, 0x11BF9, kNumber},
+{0x13460, 0x143FA, kLetter},
+{0x16100, 0x1611D, kLetter},
+{0x16130, 0x16139, kNumber},
+{0x16D40, 0x16D6C, kLetter},
+{0x16D70, 0x16D79, kNumber},
+{0x18CFF, 0x18CFF, kLetter},
+{0x1CCF0, 0x1CCF9, kNumber},
+{0x1E5D0, 0x1E5ED, kLetter},
+{0x1E5F0, 0x1E5F0, kLetter},
+{0x1E5F1, 0x1E5FA, kNumber},
+{0x2EBF0, 0x2EE5D, kLetter},
+};
+
 std::vector<uint8_t> build_classes() {
   std::vector<uint8_t> t(0x110000, kOther);
   for (char32_t c = 0; c < 0x110000; ++c) {
@@ -44,6 +82,8 @@ std::vector<uint8_t> build_classes() {
       default: break;
     }
   }
+  for (const ClassRange& r : kUnicode16Additions)
+    for (char32_t c = r.first; c <= r.last; ++c) t[c] = r.cls;
   return t;
 }
 

@@ -570,10 +570,47 @@ std::optional<std::string> config_token(const object& o, std::string_view key, c
   r.bad(key, "a string, an object with `content`, or null");
 }
 
+// simdjson 3.0 rejects integers beyond 64 bits, which tokenizer_config.json files carry
+// ("model_max_length": 1000000000000000019884624838656): such integer literals get a ".0" so they parse as
+// doubles. Strings are skipped.
+std::string widen_big_integers(std::string_view json) {
+  std::string out;
+  out.reserve(json.size() + 16);
+  bool in_string = false;
+  for (size_t i = 0; i < json.size(); ++i) {
+    const char c = json[i];
+    if (in_string) {
+      out.push_back(c);
+      if (c == '\\' && i + 1 < json.size()) out.push_back(json[++i]);
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+      out.push_back(c);
+      continue;
+    }
+    if (c >= '0' && c <= '9' && (i == 0 || !(json[i - 1] >= '0' && json[i - 1] <= '9') ) ) {
+      size_t j = i;
+      while (j < json.size() && json[j] >= '0' && json[j] <= '9') ++j;
+      const bool fraction_or_exp = j < json.size() && (json[j] == '.' || json[j] == 'e' || json[j] == 'E');
+      const bool after_point = i > 0 && (json[i - 1] == '.' || json[i - 1] == 'e' || json[i - 1] == 'E' ||
+                                         json[i - 1] == '+' || (json[i - 1] == '-' && i > 1 && (json[i - 2] == 'e' || json[i - 2] == 'E')));
+      out.append(json.substr(i, j - i));
+      if (j - i >= 19 && !fraction_or_exp && !after_point) out += ".0";
+      i = j - 1;
+      continue;
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
 void parse_config(const std::string& path, Impl& impl) {
   JsonReader r{path};
-  simdjson::padded_string content;
-  if (simdjson::padded_string::load(path).get(content) != simdjson::SUCCESS) fail("{}: cannot read the file", path);
+  simdjson::padded_string raw;
+  if (simdjson::padded_string::load(path).get(raw) != simdjson::SUCCESS) fail("{}: cannot read the file", path);
+  const simdjson::padded_string content(widen_big_integers(std::string_view(raw.data(), raw.size())));
   simdjson::dom::parser parser;
   element root;
   if (auto err = parser.parse(content).get(root); err != simdjson::SUCCESS)
@@ -649,24 +686,25 @@ Tokenizer Tokenizer::load(const std::string& path) {
       impl->token_strings.resize(id + 1);
       impl->decode_bytes.resize(id + 1);
     }
-    impl->valid[id] = 1;
-    impl->token_strings[id] = t.content;
-    // ByteLevel decoder: characters of the byte alphabet map back to bytes, else the token's UTF-8 is kept.
-    if (auto b = byte_level_to_bytes(t.content)) impl->decode_bytes[id] = *b;
-    else impl->decode_bytes[id] = t.content;
-    impl->token_to_id[t.content] = t.id;
+    // A normalized added token is matched (and, as HF does, named by id_to_token and decoded) in its
+    // normalized form; token_to_id knows it by its original content.
+    std::string form = t.content;
     if (t.normalized) {
-      std::string pattern;
-      if (impl->normalizers.empty()) pattern = t.content;
-      for (size_t k = 0; k < impl->normalizers.size(); ++k) {
+      for (NormalForm nf : impl->normalizers) {
         std::string next;
-        normalize_append(k == 0 ? std::string_view(t.content) : std::string_view(pattern), impl->normalizers[k], next);
-        pattern.swap(next);
+        normalize_append(form, nf, next);
+        form.swap(next);
       }
-      impl->normalized_matcher.add(pattern, i);
+      impl->normalized_matcher.add(form, i);
     } else {
       impl->raw_matcher.add(t.content, i);
     }
+    impl->valid[id] = 1;
+    // ByteLevel decoder: characters of the byte alphabet map back to bytes, else the token's UTF-8 is kept.
+    if (auto b = byte_level_to_bytes(form)) impl->decode_bytes[id] = *b;
+    else impl->decode_bytes[id] = form;
+    impl->token_strings[id] = std::move(form);
+    impl->token_to_id[t.content] = t.id;
   }
   impl->special.assign(impl->valid.size(), 0);
   for (const AddedToken& t : impl->added)
