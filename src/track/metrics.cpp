@@ -215,6 +215,8 @@ std::unique_ptr<MetricsSink> make_sink(std::string_view name, const fs::path& ou
 MetricsHub MetricsHub::open(const std::vector<std::string>& report_to, const fs::path& output_dir,
                             std::optional<int64_t> resume_step) {
   MetricsHub hub;
+  // report_to = ["none"], as in transformers: no sinks (the history is still kept for the report).
+  if (report_to.size() == 1 && report_to[0] == "none") return open({}, output_dir, resume_step);
   std::set<std::string> seen;
   for (const auto& n : report_to)
     if (!seen.insert(n).second) fail("report_to: \"{}\" is listed twice", n);

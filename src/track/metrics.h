@@ -83,7 +83,7 @@ std::unique_ptr<MetricsSink> make_sink(std::string_view name, const std::filesys
 class MetricsHub : public MetricsSink {
  public:
   MetricsHub() = default;
-  // Sinks from `report_to`; duplicate names fail. An empty list is allowed (history only).
+  // Sinks from `report_to`; duplicate names fail. An empty list or ["none"] is allowed (history only).
   // With resume_step N, the history is preloaded from OUTPUT/metrics.jsonl (steps <= N) when that file
   // exists, so the report of a resumed run covers the whole run.
   static MetricsHub open(const std::vector<std::string>& report_to, const std::filesystem::path& output_dir,

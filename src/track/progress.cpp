@@ -121,7 +121,8 @@ std::string Progress::bar_line(const StepStats& st, double elapsed_s, double ste
   }
   fields.push_back({format_duration(elapsed_s) + "<" + (eta >= 0 ? format_duration(eta) : "?"), 1});
 
-  const std::string head = fmt::format("{} {}/{}", opt_.label, st.step, total);
+  const std::string head = total > 0 ? fmt::format("{} {}/{}", opt_.label, st.step, total)
+                                     : fmt::format("{} {}", opt_.label, st.step);  // length unknown
   const std::string pct = fmt::format("{:3.0f}%", 100.0 * frac);
   const int usable = std::max(width - 1, 20);  // never the last column: some terminals wrap there
 

@@ -161,6 +161,7 @@ TEST(Hub, FactoryByName) {
   }
   EXPECT_THROW(MetricsHub::open({"jsonl", "jsonl"}, dir.path()), Error);
   EXPECT_TRUE(MetricsHub::open({}, dir.path()).sink_names().empty());
+  EXPECT_TRUE(MetricsHub::open({"none"}, dir.path()).sink_names().empty());
 }
 
 TEST(Hub, ResumePreloadsHistory) {

@@ -138,6 +138,11 @@ TEST(Progress, BarLineFitsTheWidth) {
   const std::string narrow = p.bar_line(st, 41, 1.0, 80);
   EXPECT_EQ(narrow.find("mem "), std::string::npos) << narrow;  // dropped before loss / time
   EXPECT_NE(narrow.find("0:41<0:18"), std::string::npos) << narrow;
+  // Unknown length: no bar total, no ETA.
+  Progress open_ended({.total_steps = 0, .mode = ProgressOptions::Mode::off});
+  const std::string oe = open_ended.bar_line(st, 41, 1.0, 120);
+  EXPECT_EQ(oe.rfind("train 42 ", 0), 0u) << oe;
+  EXPECT_NE(oe.find("0:41<?"), std::string::npos) << oe;
   // Unknown rate: the ETA is "?".
   EXPECT_NE(p.bar_line(st, 0, 0, 200).find("<?"), std::string::npos);
 }
