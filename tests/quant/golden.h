@@ -73,7 +73,8 @@ class GoldenFile {
       t.dtype = v["dtype"].get<std::string>();
       t.shape = v["shape"].get<std::vector<int64_t>>();
       auto off = v["data_offsets"].get<std::vector<size_t>>();
-      t.bytes.assign(data.begin() + static_cast<std::ptrdiff_t>(off[0]), data.begin() + static_cast<std::ptrdiff_t>(off[1]));
+      t.bytes.assign(data.begin() + static_cast<std::ptrdiff_t>(off[0]),
+                     data.begin() + static_cast<std::ptrdiff_t>(off[1]));
       tensors_[name] = std::move(t);
     }
     return true;
@@ -112,3 +113,11 @@ inline int64_t ulp_distance(float a, float b) {
   const std::string var##_path = ::cotune::testing::golden_dir() + "/" sub "/" file;                        \
   if (!var.open(var##_path)) GTEST_SKIP() << "golden file missing: " << var##_path                           \
                                           << " (make it with tools/make_" sub "_golden.py)"
+
+// Skips the test with a message when tests/golden/<sub>/<file> is absent.
+#define COTUNE_REQUIRE_GOLDEN_FILE(sub, file)                                                                  \
+  do {                                                                                                       \
+    const std::string p_ = ::cotune::testing::golden_dir() + "/" sub "/" file;                              \
+    if (!std::filesystem::exists(p_)) GTEST_SKIP() << "golden file missing: " << p_                          \
+                                                   << " (make it with tools/make_" sub "_golden.py)";         \
+  } while (0)

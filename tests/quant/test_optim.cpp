@@ -87,7 +87,8 @@ TEST(AdamW, MatchesTorch) {
           auto w = g[want].f32();
           EXPECT_LE(max_param_error(p.p, w, h.lr), 1e-6) << want;
           ++compared;
-          if (s == lrs.size()) std::printf("%s: %.4f of params bitwise equal to torch\n", want.c_str(), fraction_equal(p.p, w));
+          if (s == lrs.size())
+            std::printf("%s: %.4f of params bitwise equal to torch\n", want.c_str(), fraction_equal(p.p, w));
         }
       }
     }
@@ -149,7 +150,8 @@ TEST(AdamW8bit, MatchesBitsandbytesCpu) {
                                  st.absmax2.data(), n, hyper(s), kernels::QuantRounding::bnb_cpu_lut);
     const std::string cur = std::to_string(s);
     EXPECT_LE(max_param_error(st.p, g[big + "param" + cur].f32(), lrs[s - 1]), 1e-6);
-    std::printf("step %zu: %.4f of params bitwise equal to bnb\n", s, fraction_equal(st.p, g[big + "param" + cur].f32()));
+    std::printf("step %zu: %.4f of params bitwise equal to bnb\n", s,
+                fraction_equal(st.p, g[big + "param" + cur].f32()));
     EXPECT_EQ(st.absmax1, g[big + "absmax1_" + cur].f32());
     EXPECT_EQ(st.absmax2, g[big + "absmax2_" + cur].f32());
     EXPECT_EQ(st.q1, g[big + "state1_" + cur].bytes) << "first-moment codes";
@@ -226,7 +228,8 @@ TEST(ClipGradNorm, MatchesTorch) {
     const float total = kernels::clip_grad_norm(ts, c["max_norm"].get<double>());
     EXPECT_NEAR(total, want_total, 1e-6 * want_total);
     for (int i = 0; i < count; ++i)
-      EXPECT_LE(max_rel_error(grads[static_cast<size_t>(i)], g[name + ".clipped" + std::to_string(i)].f32(), 1e-9), 1e-6)
+      EXPECT_LE(max_rel_error(grads[static_cast<size_t>(i)], g[name + ".clipped" + std::to_string(i)].f32(), 1e-9),
+                1e-6)
           << "grad " << i;
   }
   // Coefficient edge cases: no clipping below max_norm, NaN propagates, inf zeroes.
@@ -236,6 +239,7 @@ TEST(ClipGradNorm, MatchesTorch) {
 }
 
 TEST(Schedule, MatchesTransformers) {
+  COTUNE_REQUIRE_GOLDEN_FILE("optim", "manifest.json");
   const auto m = manifest();
   if (!m.contains("schedules")) GTEST_SKIP() << "no schedule goldens in tests/golden/optim/manifest.json";
   for (const auto& c : m["schedules"]) {
@@ -252,6 +256,7 @@ TEST(Schedule, MatchesTransformers) {
 }
 
 TEST(Schedule, WarmupResolution) {
+  COTUNE_REQUIRE_GOLDEN_FILE("optim", "manifest.json");
   for (const auto& c : cases("warmup_resolution")) {
     const double w = c["warmup"];
     const int64_t total = c["total_steps"];

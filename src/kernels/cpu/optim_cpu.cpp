@@ -138,7 +138,8 @@ void scale_inplace(float* x, int64_t n, float s) {
 
 namespace {
 void expect_host_f32(const Tensor& t, int64_t n, std::string_view what) {
-  if (t.device != Device::cpu) fail("{}: {} is on {}; the CPU reference needs host tensors", what, t.str(), device_name(t.device));
+  if (t.device != Device::cpu)
+    fail("{}: {} is on {}; the CPU reference needs host tensors", what, t.str(), device_name(t.device));
   if (t.dtype != DType::f32 || t.numel() != n) fail("{}: {} is not f32 with {} elements", what, t.str(), n);
 }
 }  // namespace

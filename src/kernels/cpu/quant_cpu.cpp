@@ -281,7 +281,8 @@ void nf4_dequantize(const Nf4Weight& q, const Tensor& out) {
   if (q.packed.device != Device::cpu || out.device != Device::cpu)
     fail("nf4_dequantize: the CPU reference needs host tensors (got {} -> {})", q.packed.str(), out.str());
   const int64_t n = q.numel();
-  if (out.numel() != n) fail("nf4_dequantize: output {} does not hold the {} elements of {}", out.str(), n, q.shape.str());
+  if (out.numel() != n)
+    fail("nf4_dequantize: output {} does not hold the {} elements of {}", out.str(), n, q.shape.str());
   const int64_t nb = num_blocks(n, q.blocksize);
   std::vector<float> absmax(static_cast<size_t>(nb));
   if (q.nested) {
