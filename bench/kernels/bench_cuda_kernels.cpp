@@ -1,0 +1,164 @@
+// Micro-benchmarks of the CUDA kernels at the DeepSeek-R1-Distill-Qwen-1.5B shapes (hidden 1536, 12 heads / 2 KV
+// heads of 128, intermediate 8960, vocabulary 151936), packed batch of T tokens (default 4 x 2048).
+// Times are medians of CUDA-event timings after a warm-up; prints one line per op with the achieved TFLOP/s or
+// GB/s. Usage: bench_cuda_kernels [sequences] [seq_len]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "base/half.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/context.h"
+#include "kernels/ops.h"
+#include "tensor/arena.h"
+
+using namespace cotune;
+namespace kc = cotune::kernels::cuda;
+
+namespace {
+
+Tensor random_tensor(Arena& arena, DType dt, Shape s, float stddev, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, stddev);
+  const size_t n = static_cast<size_t>(s.numel());
+  Tensor t = arena.alloc(dt, s);
+  if (dt == DType::f32) {
+    std::vector<float> h(n);
+    for (auto& x : h) x = dist(rng);
+    copy_bytes(t, Tensor(h.data(), DType::f32, s));
+  } else {
+    std::vector<uint16_t> h(n);
+    for (auto& x : h) x = f32_to_bf16(dist(rng));
+    copy_bytes(t, Tensor(h.data(), DType::bf16, s));
+  }
+  return t;
+}
+
+double time_ms(const std::function<void()>& fn, int reps = 20) {
+  cudaEvent_t a, b;
+  kc::check(cudaEventCreate(&a), "event");
+  kc::check(cudaEventCreate(&b), "event");
+  for (int i = 0; i < 3; ++i) fn();
+  kc::synchronize();
+  std::vector<double> ts;
+  for (int i = 0; i < reps; ++i) {
+    kc::check(cudaEventRecord(a, kc::stream()), "record");
+    fn();
+    kc::check(cudaEventRecord(b, kc::stream()), "record");
+    kc::check(cudaEventSynchronize(b), "sync");
+    float ms = 0;
+    kc::check(cudaEventElapsedTime(&ms, a, b), "elapsed");
+    ts.push_back(ms);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(ts.begin(), ts.end());
+  return ts[ts.size() / 2];
+}
+
+void report(const char* name, double ms, double flop, double bytes) {
+  std::printf("%-34s %9.3f ms", name, ms);
+  if (flop > 0) std::printf("  %7.1f TFLOP/s", flop / ms / 1e9);
+  if (bytes > 0) std::printf("  %7.1f GB/s", bytes / ms / 1e6);
+  std::printf("\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const int S = argc > 1 ? std::atoi(argv[1]) : 4;
+    const int L = argc > 2 ? std::atoi(argv[2]) : 2048;
+    const int64_t T = static_cast<int64_t>(S) * L, C = 1536, H = 12, KV = 2, D = 128, I = 8960, V = 151936;
+    const kc::DeviceInfo info = kc::device_info();
+    std::printf("device: %s, %d SMs, %.1f GiB; T = %d x %d = %ld tokens\n", info.name.c_str(), info.sm_count,
+                info.total_bytes / 1073741824.0, S, L, static_cast<long>(T));
+    Arena arena(Device::cuda, size_t{12} << 30);
+
+    // ---- GEMMs (frozen bf16 weights) ----
+    Tensor x = random_tensor(arena, DType::bf16, Shape{T, C}, 1.0f, 1);
+    Tensor wq = random_tensor(arena, DType::bf16, Shape{C, C}, 0.02f, 2);
+    Tensor bq = random_tensor(arena, DType::bf16, Shape{C}, 0.02f, 3);
+    Tensor wg = random_tensor(arena, DType::bf16, Shape{I, C}, 0.02f, 4);
+    Tensor q = arena.alloc(DType::bf16, Shape{T, C}), g = arena.alloc(DType::bf16, Shape{T, I});
+    report("linear q_proj (bias) [T,1536x1536]", time_ms([&] { kernels::linear_forward(q, x, wq, bq); }),
+           2.0 * T * C * C, 0);
+    report("linear gate_proj [T,1536->8960]", time_ms([&] { kernels::linear_forward(g, x, wg, Tensor()); }),
+           2.0 * T * C * I, 0);
+    Tensor dx = arena.alloc(DType::bf16, Shape{T, C});
+    report("linear bwd input [T,8960->1536]", time_ms([&] { kernels::linear_backward_input(dx, g, wg, true); }),
+           2.0 * T * C * I, 0);
+    // ---- LoRA r=16 on q_proj ----
+    const int64_t R = 16;
+    Tensor A = random_tensor(arena, DType::f32, Shape{R, C}, 0.02f, 5), B = random_tensor(arena, DType::f32, Shape{C, R}, 0.02f, 6);
+    Tensor xa = arena.alloc(DType::f32, Shape{T, R}), gr = arena.alloc(DType::f32, Shape{T, R});
+    Tensor dA = arena.zeros(DType::f32, Shape{R, C}), dB = arena.zeros(DType::f32, Shape{C, R});
+    report("lora fwd r16 1536->1536", time_ms([&] { kernels::lora_forward(q, xa, x, A, B, 2.0f); }), 4.0 * T * C * R, 0);
+    report("lora bwd r16 1536->1536", time_ms([&] { kernels::lora_backward(dx, dA, dB, gr, q, x, xa, A, B, 2.0f); }),
+           8.0 * T * C * R, 0);
+    // ---- elementwise ----
+    Tensor w = random_tensor(arena, DType::bf16, Shape{C}, 1.0f, 7), rstd = arena.alloc(DType::f32, Shape{T});
+    Tensor y = arena.alloc(DType::bf16, Shape{T, C});
+    report("rmsnorm fwd", time_ms([&] { kernels::rmsnorm_forward(y, rstd, x, w, 1e-6f); }), 0, 2.0 * T * C * 2);
+    report("rmsnorm bwd (accumulate)", time_ms([&] { kernels::rmsnorm_backward(dx, y, x, w, rstd, true); }), 0,
+           4.0 * T * C * 2);
+    Tensor up = random_tensor(arena, DType::bf16, Shape{T, I}, 1.0f, 8), act = arena.alloc(DType::bf16, Shape{T, I});
+    report("swiglu fwd", time_ms([&] { kernels::swiglu_forward(act, g, up); }), 0, 3.0 * T * I * 2);
+    Tensor dg = arena.alloc(DType::bf16, Shape{T, I}), du = arena.alloc(DType::bf16, Shape{T, I});
+    report("swiglu bwd", time_ms([&] { kernels::swiglu_backward(dg, du, act, g, up); }), 0, 5.0 * T * I * 2);
+    std::vector<int32_t> pos(static_cast<size_t>(T)), cu(static_cast<size_t>(S + 1));
+    for (int64_t t = 0; t < T; ++t) pos[static_cast<size_t>(t)] = static_cast<int32_t>(t % L);
+    for (int s = 0; s <= S; ++s) cu[static_cast<size_t>(s)] = s * L;
+    Tensor dpos = arena.alloc(DType::i32, Shape{T}), dcu = arena.alloc(DType::i32, Shape{S + 1});
+    copy_bytes(dpos, Tensor(pos.data(), DType::i32, Shape{T}));
+    copy_bytes(dcu, Tensor(cu.data(), DType::i32, Shape{S + 1}));
+    Tensor qh = random_tensor(arena, DType::bf16, Shape{T, H, D}, 1.0f, 9);
+    report("rope fwd q [T,12,128]", time_ms([&] { kernels::rope_forward(qh, dpos, 10000.0f); }), 0, 2.0 * T * H * D * 2);
+    // ---- attention ----
+    Tensor kh = random_tensor(arena, DType::bf16, Shape{T, KV, D}, 1.0f, 10), vh = random_tensor(arena, DType::bf16, Shape{T, KV, D}, 1.0f, 11);
+    Tensor o = arena.alloc(DType::bf16, Shape{T, H, D}), lse = arena.alloc(DType::f32, Shape{H, T});
+    Tensor dout = random_tensor(arena, DType::bf16, Shape{T, H, D}, 1.0f, 12);
+    Tensor dq = arena.alloc(DType::bf16, Shape{T, H, D}), dk = arena.alloc(DType::bf16, Shape{T, KV, D});
+    Tensor dv = arena.alloc(DType::bf16, Shape{T, KV, D});
+    const float scale = 1.0f / std::sqrt(128.0f);
+    const double attn_flop = 4.0 * S * (static_cast<double>(L) * L / 2) * H * D;  // causal: half the pairs
+    for (auto impl : {kc::AttentionImpl::flash, kc::AttentionImpl::simple}) {
+      const char* nm = impl == kc::AttentionImpl::flash ? "flash" : "simple";
+      char name[64];
+      std::snprintf(name, sizeof name, "attention fwd (%s)", nm);
+      report(name, time_ms([&] { kc::attention_forward_impl(impl, o, lse, qh, kh, vh, dcu, L, scale); }, impl == kc::AttentionImpl::flash ? 20 : 3),
+             attn_flop, 0);
+      std::snprintf(name, sizeof name, "attention bwd (%s)", nm);
+      report(name,
+             time_ms([&] { kc::attention_backward_impl(impl, dq, dk, dv, dout, qh, kh, vh, o, lse, dcu, L, scale); },
+                     impl == kc::AttentionImpl::flash ? 20 : 3),
+             2.5 * attn_flop, 0);
+    }
+    // ---- LM head + cross-entropy ----
+    Tensor wl = random_tensor(arena, DType::bf16, Shape{V, C}, 0.02f, 13);
+    std::vector<int32_t> tg(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) tg[static_cast<size_t>(t)] = static_cast<int32_t>((t * 7919) % V);
+    Tensor dtg = arena.alloc(DType::i32, Shape{T});
+    copy_bytes(dtg, Tensor(tg.data(), DType::i32, Shape{T}));
+    Tensor losses = arena.alloc(DType::f32, Shape{T}), correct = arena.alloc(DType::i32, Shape{T});
+    for (int64_t chunk : {1024, 2048}) {
+      Tensor ws = arena.alloc(DType::f32, Shape{chunk * V});
+      char name[64];
+      std::snprintf(name, sizeof name, "lm_head+CE fwd+bwd (chunk %ld)", static_cast<long>(chunk));
+      report(name,
+             time_ms([&] { kernels::lm_head_cross_entropy(losses, correct, dx, x, wl, dtg, 1.0f / T, ws, chunk); }, 5),
+             4.0 * T * C * V, 0);
+    }
+    kc::synchronize();
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_cuda_kernels: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,23 @@
+// Attention implementations behind cuda_ops.h's attention_forward / attention_backward.
+//   simple: one warp per (query, head) row, fp32 scalar math, online softmax; O(T) memory. The correctness
+//           twin of the flash kernels on the GPU (any D that is a multiple of 32, up to 256).
+//   flash:  FlashAttention-2 style tiles of 64 queries x 64 keys, bf16 tensor cores (mma.sync m16n8k16, fp32
+//           accumulation), online softmax, lse saved; backward without atomics: one block per (kv head, key tile)
+//           accumulates dK/dV over every query of its query-head group, a second kernel per (head, query tile)
+//           accumulates dQ, so results are bit-identical run to run. Head dim 128 only.
+// attention_forward/backward in cuda_ops.h pick flash when D == 128, else simple; the environment variable
+// COTUNE_ATTENTION=simple forces the simple kernels (a debugging switch).
+#pragma once
+#include "tensor/tensor.h"
+
+namespace cotune::kernels::cuda {
+
+enum class AttentionImpl { automatic, simple, flash };
+
+void attention_forward_impl(AttentionImpl impl, const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
+                            const Tensor& v, const Tensor& cu_seqlens, int max_seqlen, float scale);
+void attention_backward_impl(AttentionImpl impl, const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                             const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                             const Tensor& lse, const Tensor& cu_seqlens, int max_seqlen, float scale);
+
+}  // namespace cotune::kernels::cuda

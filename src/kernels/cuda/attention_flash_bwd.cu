@@ -1,0 +1,253 @@
+// Flash attention backward, causal GQA over packed varlen sequences, head dim 128, deterministic (no atomics):
+//   dkdv kernel: one block per (key tile of 64, sequence, kv head); each warp owns 16 keys and accumulates their
+//                dK, dV in registers over every query tile at or after the key tile, for each query head of the
+//                group, computing the transposed scores S^T = K Q^T so that P^T and dS^T land directly in the
+//                A-fragment layout of dV += P^T dO and dK += dS^T Q.
+//   dq kernel:   one block per (query tile, sequence, head); dQ += dS K over the key tiles up to the diagonal.
+// Both recompute P from the saved lse; dvec = rowsum(dout * out) comes from attention_dvec.
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/flash_common.cuh"
+
+namespace cotune::kernels::cuda {
+
+using namespace flash;
+
+namespace {
+
+constexpr float kLog2e = 1.44269504088896340736f;
+constexpr size_t kBwdSmem = 4 * kTile * kD * sizeof(__nv_bfloat16) + 2 * kTile * sizeof(float);
+
+// q, dout bf16 [T,H,128]; k, v bf16 [T,KV,128]; lse, dvec f32 [H,T] -> dk, dv bf16 [T,KV,128].
+// Grid (key tiles of the longest sequence, S, KV), 128 threads, 64 KiB + 512 B dynamic shared memory.
+__global__ void __launch_bounds__(kThreads) flash_dkdv_kernel(AttentionArgs a) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  __nv_bfloat16* sK = reinterpret_cast<__nv_bfloat16*>(smem);
+  __nv_bfloat16* sV = sK + kTile * kD;
+  __nv_bfloat16* sQ = sV + kTile * kD;
+  __nv_bfloat16* sO = sQ + kTile * kD;  // dout tile
+  float* sL = reinterpret_cast<float*>(sO + kTile * kD);
+  float* sDv = sL + kTile;
+
+  const int s = blockIdx.y, kvh = blockIdx.z;
+  const int begin = a.cu_seqlens[s], L = a.cu_seqlens[s + 1] - begin;
+  const int kt = gridDim.x - 1 - blockIdx.x;
+  if (kt * kTile >= L) return;
+  const int group = a.H / a.KV;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, c2 = (lane % 4) * 2;
+  const int64_t end = begin + L;
+  const auto* q = static_cast<const __nv_bfloat16*>(a.q);
+  const auto* dout = static_cast<const __nv_bfloat16*>(a.dout);
+  const float scale_log2 = a.scale * kLog2e;
+
+  load_tile(sK, static_cast<const __nv_bfloat16*>(a.k), begin + static_cast<int64_t>(kt) * kTile, end, a.KV, kvh);
+  load_tile(sV, static_cast<const __nv_bfloat16*>(a.v), begin + static_cast<int64_t>(kt) * kTile, end, a.KV, kvh);
+  cp_async_commit();
+
+  float dk[16][4], dv[16][4];
+#pragma unroll
+  for (int i = 0; i < 16; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) dk[i][j] = dv[i][j] = 0.0f;
+
+  const int nq = (L + kTile - 1) / kTile;
+  const int krow0 = kt * kTile + warp * 16 + g;  // key position (in the sequence) of row g of this warp
+  for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
+    for (int qt = kt; qt < nq; ++qt) {
+      __syncthreads();  // the previous tile's readers are done
+      const int64_t q0 = begin + static_cast<int64_t>(qt) * kTile;
+      load_tile(sQ, q, q0, end, a.H, h);
+      load_tile(sO, dout, q0, end, a.H, h);
+      cp_async_commit();
+      if (threadIdx.x < kTile) {
+        const int64_t t = q0 + threadIdx.x;
+        const bool valid = t < end;
+        sL[threadIdx.x] = valid ? a.lse[static_cast<int64_t>(h) * a.T + t] * kLog2e : 0.0f;
+        sDv[threadIdx.x] = valid ? a.dvec[static_cast<int64_t>(h) * a.T + t] : 0.0f;
+      }
+      cp_async_wait<0>();
+      __syncthreads();
+
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        // S^T and dP^T for this warp's 16 keys x 32 queries [half*32, half*32+32).
+        float st[4][4], dpt[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) st[i][j] = dpt[i][j] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < kD / 16; ++kk) {
+          uint32_t ak[4], av[4];
+          load_a(ak, sK, warp * 16, kk * 16);
+          load_a(av, sV, warp * 16, kk * 16);
+#pragma unroll
+          for (int np = 0; np < 2; ++np) {
+            uint32_t b[4];
+            load_b_nk(b, sQ, half * 32 + np * 16, kk * 16);
+            mma16816(st[2 * np], ak, b[0], b[1]);
+            mma16816(st[2 * np + 1], ak, b[2], b[3]);
+            load_b_nk(b, sO, half * 32 + np * 16, kk * 16);
+            mma16816(dpt[2 * np], av, b[0], b[1]);
+            mma16816(dpt[2 * np + 1], av, b[2], b[3]);
+          }
+        }
+        // P^T = exp(S^T * scale - lse[q]) on allowed (key <= query < L) entries; dS^T = P^T (dP^T - dvec[q]).
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const int qc = half * 32 + nt * 8 + c2 + (j & 1);
+            const int qpos = qt * kTile + qc, kpos = krow0 + (j >> 1) * 8;
+            const bool ok = qpos < L && kpos <= qpos;
+            const float p = ok ? exp2f(st[nt][j] * scale_log2 - sL[qc]) : 0.0f;
+            st[nt][j] = p;
+            dpt[nt][j] = p * (dpt[nt][j] - sDv[qc]);
+          }
+        // dV += P^T dO, dK += dS^T Q over these 32 queries (2 k-steps of 16).
+#pragma unroll
+        for (int ks = 0; ks < 2; ++ks) {
+          uint32_t ap[4], ads[4];
+          ap[0] = pack_bf16(st[2 * ks][0], st[2 * ks][1]);
+          ap[1] = pack_bf16(st[2 * ks][2], st[2 * ks][3]);
+          ap[2] = pack_bf16(st[2 * ks + 1][0], st[2 * ks + 1][1]);
+          ap[3] = pack_bf16(st[2 * ks + 1][2], st[2 * ks + 1][3]);
+          ads[0] = pack_bf16(dpt[2 * ks][0], dpt[2 * ks][1]);
+          ads[1] = pack_bf16(dpt[2 * ks][2], dpt[2 * ks][3]);
+          ads[2] = pack_bf16(dpt[2 * ks + 1][0], dpt[2 * ks + 1][1]);
+          ads[3] = pack_bf16(dpt[2 * ks + 1][2], dpt[2 * ks + 1][3]);
+#pragma unroll
+          for (int np = 0; np < kD / 16; ++np) {
+            uint32_t b[4];
+            load_b_kn(b, sO, half * 32 + ks * 16, np * 16);
+            mma16816(dv[2 * np], ap, b[0], b[1]);
+            mma16816(dv[2 * np + 1], ap, b[2], b[3]);
+            load_b_kn(b, sQ, half * 32 + ks * 16, np * 16);
+            mma16816(dk[2 * np], ads, b[0], b[1]);
+            mma16816(dk[2 * np + 1], ads, b[2], b[3]);
+          }
+        }
+      }
+    }
+  }
+
+  auto* dkp = static_cast<__nv_bfloat16*>(a.dk);
+  auto* dvp = static_cast<__nv_bfloat16*>(a.dv);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int kpos = krow0 + r * 8;
+    if (kpos >= L) continue;
+    const int64_t off = ((begin + static_cast<int64_t>(kpos)) * a.KV + kvh) * kD;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      *reinterpret_cast<__nv_bfloat162*>(dkp + off + i * 8 + c2) =
+          __floats2bfloat162_rn(dk[i][r * 2] * a.scale, dk[i][r * 2 + 1] * a.scale);
+      *reinterpret_cast<__nv_bfloat162*>(dvp + off + i * 8 + c2) =
+          __floats2bfloat162_rn(dv[i][r * 2], dv[i][r * 2 + 1]);
+    }
+  }
+}
+
+// q, dout bf16 [T,H,128]; k, v bf16 [T,KV,128]; lse, dvec f32 [H,T] -> dq bf16 [T,H,128].
+// Grid (query tiles of the longest sequence, S, H), 128 threads, 64 KiB dynamic shared memory.
+__global__ void __launch_bounds__(kThreads) flash_dq_kernel(AttentionArgs a) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem);
+  __nv_bfloat16* sO = sQ + kTile * kD;
+  __nv_bfloat16* sK = sO + kTile * kD;
+  __nv_bfloat16* sV = sK + kTile * kD;
+
+  const int s = blockIdx.y, h = blockIdx.z;
+  const int begin = a.cu_seqlens[s], L = a.cu_seqlens[s + 1] - begin;
+  const int qt = gridDim.x - 1 - blockIdx.x;
+  if (qt * kTile >= L) return;
+  const int kvh = h / (a.H / a.KV);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, c2 = (lane % 4) * 2;
+  const int64_t end = begin + L;
+  const auto* k = static_cast<const __nv_bfloat16*>(a.k);
+  const auto* v = static_cast<const __nv_bfloat16*>(a.v);
+  const float scale_log2 = a.scale * kLog2e;
+
+  const int64_t q0 = begin + static_cast<int64_t>(qt) * kTile;
+  load_tile(sQ, static_cast<const __nv_bfloat16*>(a.q), q0, end, a.H, h);
+  load_tile(sO, static_cast<const __nv_bfloat16*>(a.dout), q0, end, a.H, h);
+  cp_async_commit();
+
+  const int qrow0 = qt * kTile + warp * 16 + g;
+  float lse2[2], dvr[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int qpos = qrow0 + r * 8;
+    const bool valid = qpos < L;
+    lse2[r] = valid ? a.lse[static_cast<int64_t>(h) * a.T + begin + qpos] * kLog2e : 0.0f;
+    dvr[r] = valid ? a.dvec[static_cast<int64_t>(h) * a.T + begin + qpos] : 0.0f;
+  }
+
+  float dq[16][4];
+#pragma unroll
+  for (int i = 0; i < 16; ++i) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.0f;
+
+  for (int kt = 0; kt <= qt; ++kt) {
+    __syncthreads();  // the previous K/V tiles' readers are done
+    load_tile(sK, k, begin + static_cast<int64_t>(kt) * kTile, end, a.KV, kvh);
+    load_tile(sV, v, begin + static_cast<int64_t>(kt) * kTile, end, a.KV, kvh);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+
+    float sc[8][4], dp[8][4];
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) sc[i][j] = dp[i][j] = 0.0f;
+    gemm_16x64_k128(sc, sQ, warp * 16, sK);
+    gemm_16x64_k128(dp, sO, warp * 16, sV);
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int r = j >> 1;
+        const int qpos = qrow0 + r * 8, kpos = kt * kTile + nt * 8 + c2 + (j & 1);
+        const bool ok = qpos < L && kpos <= qpos;
+        const float p = ok ? exp2f(sc[nt][j] * scale_log2 - lse2[r]) : 0.0f;
+        sc[nt][j] = p * (dp[nt][j] - dvr[r]);  // dS
+      }
+    gemm_p_16x128_k64(dq, sc, sK);
+  }
+
+  auto* dqp = static_cast<__nv_bfloat16*>(a.dq);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int qpos = qrow0 + r * 8;
+    if (qpos >= L) continue;
+    __nv_bfloat16* row = dqp + ((begin + static_cast<int64_t>(qpos)) * a.H + h) * kD;
+#pragma unroll
+    for (int i = 0; i < 16; ++i)
+      *reinterpret_cast<__nv_bfloat162*>(row + i * 8 + c2) =
+          __floats2bfloat162_rn(dq[i][r * 2] * a.scale, dq[i][r * 2 + 1] * a.scale);
+  }
+}
+
+}  // namespace
+
+void flash_attention_backward(const AttentionArgs& a) {
+  const unsigned tiles = static_cast<unsigned>((a.max_seqlen + kTile - 1) / kTile);
+  if (tiles == 0 || a.S == 0) return;
+  static thread_local bool attributes_set = false;  // per thread: the attribute is per device, setting it is cheap
+  if (!attributes_set) {
+    check(cudaFuncSetAttribute(flash_dkdv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kBwdSmem)),
+          "cudaFuncSetAttribute(flash_dkdv_kernel)");
+    check(cudaFuncSetAttribute(flash_dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kBwdSmem)),
+          "cudaFuncSetAttribute(flash_dq_kernel)");
+    attributes_set = true;
+  }
+  flash_dkdv_kernel<<<dim3(tiles, static_cast<unsigned>(a.S), static_cast<unsigned>(a.KV)), kThreads, kBwdSmem,
+                      stream()>>>(a);
+  check_launch("attention_backward (flash dk/dv)");
+  flash_dq_kernel<<<dim3(tiles, static_cast<unsigned>(a.S), static_cast<unsigned>(a.H)), kThreads, kBwdSmem,
+                    stream()>>>(a);
+  check_launch("attention_backward (flash dq)");
+}
+
+}  // namespace cotune::kernels::cuda

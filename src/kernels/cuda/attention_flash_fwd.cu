@@ -1,0 +1,134 @@
+// Flash attention forward (FlashAttention-2 schedule), causal GQA over packed varlen sequences, head dim 128.
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/flash_common.cuh"
+
+namespace cotune::kernels::cuda {
+
+using namespace flash;
+
+namespace {
+
+// q bf16 [T,H,128], k/v bf16 [T,KV,128], cu_seqlens i32 [S+1] -> out bf16 [T,H,128], lse f32 [H,T].
+// Grid (query tiles of the longest sequence, S, H), 128 threads; the block for (tile, s, h) handles queries
+// [64*tile, 64*tile+64) of sequence s (blocks past the sequence's end exit at once; tiles run longest first).
+// Each warp owns 16 query rows: S = Q K^T (16x64, fp32 registers), online softmax in fp32 (exp2 with the
+// scale folded in), O += P V with P rounded to bf16 in registers. Shared: Q, K, V tiles, 48 KiB; V(j) loads
+// while S(j) is computed, K(j+1) while P V(j) is.
+__global__ void __launch_bounds__(kThreads) flash_forward_kernel(AttentionArgs a) {
+  __shared__ __align__(128) __nv_bfloat16 sQ[kTile * kD];
+  __shared__ __align__(128) __nv_bfloat16 sK[kTile * kD];
+  __shared__ __align__(128) __nv_bfloat16 sV[kTile * kD];
+
+  const int s = blockIdx.y, h = blockIdx.z;
+  const int begin = a.cu_seqlens[s], L = a.cu_seqlens[s + 1] - begin;
+  const int qt = gridDim.x - 1 - blockIdx.x;  // longest rows first
+  if (qt * kTile >= L) return;
+  const int kvh = h / (a.H / a.KV);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const auto* q = static_cast<const __nv_bfloat16*>(a.q);
+  const auto* k = static_cast<const __nv_bfloat16*>(a.k);
+  const auto* v = static_cast<const __nv_bfloat16*>(a.v);
+  const int64_t end = begin + L;
+
+  load_tile(sQ, q, begin + static_cast<int64_t>(qt) * kTile, end, a.H, h);
+  load_tile(sK, k, begin, end, a.KV, kvh);
+  cp_async_commit();
+
+  const float scale_log2 = a.scale * 1.44269504088896340736f;
+  float o[16][4];
+#pragma unroll
+  for (int i = 0; i < 16; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows g and g+8 (scaled log2 domain)
+  const int g = lane / 4, c2 = (lane % 4) * 2;
+  const int qrow0 = qt * kTile + warp * 16 + g;  // position in the sequence of row g
+
+  for (int kt = 0; kt <= qt; ++kt) {
+    cp_async_wait<0>();
+    __syncthreads();  // K(kt) (and Q) visible; everyone done with the previous V
+    load_tile(sV, v, begin + static_cast<int64_t>(kt) * kTile, end, a.KV, kvh);
+    cp_async_commit();
+
+    float sc[8][4];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
+    gemm_16x64_k128(sc, sQ, warp * 16, sK);
+    __syncthreads();  // all warps done reading K(kt)
+    if (kt < qt) {
+      load_tile(sK, k, begin + static_cast<int64_t>(kt + 1) * kTile, end, a.KV, kvh);
+      cp_async_commit();
+    }
+
+    // Online softmax over this tile's 64 keys (causal mask on the diagonal tile only: key > query is masked,
+    // and for valid queries that also covers keys past the sequence end).
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int qpos = qrow0 + r * 8;
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float x = sc[nt][r * 2 + e] * scale_log2;
+          if (kt == qt && kt * kTile + nt * 8 + c2 + e > qpos) x = -INFINITY;
+          sc[nt][r * 2 + e] = x;
+          mx = fmaxf(mx, x);
+        }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float mn = fmaxf(m[r], mx);
+      const float base = mn == -INFINITY ? 0.0f : mn;
+      const float corr = exp2f(m[r] - base);
+      float sum = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float p = exp2f(sc[nt][r * 2 + e] - base);
+          sc[nt][r * 2 + e] = p;
+          sum += p;
+        }
+      l[r] = l[r] * corr + sum;  // per-thread partial; reduced across the quad at the end
+      m[r] = mn;
+#pragma unroll
+      for (int i = 0; i < 16; ++i) {
+        o[i][r * 2] *= corr;
+        o[i][r * 2 + 1] *= corr;
+      }
+    }
+
+    if (kt < qt) cp_async_wait<1>();
+    else cp_async_wait<0>();
+    __syncthreads();  // V(kt) visible
+    gemm_p_16x128_k64(o, sc, sV);
+  }
+
+  // Epilogue: finish the row sums across the quad, normalise, store out and lse.
+  auto* out = static_cast<__nv_bfloat16*>(a.out_w);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float lr = l[r];
+    lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+    lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+    const int qpos = qrow0 + r * 8;
+    if (qpos >= L) continue;
+    const float inv = 1.0f / lr;
+    __nv_bfloat16* orow = out + ((begin + static_cast<int64_t>(qpos)) * a.H + h) * kD;
+#pragma unroll
+    for (int i = 0; i < 16; ++i)
+      *reinterpret_cast<__nv_bfloat162*>(orow + i * 8 + c2) =
+          __floats2bfloat162_rn(o[i][r * 2] * inv, o[i][r * 2 + 1] * inv);
+    if (lane % 4 == 0) a.lse[static_cast<int64_t>(h) * a.T + begin + qpos] = (m[r] + log2f(lr)) * 0.69314718055994530942f;
+  }
+}
+
+}  // namespace
+
+void flash_attention_forward(const AttentionArgs& a) {
+  const unsigned qtiles = static_cast<unsigned>((a.max_seqlen + kTile - 1) / kTile);
+  if (qtiles == 0 || a.S == 0) return;
+  dim3 grid(qtiles, static_cast<unsigned>(a.S), static_cast<unsigned>(a.H));
+  flash_forward_kernel<<<grid, kThreads, 0, stream()>>>(a);
+  check_launch("attention_forward (flash)");
+}
+
+}  // namespace cotune::kernels::cuda

@@ -1,0 +1,252 @@
+// GEMMs through cuBLASLt: matmul, linear layers and the LoRA branch (bf16 operands, fp32 accumulation).
+//
+// Row-major to cuBLASLt's column-major: a row-major X[r,c] is a column-major X^T[c,r] with the same leading
+// dimension, so D = op(A) op(B) (row-major) is computed as D^T = op(B)^T op(A)^T (column-major), i.e. the
+// operands are passed swapped and M/N exchanged.
+//
+// LoRA with bf16 activations and f32 A/B: the small LoRA matrices (and the [T,R] intermediates xa, g) are
+// rounded to bf16 in scratch and multiplied with bf16 tensor-core GEMMs accumulating in fp32; the f32 outputs
+// (xa, g, dA, dB) stay fp32. This is what PEFT computes under bf16 autocast, at the speed of bf16 GEMMs; the
+// rounding of the operands costs ~2^-9 relative per element, below the bf16 activations' own error.
+#include <cstring>
+#include <unordered_map>
+
+#include "kernels/cuda/context.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/internal.h"
+#include "kernels/cuda/launch.h"
+
+namespace cotune::kernels::cuda {
+
+namespace {
+
+cudaDataType_t lt_type(DType t) {
+  switch (t) {
+    case DType::f32: return CUDA_R_32F;
+    case DType::bf16: return CUDA_R_16BF;
+    case DType::f16: return CUDA_R_16F;
+    default: fail("GEMM (CUDA): unsupported dtype {}", dtype_name(t));
+  }
+}
+
+uint32_t alignment(const void* p, int64_t ld, size_t elem) {
+  uintptr_t a = reinterpret_cast<uintptr_t>(p) | static_cast<uintptr_t>(static_cast<size_t>(ld) * elem);
+  uint32_t al = 256;
+  while (al > 1 && (a & (al - 1))) al >>= 1;
+  return al;
+}
+
+struct AlgoKey {
+  int64_t m, n, k, lda, ldb, ldd;
+  uint32_t al_a, al_b, al_d;
+  uint8_t ta, tb, at, bt, dt, bias, beta0;
+  bool operator==(const AlgoKey& o) const { return std::memcmp(this, &o, sizeof(AlgoKey)) == 0; }
+};
+struct AlgoKeyHash {
+  size_t operator()(const AlgoKey& k) const {
+    const unsigned char* p = reinterpret_cast<const unsigned char*>(&k);
+    size_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < sizeof(AlgoKey); ++i) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+  }
+};
+
+// Chosen algorithm per problem: the heuristic query costs more than the launch, so it runs once per shape.
+thread_local std::unordered_map<AlgoKey, cublasLtMatmulAlgo_t, AlgoKeyHash> tl_algos;
+
+struct LtDesc {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  ~LtDesc() {
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (d) cublasLtMatrixLayoutDestroy(d);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+
+}  // namespace
+
+void gemm(void* d, DType d_type, const void* a, DType a_type, const void* b, DType b_type, int64_t M, int64_t N,
+          int64_t K, bool trans_a, bool trans_b, int64_t lda, int64_t ldb, int64_t ldd, float alpha, float beta,
+          const void* bias) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    launch_scale_matrix(d, d_type == DType::bf16, M, N, ldd, beta);
+    return;
+  }
+  const bool bf = a_type == DType::bf16 && b_type == DType::bf16 && (d_type == DType::bf16 || d_type == DType::f32);
+  const bool f32 = a_type == DType::f32 && b_type == DType::f32 && d_type == DType::f32;
+  if (!bf && !f32)
+    fail("matmul (CUDA): unsupported dtypes a {} b {} out {} (bf16 x bf16 -> bf16|f32, or f32 x f32 -> f32)",
+         dtype_name(a_type), dtype_name(b_type), dtype_name(d_type));
+  if (bias && d_type != DType::bf16) fail("linear (CUDA): a bias needs a bf16 output");
+
+  // Column-major view: D^T[N,M] = opA(B_stored) @ opB(A_stored).
+  const int64_t m = N, n = M, k = K;
+  const size_t ea = dtype_size(a_type), eb = dtype_size(b_type), ed = dtype_size(d_type);
+
+  LtDesc desc;
+  check(cublasLtMatmulDescCreate(&desc.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
+  cublasOperation_t opa = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // the first column-major operand is B
+  cublasOperation_t opb = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa)), "set TRANSA");
+  check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb)), "set TRANSB");
+  if (bias) {
+    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    cudaDataType_t bt = CUDA_R_16BF;
+    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)), "set EPILOGUE");
+    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
+          "set BIAS_POINTER");
+    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)),
+          "set BIAS_DATA_TYPE");
+  }
+  // Stored shapes (column-major rows x cols): B_stored is [K,N] row-major (or [N,K] when trans_b).
+  check(cublasLtMatrixLayoutCreate(&desc.a, lt_type(b_type), static_cast<uint64_t>(trans_b ? k : m),
+                                   static_cast<uint64_t>(trans_b ? m : k), ldb),
+        "cublasLtMatrixLayoutCreate(B)");
+  check(cublasLtMatrixLayoutCreate(&desc.b, lt_type(a_type), static_cast<uint64_t>(trans_a ? n : k),
+                                   static_cast<uint64_t>(trans_a ? k : n), lda),
+        "cublasLtMatrixLayoutCreate(A)");
+  check(cublasLtMatrixLayoutCreate(&desc.d, lt_type(d_type), static_cast<uint64_t>(m), static_cast<uint64_t>(n), ldd),
+        "cublasLtMatrixLayoutCreate(D)");
+
+  AlgoKey key{};
+  std::memset(&key, 0, sizeof(key));
+  key.m = m;
+  key.n = n;
+  key.k = k;
+  key.lda = lda;
+  key.ldb = ldb;
+  key.ldd = ldd;
+  key.al_a = alignment(b, ldb, eb);
+  key.al_b = alignment(a, lda, ea);
+  key.al_d = alignment(d, ldd, ed);
+  key.ta = trans_a;
+  key.tb = trans_b;
+  key.at = static_cast<uint8_t>(a_type);
+  key.bt = static_cast<uint8_t>(b_type);
+  key.dt = static_cast<uint8_t>(d_type);
+  key.bias = bias != nullptr;
+  key.beta0 = beta == 0.0f;
+
+  auto it = tl_algos.find(key);
+  if (it == tl_algos.end()) {
+    check(cublasLtMatmulPreferenceCreate(&desc.pref), "cublasLtMatmulPreferenceCreate");
+    size_t ws = cublaslt_workspace_bytes();
+    check(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)),
+          "set MAX_WORKSPACE_BYTES");
+    check(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.al_a,
+                                               sizeof(uint32_t)),
+          "set MIN_ALIGNMENT_A");
+    check(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.al_b,
+                                               sizeof(uint32_t)),
+          "set MIN_ALIGNMENT_B");
+    check(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.al_d,
+                                               sizeof(uint32_t)),
+          "set MIN_ALIGNMENT_C");
+    check(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.al_d,
+                                               sizeof(uint32_t)),
+          "set MIN_ALIGNMENT_D");
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    check(cublasLtMatmulAlgoGetHeuristic(cublaslt(), desc.op, desc.a, desc.b, desc.d, desc.d, desc.pref, 1, &result,
+                                         &found),
+          "cublasLtMatmulAlgoGetHeuristic");
+    if (found == 0)
+      fail("matmul (CUDA): cuBLASLt has no algorithm for [{}x{}] @ [{}x{}] ({} x {} -> {}, alignments {}/{}/{})", M, K,
+           K, N, dtype_name(a_type), dtype_name(b_type), dtype_name(d_type), key.al_b, key.al_a, key.al_d);
+    it = tl_algos.emplace(key, result.algo).first;
+  }
+  check(cublasLtMatmul(cublaslt(), desc.op, &alpha, b, desc.a, a, desc.b, &beta, d, desc.d, d, desc.d, &it->second,
+                       cublaslt_workspace(), cublaslt_workspace_bytes(), stream()),
+        "cublasLtMatmul");
+}
+
+// ---- ops.h entry points ------------------------------------------------------------------------------
+
+void matmul(const Tensor& out, const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, float alpha, float beta) {
+  const int64_t M = out.dim(0), N = out.dim(1), K = trans_a ? a.dim(0) : a.dim(1);
+  gemm(out.data, out.dtype, a.data, a.dtype, b.data, b.dtype, M, N, K, trans_a, trans_b, a.dim(1), b.dim(1), N, alpha,
+       beta);
+}
+
+void linear_forward(const Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& bias) {
+  const char* op = "linear_forward";
+  need_dtype(inp, DType::bf16, op, "inp");
+  need_dtype(weight, DType::bf16, op, "weight");
+  need_dtype(out, DType::bf16, op, "out");
+  if (bias.data) need_dtype(bias, DType::bf16, op, "bias");
+  const int64_t T = inp.dim(0), IC = inp.dim(1), OC = weight.dim(0);
+  gemm(out.data, DType::bf16, inp.data, DType::bf16, weight.data, DType::bf16, T, OC, IC, false, true, IC, IC, OC, 1.0f,
+       0.0f, bias.data);
+}
+
+void linear_backward_input(const Tensor& dinp, const Tensor& dout, const Tensor& weight, bool accumulate) {
+  const char* op = "linear_backward_input";
+  need_dtype(dinp, DType::bf16, op, "dinp");
+  need_dtype(dout, DType::bf16, op, "dout");
+  need_dtype(weight, DType::bf16, op, "weight");
+  const int64_t T = dout.dim(0), OC = weight.dim(0), IC = weight.dim(1);
+  gemm(dinp.data, DType::bf16, dout.data, DType::bf16, weight.data, DType::bf16, T, IC, OC, false, false, OC, IC, IC,
+       1.0f, accumulate ? 1.0f : 0.0f);
+}
+
+namespace {
+size_t align256(size_t n) { return (n + 255) / 256 * 256; }
+}  // namespace
+
+void lora_forward(const Tensor& out, const Tensor& xa, const Tensor& inp, const Tensor& A, const Tensor& B,
+                  float scale) {
+  const char* op = "lora_forward";
+  need_dtype(inp, DType::bf16, op, "inp");
+  need_dtype(out, DType::bf16, op, "out");
+  const int64_t T = inp.dim(0), IC = inp.dim(1), R = A.dim(0), OC = B.dim(0);
+  // scratch: A bf16 [R,IC] | B bf16 [OC,R] | xa bf16 [T,R]
+  const size_t sa = align256(static_cast<size_t>(R * IC) * 2), sb = align256(static_cast<size_t>(OC * R) * 2);
+  const size_t sx = align256(static_cast<size_t>(T * R) * 2);
+  char* s = static_cast<char*>(scratch(sa + sb + sx));
+  void *a16 = s, *b16 = s + sa, *xa16 = s + sa + sb;
+  launch_convert_f32_to_bf16(a16, A.ptr<float>(), R * IC);
+  launch_convert_f32_to_bf16(b16, B.ptr<float>(), OC * R);
+  // xa[T,R] (f32) = inp @ A^T
+  gemm(xa.data, DType::f32, inp.data, DType::bf16, a16, DType::bf16, T, R, IC, false, true, IC, IC, R, 1.0f, 0.0f);
+  launch_convert_f32_to_bf16(xa16, xa.ptr<float>(), T * R);
+  // out[T,OC] += scale * xa @ B^T
+  gemm(out.data, DType::bf16, xa16, DType::bf16, b16, DType::bf16, T, OC, R, false, true, R, R, OC, scale, 1.0f);
+}
+
+void lora_backward(const Tensor& dinp, const Tensor& dA, const Tensor& dB, const Tensor& g, const Tensor& dout,
+                   const Tensor& inp, const Tensor& xa, const Tensor& A, const Tensor& B, float scale) {
+  const char* op = "lora_backward";
+  need_dtype(inp, DType::bf16, op, "inp");
+  need_dtype(dout, DType::bf16, op, "dout");
+  need_dtype(dA, DType::f32, op, "dA");
+  need_dtype(dB, DType::f32, op, "dB");
+  need_dtype(g, DType::f32, op, "g");
+  if (dinp.data) need_dtype(dinp, DType::bf16, op, "dinp");
+  const int64_t T = inp.dim(0), IC = inp.dim(1), R = A.dim(0), OC = B.dim(0);
+  // scratch: A bf16 [R,IC] | B bf16 [OC,R] | xa bf16 [T,R] | g bf16 [T,R]
+  const size_t sa = align256(static_cast<size_t>(R * IC) * 2), sb = align256(static_cast<size_t>(OC * R) * 2);
+  const size_t sx = align256(static_cast<size_t>(T * R) * 2);
+  char* s = static_cast<char*>(scratch(sa + sb + 2 * sx));
+  void *a16 = s, *b16 = s + sa, *xa16 = s + sa + sb, *g16 = s + sa + sb + sx;
+  launch_convert_f32_to_bf16(b16, B.ptr<float>(), OC * R);
+  launch_convert_f32_to_bf16(xa16, xa.ptr<float>(), T * R);
+  // dB[OC,R] += scale * dout^T @ xa
+  gemm(dB.data, DType::f32, dout.data, DType::bf16, xa16, DType::bf16, OC, R, T, true, false, OC, R, R, scale, 1.0f);
+  // g[T,R] = scale * dout @ B
+  gemm(g.data, DType::f32, dout.data, DType::bf16, b16, DType::bf16, T, R, OC, false, false, OC, R, R, scale, 0.0f);
+  launch_convert_f32_to_bf16(g16, g.ptr<float>(), T * R);
+  // dA[R,IC] += g^T @ inp
+  gemm(dA.data, DType::f32, g16, DType::bf16, inp.data, DType::bf16, R, IC, T, true, false, R, IC, IC, 1.0f, 1.0f);
+  if (dinp.data) {
+    launch_convert_f32_to_bf16(a16, A.ptr<float>(), R * IC);
+    // dinp[T,IC] += g @ A
+    gemm(dinp.data, DType::bf16, g16, DType::bf16, a16, DType::bf16, T, IC, R, false, false, R, IC, IC, 1.0f, 1.0f);
+  }
+}
+
+}  // namespace cotune::kernels::cuda

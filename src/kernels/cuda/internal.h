@@ -1,0 +1,25 @@
+// Host-side helpers shared by the .cpp files of kernels/cuda (not a public header): dtype checks that name the
+// op, and the row-major cuBLASLt GEMM (gemm.cpp). Not for .cu files (it includes fmt through base/error.h).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "base/error.h"
+#include "tensor/tensor.h"
+
+namespace cotune::kernels::cuda {
+
+inline void need_dtype(const Tensor& t, DType d, const char* op, const char* arg) {
+  if (t.dtype != d) fail("{} (CUDA): {} must be {}, got {}", op, arg, dtype_name(d), t.str());
+}
+
+// Row-major GEMM on the context stream through cuBLASLt (gemm.cpp):
+//   D[M,N] (row stride ldd) = alpha * op(A) @ op(B) + beta * D  (+ bias[N] broadcast over rows, if given)
+// A is [M,K] (or [K,M] when trans_a) with row stride lda; B is [K,N] (or [N,K] when trans_b) with row stride ldb.
+// Types: A, B both bf16 (D bf16 or f32; bias bf16 with a bf16 D) or all f32. fp32 accumulation.
+void gemm(void* d, DType d_type, const void* a, DType a_type, const void* b, DType b_type, int64_t M, int64_t N,
+          int64_t K, bool trans_a, bool trans_b, int64_t lda, int64_t ldb, int64_t ldd, float alpha, float beta,
+          const void* bias = nullptr);
+
+}  // namespace cotune::kernels::cuda

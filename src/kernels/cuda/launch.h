@@ -1,0 +1,81 @@
+// Raw-pointer launchers of the CUDA kernels (defined in the .cu files, called by the Tensor-level entry points
+// in the .cpp files of kernels/cuda). This header and the .cu files include nothing that pulls in fmt:
+// nvcc's front end rejects fmt 9 under C++20, so argument checking and error messages live in the .cpp files.
+// Every launcher enqueues on the context stream and checks the launch (context.h: check_launch).
+#pragma once
+#include <cstdint>
+
+namespace cotune::kernels::cuda {
+
+// ---- elementwise.cu ----------------------------------------------------------------------------------------
+void launch_convert_f32_to_bf16(void* dst, const float* src, int64_t n);
+void launch_convert_bf16_to_f32(float* dst, const void* src, int64_t n);
+// d[rows, cols] (row stride ld) *= beta (0: zeros). is_bf16 selects bf16, else f32.
+void launch_scale_matrix(void* d, bool is_bf16, int64_t rows, int64_t cols, int64_t ld, float beta);
+void launch_embedding(void* out, const int32_t* ids, const void* table, int64_t T, int64_t C, int64_t V);
+void launch_swiglu_forward(void* out, const void* gate, const void* up, int64_t n);
+void launch_swiglu_backward(void* dgate, void* dup, const void* dout, const void* gate, const void* up, int64_t n);
+void launch_dropout(void* out, const void* inp, bool is_bf16, int64_t n, float p, uint64_t seed, uint64_t offset);
+void launch_add(void* out, const void* a, const void* b, bool is_bf16, int64_t n);
+
+// ---- norm_rope.cu --------------------------------------------------------------------------------------------
+void launch_rmsnorm_forward(void* out, float* rstd, const void* inp, const void* weight, int64_t T, int64_t C, float eps);
+void launch_rmsnorm_backward(void* dinp, const void* dout, const void* inp, const void* weight, const float* rstd,
+                             int64_t T, int64_t C, bool accumulate);
+// x bf16 [T,NH,D] in place; inv_freq [D/2] (host array, D <= 1024); sign +1 forward, -1 backward.
+void launch_rope(void* x, const int32_t* positions, int64_t T, int64_t NH, int64_t D, const float* inv_freq, float sign);
+
+// ---- cross_entropy.cu ----------------------------------------------------------------------------------------
+// One block per row: losses f32 [T] (or null), correct i32 [T] (or null), dlogits [T,V] with row stride ld_out
+// (or null; f32 or bf16), from logits [T,V] with row stride ld_in (f32 or bf16).
+void launch_ce_rows(float* losses, int32_t* correct, void* dlogits, bool dlogits_bf16, int64_t ld_out,
+                    const void* logits, bool logits_bf16, int64_t ld_in, const int32_t* targets, int64_t T, int64_t V,
+                    float grad_scale);
+
+// ---- attention ---------------------------------------------------------------------------------------------
+// Pointers are bf16 except lse / dvec (f32 [H,T]) and cu_seqlens (i32 [S+1]).
+struct AttentionArgs {
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  const void* out = nullptr;   // forward output (input of the backward)
+  void* out_w = nullptr;       // forward output (written by the forward)
+  float* lse = nullptr;
+  const int32_t* cu_seqlens = nullptr;
+  const void* dout = nullptr;
+  void* dq = nullptr;
+  void* dk = nullptr;
+  void* dv = nullptr;
+  float* dvec = nullptr;       // backward workspace: rowsum(dout * out)
+  int S = 0, T = 0, H = 0, KV = 0, D = 0, max_seqlen = 0;
+  float scale = 1.0f;
+};
+constexpr int kSimpleAttentionMaxD = 256;  // simple kernels: D % 32 == 0, D <= 256
+constexpr int kFlashHeadDim = 128;         // flash kernels: D == 128
+void simple_attention_forward(const AttentionArgs& a);
+void simple_attention_backward(const AttentionArgs& a);  // needs dvec filled
+void attention_dvec(const AttentionArgs& a);              // dvec[h,t] = sum_d dout[t,h,d] * out[t,h,d]
+void flash_attention_forward(const AttentionArgs& a);
+void flash_attention_backward(const AttentionArgs& a);   // needs dvec filled
+
+// ---- train_ops.cu ----------------------------------------------------------------------------------------------
+struct AdamWScalars {
+  float decay, w, b2, one_minus_b2, neg_step_size, bc2_sqrt, eps;
+  bool small_w, decays;
+};
+void launch_adamw(float* p, const float* g, float* m, float* v, int64_t n, const AdamWScalars& s,
+                  const float* grad_scale, const int32_t* skip);
+constexpr int kNormGroup = 64;        // tensors per partial-sum launch
+constexpr int kNormBlocks = 264;      // fixed grid of the partial-sum kernel
+// partials f64 [kNormBlocks] = per-block sums of squares over up to kNormGroup tensors.
+void launch_sumsq_partials(const float* const* ptrs, const int64_t* sizes, int count, double* partials);
+// norm = sqrt(sum of partials[count]) (f32), coef (or null) = clip coefficient, nonfinite (or null) = !isfinite.
+void launch_norm_finish(const double* partials, int64_t count, float* norm, float* coef, int32_t* nonfinite,
+                        float max_norm, bool clip);
+void launch_scale_by(float* x, int64_t n, const float* s);
+// NF4: out [n] (bf16 if out_bf16 else f32); qabsmax u8 codes (nested) or absmax_f32 (not nested).
+void launch_nf4_dequantize(void* out, bool out_bf16, const uint8_t* packed, int64_t n, int64_t blocksize,
+                           const float* code, const uint8_t* qabsmax, const float* absmax_f32,
+                           const float* nested_absmax, const float* nested_map, float offset, int64_t nested_bs);
+
+}  // namespace cotune::kernels::cuda

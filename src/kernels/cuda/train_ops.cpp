@@ -1,0 +1,93 @@
+// Tensor-level entry points of train_ops.h: argument checks, the fp32 scalars of AdamW derived exactly as the
+// CPU reference derives them, then the launchers of train_ops.cu.
+#include "kernels/cuda/train_ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/cuda/context.h"
+#include "kernels/cuda/internal.h"
+#include "kernels/cuda/launch.h"
+
+namespace cotune::kernels::cuda {
+
+namespace {
+void need_cuda_f32(const Tensor& t, const char* op, const char* arg) {
+  if (t.device != Device::cuda) fail("{}: {} must be a CUDA tensor, got {}", op, arg, t.str());
+  need_dtype(t, DType::f32, op, arg);
+}
+}  // namespace
+
+void adamw_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamWHyper& h,
+                const Tensor& grad_scale, const Tensor& skip) {
+  const char* op = "adamw_step (CUDA)";
+  for (const Tensor* t : {&p, &g, &m, &v}) {
+    need_cuda_f32(*t, op, "p/g/m/v");
+    if (t->numel() != p.numel()) fail("{}: {} and {} differ in size", op, t->str(), p.str());
+  }
+  if (h.step < 1) fail("{}: step must be >= 1 (bias corrections), got {}", op, h.step);
+  if (grad_scale.data) need_cuda_f32(grad_scale, op, "grad_scale");
+  if (skip.data) need_dtype(skip, DType::i32, op, "skip");
+  AdamWScalars s{};
+  s.decay = static_cast<float>(1.0 - h.lr * h.weight_decay);
+  s.w = static_cast<float>(1.0 - h.beta1);
+  s.small_w = std::fabs(s.w) < 0.5f;
+  s.b2 = static_cast<float>(h.beta2);
+  s.one_minus_b2 = static_cast<float>(1.0 - h.beta2);
+  const double bc1 = 1.0 - std::pow(h.beta1, static_cast<double>(h.step));
+  const double bc2 = 1.0 - std::pow(h.beta2, static_cast<double>(h.step));
+  s.neg_step_size = static_cast<float>(-(h.lr / bc1));
+  s.bc2_sqrt = static_cast<float>(std::sqrt(bc2));
+  s.eps = static_cast<float>(h.eps);
+  s.decays = h.weight_decay != 0.0;
+  launch_adamw(p.ptr<float>(), g.ptr<float>(), m.ptr<float>(), v.ptr<float>(), p.numel(), s,
+               grad_scale.data ? grad_scale.ptr<float>() : nullptr, skip.data ? skip.ptr<int32_t>() : nullptr);
+}
+
+void grad_norm_clip(const Tensor& norm, const Tensor& coef, const Tensor& nonfinite, std::span<const Tensor> grads,
+                    double max_norm) {
+  const char* op = "grad_norm_clip (CUDA)";
+  need_cuda_f32(norm, op, "norm");
+  if (coef.data) need_cuda_f32(coef, op, "coef");
+  if (nonfinite.data) need_dtype(nonfinite, DType::i32, op, "nonfinite");
+  for (const Tensor& t : grads) need_cuda_f32(t, op, "gradient");
+  const int64_t ng = static_cast<int64_t>(grads.size());
+  const int64_t groups = std::max<int64_t>(1, (ng + kNormGroup - 1) / kNormGroup);
+  double* partials = static_cast<double*>(scratch(static_cast<size_t>(groups * kNormBlocks) * sizeof(double)));
+  std::vector<const float*> ptrs(static_cast<size_t>(kNormGroup));
+  std::vector<int64_t> sizes(static_cast<size_t>(kNormGroup));
+  for (int64_t gi = 0; gi < groups; ++gi) {
+    int count = 0;
+    for (int64_t t = gi * kNormGroup; t < std::min<int64_t>((gi + 1) * kNormGroup, ng); ++t, ++count) {
+      ptrs[static_cast<size_t>(count)] = grads[static_cast<size_t>(t)].ptr<float>();
+      sizes[static_cast<size_t>(count)] = grads[static_cast<size_t>(t)].numel();
+    }
+    launch_sumsq_partials(ptrs.data(), sizes.data(), count, partials + gi * kNormBlocks);
+  }
+  launch_norm_finish(partials, groups * kNormBlocks, norm.ptr<float>(), coef.data ? coef.ptr<float>() : nullptr,
+                     nonfinite.data ? nonfinite.ptr<int32_t>() : nullptr, static_cast<float>(max_norm),
+                     max_norm > 0.0);
+}
+
+void scale_by(const Tensor& x, const Tensor& s) {
+  need_cuda_f32(x, "scale_by (CUDA)", "x");
+  need_cuda_f32(s, "scale_by (CUDA)", "s");
+  launch_scale_by(x.ptr<float>(), x.numel(), s.ptr<float>());
+}
+
+void nf4_dequantize(const Nf4Weight& q, const Tensor& out) {
+  const char* op = "nf4_dequantize (CUDA)";
+  q.validate(op);
+  const int64_t n = q.numel();
+  if (out.numel() != n) fail("{}: output {} does not hold the {} elements of {}", op, out.str(), n, q.shape.str());
+  if (out.device != Device::cuda || q.packed.device != Device::cuda)
+    fail("{}: weight and output must be CUDA tensors ({} -> {})", op, q.packed.str(), out.str());
+  if (out.dtype != DType::bf16 && out.dtype != DType::f32) fail("{}: output {} must be bf16 or f32", op, out.str());
+  launch_nf4_dequantize(out.data, out.dtype == DType::bf16, q.packed.ptr<uint8_t>(), n, q.blocksize,
+                        q.quant_map.ptr<float>(), q.nested ? q.absmax.ptr<uint8_t>() : nullptr,
+                        q.nested ? nullptr : q.absmax.ptr<float>(), q.nested ? q.nested_absmax.ptr<float>() : nullptr,
+                        q.nested ? q.nested_quant_map.ptr<float>() : nullptr, q.offset, q.nested_blocksize);
+}
+
+}  // namespace cotune::kernels::cuda

@@ -1,0 +1,212 @@
+// Kernels of train_ops.h: AdamW, gradient norm / clipping / non-finite flag, NF4 dequantization.
+// Roundings follow the CPU references (kernels/optim.h, kernels/quant.h) operation by operation; explicit
+// __fmaf_rn / __fmul_rn / __fadd_rn keep nvcc from contracting where the reference rounds separately.
+#include <type_traits>
+
+#include "kernels/cuda/common.cuh"
+
+namespace cotune::kernels::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+// ---- AdamW ------------------------------------------------------------------------------------------------
+
+// p, g, m, v f32 [n]; grad_scale f32 [1] or null; skip i32 [1] or null. One element per thread (grid-stride).
+__global__ void adamw_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+                             float* __restrict__ v, int64_t n, AdamWScalars s, const float* grad_scale,
+                             const int32_t* skip) {
+  if (skip && *skip) return;
+  const float gs = grad_scale ? *grad_scale : 1.0f;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float pi = s.decays ? __fmul_rn(p[i], s.decay) : p[i];
+    const float gi = grad_scale ? __fmul_rn(g[i], gs) : g[i];
+    const float mi0 = m[i];
+    const float diff = __fsub_rn(gi, mi0);
+    const float mi = s.small_w ? __fmaf_rn(s.w, diff, mi0) : __fmaf_rn(__fsub_rn(s.w, 1.0f), diff, gi);
+    const float vi = __fmaf_rn(__fmul_rn(s.one_minus_b2, gi), gi, __fmul_rn(v[i], s.b2));
+    const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), s.bc2_sqrt), s.eps);
+    pi = __fadd_rn(pi, __fdiv_rn(__fmul_rn(s.neg_step_size, mi), denom));
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = pi;
+  }
+}
+
+// ---- gradient norm ------------------------------------------------------------------------------------------
+constexpr int kGroup = kNormGroup;
+
+struct NormGroup {
+  const float* ptr[kGroup];
+  int64_t n[kGroup];
+  int count;
+};
+
+// partials f64 [kNormBlocks] (of this group) = per-block sums of squares over the group's tensors.
+__global__ void __launch_bounds__(kThreads) sumsq_partial_kernel(NormGroup grp, double* partials) {
+  __shared__ double sh[kThreads];
+  double acc = 0.0;
+  for (int t = 0; t < grp.count; ++t) {
+    const float* x = grp.ptr[t];
+    const int64_t n = grp.n[t];
+    for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      const double xi = x[i];
+      acc += xi * xi;
+    }
+  }
+  sh[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partials[blockIdx.x] = sh[0];
+}
+
+// One block: total = fixed-order sum of the partials; writes norm, coef and the non-finite flag.
+__global__ void __launch_bounds__(kThreads) norm_finish_kernel(const double* partials, int64_t count, float* norm,
+                                                               float* coef, int32_t* nonfinite, float max_norm,
+                                                               bool clip) {
+  __shared__ double sh[kThreads];
+  double acc = 0.0;
+  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
+  sh[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    const float total = static_cast<float>(sqrt(sh[0]));
+    *norm = total;
+    if (coef) {
+      float c = 1.0f;
+      if (clip) {
+        const float denom = __fadd_rn(total, 1e-6f);
+        c = __fmul_rn(__fdiv_rn(1.0f, denom), max_norm);
+        c = c > 1.0f ? 1.0f : c;  // NaN stays NaN
+      }
+      *coef = c;
+    }
+    if (nonfinite) *nonfinite = isfinite(total) ? 0 : 1;
+  }
+}
+
+__global__ void scale_by_kernel(float* x, int64_t n, const float* s) {
+  const float f = *s;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] = __fmul_rn(x[i], f);
+}
+
+// ---- NF4 -----------------------------------------------------------------------------------------------------
+__device__ __forceinline__ float nf4_absmax(const uint8_t* qabsmax, const float* absmax_f32, const float* nested_absmax,
+                                            const float* nested_map, float offset, int64_t b, int64_t nested_bs) {
+  if (!qabsmax) return absmax_f32[b];
+  return __fadd_rn(__fmul_rn(nested_map[qabsmax[b]], nested_absmax[b / nested_bs]), offset);
+}
+
+// packed u8 [ceil(n/2)] (element 2i high nibble), absmax (u8 codes + nested, or f32) -> out [n] (bf16 or f32).
+// One thread per packed byte pair... per 4 packed bytes (8 outputs); the code table sits in shared memory.
+template <typename OUT>
+__global__ void nf4_dequant_kernel(OUT* __restrict__ out, const uint8_t* __restrict__ packed, int64_t n,
+                                   int64_t blocksize, const float* __restrict__ code, const uint8_t* qabsmax,
+                                   const float* absmax_f32, const float* nested_absmax, const float* nested_map,
+                                   float offset, int64_t nested_bs) {
+  __shared__ float sc[16];
+  if (threadIdx.x < 16) sc[threadIdx.x] = code[threadIdx.x];
+  __syncthreads();
+  const int64_t i0 = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * 8;
+  if (i0 >= n) return;
+  if (i0 + 8 <= n && blocksize % 8 == 0) {
+    const float am = nf4_absmax(qabsmax, absmax_f32, nested_absmax, nested_map, offset, i0 / blocksize, nested_bs);
+    uint32_t bytes;
+    if ((reinterpret_cast<uintptr_t>(packed + i0 / 2) & 3u) == 0) {
+      bytes = *reinterpret_cast<const uint32_t*>(packed + i0 / 2);
+    } else {
+      bytes = 0;
+      for (int j = 0; j < 4; ++j) bytes |= static_cast<uint32_t>(packed[i0 / 2 + j]) << (8 * j);
+    }
+    float f[8];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t byte = (bytes >> (8 * j)) & 0xffu;
+      f[2 * j] = __fmul_rn(sc[byte >> 4], am);
+      f[2 * j + 1] = __fmul_rn(sc[byte & 0xfu], am);
+    }
+    if constexpr (std::is_same_v<OUT, bf16>) {
+      if ((reinterpret_cast<uintptr_t>(out + i0) & 15u) == 0) {
+        store8(out + i0, f);
+        return;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) out[i0 + j] = from_f<OUT>(f[j]);
+    return;
+  }
+  for (int64_t i = i0; i < n && i < i0 + 8; ++i) {
+    const float am = nf4_absmax(qabsmax, absmax_f32, nested_absmax, nested_map, offset, i / blocksize, nested_bs);
+    const uint8_t byte = packed[i / 2];
+    const int c = (i % 2 == 0) ? (byte >> 4) : (byte & 0x0f);
+    out[i] = from_f<OUT>(__fmul_rn(sc[c], am));
+  }
+}
+
+unsigned capped_blocks(int64_t n) {
+  const int64_t b = (n + kThreads - 1) / kThreads;
+  const int64_t cap = static_cast<int64_t>(sm_count()) * 8;
+  return static_cast<unsigned>(b < 1 ? 1 : (b > cap ? cap : b));
+}
+
+}  // namespace
+
+void launch_adamw(float* p, const float* g, float* m, float* v, int64_t n, const AdamWScalars& s,
+                  const float* grad_scale, const int32_t* skip) {
+  if (n == 0) return;
+  adamw_kernel<<<capped_blocks(n), kThreads, 0, stream()>>>(p, g, m, v, n, s, grad_scale, skip);
+  check_launch("adamw_step");
+}
+
+void launch_sumsq_partials(const float* const* ptrs, const int64_t* sizes, int count, double* partials) {
+  NormGroup grp{};
+  grp.count = count < kGroup ? count : kGroup;
+  for (int t = 0; t < grp.count; ++t) {
+    grp.ptr[t] = ptrs[t];
+    grp.n[t] = sizes[t];
+  }
+  sumsq_partial_kernel<<<kNormBlocks, kThreads, 0, stream()>>>(grp, partials);
+  check_launch("grad norm (partials)");
+}
+
+void launch_norm_finish(const double* partials, int64_t count, float* norm, float* coef, int32_t* nonfinite,
+                        float max_norm, bool clip) {
+  norm_finish_kernel<<<1, kThreads, 0, stream()>>>(partials, count, norm, coef, nonfinite, max_norm, clip);
+  check_launch("grad norm (finish)");
+}
+
+void launch_scale_by(float* x, int64_t n, const float* s) {
+  if (n == 0) return;
+  scale_by_kernel<<<capped_blocks(n), kThreads, 0, stream()>>>(x, n, s);
+  check_launch("scale_by");
+}
+
+void launch_nf4_dequantize(void* out, bool out_bf16, const uint8_t* packed, int64_t n, int64_t blocksize,
+                           const float* code, const uint8_t* qabsmax, const float* absmax_f32,
+                           const float* nested_absmax, const float* nested_map, float offset, int64_t nested_bs) {
+  if (n == 0) return;
+  const unsigned blocks = blocks_for((n + 7) / 8, kThreads);
+  if (out_bf16)
+    nf4_dequant_kernel<bf16><<<blocks, kThreads, 0, stream()>>>(static_cast<bf16*>(out), packed, n, blocksize, code,
+                                                               qabsmax, absmax_f32, nested_absmax, nested_map, offset,
+                                                               nested_bs);
+  else
+    nf4_dequant_kernel<float><<<blocks, kThreads, 0, stream()>>>(static_cast<float*>(out), packed, n, blocksize, code,
+                                                                qabsmax, absmax_f32, nested_absmax, nested_map, offset,
+                                                                nested_bs);
+  check_launch("nf4_dequantize");
+}
+
+}  // namespace cotune::kernels::cuda

@@ -1,0 +1,171 @@
+// CUDA trainer ops (kernels/cuda/train_ops.h) against the CPU references of kernels/optim.h and kernels/quant.h.
+// AdamW and NF4 dequantization round operation by operation as the references do: expected bit-identical
+// (AdamW allowed 1 ulp in case a libm/device sqrt differs; NF4 exact). Grad norm: fp64 accumulation on both
+// sides, 1e-6 relative; run twice bit-identical.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "cuda_test_util.h"
+#include "kernels/cuda/train_ops.h"
+#include "kernels/optim.h"
+#include "kernels/quant.h"
+
+namespace cotune::testing {
+namespace {
+
+using kernels::AdamWHyper;
+using kernels::Nf4Buffers;
+using kernels::Nf4Weight;
+
+int64_t max_ulp_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  int64_t worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    int32_t x, y;
+    std::memcpy(&x, &a[i], 4);
+    std::memcpy(&y, &b[i], 4);
+    if (std::isnan(a[i]) || std::isnan(b[i])) return INT32_MAX;
+    worst = std::max<int64_t>(worst, std::llabs(static_cast<int64_t>(x) - y));
+  }
+  return worst;
+}
+
+TEST(CudaTrainOps, AdamWMatchesCpu) {
+  COTUNE_REQUIRE_GPU();
+  Arena arena(Device::cuda, gib(0.25));
+  const int64_t n = 100003;
+  auto p = randn(static_cast<size_t>(n), 501, 0.02f, false), g = randn(static_cast<size_t>(n), 502, 1e-3f, false);
+  std::vector<float> m(static_cast<size_t>(n), 0.0f), v(static_cast<size_t>(n), 0.0f);
+  Tensor dp = upload(arena, p, Shape{n}, DType::f32), dg = upload(arena, g, Shape{n}, DType::f32);
+  Tensor dm = upload(arena, m, Shape{n}, DType::f32), dv = upload(arena, v, Shape{n}, DType::f32);
+  AdamWHyper h;
+  h.lr = 2e-4;
+  h.weight_decay = 0.01;
+  for (int64_t step = 1; step <= 3; ++step) {
+    h.step = step;
+    kernels::cpu::adamw_step(p.data(), g.data(), m.data(), v.data(), n, h);
+    kernels::cuda::adamw_step(dp, dg, dm, dv, h);
+  }
+  EXPECT_LE(max_ulp_diff(download(dp), p), 1);
+  EXPECT_LE(max_ulp_diff(download(dm), m), 1);
+  EXPECT_LE(max_ulp_diff(download(dv), v), 1);
+
+  // A device clip coefficient scales the gradient first; a set skip flag leaves everything untouched.
+  std::vector<float> coef{0.25f};
+  std::vector<int32_t> skip{0};
+  Tensor dcoef = upload(arena, coef, Shape{1}, DType::f32), dskip = upload_i32(arena, skip, Shape{1});
+  h.step = 4;
+  std::vector<float> gs = g;
+  kernels::cpu::scale_inplace(gs.data(), n, 0.25f);
+  kernels::cpu::adamw_step(p.data(), gs.data(), m.data(), v.data(), n, h);
+  kernels::cuda::adamw_step(dp, dg, dm, dv, h, dcoef, dskip);
+  EXPECT_LE(max_ulp_diff(download(dp), p), 1);
+  skip[0] = 1;
+  dskip = upload_i32(arena, skip, Shape{1});
+  const auto before = download_bytes(dp);
+  h.step = 5;
+  kernels::cuda::adamw_step(dp, dg, dm, dv, h, dcoef, dskip);
+  EXPECT_EQ(download_bytes(dp), before);
+}
+
+TEST(CudaTrainOps, GradNormClipAndNonFinite) {
+  COTUNE_REQUIRE_GPU();
+  Arena arena(Device::cuda, gib(0.25));
+  // 70 tensors: two launch groups; sizes from tiny to 1e6.
+  std::vector<std::vector<float>> hosts;
+  std::vector<Tensor> hts, dts;
+  for (int i = 0; i < 70; ++i) {
+    const int64_t n = i == 5 ? 1000000 : 1 + (i * 7919) % 20000;
+    hosts.push_back(randn(static_cast<size_t>(n), 600 + static_cast<uint32_t>(i), 0.01f, false));
+  }
+  for (auto& h : hosts) {
+    const int64_t n = static_cast<int64_t>(h.size());
+    hts.push_back(host(h, Shape{n}));
+    dts.push_back(upload(arena, h, Shape{n}, DType::f32));
+  }
+  const float total = kernels::global_grad_norm(hts);
+  const double max_norm = 1.0;
+  const float coef = kernels::clip_coefficient(total, max_norm);
+  Tensor dnorm = arena.alloc(DType::f32, Shape{1}), dcoef = arena.alloc(DType::f32, Shape{1});
+  Tensor dflag = arena.alloc(DType::i32, Shape{1});
+  poison(dnorm);
+  poison(dcoef);
+  poison(dflag);
+  kernels::cuda::grad_norm_clip(dnorm, dcoef, dflag, dts, max_norm);
+  const auto gn = download(dnorm), gc = download(dcoef), gf = download(dflag);
+  std::printf("  grad norm cpu %.9g gpu %.9g, coef cpu %.9g gpu %.9g\n", total, gn[0], coef, gc[0]);
+  EXPECT_NEAR(gn[0], total, 1e-6 * total);
+  EXPECT_NEAR(gc[0], coef, 1e-6 * coef);
+  EXPECT_EQ(gf[0], 0.0f);
+  const auto b1 = download_bytes(dnorm);
+  kernels::cuda::grad_norm_clip(dnorm, dcoef, dflag, dts, max_norm);
+  EXPECT_EQ(download_bytes(dnorm), b1);
+  // scale_by applies the coefficient in place (one multiply), like the CPU clip.
+  kernels::cuda::scale_by(dts[5], dcoef);
+  std::vector<float> ref = hosts[5];
+  kernels::cpu::scale_inplace(ref.data(), static_cast<int64_t>(ref.size()), gc[0]);
+  EXPECT_REL(download(dts[5]), ref, 0.0);
+  // Non-finite: one Inf in one tensor sets the flag.
+  std::vector<float> bad = hosts[7];
+  bad[3] = INFINITY;
+  dts[7] = upload(arena, bad, Shape{static_cast<int64_t>(bad.size())}, DType::f32);
+  kernels::cuda::grad_norm_clip(dnorm, dcoef, dflag, dts, max_norm);
+  EXPECT_EQ(download(dflag)[0], 1.0f);
+  // No clipping requested: coef is 1.
+  dts[7] = upload(arena, hosts[7], Shape{static_cast<int64_t>(hosts[7].size())}, DType::f32);
+  kernels::cuda::grad_norm_clip(dnorm, dcoef, Tensor(), dts, 0.0);
+  EXPECT_EQ(download(dcoef)[0], 1.0f);
+}
+
+// Copies a host NF4 weight's tensors to the device; the returned weight views device memory in `arena`.
+Nf4Weight to_device(const Nf4Weight& h, Arena& arena) {
+  Nf4Weight d = h;
+  auto up = [&](const Tensor& t) {
+    Tensor r = arena.alloc(t.dtype, t.shape, "nf4 part");
+    copy_bytes(r, t);
+    return r;
+  };
+  d.packed = up(h.packed);
+  d.absmax = up(h.absmax);
+  d.quant_map = up(h.quant_map);
+  if (h.nested) {
+    d.nested_absmax = up(h.nested_absmax);
+    d.nested_quant_map = up(h.nested_quant_map);
+  }
+  return d;
+}
+
+TEST(CudaTrainOps, Nf4DequantizeBitExact) {
+  COTUNE_REQUIRE_GPU();
+  Arena arena(Device::cuda, gib(0.5));
+  struct Case {
+    int64_t rows, cols;
+    bool nested;
+  };
+  for (const Case c : {Case{1536, 1536, true}, Case{256, 8960, true}, Case{10, 50, true}, Case{96, 200, false},
+                       Case{7, 9, true}}) {
+    auto w = randn(static_cast<size_t>(c.rows * c.cols), 700, 0.02f);
+    add_outlier_channels(w, c.cols, 30.0f, 2);
+    Tensor hw = host(w, Shape{c.rows, c.cols});
+    Nf4Buffers buf = kernels::nf4_quantize(hw, c.nested);
+    Nf4Weight hq = buf.view();
+    Nf4Weight dq = to_device(hq, arena);
+    for (DType dt : {DType::bf16, DType::f32}) {
+      const int64_t n = c.rows * c.cols;
+      std::vector<float> ref32(static_cast<size_t>(n));
+      std::vector<uint16_t> ref16(static_cast<size_t>(n));
+      if (dt == DType::f32) kernels::nf4_dequantize(hq, Tensor(ref32.data(), DType::f32, Shape{c.rows, c.cols}));
+      else kernels::nf4_dequantize(hq, Tensor(ref16.data(), DType::bf16, Shape{c.rows, c.cols}));
+      Tensor out = arena.alloc(dt, Shape{c.rows, c.cols});
+      poison(out);
+      kernels::cuda::nf4_dequantize(dq, out);
+      const auto got = download_bytes(out);
+      const void* ref = dt == DType::f32 ? static_cast<const void*>(ref32.data()) : ref16.data();
+      EXPECT_EQ(std::memcmp(got.data(), ref, got.size()), 0)
+          << c.rows << "x" << c.cols << (c.nested ? " nested" : "") << (dt == DType::f32 ? " f32" : " bf16");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace cotune::testing
