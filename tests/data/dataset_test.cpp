@@ -22,9 +22,15 @@ using testing::TempDir;
 
 const std::string kTokDir = "/deepseek-r1-distill-qwen-1.5b";
 
-#define LOAD_TOKENIZER(tok, fx)  \
-  COTUNE_REQUIRE_FIXTURES(fx);   \
-  const text::Tokenizer tok = text::Tokenizer::load(fx + kTokDir)
+// Loading tokenizer.json takes about a second; the tests share one (read-only) instance.
+const text::Tokenizer& shared_tokenizer(const std::string& fx) {
+  static const text::Tokenizer tok = text::Tokenizer::load(fx + kTokDir);
+  return tok;
+}
+
+#define LOAD_TOKENIZER(tok, fx) \
+  COTUNE_REQUIRE_FIXTURES(fx);  \
+  const text::Tokenizer& tok = shared_tokenizer(fx)
 
 nlohmann::json golden() {
   return nlohmann::json::parse(read_file(cotune::testing::golden_dir() + "/data/medical_o1_token_ids.json"));
@@ -212,12 +218,29 @@ TEST(DataPreview, MarksUntrainedText) {
   EXPECT_NE(render_preview(tok, ds, 0, LossMask::response, ansi).find("\x1b[2m<｜begin"), std::string::npos);
 }
 
+// The demo dataset for the CPU recipe is valid, in the medical-o1 schema, and short.
+TEST(DemoDataset, LoadsWithTheEnglishTemplate) {
+  LOAD_TOKENIZER(tok, fx);
+  DataOptions opt;
+  opt.data_path = cotune::testing::source_dir() + "/recipes/data/demo_medical.jsonl";
+  opt.use_cache = false;
+  auto ds = build_dataset(opt, text::PromptTemplate::builtin("medical-o1-en"), tok);
+  EXPECT_GE(ds.size(), 40u);
+  EXPECT_LE(ds.size(), 80u);
+  EXPECT_EQ(ds.skipped, 0);
+  DatasetStats s = compute_stats(ds);
+  EXPECT_LE(s.max_length, 256) << "demo records should stay short for CPU training";
+  std::printf("[ measure  ] demo dataset: %lld records, %lld tokens, length %lld..%lld, response fraction %.3f\n",
+              static_cast<long long>(s.records), static_cast<long long>(s.tokens),
+              static_cast<long long>(s.min_length), static_cast<long long>(s.max_length), s.response_fraction);
+}
+
 // Tokenizing a few megabytes of JSON Lines keeps memory near the size of the tokens, not of the file.
 TEST(DataPipeline, TokenizesMegabytesInBoundedMemory) {
   LOAD_TOKENIZER(tok, fx);
   TempDir d;
   const std::string path = d.sub("big.jsonl");
-  const int64_t target = int64_t{4} << 20;
+  const int64_t target = int64_t{8} << 20;
   int64_t written = 0, records = 0;
   {
     std::ofstream out(path, std::ios::binary);
@@ -251,7 +274,7 @@ TEST(DataPipeline, TokenizesMegabytesInBoundedMemory) {
               double(written) / 1e6, static_cast<long long>(records), ds.tokens.size(), secs,
               double(written) / 1e6 / secs, static_cast<long long>(delta_mib), static_cast<long long>(token_mib),
               reset ? "yes" : "no");
-  EXPECT_LT(delta_mib, 2 * token_mib + 24);
+  EXPECT_LT(delta_mib, 2 * token_mib + 32) << "far below 10x the file size";
 }
 
 }  // namespace
