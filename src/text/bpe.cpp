@@ -61,19 +61,94 @@ void MergeTable::put(int32_t left, int32_t right, int32_t rank, int32_t merged) 
   }
 }
 
+void StringIdTable::reserve(size_t keys, size_t key_bytes) {
+  arena_.reserve(key_bytes);
+  size_t cap = 16;
+  while (cap < keys * 2) cap <<= 1;
+  slots_.assign(cap, Slot{0, 0, 0, -1});
+  mask_ = cap - 1;
+  size_ = 0;
+}
+
+void StringIdTable::grow() {
+  std::vector<Slot> old = std::move(slots_);
+  const size_t cap = std::max<size_t>(16, old.size() * 2);
+  slots_.assign(cap, Slot{0, 0, 0, -1});
+  mask_ = cap - 1;
+  for (const Slot& o : old) {
+    if (o.id < 0) continue;
+    const uint64_t h = TransparentStringHash{}(std::string_view(arena_.data() + o.off, o.len));
+    size_t i = h & mask_;
+    while (slots_[i].id >= 0) i = (i + 1) & mask_;
+    slots_[i] = o;
+  }
+}
+
+void StringIdTable::put(std::string_view key, int32_t id) {
+  if ((size_ + 1) * 2 > slots_.size()) grow();
+  const uint64_t h = TransparentStringHash{}(key);
+  const auto tag = static_cast<uint32_t>(h >> 32);
+  size_t i = h & mask_;
+  for (;; i = (i + 1) & mask_) {
+    Slot& s = slots_[i];
+    if (s.id < 0) break;
+    if (s.tag == tag && s.len == key.size() && std::memcmp(arena_.data() + s.off, key.data(), key.size()) == 0) {
+      s.id = id;
+      return;
+    }
+  }
+  slots_[i] = Slot{tag, static_cast<uint32_t>(key.size()), static_cast<uint32_t>(arena_.size()), id};
+  arena_.append(key);
+  ++size_;
+}
+
+WordCache::WordCache() : shards_(std::make_unique<Shard[]>(kShards)) {}
+
+bool WordCache::lookup(std::string_view word, uint64_t hash, std::vector<int32_t>& out) const {
+  hash |= 1;
+  Shard& sh = shards_[(hash >> 20) % kShards];
+  std::lock_guard<std::mutex> lock(sh.mutex);
+  if (sh.slots.empty()) return false;
+  for (size_t i = (hash >> 32) & (kSlotsPerShard - 1);; i = (i + 1) & (kSlotsPerShard - 1)) {
+    const Slot& s = sh.slots[i];
+    if (s.hash == 0) return false;
+    if (s.hash == hash && s.key_len == word.size() &&
+        std::memcmp(sh.keys.data() + s.key_off, word.data(), word.size()) == 0) {
+      out.insert(out.end(), sh.values.begin() + s.val_off, sh.values.begin() + s.val_off + s.val_len);
+      return true;
+    }
+  }
+}
+
+void WordCache::insert(std::string_view word, uint64_t hash, const int32_t* ids, size_t n) const {
+  hash |= 1;
+  Shard& sh = shards_[(hash >> 20) % kShards];
+  std::lock_guard<std::mutex> lock(sh.mutex);
+  if (sh.count * 2 >= kSlotsPerShard) return;
+  if (sh.slots.empty()) sh.slots.assign(kSlotsPerShard, Slot{0, 0, 0, 0, 0});
+  size_t i = (hash >> 32) & (kSlotsPerShard - 1);
+  for (;; i = (i + 1) & (kSlotsPerShard - 1)) {
+    const Slot& s = sh.slots[i];
+    if (s.hash == 0) break;
+    if (s.hash == hash && s.key_len == word.size() && std::memcmp(sh.keys.data() + s.key_off, word.data(), word.size()) == 0)
+      return;  // another thread was first
+  }
+  sh.slots[i] = Slot{hash, static_cast<uint32_t>(sh.keys.size()), static_cast<uint32_t>(word.size()),
+                     static_cast<uint32_t>(sh.values.size()), static_cast<uint32_t>(n)};
+  sh.keys.append(word);
+  sh.values.insert(sh.values.end(), ids, ids + n);
+  ++sh.count;
+}
+
 BpeModel::BpeModel(std::vector<std::string> vocab_bytes, const std::vector<bool>& mergeable,
                    const std::vector<std::array<int32_t, 3>>& merges, bool ignore_merges, int32_t unk_id, bool fuse_unk)
-    : vocab_bytes_(std::move(vocab_bytes)),
-      ignore_merges_(ignore_merges),
-      unk_id_(unk_id),
-      fuse_unk_(fuse_unk),
-      shards_(std::make_unique<Shard[]>(kShards)) {
+    : vocab_bytes_(std::move(vocab_bytes)), ignore_merges_(ignore_merges), unk_id_(unk_id), fuse_unk_(fuse_unk) {
   byte_id_.fill(-1);
-  bytes_to_id_.reserve(vocab_bytes_.size());
+  if (ignore_merges_) bytes_to_id_.reserve(vocab_bytes_.size(), vocab_bytes_.size() * 8);
   for (size_t id = 0; id < vocab_bytes_.size(); ++id) {
     if (!mergeable[id]) continue;
     const std::string& b = vocab_bytes_[id];
-    bytes_to_id_.emplace(b, static_cast<int32_t>(id));
+    if (ignore_merges_) bytes_to_id_.put(b, static_cast<int32_t>(id));
     if (b.size() == 1) byte_id_[static_cast<unsigned char>(b[0])] = static_cast<int32_t>(id);
   }
   merges_.reserve(merges.size());
@@ -83,41 +158,27 @@ BpeModel::BpeModel(std::vector<std::string> vocab_bytes, const std::vector<bool>
 
 // Ids of the word's single bytes (HF merge_word: unknown characters become unk, fused when fuse_unk, or
 // are dropped when there is no unk token). Returns false when nothing is left.
-bool BpeModel::initial_symbols(std::string_view word, std::vector<int32_t>& ids, std::vector<uint32_t>& starts) const {
+bool BpeModel::initial_symbols(std::string_view word, std::vector<int32_t>& ids) const {
   ids.clear();
-  starts.clear();
   bool pending_unk = false;
-  uint32_t unk_start = 0;
   for (size_t i = 0; i < word.size(); ++i) {
     const int32_t id = byte_id_[static_cast<unsigned char>(word[i])];
     if (id >= 0) {
       if (pending_unk) {
         ids.push_back(unk_id_);
-        starts.push_back(unk_start);
         pending_unk = false;
       }
       ids.push_back(id);
-      starts.push_back(static_cast<uint32_t>(i));
     } else if (unk_id_ >= 0) {
-      if (pending_unk && !fuse_unk_) {
-        ids.push_back(unk_id_);
-        starts.push_back(unk_start);
-        pending_unk = false;
-      }
-      if (!pending_unk) {
-        pending_unk = true;
-        unk_start = static_cast<uint32_t>(i);
-      }
+      if (pending_unk && !fuse_unk_) ids.push_back(unk_id_);
+      pending_unk = true;
     }
   }
-  if (pending_unk) {
-    ids.push_back(unk_id_);
-    starts.push_back(unk_start);
-  }
+  if (pending_unk) ids.push_back(unk_id_);
   return !ids.empty();
 }
 
-void BpeModel::merge_small(std::string_view word, std::vector<int32_t>& out) const {
+void BpeModel::merge_small(std::string_view word, std::vector<int32_t>& out, BpeScratch& scratch) const {
   // Up to 32 symbols: ranks of adjacent pairs in an array, one linear scan per merge.
   int32_t ids[64];
   int32_t ranks[64];  // ranks[i] = rank of (ids[i], ids[i+1]) or INT_MAX
@@ -130,7 +191,7 @@ void BpeModel::merge_small(std::string_view word, std::vector<int32_t>& out) con
     ids[n++] = id;
   }
   if (has_unknown) {  // rare: take the general path with unk handling
-    merge_heap(word, out);
+    merge_heap(word, out, scratch);
     return;
   }
   for (size_t i = 0; i + 1 < n; ++i) {
@@ -169,61 +230,70 @@ void BpeModel::merge_small(std::string_view word, std::vector<int32_t>& out) con
   out.insert(out.end(), ids, ids + n);
 }
 
-void BpeModel::merge_heap(std::string_view word, std::vector<int32_t>& out) const {
-  std::vector<int32_t> ids;
-  std::vector<uint32_t> starts;
-  if (!initial_symbols(word, ids, starts)) return;
+void BpeModel::merge_heap(std::string_view word, std::vector<int32_t>& out, BpeScratch& scratch) const {
+  std::vector<int32_t>& ids = scratch.ids;
+  if (!initial_symbols(word, ids)) return;
   const size_t n = ids.size();
-  // Doubly linked list over symbol slots; a merged-away slot gets ids[i] = -1.
-  std::vector<int32_t> prev(n), next(n);
+  // Doubly linked list over symbol slots; a merged-away slot gets ids[i] = -1. pair_rank[i] / pair_merged[i]
+  // describe the pair (i, next[i]) as it is now, so a popped heap entry is checked without a table lookup.
+  std::vector<int32_t>& prev = scratch.prev;
+  std::vector<int32_t>& next = scratch.next;
+  std::vector<int32_t>& pair_rank = scratch.pair_rank;
+  std::vector<int32_t>& pair_merged = scratch.pair_merged;
+  prev.resize(n);
+  next.resize(n);
+  pair_rank.assign(n, INT_MAX);
+  pair_merged.resize(n);
   for (size_t i = 0; i < n; ++i) {
     prev[i] = static_cast<int32_t>(i) - 1;
     next[i] = i + 1 < n ? static_cast<int32_t>(i + 1) : -1;
   }
   // Min-heap of (rank << 32 | slot): lowest rank first, then leftmost slot (HF's Merge ordering).
-  std::vector<uint64_t> heap;
-  heap.reserve(n);
+  std::vector<uint64_t>& heap = scratch.heap;
+  heap.clear();
   auto key = [](int32_t rank, size_t slot) { return (static_cast<uint64_t>(rank) << 32) | slot; };
   for (size_t i = 0; i + 1 < n; ++i)
-    if (const MergeTable::Entry* e = merges_.find(ids[i], ids[i + 1])) heap.push_back(key(e->rank, i));
+    if (const MergeTable::Entry* e = merges_.find(ids[i], ids[i + 1])) {
+      pair_rank[i] = e->rank;
+      pair_merged[i] = e->merged;
+      heap.push_back(key(e->rank, i));
+    }
   std::make_heap(heap.begin(), heap.end(), std::greater<>());
+  auto set_pair = [&](size_t i) {  // recompute the pair (i, next[i]) and queue it
+    pair_rank[i] = INT_MAX;
+    if (next[i] < 0) return;
+    if (const MergeTable::Entry* e = merges_.find(ids[i], ids[static_cast<size_t>(next[i])])) {
+      pair_rank[i] = e->rank;
+      pair_merged[i] = e->merged;
+      heap.push_back(key(e->rank, i));
+      std::push_heap(heap.begin(), heap.end(), std::greater<>());
+    }
+  };
   while (!heap.empty()) {
     std::pop_heap(heap.begin(), heap.end(), std::greater<>());
     const uint64_t top = heap.back();
     heap.pop_back();
     const auto rank = static_cast<int32_t>(top >> 32);
     const auto i = static_cast<size_t>(top & 0xFFFFFFFFu);
-    if (ids[i] < 0 || next[i] < 0) continue;
+    if (ids[i] < 0 || pair_rank[i] != rank) continue;  // stale: slot i merged away or its pair changed
     const auto j = static_cast<size_t>(next[i]);
-    const MergeTable::Entry* e = merges_.find(ids[i], ids[j]);
-    if (e == nullptr || e->rank != rank) continue;  // stale: the pair at slot i has changed
-    ids[i] = e->merged;
+    ids[i] = pair_merged[i];
     ids[j] = -1;
+    pair_rank[j] = INT_MAX;
     next[i] = next[j];
     if (next[j] >= 0) prev[static_cast<size_t>(next[j])] = static_cast<int32_t>(i);
-    if (prev[i] >= 0) {
-      const auto p = static_cast<size_t>(prev[i]);
-      if (const MergeTable::Entry* pe = merges_.find(ids[p], ids[i])) {
-        heap.push_back(key(pe->rank, p));
-        std::push_heap(heap.begin(), heap.end(), std::greater<>());
-      }
-    }
-    if (next[i] >= 0) {
-      if (const MergeTable::Entry* ne = merges_.find(ids[i], ids[static_cast<size_t>(next[i])])) {
-        heap.push_back(key(ne->rank, i));
-        std::push_heap(heap.begin(), heap.end(), std::greater<>());
-      }
-    }
+    if (prev[i] >= 0) set_pair(static_cast<size_t>(prev[i]));
+    set_pair(i);
   }
   for (int32_t i = 0; i >= 0; i = next[static_cast<size_t>(i)]) out.push_back(ids[static_cast<size_t>(i)]);
 }
 
-void BpeModel::tokenize_uncached(std::string_view word, std::vector<int32_t>& out) const {
+void BpeModel::tokenize_uncached(std::string_view word, std::vector<int32_t>& out, BpeScratch& scratch) const {
   if (word.empty()) return;
   if (ignore_merges_) {
-    auto it = bytes_to_id_.find(word);
-    if (it != bytes_to_id_.end()) {
-      out.push_back(it->second);
+    const int32_t id = bytes_to_id_.find(word);
+    if (id >= 0) {
+      out.push_back(id);
       return;
     }
   }
@@ -235,31 +305,21 @@ void BpeModel::tokenize_uncached(std::string_view word, std::vector<int32_t>& ou
     }
   }
   if (word.size() <= 32)
-    merge_small(word, out);
+    merge_small(word, out, scratch);
   else
-    merge_heap(word, out);
+    merge_heap(word, out, scratch);
 }
 
-void BpeModel::tokenize(std::string_view word, std::vector<int32_t>& out) const {
+void BpeModel::tokenize(std::string_view word, std::vector<int32_t>& out, BpeScratch& scratch) const {
   if (word.size() <= 2 || word.size() > kMaxCachedBytes) {
-    tokenize_uncached(word, out);
+    tokenize_uncached(word, out, scratch);
     return;
   }
-  const size_t h = TransparentStringHash{}(word);
-  Shard& shard = shards_[(h >> 7) % kShards];
-  {
-    std::lock_guard<std::mutex> lock(shard.mutex);
-    auto it = shard.map.find(word);
-    if (it != shard.map.end()) {
-      out.insert(out.end(), it->second.begin(), it->second.end());
-      return;
-    }
-  }
+  const uint64_t h = TransparentStringHash{}(word);
+  if (cache_.lookup(word, h, out)) return;
   const size_t first = out.size();
-  tokenize_uncached(word, out);
-  std::lock_guard<std::mutex> lock(shard.mutex);
-  if (shard.map.size() < kShardCapacity)
-    shard.map.emplace(std::string(word), std::vector<int32_t>(out.begin() + static_cast<ptrdiff_t>(first), out.end()));
+  tokenize_uncached(word, out, scratch);
+  cache_.insert(word, h, out.data() + first, out.size() - first);
 }
 
 }  // namespace cotune::text

@@ -5,6 +5,7 @@
 // Results of words up to kMaxCachedBytes long are cached in a sharded, thread-safe map.
 #pragma once
 #include <array>
+#include <cstring>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -53,9 +54,74 @@ struct TransparentStringHash {
   size_t operator()(std::string_view s) const noexcept;
 };
 
+// string -> id, open addressing over one byte arena (no allocation per key); built once, then read-only.
+class StringIdTable {
+ public:
+  void reserve(size_t keys, size_t key_bytes);
+  void put(std::string_view key, int32_t id);  // inserts or overwrites
+  int32_t find(std::string_view key) const {   // -1 when absent
+    if (slots_.empty()) return -1;
+    const uint64_t h = TransparentStringHash{}(key);
+    const auto tag = static_cast<uint32_t>(h >> 32);
+    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+      const Slot& s = slots_[i];
+      if (s.id < 0) return -1;
+      if (s.tag == tag && s.len == key.size() && std::memcmp(arena_.data() + s.off, key.data(), key.size()) == 0)
+        return s.id;
+    }
+  }
+  size_t size() const { return size_; }
+
+ private:
+  struct Slot {
+    uint32_t tag;  // high hash bits
+    uint32_t len;
+    uint32_t off;  // into arena_
+    int32_t id;    // -1: empty
+  };
+  void grow();
+  std::string arena_;
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  size_t size_ = 0;
+};
+
+// Thread-safe word -> ids cache: 64 shards, each a fixed-size open-addressing table with byte / id arenas,
+// guarded by its own mutex. A shard stops accepting words when half full (as HF's cache stops at capacity).
+class WordCache {
+ public:
+  WordCache();
+  // Appends the cached ids of `word` to `out`; false when absent.
+  bool lookup(std::string_view word, uint64_t hash, std::vector<int32_t>& out) const;
+  void insert(std::string_view word, uint64_t hash, const int32_t* ids, size_t n) const;
+
+ private:
+  struct Slot {
+    uint64_t hash;  // 0: empty
+    uint32_t key_off, key_len, val_off, val_len;
+  };
+  struct Shard {
+    mutable std::mutex mutex;
+    std::vector<Slot> slots;
+    std::string keys;
+    std::vector<int32_t> values;
+    size_t count = 0;
+  };
+  static constexpr size_t kShards = 64;
+  static constexpr size_t kSlotsPerShard = 1 << 14;
+  std::unique_ptr<Shard[]> shards_;
+};
+
+// Per-call scratch buffers of the BPE merge loop (reused across the words of one encode call).
+struct BpeScratch {
+  std::vector<int32_t> ids, prev, next, pair_rank, pair_merged;
+  std::vector<uint64_t> heap;
+};
+
 class BpeModel {
  public:
-  static constexpr size_t kMaxCachedBytes = 256;
+  // Longer words are rare repeats (a Chinese clause between punctuation is one pre-token): not cached.
+  static constexpr size_t kMaxCachedBytes = 64;
 
   // vocab_bytes[id] = the raw bytes of token id (empty for ids that are not BPE vocab entries);
   // `mergeable[id]` says whether the id may be produced (false for entries whose string form is not
@@ -66,34 +132,26 @@ class BpeModel {
   BpeModel& operator=(const BpeModel&) = delete;
 
   // Appends the ids of one pre-token (its raw UTF-8 bytes) to `out`.
-  void tokenize(std::string_view word, std::vector<int32_t>& out) const;
+  void tokenize(std::string_view word, std::vector<int32_t>& out, BpeScratch& scratch) const;
   // Without the cache (tests, benchmarks).
-  void tokenize_uncached(std::string_view word, std::vector<int32_t>& out) const;
+  void tokenize_uncached(std::string_view word, std::vector<int32_t>& out, BpeScratch& scratch) const;
 
   const std::string& bytes_of(int32_t id) const { return vocab_bytes_[static_cast<size_t>(id)]; }
   size_t size() const { return vocab_bytes_.size(); }
 
  private:
-  void merge_small(std::string_view word, std::vector<int32_t>& out) const;
-  void merge_heap(std::string_view word, std::vector<int32_t>& out) const;
-  bool initial_symbols(std::string_view word, std::vector<int32_t>& ids, std::vector<uint32_t>& starts) const;
+  void merge_small(std::string_view word, std::vector<int32_t>& out, BpeScratch& scratch) const;
+  void merge_heap(std::string_view word, std::vector<int32_t>& out, BpeScratch& scratch) const;
+  bool initial_symbols(std::string_view word, std::vector<int32_t>& ids) const;
 
   std::vector<std::string> vocab_bytes_;
-  std::unordered_map<std::string, int32_t, TransparentStringHash, std::equal_to<>> bytes_to_id_;
+  StringIdTable bytes_to_id_;  // only with ignore_merges
   std::array<int32_t, 256> byte_id_{};
   MergeTable merges_;
   bool ignore_merges_;
   int32_t unk_id_;
   bool fuse_unk_;
-
-  // Sharded cache word -> ids. A shard stops accepting words when full (as HF's cache does).
-  struct Shard {
-    std::mutex mutex;
-    std::unordered_map<std::string, std::vector<int32_t>, TransparentStringHash, std::equal_to<>> map;
-  };
-  static constexpr size_t kShards = 64;
-  static constexpr size_t kShardCapacity = 8192;
-  std::unique_ptr<Shard[]> shards_;
+  WordCache cache_;
 };
 
 }  // namespace cotune::text

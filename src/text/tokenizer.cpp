@@ -241,11 +241,12 @@ struct Tokenizer::Impl {
     if (start_offset < text.size()) sink(text.substr(start_offset), -1);
   }
 
-  void encode_words(std::string_view text, std::vector<int32_t>& ids) const {
-    pretokenizer.run(text, [&](std::string_view word) { bpe->tokenize(word, ids); });
+  void encode_words(std::string_view text, std::vector<int32_t>& ids, BpeScratch& scratch) const {
+    pretokenizer.run(text, [&](std::string_view word) { bpe->tokenize(word, ids, scratch); });
   }
 
   void encode_into(std::string_view text, std::vector<int32_t>& ids) const {
+    BpeScratch scratch;
     std::string normalized;
     split_added(text, raw_matcher, [&](std::string_view piece, int32_t id) {
       if (id >= 0) {
@@ -267,7 +268,7 @@ struct Tokenizer::Impl {
         if (pid >= 0)
           ids.push_back(pid);
         else
-          encode_words(p, ids);
+          encode_words(p, ids, scratch);
       });
     });
   }
