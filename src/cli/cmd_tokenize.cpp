@@ -103,6 +103,7 @@ void setup(CLI::App& app) {
 }
 
 }  // namespace
-}  // namespace cotune::cli
 
 COTUNE_COMMAND(tokenize, "tokenize", "Tokenize JSON lines ({\"text\"} -> {\"ids\"}) or decode them (--decode)", 20, setup);
+
+}  // namespace cotune::cli

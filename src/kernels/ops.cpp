@@ -2,6 +2,8 @@
 // reference or the CUDA kernel. Every shape error names the op and the argument.
 #include "kernels/ops.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <initializer_list>
 
@@ -152,7 +154,7 @@ static void check_attention(const char* op, const Tensor& out, const Tensor& lse
   expect_rank(op, "lse", lse, 2);
   expect_dim(op, "lse", lse, 0, q.dim(1));
   expect_dim(op, "lse", lse, 1, q.dim(0));
-  expect_dtype(lse, DType::f32, "attention: lse");
+  expect_dtype(lse, DType::f32, fmt::format("{}: lse", op));
   expect_rank(op, "cu_seqlens", cu_seqlens, 1);
   expect_index(op, "cu_seqlens", cu_seqlens);
   if (cu_seqlens.dim(0) < 2) fail("{}: cu_seqlens needs at least 2 entries, got {}", op, cu_seqlens.str());
@@ -209,7 +211,10 @@ void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) {
 
 void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout, const Tensor& gate, const Tensor& up) {
   const char* op = "swiglu_backward";
-  for (const Tensor* t : {&dgate, &dup, &dout, &up}) expect_same_shape(op, "argument", *t, gate);
+  expect_same_shape(op, "dgate", dgate, gate);
+  expect_same_shape(op, "dup", dup, gate);
+  expect_same_shape(op, "dout", dout, gate);
+  expect_same_shape(op, "up", up, gate);
   if (on_cuda(op, {&dgate, &dup, &dout, &gate, &up})) COTUNE_CUDA_CALL(swiglu_backward(dgate, dup, dout, gate, up));
   cpu_f32(op, {&dgate, &dup, &dout, &gate, &up});
   cpu::swiglu_backward(f32(dgate), f32(dup), f32(dout), f32(gate), f32(up), gate.numel());
@@ -245,28 +250,28 @@ void linear_backward_input(const Tensor& dinp, const Tensor& dout, const Tensor&
   cpu::linear_backward_input(f32(dinp), f32(dout), f32(weight), dout.dim(0), weight.dim(1), weight.dim(0), accumulate);
 }
 
-static void check_lora(const char* op, const Tensor& out, const Tensor& xa, const Tensor& inp, const Tensor& A,
-                       const Tensor& B) {
+static void check_lora(const char* op, const char* out_name, const Tensor& out, const Tensor& xa, const Tensor& inp,
+                       const Tensor& A, const Tensor& B) {
   expect_rank(op, "inp", inp, 2);
   expect_rank(op, "A", A, 2);
   expect_rank(op, "B", B, 2);
   expect_dim(op, "A", A, 1, inp.dim(1));
   expect_dim(op, "B", B, 1, A.dim(0));
-  expect_rank(op, "out", out, 2);
-  expect_dim(op, "out", out, 0, inp.dim(0));
-  expect_dim(op, "out", out, 1, B.dim(0));
+  expect_rank(op, out_name, out, 2);
+  expect_dim(op, out_name, out, 0, inp.dim(0));
+  expect_dim(op, out_name, out, 1, B.dim(0));
   expect_rank(op, "xa", xa, 2);
   expect_dim(op, "xa", xa, 0, inp.dim(0));
   expect_dim(op, "xa", xa, 1, A.dim(0));
-  expect_dtype(A, DType::f32, "LoRA A");
-  expect_dtype(B, DType::f32, "LoRA B");
-  expect_dtype(xa, DType::f32, "LoRA xa");
+  expect_dtype(A, DType::f32, fmt::format("{}: A", op));
+  expect_dtype(B, DType::f32, fmt::format("{}: B", op));
+  expect_dtype(xa, DType::f32, fmt::format("{}: xa", op));
 }
 
 void lora_forward(const Tensor& out, const Tensor& xa, const Tensor& inp, const Tensor& A, const Tensor& B,
                   float scale) {
   const char* op = "lora_forward";
-  check_lora(op, out, xa, inp, A, B);
+  check_lora(op, "out", out, xa, inp, A, B);
   if (on_cuda(op, {&out, &xa, &inp, &A, &B})) COTUNE_CUDA_CALL(lora_forward(out, xa, inp, A, B, scale));
   cpu_f32(op, {&out, &inp});
   cpu::lora_forward(f32(out), f32(xa), f32(inp), f32(A), f32(B), inp.dim(0), inp.dim(1), B.dim(0), A.dim(0), scale);
@@ -275,7 +280,7 @@ void lora_forward(const Tensor& out, const Tensor& xa, const Tensor& inp, const 
 void lora_backward(const Tensor& dinp, const Tensor& dA, const Tensor& dB, const Tensor& g, const Tensor& dout,
                    const Tensor& inp, const Tensor& xa, const Tensor& A, const Tensor& B, float scale) {
   const char* op = "lora_backward";
-  check_lora(op, dout, xa, inp, A, B);
+  check_lora(op, "dout", dout, xa, inp, A, B);
   expect_same_shape(op, "dA", dA, A);
   expect_same_shape(op, "dB", dB, B);
   expect_same_shape(op, "g", g, xa);

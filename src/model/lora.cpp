@@ -5,6 +5,7 @@
 #include <set>
 
 #include "base/error.h"
+#include "base/mmap.h"
 #include "formats/safetensors.h"
 #include "kernels/ops.h"
 #include "base/rng.h"
@@ -148,6 +149,22 @@ void LoraWeights::load_peft_weights(const std::string& adapter_dir) {
   for (const auto& e : f.tensors())
     if (!used.count(e.name))
       fail("{}: adapter tensor {} does not match any LoRA module of this model/config (unexpected key)", file, e.name);
+}
+
+void LoraWeights::save_peft(const std::string& dir, const std::optional<std::string>& base_model) const {
+  // Host copies of every A/B (they may live on the GPU), alive until the writer has run.
+  std::vector<std::vector<float>> host;
+  formats::SafetensorsWriter w;
+  auto ps = params();
+  host.reserve(ps.size());
+  for (const auto& p : ps) {
+    host.emplace_back(static_cast<size_t>(p.value.numel()));
+    copy_bytes(Tensor(host.back().data(), DType::f32, p.value.shape), p.value);
+    w.add(p.peft_name, Tensor(host.back().data(), DType::f32, p.value.shape));
+  }
+  w.set_metadata("format", "pt");
+  w.write(dir + "/adapter_model.safetensors");
+  write_file_atomic(dir + "/adapter_config.json", formats::peft_adapter_config_to_json(cfg_.to_peft(base_model)));
 }
 
 std::vector<LoraWeights::Param> LoraWeights::params() const {

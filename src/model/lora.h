@@ -58,6 +58,8 @@ class LoraWeights {
   // Copies A/B from a PEFT adapter folder's adapter_model.safetensors (f32/bf16/f16). Every targeted
   // module must be present with the right shape; a key that matches nothing is an error (names the key).
   void load_peft_weights(const std::string& adapter_dir);
+  // Writes DIR/adapter_model.safetensors (f32) and DIR/adapter_config.json in PEFT's format (DIR must exist).
+  void save_peft(const std::string& dir, const std::optional<std::string>& base_model_name_or_path) const;
 
   // Every (parameter, gradient) pair in a stable order: layer, projection, A then B.
   struct Param {

@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "formats/safetensors.h"
 #include "kernels/ops.h"
+#include "kernels/quant.h"
 
 namespace cotune::model {
 
@@ -74,6 +75,17 @@ Tensor load_tensor(Arena& arena, const formats::Checkpoint& ckpt, const std::str
   return dst;
 }
 
+// Replaces a weight by its NF4 quantize -> dequantize round trip (bitsandbytes' values).
+void nf4_round_in_place(const Tensor& w) {
+  if (w.device != Device::cpu) fail("4-bit weights on {} are not available in this build", device_name(w.device));
+  std::vector<float> host(static_cast<size_t>(w.numel()));
+  Tensor h(host.data(), DType::f32, w.shape);
+  ops::copy(h, w);
+  kernels::Nf4Buffers q = kernels::nf4_quantize(h);
+  kernels::nf4_dequantize(q.view(), h);
+  ops::copy(w, h);
+}
+
 }  // namespace
 
 Qwen2Model Qwen2Model::load(const std::string& model_dir, const LoadOptions& opts) {
@@ -118,6 +130,9 @@ Qwen2Model Qwen2Model::from_checkpoint(const formats::ModelConfig& cfg, const fo
     w.gate_w = load_tensor(a, ckpt, p + "mlp.gate_proj.weight", {I, C}, st);
     w.up_w = load_tensor(a, ckpt, p + "mlp.up_proj.weight", {I, C}, st);
     w.down_w = load_tensor(a, ckpt, p + "mlp.down_proj.weight", {C, I}, st);
+    if (opts.load_in_4bit) {
+      for (Tensor* t : {&w.q_w, &w.k_w, &w.v_w, &w.o_w, &w.gate_w, &w.up_w, &w.down_w}) nf4_round_in_place(*t);
+    }
     m.weights_.layers.push_back(w);
   }
   return m;

@@ -38,6 +38,10 @@ struct Weights {
 
 struct LoadOptions {
   Device device = Device::cpu;
+  // QLoRA base: the seven projections of every layer are quantized to NF4 (bitsandbytes layout, blocks of 64,
+  // double-quantized absmax); embeddings, norms and the LM head stay 16-bit. On the CPU the weights are held
+  // dequantized in f32 (the NF4-rounded values, so the numerics are those of a 4-bit base).
+  bool load_in_4bit = false;
 };
 
 class Qwen2Model {

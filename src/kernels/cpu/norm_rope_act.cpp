@@ -95,16 +95,14 @@ void swiglu_backward(float* dgate, float* dup, const float* dout, const float* g
 
 void dropout(float* out, const float* inp, int64_t n, float p, uint64_t seed, uint64_t offset) {
   const float keep_scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
-  // One Philox block gives the coin flips of 4 consecutive elements (the same grouping the GPU uses).
+  // Element i draws word (offset + i) % 4 of Philox block (offset + i) / 4: the same stream for any split
+  // of a tensor into pieces, and the same on the GPU.
 #pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < (n + 3) / 4; ++b) {
-    uint64_t idx = offset + static_cast<uint64_t>(b) * 4;
-    Philox4 r = philox4x32(seed, idx / 4, 0);
-    for (int64_t j = 0; j < 4 && b * 4 + j < n; ++j) {
-      int64_t i = b * 4 + j;
-      bool keep = uniform01(r.v[j]) >= p;
-      out[i] = keep ? inp[i] * keep_scale : 0.0f;
-    }
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t g = offset + static_cast<uint64_t>(i);
+    const Philox4 r = philox4x32(seed, g / 4, 0);
+    const bool keep = uniform01(r.v[g % 4]) >= p;
+    out[i] = keep ? inp[i] * keep_scale : 0.0f;
   }
 }
 

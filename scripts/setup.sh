@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# cotune's one entry point for a fresh Debian 12 machine (run as root, or with sudo available):
+#
+#   scripts/setup.sh demo    install dependencies, build, run the demo (trains a tiny model on CPU)
+#   scripts/setup.sh test    install dependencies, build, run every test that needs no GPU
+#   scripts/setup.sh build   install dependencies and build only
+#
+# Environment: BUILD_DIR (default build), COTUNE_CUDA (AUTO|ON|OFF, default AUTO: the CUDA backend is
+# compiled whenever nvcc is found, e.g. /usr/local/cuda), CMAKE_CUDA_ARCHITECTURES (default 90a;80;89),
+# COTUNE_SANITIZE_TESTS=1 to also build and run the tests under AddressSanitizer + UBSan (CI does).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=${1:-demo}
+BUILD_DIR=${BUILD_DIR:-build}
+JOBS=${JOBS:-$(nproc)}
+
+packages=(build-essential cmake ninja-build pkg-config git
+  libsimdjson-dev nlohmann-json3-dev libcli11-dev libfmt-dev libtomlplusplus-dev
+  libopenblas-openmp-dev libpcre2-dev libutf8proc-dev libcurl4-openssl-dev libssl-dev libxxhash-dev
+  libgtest-dev libgmock-dev libbenchmark-dev)
+
+install_deps() {
+  local missing=()
+  for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing: ${missing[*]}"
+    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+configure_and_build() {  # dir, extra cmake args...
+  local dir=$1; shift
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCOTUNE_CUDA="${COTUNE_CUDA:-AUTO}" \
+    ${CMAKE_CUDA_ARCHITECTURES:+-DCMAKE_CUDA_ARCHITECTURES="$CMAKE_CUDA_ARCHITECTURES"} "$@"
+  cmake --build "$dir" -j "$JOBS"
+}
+
+run_tests() {  # dir
+  # `gpu`-labelled tests are built here but run only on a GPU machine: ctest -L gpu.
+  ctest --test-dir "$1" -LE gpu --output-on-failure -j "$JOBS" --timeout 600
+}
+
+install_deps
+case "$mode" in
+  build)
+    configure_and_build "$BUILD_DIR" ;;
+  test)
+    configure_and_build "$BUILD_DIR" -DCOTUNE_WERROR=ON
+    run_tests "$BUILD_DIR"
+    if [ "${COTUNE_SANITIZE_TESTS:-0}" = 1 ]; then
+      echo "== AddressSanitizer + UndefinedBehaviorSanitizer build"
+      COTUNE_CUDA=OFF configure_and_build "$BUILD_DIR-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOTUNE_WERROR=ON \
+        -DCOTUNE_SANITIZE=ON -DCOTUNE_BUILD_BENCH=OFF
+      ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 run_tests "$BUILD_DIR-asan"
+    fi ;;
+  demo)
+    configure_and_build "$BUILD_DIR"
+    exec bash scripts/demo.sh "$BUILD_DIR/bin/cotune" ;;
+  *)
+    echo "usage: scripts/setup.sh demo|test|build" >&2; exit 2 ;;
+esac

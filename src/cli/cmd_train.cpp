@@ -1,0 +1,189 @@
+// cotune train: the LoRA SFT run. Orchestration only (DESIGN.md): resolve the model, build the data,
+// set up the adapter, run train::train with progress and metrics, export the adapter and the report.
+#include <filesystem>
+
+#include "base/error.h"
+#include "base/fs.h"
+#include "base/log.h"
+#include "cli/command.h"
+#include "cli/recipe.h"
+#include "cli/train_config.h"
+#include "data/batch.h"
+#include "data/dataset.h"
+#include "export/peft_export.h"
+#include "hub/hf_cache.h"
+#include "model/lora.h"
+#include "model/qwen2.h"
+#include "text/template.h"
+#include "text/tokenizer.h"
+#include "track/metrics.h"
+#include "track/progress.h"
+#include "track/report.h"
+#include "track/stop_flag.h"
+#include "train/trainer.h"
+
+namespace cotune::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TrainCommand {
+  TrainConfig cfg;
+  std::string recipe;
+  std::unique_ptr<RecipeBinder> binder;
+};
+
+void run_train(TrainCommand& cmd) {
+  cmd.binder->apply(cmd.recipe);
+  TrainConfig& c = cmd.cfg;
+  c.validate();
+  if (c.model.empty()) fail("no model: give --model DIR|org/name or `model = ...` in the recipe");
+  if (c.data.empty()) fail("no data: give --data FILE or `data = ...` in the recipe");
+
+  // ---- model, tokenizer, template, data ----------------------------------------------------------
+  hub::Resolved model_ref = hub::resolve(c.model);
+  const std::string model_dir = model_ref.path.string();
+  const Device device = c.resolved_device();
+  log::info("model {} ({}), device {}", c.model, model_dir, device_name(device));
+  text::Tokenizer tok = text::Tokenizer::load(c.tokenizer.empty() ? model_dir : c.tokenizer);
+  text::PromptTemplate tpl =
+      c.template_file.empty() ? text::PromptTemplate::builtin(c.template_name) : text::PromptTemplate::load_file(c.template_file);
+
+  data::DataOptions dopt;
+  dopt.data_path = hub::resolve(c.data, hub::RepoType::dataset).path.string();
+  dopt.max_seq_length = c.max_seq_length;
+  dopt.on_bad_record = data::parse_on_bad_record(c.on_bad_record);
+  dopt.selection = data::parse_selection(c.selection);
+  dopt.use_cache = c.data_cache;
+  data::TokenizedDataset ds = data::build_dataset(dopt, tpl, tok);
+  data::Split split = data::split_validation(static_cast<int64_t>(ds.size()), c.validation_split, c.validation_count, c.seed);
+  log::info("data: {} sequences ({} for validation), {} truncated to {} tokens{}", ds.size(), split.validation.size(),
+            ds.truncated, c.max_seq_length, ds.from_cache ? " (token cache)" : "");
+
+  data::BatchOptions bo;
+  bo.packing = c.packing;
+  bo.max_tokens = c.packing ? c.max_tokens_per_batch : c.batch_size * c.max_seq_length;
+  bo.max_sequences = c.packing ? 0 : c.batch_size;
+  bo.mask = data::parse_loss_mask(c.loss_on);
+  bo.shuffle = c.shuffle;
+  bo.seed = c.seed;
+  bo.pad_id = tok.pad_id() >= 0 ? tok.pad_id() : tok.eos_id();
+
+  model::LoadOptions lo;
+  lo.device = device;
+  lo.load_in_4bit = c.load_in_4bit;
+  model::Qwen2Model model = model::Qwen2Model::load(model_dir, lo);
+
+  model::LoraConfig lc;
+  if (!c.init_adapter.empty()) {
+    lc = model::LoraConfig::from_peft(formats::load_peft_adapter_config(c.init_adapter));
+  } else {
+    lc.r = c.lora_r;
+    lc.alpha = c.lora_alpha;
+    lc.dropout = c.lora_dropout;
+    lc.use_rslora = c.use_rslora;
+    lc.target_modules = c.target_modules;
+  }
+  model::LoraWeights lora(model.config(), lc, device);
+  if (!c.init_adapter.empty()) {
+    lora.load_peft_weights(c.init_adapter);
+    log::info("LoRA initialised from {}", c.init_adapter);
+  } else {
+    lora.init_peft_default(c.seed);
+  }
+  log::info("LoRA r={} alpha={} on {}: {} trainable parameters", lc.r, lc.alpha, fmt::join(lc.target_modules, ","),
+            lora.parameter_count());
+
+  // ---- run ----------------------------------------------------------------------------------------
+  train::TrainOptions to = c.train_options();
+  to.base_model_name_or_path = c.model;
+  to.tokenizer_dir = c.tokenizer.empty() ? model_dir : c.tokenizer;
+  fs::create_directories(to.output_dir);
+  std::optional<int64_t> resume_step;
+  if (to.resume)
+    if (auto ck = train::latest_checkpoint(to.output_dir))
+      resume_step = std::stoll(fs::path(*ck).filename().string().substr(11));
+  track::MetricsHub hub = track::MetricsHub::open(c.report_to, to.output_dir, resume_step);
+
+  train::TrainInputs in;
+  in.model = &model;
+  in.lora = &lora;
+  in.dataset = &ds;
+  in.train_indices = split.train;
+  in.validation_indices = split.validation;
+  in.batch = bo;
+  in.runner.max_tokens = bo.max_tokens;
+  in.runner.gradient_checkpointing = c.gradient_checkpointing;
+  in.metrics = &hub;
+
+  data::BatchIterator probe(ds, split.train, bo);
+  const int64_t total = train::planned_steps(to, probe.batches_in_epoch());
+  track::ProgressOptions po;
+  po.total_steps = total;
+  po.log_every = to.logging_steps;
+  track::Progress progress(po);
+  track::StopFlag stop;
+  std::optional<double> last_eval;
+  train::TrainHooks hooks;
+  hooks.on_step = [&](const train::StepRecord& r) {
+    track::StepStats s;
+    s.step = r.step;
+    s.loss = r.loss;
+    s.lr = r.lr;
+    s.grad_norm = r.grad_norm;
+    s.tokens_per_s = r.tokens_per_s;
+    s.eval_loss = last_eval;
+    progress.update(s);
+  };
+  hooks.on_eval = [&](const train::EvalRecord& e) {
+    last_eval = e.loss;
+    progress.message(fmt::format("step {}: eval_loss {:.4f}, eval_mean_token_accuracy {:.3f}", e.step, e.loss,
+                                 e.mean_token_accuracy));
+  };
+  hooks.on_message = [&](const std::string& m) { progress.message(m); };
+  hooks.should_stop = [&] { return stop.requested(); };
+
+  train::TrainResult res = train::train(in, to, hooks);
+  progress.finish();
+
+  // ---- outputs ------------------------------------------------------------------------------------
+  const std::string adapter_dir = (fs::path(to.output_dir) / "adapter").string();
+  exporting::save_peft_adapter(adapter_dir, lora, {c.model, to.tokenizer_dir});
+  log::info("adapter written to {}", adapter_dir);
+
+  track::ReportInput ri;
+  ri.subtitle = c.model + " → " + to.output_dir;
+  ri.status = res.stopped_early ? fmt::format("stopped at step {} (continue with --resume)", res.steps_done) : "completed";
+  ri.total_steps = res.total_steps;
+  ri.settings = c.settings_table();
+  ri.facts = {{"device", std::string(device_name(device))},
+              {"sequences", fmt::format("{} train, {} validation", split.train.size(), split.validation.size())},
+              {"input tokens", fmt::format("{}", res.input_tokens)},
+              {"trained tokens", fmt::format("{}", res.counted_tokens)},
+              {"LoRA parameters", fmt::format("{}", lora.parameter_count())},
+              {"adapter", adapter_dir}};
+  track::ReportFiles rf = track::write_report(to.output_dir, hub.history(), ri);
+  hub.close();
+  std::fprintf(stderr, "%s\n", track::summary_table(hub.history(), ri, rf.index_html).c_str());
+}
+
+void setup(CLI::App& app) {
+  auto cmd = std::make_shared<TrainCommand>();
+  cmd->binder = std::make_unique<RecipeBinder>(app);
+  app.add_option("--recipe", cmd->recipe, "TOML recipe; every key is also a flag below, which overrides it")
+      ->check(CLI::ExistingFile);
+  cmd->cfg.bind(*cmd->binder);
+  app.footer(
+      "Loss normalisation: the loss of an optimizer step is the sum of token losses over all its micro-batches\n"
+      "divided by the number of counted predictions in the whole step. A counted prediction is a position whose\n"
+      "next-token target is trained, so a fully trained sequence of n tokens counts n-1 (transformers'\n"
+      "num_items_in_batch counts one more per sequence; cotune follows the shifted count, as Unsloth does).\n"
+      "Ctrl-C stops after the current step and writes a checkpoint; --resume continues from it exactly.");
+  app.callback([cmd] { run_train(*cmd); });
+}
+
+}  // namespace
+
+COTUNE_COMMAND(train, "train", "Fine-tune a LoRA adapter (SFT) from a recipe and/or flags", 40, setup);
+
+}  // namespace cotune::cli

@@ -1,0 +1,140 @@
+#include "cli/train_config.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "base/error.h"
+
+#ifdef COTUNE_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace cotune::cli {
+
+void TrainConfig::bind(RecipeBinder& b) {
+  b.bind("model", model, "Model folder, or org/name in the local Hugging Face cache");
+  b.bind("tokenizer", tokenizer, "Tokenizer folder or tokenizer.json (default: the model folder)");
+  b.bind("data", data, "Dataset: JSON array, JSON Lines, or a folder of them");
+  b.bind("template", template_name, "Built-in prompt template (medical-o1-zh, medical-o1-en)");
+  b.bind("template_file", template_file, "JSON template file {\"train\": ..., \"prompt\": ...} (overrides --template)");
+  b.bind("selection", selection, "Rows to use, as a datasets split string, e.g. train[0:500]");
+  b.bind("max_seq_length", max_seq_length, "Longer examples are truncated (and counted)");
+  b.bind("loss_on", loss_on, "all (every token after the first) or response (after the prompt)");
+  b.bind_switch("shuffle", "no-shuffle", shuffle, false, "Keep file order (epochs wrap in that order)");
+  b.bind("packing", packing, "Pack several sequences into one row up to max_tokens_per_batch");
+  b.bind("data_cache", data_cache, "Use the on-disk token cache");
+  b.bind("on_bad_record", on_bad_record,
+         "error (stop at the first malformed record, naming it) or skip (count and skip it)");
+  b.bind("validation_split", validation_split, "Fraction of sequences held out for evaluation");
+  b.bind("validation_count", validation_count, "Number of sequences held out for evaluation");
+  b.bind("lora_r", lora_r, "LoRA rank");
+  b.bind("lora_alpha", lora_alpha, "LoRA alpha (scale = alpha / r)");
+  b.bind("lora_dropout", lora_dropout, "Dropout on the LoRA branch input");
+  b.bind("use_rslora", use_rslora, "rsLoRA scaling alpha / sqrt(r)");
+  b.bind("target_modules", target_modules, "Comma-separated projections to adapt");
+  b.bind("init_adapter", init_adapter, "Start from an existing PEFT adapter folder (continued training)");
+  b.bind("optim", optim, "adamw (fp32 states) or adamw8bit (blockwise 8-bit states, bitsandbytes scheme)");
+  b.bind("lr", lr, "Peak learning rate");
+  b.bind("lr_scheduler", lr_scheduler, "linear, cosine, constant or constant_with_warmup");
+  b.bind("warmup_steps", warmup_steps, "Warmup steps (the first step's rate is 0 with warmup)");
+  b.bind("warmup_ratio", warmup_ratio, "Warmup as a fraction of the steps (when warmup_steps is 0)");
+  b.bind("weight_decay", weight_decay, "Decoupled weight decay");
+  b.bind("adam_beta1", adam_beta1, "Adam beta1");
+  b.bind("adam_beta2", adam_beta2, "Adam beta2");
+  b.bind("adam_epsilon", adam_epsilon, "Adam epsilon");
+  b.bind("max_grad_norm", max_grad_norm, "Clip the global gradient norm to this (0: no clipping)");
+  b.bind("max_steps", max_steps, "Optimizer steps (wins over num_epochs when > 0)");
+  b.bind("num_epochs", num_epochs, "Epochs over the training split (when max_steps is 0)");
+  b.bind("batch_size", batch_size, "Sequences per micro-batch (without packing)");
+  b.bind("max_tokens_per_batch", max_tokens_per_batch, "Token budget of a packed micro-batch");
+  b.bind("grad_accum", grad_accum, "Micro-batches per optimizer step");
+  b.bind("seed", seed, "Seed for shuffling, LoRA init and dropout");
+  b.bind("logging_steps", logging_steps, "Print a progress line every N steps (when not on a terminal)");
+  b.bind("save_steps", save_steps, "Checkpoint every N steps (0: only at the end)");
+  b.bind("save_total_limit", save_total_limit, "Keep only the newest N checkpoints (and the best)");
+  b.bind("eval_steps", eval_steps, "Evaluate the validation split every N steps (0: never)");
+  b.bind("load_best_model_at_end", load_best_model_at_end, "End with the adapter of the lowest eval_loss");
+  b.bind("device", device, "cpu, cuda or auto");
+  b.bind("gradient_checkpointing", gradient_checkpointing, "Recompute each layer in backward");
+  b.bind("load_in_4bit", load_in_4bit, "NF4 base weights (QLoRA)");
+  b.bind("output", output, "Output folder (checkpoints, adapter, metrics, report)");
+  b.bind("report_to", report_to, "Metric sinks: jsonl, tensorboard");
+  b.bind_switch("resume", "resume", resume, true, "Continue from the newest checkpoint in the output folder");
+  b.bind("save_merged", save_merged, "Also write a merged 16-bit model to OUTPUT/merged");
+  b.accept("bf16", "cotune computes in bf16 on the GPU and in fp32 on the CPU");
+}
+
+void TrainConfig::validate() const {
+  if (max_seq_length < 2) fail("max_seq_length must be >= 2, got {}", max_seq_length);
+  if (batch_size < 1) fail("batch_size must be >= 1, got {}", batch_size);
+  if (grad_accum < 1) fail("grad_accum must be >= 1, got {}", grad_accum);
+  if (packing && max_tokens_per_batch < max_seq_length)
+    fail("max_tokens_per_batch ({}) must be >= max_seq_length ({}) with packing", max_tokens_per_batch, max_seq_length);
+  if (lr <= 0) fail("lr must be positive, got {}", lr);
+  if (validation_split < 0 || validation_split >= 1) fail("validation_split must be in [0, 1), got {}", validation_split);
+  if (device != "auto" && device != "cpu" && device != "cuda") fail("device must be cpu, cuda or auto, got '{}'", device);
+  if (loss_on != "all" && loss_on != "response") fail("loss_on must be all or response, got '{}'", loss_on);
+}
+
+Device resolved_device_impl(const std::string& d) {
+  if (d == "cpu") return Device::cpu;
+#ifdef COTUNE_WITH_CUDA
+  int n = 0;
+  const bool gpu = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+  if (!gpu) cudaGetLastError();
+  if (d == "cuda" && !gpu) fail("device cuda: no CUDA GPU is visible");
+  return gpu ? Device::cuda : Device::cpu;
+#else
+  if (d == "cuda") fail("device cuda: this build of cotune has no CUDA backend (configure with -DCOTUNE_CUDA=ON)");
+  return Device::cpu;
+#endif
+}
+
+Device TrainConfig::resolved_device() const { return resolved_device_impl(device); }
+
+train::TrainOptions TrainConfig::train_options() const {
+  train::TrainOptions o;
+  o.optim = optim;
+  o.lr = lr;
+  o.lr_scheduler = lr_scheduler;
+  o.warmup_steps = warmup_steps;
+  o.warmup_ratio = warmup_ratio;
+  o.weight_decay = weight_decay;
+  o.adam_beta1 = adam_beta1;
+  o.adam_beta2 = adam_beta2;
+  o.adam_epsilon = adam_epsilon;
+  o.max_grad_norm = max_grad_norm;
+  o.max_steps = max_steps;
+  o.num_epochs = num_epochs;
+  o.grad_accum = grad_accum;
+  o.seed = seed;
+  o.logging_steps = logging_steps;
+  o.save_steps = save_steps;
+  o.save_total_limit = save_total_limit;
+  o.eval_steps = eval_steps;
+  o.load_best_model_at_end = load_best_model_at_end;
+  o.output_dir = output;
+  o.resume = resume;
+  return o;
+}
+
+std::vector<std::pair<std::string, std::string>> TrainConfig::settings_table() const {
+  return {{"model", model},
+          {"data", data + (selection != "train" ? " " + selection : "")},
+          {"template", template_file.empty() ? template_name : template_file},
+          {"loss on", loss_on},
+          {"max_seq_length", std::to_string(max_seq_length)},
+          {"LoRA", fmt::format("r {} alpha {} dropout {}{} on {}", lora_r, lora_alpha, lora_dropout,
+                               use_rslora ? " (rsLoRA)" : "", fmt::join(target_modules, ","))},
+          {"optimizer", fmt::format("{} lr {} {} warmup {} wd {} clip {}", optim, lr, lr_scheduler,
+                                    warmup_steps > 0 ? std::to_string(warmup_steps) : fmt::format("{}", warmup_ratio),
+                                    weight_decay, max_grad_norm)},
+          {"batch", packing ? fmt::format("packed {} tokens x {} accumulation", max_tokens_per_batch, grad_accum)
+                            : fmt::format("{} x {} accumulation", batch_size, grad_accum)},
+          {"steps", max_steps > 0 ? std::to_string(max_steps) : fmt::format("{} epochs", num_epochs)},
+          {"seed", std::to_string(seed)},
+          {"4-bit base", load_in_4bit ? "yes (NF4)" : "no"},
+          {"gradient checkpointing", gradient_checkpointing ? "on" : "off"}};
+}
+
+}  // namespace cotune::cli

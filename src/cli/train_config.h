@@ -1,0 +1,55 @@
+// Every setting of `cotune train`, as recipe keys and flags. Defaults follow the guide's recipe where it
+// has one (r 16, alpha 16, dropout 0, all seven projections, lr 2e-4, linear, weight decay 0.01, seed 3407,
+// max length 2048, logging every 10 steps).
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cli/recipe.h"
+#include "tensor/tensor.h"
+#include "train/trainer.h"
+
+namespace cotune::cli {
+
+struct TrainConfig {
+  // model and data
+  std::string model, tokenizer, data, template_name = "medical-o1-zh", template_file;
+  std::string selection = "train", loss_on = "all", on_bad_record = "error";
+  int64_t max_seq_length = 2048;
+  bool shuffle = true, packing = false, data_cache = true;
+  double validation_split = 0.0;
+  int64_t validation_count = 0;
+  // adapter
+  int lora_r = 16;
+  float lora_alpha = 16.0f, lora_dropout = 0.0f;
+  bool use_rslora = false;
+  std::vector<std::string> target_modules{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  std::string init_adapter;
+  // optimisation
+  std::string optim = "adamw8bit", lr_scheduler = "linear";
+  double lr = 2e-4, warmup_ratio = 0.0, weight_decay = 0.01, max_grad_norm = 1.0;
+  double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_epsilon = 1e-8;
+  int64_t warmup_steps = 0;
+  // loop
+  int64_t max_steps = 0, batch_size = 1, max_tokens_per_batch = 4096, grad_accum = 1;
+  double num_epochs = 1.0;
+  uint64_t seed = 3407;
+  int64_t logging_steps = 10, save_steps = 0, save_total_limit = 0, eval_steps = 0;
+  bool load_best_model_at_end = false;
+  // device and precision
+  std::string device = "auto";
+  bool gradient_checkpointing = true, load_in_4bit = false;
+  // outputs
+  std::string output = "runs/cotune";
+  std::vector<std::string> report_to{"jsonl", "tensorboard"};
+  bool resume = false, save_merged = false;
+
+  void bind(RecipeBinder& b);
+  void validate() const;                 // throws naming the bad key
+  Device resolved_device() const;        // "auto": cuda when a GPU is present and the build has CUDA
+  train::TrainOptions train_options() const;
+  std::vector<std::pair<std::string, std::string>> settings_table() const;  // for the report
+};
+
+}  // namespace cotune::cli

@@ -1,0 +1,119 @@
+#include "train/optimizer.h"
+
+#include <cstring>
+
+#include "base/error.h"
+#include "formats/safetensors.h"
+
+namespace cotune::train {
+
+OptimKind parse_optim(const std::string& s) {
+  if (s == "adamw" || s == "adamw_torch" || s == "adamw_torch_fused") return OptimKind::adamw;
+  if (s == "adamw8bit" || s == "adamw_8bit" || s == "paged_adamw_8bit" || s == "adamw_bnb_8bit")
+    return OptimKind::adamw8bit;
+  fail("optim '{}' is not supported: use adamw or adamw8bit", s);
+}
+
+Optimizer::Optimizer(const OptimConfig& cfg, std::vector<model::LoraWeights::Param> params)
+    : cfg_(cfg), arena_(params.empty() ? Device::cpu : params.front().value.device) {
+  for (auto& p : params) {
+    if (p.value.device != Device::cpu)
+      fail("optimizer: parameter {} is on {}; this build's optimizer runs on the CPU", p.peft_name,
+           device_name(p.value.device));
+    Slot s;
+    s.param = p;
+    const int64_t n = p.value.numel();
+    s.eight_bit = cfg_.kind == OptimKind::adamw8bit && n >= kernels::kMin8bitSize;
+    if (s.eight_bit) {
+      const int64_t nb = kernels::num_blocks(n, 256);
+      s.q1 = arena_.zeros(DType::u8, {n}, "adam state1");
+      s.q2 = arena_.zeros(DType::u8, {n}, "adam state2");
+      s.absmax1 = arena_.zeros(DType::f32, {nb}, "adam absmax1");
+      s.absmax2 = arena_.zeros(DType::f32, {nb}, "adam absmax2");
+    } else {
+      s.m = arena_.zeros(DType::f32, {n}, "adam exp_avg");
+      s.v = arena_.zeros(DType::f32, {n}, "adam exp_avg_sq");
+    }
+    slots_.push_back(s);
+  }
+}
+
+float Optimizer::clip_grad_norm(double max_norm) {
+  std::vector<Tensor> grads;
+  for (const auto& s : slots_) grads.push_back(s.param.grad);
+  if (max_norm <= 0) return kernels::global_grad_norm(grads);
+  return kernels::clip_grad_norm(grads, max_norm);
+}
+
+void Optimizer::step(double lr) {
+  ++step_;
+  kernels::AdamWHyper h;
+  h.lr = lr;
+  h.beta1 = cfg_.beta1;
+  h.beta2 = cfg_.beta2;
+  h.eps = cfg_.eps;
+  h.weight_decay = cfg_.weight_decay;
+  h.step = step_;
+  for (auto& s : slots_) {
+    const int64_t n = s.param.value.numel();
+    Tensor p = s.param.value.view({n}), g = s.param.grad.view({n});
+    if (s.eight_bit) {
+      kernels::adamw8bit_step(p, g, s.q1, s.absmax1, s.q2, s.absmax2, h, kernels::QuantRounding::nearest);
+    } else if (cfg_.kind == OptimKind::adamw8bit) {
+      // bnb keeps small tensors in fp32 state and updates them with its 32-bit formula.
+      kernels::cpu::adamw_bnb32_step(p.ptr<float>(), g.ptr<float>(), s.m.ptr<float>(), s.v.ptr<float>(), n, h);
+    } else {
+      kernels::adamw_step(p, g, s.m, s.v, h);
+    }
+  }
+}
+
+void Optimizer::save(const std::string& file) const {
+  formats::SafetensorsWriter w;
+  for (const auto& s : slots_) {
+    const std::string& n = s.param.peft_name;
+    if (s.eight_bit) {
+      w.add(n + ".state1", s.q1);
+      w.add(n + ".absmax1", s.absmax1);
+      w.add(n + ".state2", s.q2);
+      w.add(n + ".absmax2", s.absmax2);
+    } else {
+      w.add(n + ".exp_avg", s.m);
+      w.add(n + ".exp_avg_sq", s.v);
+    }
+  }
+  w.set_metadata("step", std::to_string(step_));
+  w.set_metadata("optim", cfg_.kind == OptimKind::adamw ? "adamw" : "adamw8bit");
+  w.write(file);
+}
+
+void Optimizer::load(const std::string& file) {
+  formats::SafetensorsFile f = formats::SafetensorsFile::open(file);
+  auto it = f.metadata().find("optim");
+  const std::string want = cfg_.kind == OptimKind::adamw ? "adamw" : "adamw8bit";
+  if (it == f.metadata().end() || it->second != want)
+    fail("{}: optimizer state is for '{}', this run uses '{}'", file, it == f.metadata().end() ? "?" : it->second, want);
+  auto restore = [&](const std::string& name, const Tensor& dst) {
+    const formats::TensorEntry* e = f.find(name);
+    if (!e) fail("{}: optimizer state tensor {} is missing", file, name);
+    if (e->nbytes != dst.nbytes()) fail("{}: optimizer state tensor {} has the wrong size", file, name);
+    std::memcpy(dst.data, e->data, e->nbytes);
+  };
+  for (auto& s : slots_) {
+    const std::string& n = s.param.peft_name;
+    if (s.eight_bit) {
+      restore(n + ".state1", s.q1);
+      restore(n + ".absmax1", s.absmax1);
+      restore(n + ".state2", s.q2);
+      restore(n + ".absmax2", s.absmax2);
+    } else {
+      restore(n + ".exp_avg", s.m);
+      restore(n + ".exp_avg_sq", s.v);
+    }
+  }
+  auto st = f.metadata().find("step");
+  if (st == f.metadata().end()) fail("{}: metadata 'step' missing", file);
+  step_ = std::stoll(st->second);
+}
+
+}  // namespace cotune::train
