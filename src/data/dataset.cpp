@@ -73,21 +73,27 @@ void TokenizedDataset::append(std::span<const int32_t> ids, int32_t prompt_lengt
   full_lengths.push_back(static_cast<int32_t>(ids.size()));
 }
 
-int32_t count_prompt_tokens(const text::Tokenizer& tok, std::span<const int32_t> ids, size_t prompt_bytes) {
+int32_t count_prompt_tokens(const text::Tokenizer& tok, std::span<const int32_t> ids, std::string_view text,
+                            size_t prompt_bytes) {
   // Tokens the post-processor adds in front of any text (BOS here) are what encoding "" yields.
   std::vector<int32_t> prefix = tok.encode("", true);
   if (ids.size() < prefix.size() || !std::equal(prefix.begin(), prefix.end(), ids.begin()))
     fail("count_prompt_tokens: the encoding does not start with the tokenizer's special prefix");
   size_t i = prefix.size();
-  size_t bytes = 0;
-  // Byte lengths of decoded tokens add up to the text's bytes (byte-level BPE; NFC leaves this text unchanged).
-  while (i < ids.size() && bytes < prompt_bytes) {
-    size_t len = tok.token_bytes(ids[i]).size();
-    if (bytes + len > prompt_bytes) break;  // straddles the boundary: response
-    bytes += len;
+  std::string seen;  // the decoded bytes of the prompt tokens so far
+  while (i < ids.size() && seen.size() < prompt_bytes) {
+    std::string b = tok.token_bytes(ids[i]);
+    if (seen.size() + b.size() > prompt_bytes) break;  // straddles the boundary: response
+    seen += b;
     ++i;
   }
-  return static_cast<int32_t>(i);
+  if (text.compare(0, seen.size(), seen) == 0) return static_cast<int32_t>(i);
+  // The normalizer changed the prompt's bytes (e.g. NFC composed "e" + U+0301), so byte offsets do not line up:
+  // the prompt is then the longest common prefix of the prompt's own encoding and the full one.
+  std::vector<int32_t> p = tok.encode(text.substr(0, prompt_bytes), true);
+  size_t k = 0;
+  while (k < p.size() && k < ids.size() && p[k] == ids[k]) ++k;
+  return static_cast<int32_t>(k);
 }
 
 EncodedExample encode_example(const text::PromptTemplate& tpl, const text::Tokenizer& tok,
@@ -97,7 +103,7 @@ EncodedExample encode_example(const text::PromptTemplate& tpl, const text::Token
   ex.text = std::move(t.text);
   ex.prompt_bytes = t.prompt_bytes;
   ex.ids = tok.encode(ex.text, true);
-  ex.prompt_tokens = count_prompt_tokens(tok, ex.ids, ex.prompt_bytes);
+  ex.prompt_tokens = count_prompt_tokens(tok, ex.ids, ex.text, ex.prompt_bytes);
   return ex;
 }
 
@@ -278,12 +284,11 @@ TokenizedDataset tokenize_records(const DataOptions& opt, const text::PromptTemp
   std::vector<size_t> prompt_bytes;
   std::vector<int64_t> rows;
   std::string eos = tok.eos_token();
-  std::vector<int32_t> prefix = tok.encode("", true);
   auto flush = [&] {
     if (texts.empty()) return;
     auto ids = tok.encode_batch(texts, true);
     for (size_t i = 0; i < texts.size(); ++i) {
-      ds.append(ids[i], count_prompt_tokens(tok, ids[i], prompt_bytes[i]));
+      ds.append(ids[i], count_prompt_tokens(tok, ids[i], texts[i], prompt_bytes[i]));
       ds.rows.push_back(rows[i]);
     }
     texts.clear();

@@ -74,10 +74,12 @@ struct EncodedExample {
 // Formats with the template and encodes. Values are in template.fields() order.
 EncodedExample encode_example(const text::PromptTemplate& tpl, const text::Tokenizer& tok,
                               std::span<const std::string> values);
-// How many leading tokens of `ids` (an encoding with special tokens of a text whose first `prompt_bytes` bytes are
-// the prompt) belong to the prompt: tokens the post-processor put in front (BOS) plus the tokens that end at or
-// before byte `prompt_bytes`. A token straddling the boundary counts as response, so it is trained.
-int32_t count_prompt_tokens(const text::Tokenizer& tok, std::span<const int32_t> ids, size_t prompt_bytes);
+// How many leading tokens of `ids` = encode(text, add_special = true) belong to the prompt text[0, prompt_bytes):
+// the tokens the post-processor puts in front (BOS) plus the tokens that end at or before byte `prompt_bytes`. A
+// token straddling the boundary counts as response, so it is trained. When the tokenizer's normalizer changed the
+// prompt's bytes, falls back to the longest common prefix with encode(prompt).
+int32_t count_prompt_tokens(const text::Tokenizer& tok, std::span<const int32_t> ids, std::string_view text,
+                            size_t prompt_bytes);
 
 // Reads, formats, encodes and truncates the selected records, using the token cache when allowed.
 TokenizedDataset build_dataset(const DataOptions& opt, const text::PromptTemplate& tpl, const text::Tokenizer& tok);

@@ -63,6 +63,31 @@ TEST(DataGolden, FormattedFixtureRecordsMatchHfTokenIds) {
   }
 }
 
+// NFC in the tokenizer composes "e" + U+0301 into "é": byte offsets of tokens no longer match the formatted text,
+// and the prompt boundary must still be found.
+TEST(DataGolden, PromptBoundarySurvivesNormalization) {
+  LOAD_TOKENIZER(tok, fx);
+  auto tpl = text::PromptTemplate::builtin("medical-o1-en");
+  std::vector<std::string> v = {"Cafe\u0301 owner with re\u0301sume\u0301 fever?", "a b c: thinking about fe\u0301ver.",
+                                "Rest."};
+  EncodedExample ex = encode_example(tpl, tok, v);
+  std::string prompt = tpl.format_prompt(std::map<std::string, std::string>{{"Question", v[0]}});
+  auto pids = tok.encode(prompt, true);
+  EXPECT_EQ(ex.prompt_tokens, static_cast<int32_t>(pids.size()));
+  EXPECT_TRUE(std::equal(pids.begin(), pids.end(), ex.ids.begin()));
+  EXPECT_EQ(ex.ids[ex.prompt_tokens - 1], 198);  // "\n" after <think>
+  // The case is real: the tokens spell the composed text, not the formatted bytes.
+  std::string decoded = tok.decode(std::span<const int32_t>(ex.ids).subspan(1, ex.prompt_tokens - 1), false);
+  EXPECT_NE(decoded, prompt);
+  EXPECT_NE(decoded.find("Café"), std::string::npos) << decoded;
+  std::vector<std::string> plain = {"Cafe owner with resume fever?", "Thinking about fever.", "Rest."};
+  EncodedExample ex2 = encode_example(tpl, tok, plain);
+  EXPECT_EQ(ex2.prompt_tokens, static_cast<int32_t>(tok.encode(tpl.format_prompt(std::map<std::string, std::string>{
+                                                                      {"Question", plain[0]}}),
+                                                                  true)
+                                                        .size()));
+}
+
 TEST(DataGolden, ResponseMaskTrainsReasoningAnswerAndEos) {
   LOAD_TOKENIZER(tok, fx);
   DataOptions opt;
