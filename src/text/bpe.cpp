@@ -29,35 +29,38 @@ size_t TransparentStringHash::operator()(std::string_view s) const noexcept {
 
 void MergeTable::reserve(size_t n) {
   size_t cap = 16;
-  while (cap < n * 2) cap <<= 1;
-  table_.assign(cap, Entry{kEmpty, 0, 0});
+  while (cap * 4 < n * 7) cap <<= 1;  // load factor <= 4/7
+  table_.assign(cap, 0);
   mask_ = cap - 1;
   shift_ = 64 - std::countr_zero(cap);
   size_ = 0;
 }
 
 void MergeTable::put(int32_t left, int32_t right, int32_t rank, int32_t merged) {
-  if ((size_ + 1) * 2 > table_.size()) {
-    std::vector<Entry> old = std::move(table_);
+  if (left < 0 || right < 0 || rank < 0 || static_cast<uint64_t>(left) >= kMask || static_cast<uint64_t>(right) > kMask ||
+      static_cast<uint64_t>(rank) > kMask)
+    fail("BPE: ids and merge ranks must be below 2^{} (got left {}, right {}, rank {})", kBits, left, right, rank);
+  if ((size_ + 1) * 7 > table_.size() * 4) {
+    std::vector<uint64_t> old = std::move(table_);
     reserve(std::max<size_t>(16, old.size()));
-    for (const Entry& e : old)
-      if (e.key != kEmpty) put(static_cast<int32_t>(e.key >> 32), static_cast<int32_t>(e.key & 0xFFFFFFFFu), e.rank, e.merged);
-  }
-  const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
-  size_t i = slot(key);
-  for (;;) {
-    Entry& e = table_[i];
-    if (e.key == key) {
-      e.rank = rank;
-      e.merged = merged;
-      return;
-    }
-    if (e.key == kEmpty) {
-      e = Entry{key, rank, merged};
+    for (uint64_t e : old) {
+      if (e == 0) continue;
+      size_t i = slot(e & ~kMask);
+      while (table_[i] != 0) i = (i + 1) & mask_;
+      table_[i] = e;
       ++size_;
+    }
+  }
+  if (static_cast<size_t>(rank) >= merged_by_rank_.size()) merged_by_rank_.resize(static_cast<size_t>(rank) + 1, -1);
+  merged_by_rank_[static_cast<size_t>(rank)] = merged;
+  const uint64_t key = (static_cast<uint64_t>(left + 1) << (2 * kBits)) | (static_cast<uint64_t>(right) << kBits);
+  for (size_t i = slot(key);; i = (i + 1) & mask_) {
+    uint64_t& e = table_[i];
+    if ((e & ~kMask) == key || e == 0) {
+      if (e == 0) ++size_;
+      e = key | static_cast<uint64_t>(rank);
       return;
     }
-    i = (i + 1) & mask_;
   }
 }
 
@@ -154,6 +157,10 @@ BpeModel::BpeModel(std::vector<std::string> vocab_bytes, const std::vector<bool>
   merges_.reserve(merges.size());
   for (size_t r = 0; r < merges.size(); ++r)
     merges_.put(merges[r][0], merges[r][1], static_cast<int32_t>(r), merges[r][2]);
+  byte_pair_rank_.assign(256 * 256, -1);
+  for (int b1 = 0; b1 < 256; ++b1)
+    for (int b2 = 0; b2 < 256; ++b2)
+      if (byte_id_[b1] >= 0 && byte_id_[b2] >= 0) byte_pair_rank_[b1 * 256 + b2] = merges_.rank(byte_id_[b1], byte_id_[b2]);
 }
 
 // Ids of the word's single bytes (HF merge_word: unknown characters become unk, fused when fuse_unk, or
@@ -195,9 +202,9 @@ void BpeModel::merge_small(std::string_view word, std::vector<int32_t>& out, Bpe
     return;
   }
   for (size_t i = 0; i + 1 < n; ++i) {
-    const MergeTable::Entry* e = merges_.find(ids[i], ids[i + 1]);
-    ranks[i] = e ? e->rank : INT_MAX;
-    merged[i] = e ? e->merged : -1;
+    const int32_t r = byte_pair_rank_[static_cast<unsigned char>(word[i]) * 256 + static_cast<unsigned char>(word[i + 1])];
+    ranks[i] = r >= 0 ? r : INT_MAX;
+    merged[i] = r >= 0 ? merges_.merged(r) : -1;
   }
   while (n > 1) {
     size_t best = 0;
@@ -217,14 +224,14 @@ void BpeModel::merge_small(std::string_view word, std::vector<int32_t>& out, Bpe
     }
     --n;
     if (best > 0) {
-      const MergeTable::Entry* e = merges_.find(ids[best - 1], ids[best]);
-      ranks[best - 1] = e ? e->rank : INT_MAX;
-      merged[best - 1] = e ? e->merged : -1;
+      const int32_t r = merges_.rank(ids[best - 1], ids[best]);
+      ranks[best - 1] = r >= 0 ? r : INT_MAX;
+      merged[best - 1] = r >= 0 ? merges_.merged(r) : -1;
     }
     if (best + 1 < n) {
-      const MergeTable::Entry* e = merges_.find(ids[best], ids[best + 1]);
-      ranks[best] = e ? e->rank : INT_MAX;
-      merged[best] = e ? e->merged : -1;
+      const int32_t r = merges_.rank(ids[best], ids[best + 1]);
+      ranks[best] = r >= 0 ? r : INT_MAX;
+      merged[best] = r >= 0 ? merges_.merged(r) : -1;
     }
   }
   out.insert(out.end(), ids, ids + n);
@@ -252,20 +259,26 @@ void BpeModel::merge_heap(std::string_view word, std::vector<int32_t>& out, BpeS
   std::vector<uint64_t>& heap = scratch.heap;
   heap.clear();
   auto key = [](int32_t rank, size_t slot) { return (static_cast<uint64_t>(rank) << 32) | slot; };
-  for (size_t i = 0; i + 1 < n; ++i)
-    if (const MergeTable::Entry* e = merges_.find(ids[i], ids[i + 1])) {
-      pair_rank[i] = e->rank;
-      pair_merged[i] = e->merged;
-      heap.push_back(key(e->rank, i));
+  const bool plain_bytes = n == word.size();  // no unk symbols: slot i holds byte word[i]
+  for (size_t i = 0; i + 1 < n; ++i) {
+    const int32_t r = plain_bytes ? byte_pair_rank_[static_cast<unsigned char>(word[i]) * 256 + static_cast<unsigned char>(word[i + 1])]
+                                  : merges_.rank(ids[i], ids[i + 1]);
+    if (r >= 0) {
+      pair_rank[i] = r;
+      pair_merged[i] = merges_.merged(r);
+      heap.push_back(key(r, i));
     }
+  }
   std::make_heap(heap.begin(), heap.end(), std::greater<>());
+  if (scratch.memo.empty()) scratch.memo.assign(4096, 0);
   auto set_pair = [&](size_t i) {  // recompute the pair (i, next[i]) and queue it
     pair_rank[i] = INT_MAX;
     if (next[i] < 0) return;
-    if (const MergeTable::Entry* e = merges_.find(ids[i], ids[static_cast<size_t>(next[i])])) {
-      pair_rank[i] = e->rank;
-      pair_merged[i] = e->merged;
-      heap.push_back(key(e->rank, i));
+    const int32_t r = merges_.rank_memo(ids[i], ids[static_cast<size_t>(next[i])], scratch.memo);
+    if (r >= 0) {
+      pair_rank[i] = r;
+      pair_merged[i] = merges_.merged(r);
+      heap.push_back(key(r, i));
       std::push_heap(heap.begin(), heap.end(), std::greater<>());
     }
   };

@@ -16,34 +16,43 @@
 
 namespace cotune::text {
 
-// Open-addressing map (left id, right id) -> (rank, merged id).
+// Open-addressing map (left id, right id) -> rank, one uint64 per slot ((left + 1) << 42 | right << 21 |
+// rank; 0 = empty) so the table of Qwen2's 151k merges is 2 MB and mostly stays in cache; the merged id
+// is merged_by_rank[rank]. Ids and ranks must be < 2^21.
 class MergeTable {
  public:
-  struct Entry {
-    uint64_t key;  // (left << 32) | right, kEmpty when unused
-    int32_t rank;
-    int32_t merged;
-  };
-  static constexpr uint64_t kEmpty = ~uint64_t{0};
+  static constexpr int kBits = 21;
+  static constexpr uint64_t kMask = (uint64_t{1} << kBits) - 1;
 
   void reserve(size_t n);
   // Inserts or overwrites (HF builds a HashMap from the merge list: a later duplicate wins).
   void put(int32_t left, int32_t right, int32_t rank, int32_t merged);
-  const Entry* find(int32_t left, int32_t right) const {
-    const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
-    size_t i = slot(key);
-    for (;;) {
-      const Entry& e = table_[i];
-      if (e.key == key) return &e;
-      if (e.key == kEmpty) return nullptr;
-      i = (i + 1) & mask_;
+  // Rank of the pair, or -1.
+  int32_t rank(int32_t left, int32_t right) const {
+    const uint64_t key = (static_cast<uint64_t>(left + 1) << (2 * kBits)) | (static_cast<uint64_t>(right) << kBits);
+    for (size_t i = slot(key);; i = (i + 1) & mask_) {
+      const uint64_t e = table_[i];
+      if ((e & ~kMask) == key) return static_cast<int32_t>(e & kMask);
+      if (e == 0) return -1;
     }
+  }
+  int32_t merged(int32_t rank) const { return merged_by_rank_[static_cast<size_t>(rank)]; }
+  // As rank(), through `memo`: a small direct-mapped cache of recent lookups (the table is far larger than
+  // L1/L2; a long CJK word asks for the same few hundred pairs again and again). memo.size() is a power of 2.
+  int32_t rank_memo(int32_t left, int32_t right, std::vector<uint64_t>& memo) const {
+    const uint64_t key = (static_cast<uint64_t>(left + 1) << (2 * kBits)) | (static_cast<uint64_t>(right) << kBits);
+    uint64_t& m = memo[static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> 52) & (memo.size() - 1)];
+    if ((m & ~kMask) == key) return (m & kMask) == kMask ? -1 : static_cast<int32_t>(m & kMask);
+    const int32_t r = rank(left, right);
+    m = key | (r < 0 ? kMask : static_cast<uint64_t>(r));
+    return r;
   }
   size_t size() const { return size_; }
 
  private:
   size_t slot(uint64_t key) const { return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> shift_) & mask_; }
-  std::vector<Entry> table_;
+  std::vector<uint64_t> table_;
+  std::vector<int32_t> merged_by_rank_;
   size_t mask_ = 0;
   int shift_ = 64;
   size_t size_ = 0;
@@ -116,6 +125,7 @@ class WordCache {
 struct BpeScratch {
   std::vector<int32_t> ids, prev, next, pair_rank, pair_merged;
   std::vector<uint64_t> heap;
+  std::vector<uint64_t> memo;  // MergeTable::rank_memo cache, 4096 entries once used
 };
 
 class BpeModel {
@@ -147,6 +157,7 @@ class BpeModel {
   std::vector<std::string> vocab_bytes_;
   StringIdTable bytes_to_id_;  // only with ignore_merges
   std::array<int32_t, 256> byte_id_{};
+  std::vector<int32_t> byte_pair_rank_;  // [b1 * 256 + b2]: rank of (byte_id_[b1], byte_id_[b2]) or -1
   MergeTable merges_;
   bool ignore_merges_;
   int32_t unk_id_;

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <future>
 #include <limits>
 #include <mutex>
 #include <unordered_map>
@@ -188,7 +189,7 @@ struct Tokenizer::Impl {
   std::vector<std::string> decode_bytes;   // id -> bytes after the decoder
   std::vector<uint8_t> valid;              // id exists
   std::vector<uint8_t> special;            // id is a special added token
-  std::unordered_map<std::string, int32_t, TransparentStringHash, std::equal_to<>> token_to_id;
+  StringIdTable token_to_id;  // vocab entries and added tokens (by content)
   bool byte_level_decoder = true;
 
   int32_t bos = -1, eos = -1, pad = -1;
@@ -274,9 +275,9 @@ struct Tokenizer::Impl {
   }
 
   int32_t id_of(std::string_view token, std::string_view where) const {
-    auto it = token_to_id.find(token);
-    if (it == token_to_id.end()) fail("{}: `{}` is {:?}, which is not a token of the vocabulary", file, where, token);
-    return it->second;
+    const int32_t id = token_to_id.find(token);
+    if (id < 0) fail("{}: `{}` is {:?}, which is not a token of the vocabulary", file, where, token);
+    return id;
   }
 
   void check_id(int32_t id) const {
@@ -480,12 +481,14 @@ void parse_model(const element& e, const JsonReader& r, Impl& impl) {
   impl.token_strings.assign(n, std::string());
   impl.decode_bytes.assign(n, std::string());
   impl.valid.assign(n, 0);
-  impl.token_to_id.reserve(entries.size() + 64);
+  size_t key_bytes = 0;
+  for (auto [key, id] : entries) key_bytes += key.size();
+  impl.token_to_id.reserve(entries.size() + 64, key_bytes + 1024);
   for (auto [key, id] : entries) {
     const auto i = static_cast<size_t>(id);
     impl.token_strings[i] = key;
     impl.valid[i] = 1;
-    impl.token_to_id[std::string(key)] = id;
+    impl.token_to_id.put(key, id);
     if (auto b = byte_level_to_bytes(key)) {
       vocab_bytes[i] = *b;
       mergeable[i] = true;
@@ -522,17 +525,15 @@ void parse_model(const element& e, const JsonReader& r, Impl& impl) {
       left = r.as_string(pair.at(0).value(), "model.merges[i][0]");
       right = r.as_string(pair.at(1).value(), "model.merges[i][1]");
     }
-    auto l = impl.token_to_id.find(left);
-    auto rr = impl.token_to_id.find(right);
-    if (l == impl.token_to_id.end() || rr == impl.token_to_id.end())
-      fail("{}: `model.merges[{}]`: token {:?} is not in the vocab", r.file, rank,
-           l == impl.token_to_id.end() ? left : right);
+    const int32_t l = impl.token_to_id.find(left);
+    const int32_t rr = impl.token_to_id.find(right);
+    if (l < 0 || rr < 0) fail("{}: `model.merges[{}]`: token {:?} is not in the vocab", r.file, rank, l < 0 ? left : right);
     joined.assign(left);
     joined.append(right);
-    auto j = impl.token_to_id.find(std::string_view(joined));
-    if (j == impl.token_to_id.end())
+    const int32_t j = impl.token_to_id.find(joined);
+    if (j < 0)
       fail("{}: `model.merges[{}]`: merged token {:?} is not in the vocab", r.file, rank, joined);
-    merges.push_back({l->second, rr->second, j->second});
+    merges.push_back({l, rr, j});
     ++rank;
   }
   impl.bpe = std::make_unique<BpeModel>(std::move(vocab_bytes), mergeable, merges, ignore_merges, unk_id, fuse_unk);
@@ -657,7 +658,8 @@ Tokenizer Tokenizer::load(const std::string& path) {
 
   simdjson::padded_string content;
   if (simdjson::padded_string::load(impl->file).get(content) != simdjson::SUCCESS) fail("{}: cannot read the file", impl->file);
-  impl->hash = sha256_hex(std::string_view(content.data(), content.size()));
+  // The content hash runs on a second core while the JSON is parsed.
+  auto hash = std::async(std::launch::async, [&content] { return sha256_hex(std::string_view(content.data(), content.size())); });
   simdjson::dom::parser parser;
   element root;
   if (auto err = parser.parse(content).get(root); err != simdjson::SUCCESS)
@@ -705,7 +707,7 @@ Tokenizer Tokenizer::load(const std::string& path) {
     if (auto b = byte_level_to_bytes(form)) impl->decode_bytes[id] = *b;
     else impl->decode_bytes[id] = form;
     impl->token_strings[id] = std::move(form);
-    impl->token_to_id[t.content] = t.id;
+    impl->token_to_id.put(t.content, t.id);
   }
   impl->special.assign(impl->valid.size(), 0);
   for (const AddedToken& t : impl->added)
@@ -718,11 +720,12 @@ Tokenizer Tokenizer::load(const std::string& path) {
   if (impl->bos < 0 && !impl->prefix_ids.empty()) impl->bos = impl->prefix_ids.front();
   if (impl->eos < 0) {
     for (const char* name : {"<|endoftext|>", "</s>", "<|end_of_text|>"})
-      if (auto it = impl->token_to_id.find(std::string_view(name)); it != impl->token_to_id.end()) {
-        impl->eos = it->second;
+      if (const int32_t id = impl->token_to_id.find(name); id >= 0) {
+        impl->eos = id;
         break;
       }
   }
+  impl->hash = hash.get();
   return Tokenizer(std::move(impl));
 }
 
@@ -783,9 +786,9 @@ std::string Tokenizer::token_bytes(int32_t id) const {
 }
 
 std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
-  auto it = impl_->token_to_id.find(token);
-  if (it == impl_->token_to_id.end()) return std::nullopt;
-  return it->second;
+  const int32_t id = impl_->token_to_id.find(token);
+  if (id < 0) return std::nullopt;
+  return id;
 }
 
 std::string Tokenizer::id_to_token(int32_t id) const {
