@@ -1,5 +1,15 @@
 // SFT datasets: records -> template -> token ids (+ where the prompt ends), truncated to max_seq_length, cached on
 // disk; plus row selection (`train[0:500]`), a validation split, and length statistics.
+//
+// Typical use (the trainer; the guide's settings):
+//   auto tok = text::Tokenizer::load(model_dir);
+//   auto tpl = text::PromptTemplate::builtin("medical-o1-zh");          // or PromptTemplate::load_file(path)
+//   DataOptions d;  d.data_path = file_or_folder;  d.max_seq_length = 2048;  d.selection = parse_selection("train[0:500]");
+//   TokenizedDataset ds = build_dataset(d, tpl, tok);                   // cached under default_cache_dir()
+//   Split sp = split_validation(ds.size(), /*fraction*/ 0.0, /*count*/ 0, /*seed*/ 3407);
+//   BatchOptions b;  b.max_tokens = 2048;  b.max_sequences = 1;  b.pad_id = tok.pad_id();  b.seed = 3407;
+//   BatchIterator it(ds, sp.train, b);                                  // (batch.h) ds must outlive it
+//   Batch batch = it.next();   checkpoint: it.state().to_json();   resume: it.restore(IteratorState::from_json(s))
 #pragma once
 #include <cstdint>
 #include <optional>

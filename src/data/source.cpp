@@ -374,9 +374,10 @@ struct RecordSource::Impl {
   bool summary_logged = false;
 
   // Fills r.values; returns an empty string on success, else what is wrong with the record.
-  std::string extract(std::string_view json, Record& r) {
+  std::string extract(std::string_view json, const RecordLocation& loc, Record& r) {
     using namespace simdjson;
-    if (int64_t bad = find_invalid_utf8(json); bad >= 0) return fmt::format("invalid UTF-8 at byte {} of the record", bad);
+    if (int64_t bad = find_invalid_utf8(json); bad >= 0)
+      return fmt::format("invalid UTF-8 at byte {} of the record (byte {} of the file)", bad, loc.byte_offset + bad);
     scratch.assign(json);
     scratch.resize(json.size() + SIMDJSON_PADDING, '\0');
     padded_string_view view(scratch.data(), json.size(), scratch.size());
@@ -475,7 +476,7 @@ bool RecordSource::next(Record& r) {
     r.row = m.row++;
     if (r.row < m.first) continue;
     ++m.rows;
-    std::string problem = m.extract(json, r);
+    std::string problem = m.extract(json, loc, r);
     if (problem.empty()) return true;
     if (m.policy == OnBadRecord::error)
       fail("{}: {} (pass --on-bad-record skip to skip bad records)", loc.describe(), problem);

@@ -135,7 +135,7 @@ TEST(Source, BadRecordsAreNamed) {
       {"empty field", "a.jsonl", R"({"Question": "", "Complex_CoT": "c", "Response": "r"})",
        "field 'Question' is an empty string"},
       {"invalid utf8", "a.jsonl", "{\"Question\": \"ab\xC3\x28\", \"Complex_CoT\": \"c\", \"Response\": \"r\"}",
-       "invalid UTF-8 at byte 16"},
+       "invalid UTF-8 at byte 16 of the record (byte 16 of the file)"},
       {"lone surrogate", "a.jsonl", R"({"Question": "\ud800", "Complex_CoT": "c", "Response": "r"})",
        "field 'Question' is not a valid JSON string"},
       {"bad other field", "a.jsonl", R"({"Question": "q", "x": tru, "Complex_CoT": "c", "Response": "r"})",
