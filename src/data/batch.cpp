@@ -7,6 +7,9 @@
 #include "base/rng.h"
 
 namespace cotune::data {
+namespace {
+int64_t round_up(int64_t n, int64_t m) { return m <= 1 ? n : (n + m - 1) / m * m; }
+}  // namespace
 
 LossMask parse_loss_mask(std::string_view s) {
   if (s == "all") return LossMask::all;
@@ -33,11 +36,12 @@ Batch make_batch(const TokenizedDataset& ds, const std::vector<int64_t>& sequenc
     total += ds.length(id);
   }
   const int64_t S = static_cast<int64_t>(sequence_ids.size());
-  const int64_t T = opt.packing ? total : S * longest;
+  const int64_t row = round_up(longest, opt.pad_to_multiple);
+  const int64_t T = opt.packing ? round_up(total, opt.pad_to_multiple) : S * row;
   COTUNE_CHECK(T <= opt.max_tokens, "make_batch: {} sequences need {} tokens, over the budget of {}", S, T,
                opt.max_tokens);
   b.rows = opt.packing ? 1 : static_cast<int32_t>(S);
-  b.row_length = static_cast<int32_t>(opt.packing ? total : longest);
+  b.row_length = static_cast<int32_t>(opt.packing ? T : row);
   b.input_ids.assign(T, opt.pad_id);
   b.position_ids.assign(T, 0);
   b.targets.assign(T, kIgnoreIndex);
@@ -45,10 +49,12 @@ Batch make_batch(const TokenizedDataset& ds, const std::vector<int64_t>& sequenc
   b.cu_seqlens.push_back(0);
   b.sequence_ids = sequence_ids;
   int64_t at = 0;
-  for (int64_t id : sequence_ids) {
+  for (size_t s = 0; s < sequence_ids.size(); ++s) {
+    const int64_t id = sequence_ids[s];
     auto ids = ds.sequence(id);
     const int64_t n = static_cast<int64_t>(ids.size());
-    const int64_t span = opt.packing ? n : longest;
+    const bool last = s + 1 == sequence_ids.size();
+    const int64_t span = opt.packing ? (last ? T - at : n) : row;
     std::copy(ids.begin(), ids.end(), b.input_ids.begin() + at);
     // Padding continues the positions (its outputs are never used; keeping them increasing keeps RoPE tables in range).
     for (int64_t t = 0; t < span; ++t) b.position_ids[at + t] = static_cast<int32_t>(t);
@@ -71,6 +77,9 @@ BatchIterator::BatchIterator(const TokenizedDataset& ds, std::vector<int64_t> in
     : ds_(ds), indices_(std::move(indices)), opt_(opt) {
   if (indices_.empty()) fail("batch iterator: no sequences to iterate over");
   if (opt_.max_sequences < 0) fail("batch iterator: max_sequences must be >= 0, got {}", opt_.max_sequences);
+  if (opt_.pad_to_multiple < 1 || opt_.max_tokens % opt_.pad_to_multiple != 0)
+    fail("batch iterator: max_tokens {} must be a multiple of pad_to_multiple {}", opt_.max_tokens,
+         opt_.pad_to_multiple);
   for (int64_t id : indices_) {
     COTUNE_CHECK(id >= 0 && static_cast<size_t>(id) < ds.size(), "batch iterator: sequence {} out of range [0, {})",
                  id, ds.size());
@@ -95,7 +104,8 @@ void BatchIterator::plan_epoch(int64_t epoch) {
   for (int64_t id : order) {
     const int64_t n = ds_.length(id);
     const int64_t count = static_cast<int64_t>(cur.size()) + 1;
-    const int64_t need = opt_.packing ? cur_total + n : count * std::max(cur_longest, n);
+    const int64_t need = opt_.packing ? round_up(cur_total + n, opt_.pad_to_multiple)
+                                      : count * round_up(std::max(cur_longest, n), opt_.pad_to_multiple);
     const bool full = opt_.max_sequences > 0 && count > opt_.max_sequences;
     if (!cur.empty() && (need > opt_.max_tokens || full)) {
       plan_.push_back(std::move(cur));

@@ -2,7 +2,8 @@
 // saved in a checkpoint and restored exactly.
 //
 // A Batch is a flat token stream of T tokens holding S whole sequences (never split, never crossing a boundary):
-//   packed (packing = true):  rows = 1, row_length = T; sequences back to back, no padding; T <= max_tokens.
+//   packed (packing = true):  rows = 1, row_length = T; sequences back to back (padding only at the end, with
+//                             pad_to_multiple > 1); T <= max_tokens.
 //   plain  (packing = false): rows = S, one sequence a row, each row right-padded to row_length (the longest
 //                             sequence in the batch); T = rows * row_length <= max_tokens.
 // cu_seqlens[s] .. cu_seqlens[s+1] is sequence s's span in the stream (in plain mode the row, padding included:
@@ -49,7 +50,10 @@ struct BatchOptions {
   LossMask mask = LossMask::response;
   bool shuffle = true;         // false: dataset order every epoch (file order when indices are sorted)
   uint64_t seed = 3407;
-  int32_t pad_id = 0;          // input id of padding (plain mode); its targets are kIgnoreIndex anyway
+  int32_t pad_id = 0;          // input id of padding; its targets are kIgnoreIndex anyway
+  // Round T (packed) or row_length (plain) up to a multiple of this, so a trainer sees few distinct shapes (one
+  // CUDA graph per length bucket). Packed padding joins the last sequence's span. max_tokens must be a multiple.
+  int64_t pad_to_multiple = 1;
 };
 
 // Builds one batch from the given sequences, in order. Throws if they do not fit opt.max_tokens.

@@ -83,6 +83,33 @@ TEST(Batch, PlainRowsArePadded) {
   EXPECT_EQ(b.sequence_ids, (std::vector<int64_t>{1, 0}));
 }
 
+TEST(Batch, PadToMultiple) {
+  auto ds = synthetic({3, 2}, {1, 1});
+  BatchOptions opt;
+  opt.packing = true;
+  opt.pad_id = 99;
+  opt.mask = LossMask::all;
+  opt.pad_to_multiple = 4;
+  opt.max_tokens = 8;
+  Batch b = make_batch(ds, {0, 1}, opt);
+  const int32_t X = kIgnoreIndex;
+  EXPECT_EQ(b.input_ids, (std::vector<int32_t>{0, 1, 2, 1000, 1001, 99, 99, 99}));
+  EXPECT_EQ(b.cu_seqlens, (std::vector<int32_t>{0, 3, 8}));  // padding joins the last span
+  EXPECT_EQ(b.position_ids, (std::vector<int32_t>{0, 1, 2, 0, 1, 2, 3, 4}));
+  EXPECT_EQ(b.targets, (std::vector<int32_t>{1, 2, X, 1001, X, X, X, X}));
+  EXPECT_EQ(b.num_tokens, 5);
+  EXPECT_EQ(b.num_targets, 3);
+  opt.packing = false;
+  b = make_batch(ds, {0, 1}, opt);
+  EXPECT_EQ(b.row_length, 4);
+  EXPECT_EQ(b.input_ids, (std::vector<int32_t>{0, 1, 2, 99, 1000, 1001, 99, 99}));
+  opt.max_tokens = 6;
+  EXPECT_NE(error_of([&] { BatchIterator(ds, {0, 1}, opt); }).find("multiple of pad_to_multiple 4"), std::string::npos);
+  opt.max_tokens = 4;  // one padded row of 4 a batch
+  BatchIterator it(ds, {0, 1}, opt);
+  EXPECT_EQ(it.batches_in_epoch(), 2);
+}
+
 std::vector<std::vector<int64_t>> take(BatchIterator& it, int n) {
   std::vector<std::vector<int64_t>> out;
   for (int i = 0; i < n; ++i) out.push_back(it.next().sequence_ids);
