@@ -20,6 +20,7 @@ struct TokenizeOptions {
   std::string tokenizer;
   bool no_special = false;
   bool decode = false;
+  bool skip_special = false;
 };
 
 void write_ids(const std::vector<int32_t>& ids, std::string& out) {
@@ -40,12 +41,23 @@ void run_tokenize(const TokenizeOptions& opt) {
   size_t line_no = 0, block_first_line = 1;
   std::string line, out;
 
+  // Writes the block's results. On a bad line, the lines before it are still written, then the error
+  // names the bad line.
   auto flush = [&] {
     out.clear();
+    auto emit = [&] {
+      std::fwrite(out.data(), 1, out.size(), stdout);
+      out.clear();
+    };
     if (opt.decode) {
       for (size_t i = 0; i < id_lists.size(); ++i) {
-        std::string text = with_context(fmt::format("stdin line {}", block_first_line + i),
-                                        [&] { return tok.decode(id_lists[i], /*skip_special=*/false); });
+        std::string text;
+        try {
+          text = tok.decode(id_lists[i], opt.skip_special);
+        } catch (const Error& e) {
+          emit();
+          fail("stdin line {}: {}", block_first_line + i, e.what());
+        }
         out += nlohmann::json({{"text", std::move(text)}}).dump();
         out += '\n';
       }
@@ -53,17 +65,27 @@ void run_tokenize(const TokenizeOptions& opt) {
       std::vector<std::vector<int32_t>> ids;
       try {
         ids = tok.encode_batch(texts, !opt.no_special);
-      } catch (const Error&) {  // find the first bad line to name it
-        for (size_t i = 0; i < texts.size(); ++i)
-          with_context(fmt::format("stdin line {}", block_first_line + i), [&] { return tok.encode(texts[i], !opt.no_special); });
-        throw;
+      } catch (const Error&) {  // encode one by one up to the bad line
+        for (size_t i = 0; i < texts.size(); ++i) {
+          try {
+            write_ids(tok.encode(texts[i], !opt.no_special), out);
+          } catch (const Error& e) {
+            emit();
+            fail("stdin line {}: {}", block_first_line + i, e.what());
+          }
+        }
       }
       for (auto& v : ids) write_ids(v, out);
     }
-    std::fwrite(out.data(), 1, out.size(), stdout);
+    emit();
     texts.clear();
     id_lists.clear();
     block_first_line = line_no + 1;
+  };
+  auto bad_line = [&](std::string message) {
+    --line_no;  // the lines before the bad one are complete
+    flush();
+    throw Error(std::move(message));
   };
 
   while (std::getline(std::cin, line)) {
@@ -71,21 +93,21 @@ void run_tokenize(const TokenizeOptions& opt) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     simdjson::dom::element doc;
     if (auto err = parser.parse(line).get(doc); err != simdjson::SUCCESS)
-      fail("stdin line {}: malformed JSON: {}", line_no, simdjson::error_message(err));
+      bad_line(fmt::format("stdin line {}: malformed JSON: {}", line_no, simdjson::error_message(err)));
     if (opt.decode) {
       simdjson::dom::array arr;
-      if (doc["ids"].get(arr) != simdjson::SUCCESS) fail("stdin line {}: expected {{\"ids\": [integers]}}", line_no);
+      if (doc["ids"].get(arr) != simdjson::SUCCESS) bad_line(fmt::format("stdin line {}: expected {{\"ids\": [integers]}}", line_no));
       std::vector<int32_t> ids;
       for (auto v : arr) {
         int64_t id = 0;
         if (v.get(id) != simdjson::SUCCESS || id < INT32_MIN || id > INT32_MAX)
-          fail("stdin line {}: `ids` must hold integers", line_no);
+          bad_line(fmt::format("stdin line {}: `ids` must hold 32-bit integers", line_no));
         ids.push_back(static_cast<int32_t>(id));
       }
       id_lists.push_back(std::move(ids));
     } else {
       std::string_view s;
-      if (doc["text"].get(s) != simdjson::SUCCESS) fail("stdin line {}: expected {{\"text\": string}}", line_no);
+      if (doc["text"].get(s) != simdjson::SUCCESS) bad_line(fmt::format("stdin line {}: expected {{\"text\": string}}", line_no));
       texts.emplace_back(s);
     }
     if (texts.size() + id_lists.size() >= kBlock) flush();
@@ -99,6 +121,7 @@ void setup(CLI::App& app) {
   app.add_option("--tokenizer", opt->tokenizer, "tokenizer.json or a model folder holding it")->required();
   app.add_flag("--no-special", opt->no_special, "Do not add the post-processor's special tokens (BOS)");
   app.add_flag("--decode", opt->decode, "Read {\"ids\": [...]} lines and write {\"text\": ...}");
+  app.add_flag("--skip-special", opt->skip_special, "With --decode: leave special tokens out of the text");
   app.callback([opt] { run_tokenize(*opt); });
 }
 
