@@ -128,16 +128,16 @@ int main(int argc, char** argv) {
     Tensor dv = arena.alloc(DType::bf16, Shape{T, KV, D});
     const float scale = 1.0f / std::sqrt(128.0f);
     const double attn_flop = 4.0 * S * (static_cast<double>(L) * L / 2) * H * D;  // causal: half the pairs
-    for (auto impl : {kc::AttentionImpl::flash, kc::AttentionImpl::simple}) {
-      const char* nm = impl == kc::AttentionImpl::flash ? "flash" : "simple";
+    for (auto impl : {kc::AttentionImpl::flash, kc::AttentionImpl::flash_m64, kc::AttentionImpl::simple}) {
+      const char* nm = impl == kc::AttentionImpl::flash ? "flash" : (impl == kc::AttentionImpl::flash_m64 ? "flash_m64" : "simple");
       char name[64];
       std::snprintf(name, sizeof name, "attention fwd (%s)", nm);
-      report(name, time_ms([&] { kc::attention_forward_impl(impl, o, lse, qh, kh, vh, dcu, L, scale); }, impl == kc::AttentionImpl::flash ? 20 : 3),
+      report(name, time_ms([&] { kc::attention_forward_impl(impl, o, lse, qh, kh, vh, dcu, L, scale); }, impl != kc::AttentionImpl::simple ? 20 : 3),
              attn_flop, 0);
       std::snprintf(name, sizeof name, "attention bwd (%s)", nm);
       report(name,
              time_ms([&] { kc::attention_backward_impl(impl, dq, dk, dv, dout, qh, kh, vh, o, lse, dcu, L, scale); },
-                     impl == kc::AttentionImpl::flash ? 20 : 3),
+                     impl != kc::AttentionImpl::simple ? 20 : 3),
              2.5 * attn_flop, 0);
     }
     // ---- LM head + cross-entropy ----

@@ -70,7 +70,9 @@ void run_and_check(const Problem& p, AttentionImpl impl, Arena& arena) {
   poison(out);
   poison(lse);
   kernels::cuda::attention_forward_impl(impl, out, lse, q, k, v, cu, p.max_seqlen, scale);
-  std::printf("%s attention, T = %ld\n", impl == AttentionImpl::flash ? "flash" : "simple", static_cast<long>(T));
+  std::printf("%s attention, T = %ld\n",
+              impl == AttentionImpl::flash ? "flash" : (impl == AttentionImpl::flash_m64 ? "flash_m64" : "simple"),
+              static_cast<long>(T));
   EXPECT_REL(download(out), p.out, 1e-2);
   EXPECT_REL(download(lse), p.lse, 1e-4);
 
@@ -112,9 +114,20 @@ TEST_P(CudaAttention, ShortAndUnevenSequences) {
   run_and_check(p, GetParam(), arena);
 }
 
-INSTANTIATE_TEST_SUITE_P(Impl, CudaAttention, ::testing::Values(AttentionImpl::simple, AttentionImpl::flash),
+TEST_P(CudaAttention, NoGqa) {
+  COTUNE_REQUIRE_GPU();
+  // H == KV: the flash backward writes dK/dV directly (no per-head shares to reduce).
+  static const Problem p = make_problem({200, 77}, 4, 4, 128, 351);
+  Arena arena(Device::cuda, gib(0.25));
+  run_and_check(p, GetParam(), arena);
+}
+
+INSTANTIATE_TEST_SUITE_P(Impl, CudaAttention,
+                         ::testing::Values(AttentionImpl::simple, AttentionImpl::flash, AttentionImpl::flash_m64),
                          [](const ::testing::TestParamInfo<AttentionImpl>& i) {
-                           return i.param == AttentionImpl::flash ? std::string("flash") : std::string("simple");
+                           return i.param == AttentionImpl::flash       ? std::string("flash")
+                                  : i.param == AttentionImpl::flash_m64 ? std::string("flash_m64")
+                                                                        : std::string("simple");
                          });
 
 TEST(CudaAttentionSimple, HeadDim64) {

@@ -117,6 +117,29 @@ TEST(CudaTrainOps, GradNormClipAndNonFinite) {
   EXPECT_EQ(download(dcoef)[0], 1.0f);
 }
 
+TEST(CudaTrainOps, ZeroAndReduceSum) {
+  COTUNE_REQUIRE_GPU();
+  Arena arena(Device::cuda, gib(0.1));
+  const int64_t n = 100001;
+  auto x = randn(static_cast<size_t>(n), 801, 3.0f, false);
+  std::vector<int32_t> c(static_cast<size_t>(n));
+  double ref = 0.0;
+  int64_t cref = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    ref += x[static_cast<size_t>(i)];
+    c[static_cast<size_t>(i)] = static_cast<int32_t>(i % 3 == 0);
+    cref += c[static_cast<size_t>(i)];
+  }
+  Tensor dx = upload(arena, x, Shape{n}, DType::f32), dc = upload_i32(arena, c, Shape{n});
+  Tensor out = arena.alloc(DType::f32, Shape{1}), cout = arena.alloc(DType::f32, Shape{1});
+  kernels::cuda::reduce_sum(out, dx);
+  kernels::cuda::reduce_sum(cout, dc);
+  EXPECT_NEAR(download(out)[0], ref, 1e-6 * std::fabs(ref) + 1e-3);
+  EXPECT_EQ(download(cout)[0], static_cast<float>(cref));
+  kernels::cuda::zero(dx);
+  for (float v : download(dx)) ASSERT_EQ(v, 0.0f);
+}
+
 // Copies a host NF4 weight's tensors to the device; the returned weight views device memory in `arena`.
 Nf4Weight to_device(const Nf4Weight& h, Arena& arena) {
   Nf4Weight d = h;

@@ -12,7 +12,9 @@
 
 namespace cotune::kernels::cuda {
 
-enum class AttentionImpl { automatic, simple, flash };
+// flash: the forward with 128-row query tiles (32 rows per warp); flash_m64: the forward with 64-row tiles
+// (16 rows per warp). Both use the same backward.
+enum class AttentionImpl { automatic, simple, flash, flash_m64 };
 
 void attention_forward_impl(AttentionImpl impl, const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                             const Tensor& v, const Tensor& cu_seqlens, int max_seqlen, float scale);

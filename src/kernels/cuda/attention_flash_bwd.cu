@@ -1,8 +1,9 @@
 // Flash attention backward, causal GQA over packed varlen sequences, head dim 128, deterministic (no atomics):
-//   dkdv kernel: one block per (key tile of 64, sequence, kv head); each warp owns 16 keys and accumulates their
-//                dK, dV in registers over every query tile at or after the key tile, for each query head of the
-//                group, computing the transposed scores S^T = K Q^T so that P^T and dS^T land directly in the
-//                A-fragment layout of dV += P^T dO and dK += dS^T Q.
+//   dkdv kernel: one block per (key tile of 64, sequence, query head); each warp owns 16 keys and accumulates
+//                their dK, dV in registers over every query tile at or after the key tile, computing the
+//                transposed scores S^T = K Q^T so that P^T and dS^T land directly in the A-fragment layout of
+//                dV += P^T dO and dK += dS^T Q. With GQA (group > 1) each head writes its fp32 share to a
+//                workspace and a reduce kernel sums the group's shares in a fixed order into bf16 dK, dV.
 //   dq kernel:   one block per (query tile, sequence, head); dQ += dS K over the key tiles up to the diagonal.
 // Both recompute P from the saved lse; dvec = rowsum(dout * out) comes from attention_dvec.
 #include "kernels/cuda/common.cuh"
@@ -15,24 +16,28 @@ using namespace flash;
 namespace {
 
 constexpr float kLog2e = 1.44269504088896340736f;
-constexpr size_t kBwdSmem = 4 * kTile * kD * sizeof(__nv_bfloat16) + 2 * kTile * sizeof(float);
+// K, V (or Q, dO) tiles + two buffers of the Q, dO (or K, V) tiles + two buffers of lse / dvec rows.
+constexpr size_t kBwdSmem = 6 * kTile * kD * sizeof(__nv_bfloat16) + 4 * kTile * sizeof(float);
 
 // q, dout bf16 [T,H,128]; k, v bf16 [T,KV,128]; lse, dvec f32 [H,T] -> dk, dv bf16 [T,KV,128].
-// Grid (key tiles of the longest sequence, S, KV), 128 threads, 64 KiB + 512 B dynamic shared memory.
+// Grid (key tiles of the longest sequence, S, H), 128 threads, 97 KiB dynamic shared memory: K, V, and two
+// buffers of the Q, dO tiles (the next query tile loads while this one is computed). Writes bf16 dk, dv when
+// H == KV, else the fp32 shares of dkv_partial [2][group][T,KV,128] (dK shares, then dV shares).
 __global__ void __launch_bounds__(kThreads) flash_dkdv_kernel(AttentionArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
   __nv_bfloat16* sK = reinterpret_cast<__nv_bfloat16*>(smem);
   __nv_bfloat16* sV = sK + kTile * kD;
-  __nv_bfloat16* sQ = sV + kTile * kD;
-  __nv_bfloat16* sO = sQ + kTile * kD;  // dout tile
-  float* sL = reinterpret_cast<float*>(sO + kTile * kD);
-  float* sDv = sL + kTile;
+  __nv_bfloat16* sQbuf = sV + kTile * kD;      // [2][64*128]
+  __nv_bfloat16* sObuf = sQbuf + 2 * kTile * kD;  // dout tiles [2][64*128]
+  float* sLbuf = reinterpret_cast<float*>(sObuf + 2 * kTile * kD);  // [2][64]
+  float* sDvbuf = sLbuf + 2 * kTile;                                // [2][64]
 
-  const int s = blockIdx.y, kvh = blockIdx.z;
+  const int s = blockIdx.y, h = blockIdx.z;
   const int begin = a.cu_seqlens[s], L = a.cu_seqlens[s + 1] - begin;
   const int kt = gridDim.x - 1 - blockIdx.x;
   if (kt * kTile >= L) return;
   const int group = a.H / a.KV;
+  const int kvh = h / group;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, c2 = (lane % 4) * 2;
   const int64_t end = begin + L;
@@ -42,7 +47,6 @@ __global__ void __launch_bounds__(kThreads) flash_dkdv_kernel(AttentionArgs a) {
 
   load_tile(sK, static_cast<const __nv_bfloat16*>(a.k), begin + static_cast<int64_t>(kt) * kTile, end, a.KV, kvh);
   load_tile(sV, static_cast<const __nv_bfloat16*>(a.v), begin + static_cast<int64_t>(kt) * kTile, end, a.KV, kvh);
-  cp_async_commit();
 
   float dk[16][4], dv[16][4];
 #pragma unroll
@@ -51,23 +55,40 @@ __global__ void __launch_bounds__(kThreads) flash_dkdv_kernel(AttentionArgs a) {
     for (int j = 0; j < 4; ++j) dk[i][j] = dv[i][j] = 0.0f;
 
   const int nq = (L + kTile - 1) / kTile;
+  const int steps = nq - kt;  // query tiles kt .. nq-1
   const int krow0 = kt * kTile + warp * 16 + g;  // key position (in the sequence) of row g of this warp
-  for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
-    for (int qt = kt; qt < nq; ++qt) {
-      __syncthreads();  // the previous tile's readers are done
-      const int64_t q0 = begin + static_cast<int64_t>(qt) * kTile;
-      load_tile(sQ, q, q0, end, a.H, h);
-      load_tile(sO, dout, q0, end, a.H, h);
+  // Issues the loads of step `it` (query tile kt + it) into buffer `buf` (cp.async for the tiles, plain stores
+  // for lse / dvec).
+  auto issue = [&](int it, int buf) {
+    const int qt = kt + it;
+    const int64_t q0 = begin + static_cast<int64_t>(qt) * kTile;
+    load_tile(sQbuf + buf * kTile * kD, q, q0, end, a.H, h);
+    load_tile(sObuf + buf * kTile * kD, dout, q0, end, a.H, h);
+    if (threadIdx.x < kTile) {
+      const int64_t t = q0 + threadIdx.x;
+      const bool valid = t < end;
+      sLbuf[buf * kTile + threadIdx.x] = valid ? a.lse[static_cast<int64_t>(h) * a.T + t] * kLog2e : 0.0f;
+      sDvbuf[buf * kTile + threadIdx.x] = valid ? a.dvec[static_cast<int64_t>(h) * a.T + t] : 0.0f;
+    }
+  };
+  issue(0, 0);
+  cp_async_commit();  // group: K, V and step 0
+  for (int it = 0; it < steps; ++it) {
+    const int buf = it & 1;
+    if (it + 1 < steps) {
+      issue(it + 1, buf ^ 1);  // the buffer of step it-1, released by the barrier at the end of that step
       cp_async_commit();
-      if (threadIdx.x < kTile) {
-        const int64_t t = q0 + threadIdx.x;
-        const bool valid = t < end;
-        sL[threadIdx.x] = valid ? a.lse[static_cast<int64_t>(h) * a.T + t] * kLog2e : 0.0f;
-        sDv[threadIdx.x] = valid ? a.dvec[static_cast<int64_t>(h) * a.T + t] : 0.0f;
-      }
+      cp_async_wait<1>();
+    } else {
       cp_async_wait<0>();
-      __syncthreads();
-
+    }
+    __syncthreads();
+    const int qt = kt + it;
+    const __nv_bfloat16* sQ = sQbuf + buf * kTile * kD;
+    const __nv_bfloat16* sO = sObuf + buf * kTile * kD;
+    const float* sL = sLbuf + buf * kTile;
+    const float* sDv = sDvbuf + buf * kTile;
+    {
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         // S^T and dP^T for this warp's 16 keys x 32 queries [half*32, half*32+32).
@@ -129,8 +150,27 @@ __global__ void __launch_bounds__(kThreads) flash_dkdv_kernel(AttentionArgs a) {
         }
       }
     }
+    __syncthreads();  // everyone is done with this buffer before step it+2's loads overwrite it
   }
 
+  if (a.dkv_partial) {
+    // GQA: this head's share, fp32, into partial[h % group] (reduced over the group in a fixed order later).
+    const int64_t n = static_cast<int64_t>(a.T) * a.KV * kD;
+    float* pk = a.dkv_partial + static_cast<int64_t>(h % group) * n;
+    float* pv = pk + static_cast<int64_t>(group) * n;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int kpos = krow0 + r * 8;
+      if (kpos >= L) continue;
+      const int64_t off = ((begin + static_cast<int64_t>(kpos)) * a.KV + kvh) * kD;
+#pragma unroll
+      for (int i = 0; i < 16; ++i) {
+        *reinterpret_cast<float2*>(pk + off + i * 8 + c2) = make_float2(dk[i][r * 2] * a.scale, dk[i][r * 2 + 1] * a.scale);
+        *reinterpret_cast<float2*>(pv + off + i * 8 + c2) = make_float2(dv[i][r * 2], dv[i][r * 2 + 1]);
+      }
+    }
+    return;
+  }
   auto* dkp = static_cast<__nv_bfloat16*>(a.dk);
   auto* dvp = static_cast<__nv_bfloat16*>(a.dv);
 #pragma unroll
@@ -148,14 +188,40 @@ __global__ void __launch_bounds__(kThreads) flash_dkdv_kernel(AttentionArgs a) {
   }
 }
 
+// dk, dv bf16 [T,KV,128] = sum over j < group of partial_k[j], partial_v[j] (f32 [group][T,KV,128] each), summed in
+// the order j = 0, 1, ... (deterministic). Four elements per thread.
+__global__ void dkdv_reduce_kernel(__nv_bfloat16* dk, __nv_bfloat16* dv, const float* partial, int64_t n, int group) {
+  const int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * 4;
+  if (i >= n) return;
+  const float* pv = partial + static_cast<int64_t>(group) * n;
+  float4 sk = *reinterpret_cast<const float4*>(partial + i), sv = *reinterpret_cast<const float4*>(pv + i);
+  for (int j = 1; j < group; ++j) {
+    const float4 k4 = *reinterpret_cast<const float4*>(partial + j * n + i);
+    const float4 v4 = *reinterpret_cast<const float4*>(pv + j * n + i);
+    sk.x += k4.x;
+    sk.y += k4.y;
+    sk.z += k4.z;
+    sk.w += k4.w;
+    sv.x += v4.x;
+    sv.y += v4.y;
+    sv.z += v4.z;
+    sv.w += v4.w;
+  }
+  *reinterpret_cast<__nv_bfloat162*>(dk + i) = __floats2bfloat162_rn(sk.x, sk.y);
+  *reinterpret_cast<__nv_bfloat162*>(dk + i + 2) = __floats2bfloat162_rn(sk.z, sk.w);
+  *reinterpret_cast<__nv_bfloat162*>(dv + i) = __floats2bfloat162_rn(sv.x, sv.y);
+  *reinterpret_cast<__nv_bfloat162*>(dv + i + 2) = __floats2bfloat162_rn(sv.z, sv.w);
+}
+
 // q, dout bf16 [T,H,128]; k, v bf16 [T,KV,128]; lse, dvec f32 [H,T] -> dq bf16 [T,H,128].
-// Grid (query tiles of the longest sequence, S, H), 128 threads, 64 KiB dynamic shared memory.
+// Grid (query tiles of the longest sequence, S, H), 128 threads, 96 KiB dynamic shared memory: Q, dO, and two
+// buffers of the K, V tiles (the next key tile loads while this one is computed).
 __global__ void __launch_bounds__(kThreads) flash_dq_kernel(AttentionArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
   __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem);
   __nv_bfloat16* sO = sQ + kTile * kD;
-  __nv_bfloat16* sK = sO + kTile * kD;
-  __nv_bfloat16* sV = sK + kTile * kD;
+  __nv_bfloat16* sKbuf = sO + kTile * kD;        // [2][64*128]
+  __nv_bfloat16* sVbuf = sKbuf + 2 * kTile * kD;  // [2][64*128]
 
   const int s = blockIdx.y, h = blockIdx.z;
   const int begin = a.cu_seqlens[s], L = a.cu_seqlens[s + 1] - begin;
@@ -172,7 +238,6 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(AttentionArgs a) {
   const int64_t q0 = begin + static_cast<int64_t>(qt) * kTile;
   load_tile(sQ, static_cast<const __nv_bfloat16*>(a.q), q0, end, a.H, h);
   load_tile(sO, static_cast<const __nv_bfloat16*>(a.dout), q0, end, a.H, h);
-  cp_async_commit();
 
   const int qrow0 = qt * kTile + warp * 16 + g;
   float lse2[2], dvr[2];
@@ -188,13 +253,24 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(AttentionArgs a) {
 #pragma unroll
   for (int i = 0; i < 16; ++i) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.0f;
 
+  auto issue = [&](int kt, int buf) {
+    load_tile(sKbuf + buf * kTile * kD, k, begin + static_cast<int64_t>(kt) * kTile, end, a.KV, kvh);
+    load_tile(sVbuf + buf * kTile * kD, v, begin + static_cast<int64_t>(kt) * kTile, end, a.KV, kvh);
+  };
+  issue(0, 0);
+  cp_async_commit();  // group: Q, dO and key tile 0
   for (int kt = 0; kt <= qt; ++kt) {
-    __syncthreads();  // the previous K/V tiles' readers are done
-    load_tile(sK, k, begin + static_cast<int64_t>(kt) * kTile, end, a.KV, kvh);
-    load_tile(sV, v, begin + static_cast<int64_t>(kt) * kTile, end, a.KV, kvh);
-    cp_async_commit();
-    cp_async_wait<0>();
+    const int buf = kt & 1;
+    if (kt < qt) {
+      issue(kt + 1, buf ^ 1);  // the buffer of tile kt-1, released by the barrier at the end of that step
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
     __syncthreads();
+    const __nv_bfloat16* sK = sKbuf + buf * kTile * kD;
+    const __nv_bfloat16* sV = sVbuf + buf * kTile * kD;
 
     float sc[8][4], dp[8][4];
 #pragma unroll
@@ -214,6 +290,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(AttentionArgs a) {
         sc[nt][j] = p * (dp[nt][j] - dvr[r]);  // dS
       }
     gemm_p_16x128_k64(dq, sc, sK);
+    __syncthreads();  // everyone is done with this buffer before tile kt+2's loads overwrite it
   }
 
   auto* dqp = static_cast<__nv_bfloat16*>(a.dq);
@@ -242,9 +319,17 @@ void flash_attention_backward(const AttentionArgs& a) {
           "cudaFuncSetAttribute(flash_dq_kernel)");
     attributes_set = true;
   }
-  flash_dkdv_kernel<<<dim3(tiles, static_cast<unsigned>(a.S), static_cast<unsigned>(a.KV)), kThreads, kBwdSmem,
+  flash_dkdv_kernel<<<dim3(tiles, static_cast<unsigned>(a.S), static_cast<unsigned>(a.H)), kThreads, kBwdSmem,
                       stream()>>>(a);
   check_launch("attention_backward (flash dk/dv)");
+  if (a.dkv_partial) {
+    // Every row of [T,KV,128] belongs to one sequence (cu_seqlens spans [0, T]), so every element of every share
+    // was written by exactly one block.
+    const int64_t n = static_cast<int64_t>(a.T) * a.KV * kD;
+    dkdv_reduce_kernel<<<static_cast<unsigned>((n / 4 + 255) / 256), 256, 0, stream()>>>(
+        static_cast<__nv_bfloat16*>(a.dk), static_cast<__nv_bfloat16*>(a.dv), a.dkv_partial, n, a.H / a.KV);
+    check_launch("attention_backward (flash dk/dv reduce)");
+  }
   flash_dq_kernel<<<dim3(tiles, static_cast<unsigned>(a.S), static_cast<unsigned>(a.H)), kThreads, kBwdSmem,
                     stream()>>>(a);
   check_launch("attention_backward (flash dq)");

@@ -121,11 +121,190 @@ __global__ void __launch_bounds__(kThreads) flash_forward_kernel(AttentionArgs a
   }
 }
 
+
+// The same schedule with MT = 2 m-tiles (32 query rows) per warp and 128-row query tiles: every K / V fragment
+// read from shared memory feeds two MMAs, which halves the shared-memory traffic per FLOP (the m64 kernel above is
+// bound by it). Q (32 KiB, two swizzled 64-row halves), K, V: 64 KiB of dynamic shared memory.
+constexpr int kMT = 2;
+constexpr int kBM = kTile * kMT;  // 128 query rows per block
+constexpr size_t kFwdWideSmem = 4 * kTile * kD * sizeof(__nv_bfloat16);
+
+__global__ void __launch_bounds__(kThreads) flash_forward_wide_kernel(AttentionArgs a) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem);  // [2][64*128]
+  __nv_bfloat16* sK = sQ + 2 * kTile * kD;
+  __nv_bfloat16* sV = sK + kTile * kD;
+
+  const int s = blockIdx.y, h = blockIdx.z;
+  const int begin = a.cu_seqlens[s], L = a.cu_seqlens[s + 1] - begin;
+  const int qt = gridDim.x - 1 - blockIdx.x;  // longest rows first
+  if (qt * kBM >= L) return;
+  const int kvh = h / (a.H / a.KV);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const auto* q = static_cast<const __nv_bfloat16*>(a.q);
+  const auto* k = static_cast<const __nv_bfloat16*>(a.k);
+  const auto* v = static_cast<const __nv_bfloat16*>(a.v);
+  const int64_t end = begin + L;
+
+  load_tile(sQ, q, begin + static_cast<int64_t>(qt) * kBM, end, a.H, h);
+  load_tile(sQ + kTile * kD, q, begin + static_cast<int64_t>(qt) * kBM + kTile, end, a.H, h);
+  load_tile(sK, k, begin, end, a.KV, kvh);
+  cp_async_commit();
+
+  // This warp's 32 rows live in one 64-row half of sQ.
+  const __nv_bfloat16* sQw = sQ + ((warp * 32) / kTile) * kTile * kD;
+  const int qrow_local = (warp * 32) % kTile;
+  const float scale_log2 = a.scale * 1.44269504088896340736f;
+  float o[kMT][16][4];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int i = 0; i < 16; ++i) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.0f;
+  float m[kMT][2], l[kMT][2];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.0f;
+  const int g = lane / 4, c2 = (lane % 4) * 2;
+  const int qrow0 = qt * kBM + warp * 32 + g;  // sequence position of row g of m-tile 0
+  const int kt_last = (min((qt + 1) * kBM, L) - 1) / kTile;
+
+  for (int kt = 0; kt <= kt_last; ++kt) {
+    cp_async_wait<0>();
+    __syncthreads();
+    load_tile(sV, v, begin + static_cast<int64_t>(kt) * kTile, end, a.KV, kvh);
+    cp_async_commit();
+
+    float sc[kMT][8][4];
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 8; ++i) sc[mt][i][0] = sc[mt][i][1] = sc[mt][i][2] = sc[mt][i][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < kD / 16; ++kk) {
+      uint32_t qa[kMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) load_a(qa[mt], sQw, qrow_local + mt * 16, kk * 16);
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+        uint32_t b[4];
+        load_b_nk(b, sK, np * 16, kk * 16);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          mma16816(sc[mt][2 * np], qa[mt], b[0], b[1]);
+          mma16816(sc[mt][2 * np + 1], qa[mt], b[2], b[3]);
+        }
+      }
+    }
+    __syncthreads();  // all warps done reading K(kt)
+    if (kt < kt_last) {
+      load_tile(sK, k, begin + static_cast<int64_t>(kt + 1) * kTile, end, a.KV, kvh);
+      cp_async_commit();
+    }
+
+    const bool diag = (kt + 1) * kTile > qt * kBM;  // the key tile overlaps this block's query rows
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int qpos = qrow0 + mt * 16 + r * 8;
+        float mx = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float x = sc[mt][nt][r * 2 + e] * scale_log2;
+            if (diag && kt * kTile + nt * 8 + c2 + e > qpos) x = -INFINITY;
+            sc[mt][nt][r * 2 + e] = x;
+            mx = fmaxf(mx, x);
+          }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float mn = fmaxf(m[mt][r], mx);
+        const float base = mn == -INFINITY ? 0.0f : mn;
+        const float corr = exp2f(m[mt][r] - base);
+        float sum = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float p = exp2f(sc[mt][nt][r * 2 + e] - base);
+            sc[mt][nt][r * 2 + e] = p;
+            sum += p;
+          }
+        l[mt][r] = l[mt][r] * corr + sum;
+        m[mt][r] = mn;
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+          o[mt][i][r * 2] *= corr;
+          o[mt][i][r * 2 + 1] *= corr;
+        }
+      }
+
+    if (kt < kt_last) cp_async_wait<1>();
+    else cp_async_wait<0>();
+    __syncthreads();  // V(kt) visible
+#pragma unroll
+    for (int ks = 0; ks < kTile / 16; ++ks) {
+      uint32_t pa[kMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        pa[mt][0] = pack_bf16(sc[mt][2 * ks][0], sc[mt][2 * ks][1]);
+        pa[mt][1] = pack_bf16(sc[mt][2 * ks][2], sc[mt][2 * ks][3]);
+        pa[mt][2] = pack_bf16(sc[mt][2 * ks + 1][0], sc[mt][2 * ks + 1][1]);
+        pa[mt][3] = pack_bf16(sc[mt][2 * ks + 1][2], sc[mt][2 * ks + 1][3]);
+      }
+#pragma unroll
+      for (int np = 0; np < kD / 16; ++np) {
+        uint32_t b[4];
+        load_b_kn(b, sV, ks * 16, np * 16);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          mma16816(o[mt][2 * np], pa[mt], b[0], b[1]);
+          mma16816(o[mt][2 * np + 1], pa[mt], b[2], b[3]);
+        }
+      }
+    }
+  }
+
+  auto* out = static_cast<__nv_bfloat16*>(a.out_w);
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float lr = l[mt][r];
+      lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+      lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+      const int qpos = qrow0 + mt * 16 + r * 8;
+      if (qpos >= L) continue;
+      const float inv = 1.0f / lr;
+      __nv_bfloat16* orow = out + ((begin + static_cast<int64_t>(qpos)) * a.H + h) * kD;
+#pragma unroll
+      for (int i = 0; i < 16; ++i)
+        *reinterpret_cast<__nv_bfloat162*>(orow + i * 8 + c2) =
+            __floats2bfloat162_rn(o[mt][i][r * 2] * inv, o[mt][i][r * 2 + 1] * inv);
+      if (lane % 4 == 0)
+        a.lse[static_cast<int64_t>(h) * a.T + begin + qpos] = (m[mt][r] + log2f(lr)) * 0.69314718055994530942f;
+    }
+}
+
 }  // namespace
 
-void flash_attention_forward(const AttentionArgs& a) {
+void flash_attention_forward(const AttentionArgs& a, bool wide) {
+  if (a.S == 0 || a.max_seqlen == 0) return;
+  if (wide) {
+    static thread_local bool attribute_set = false;
+    if (!attribute_set) {
+      check(cudaFuncSetAttribute(flash_forward_wide_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 static_cast<int>(kFwdWideSmem)),
+            "cudaFuncSetAttribute(flash_forward_wide_kernel)");
+      attribute_set = true;
+    }
+    const unsigned qtiles = static_cast<unsigned>((a.max_seqlen + kBM - 1) / kBM);
+    dim3 grid(qtiles, static_cast<unsigned>(a.S), static_cast<unsigned>(a.H));
+    flash_forward_wide_kernel<<<grid, kThreads, kFwdWideSmem, stream()>>>(a);
+    check_launch("attention_forward (flash, 128-row tiles)");
+    return;
+  }
   const unsigned qtiles = static_cast<unsigned>((a.max_seqlen + kTile - 1) / kTile);
-  if (qtiles == 0 || a.S == 0) return;
   dim3 grid(qtiles, static_cast<unsigned>(a.S), static_cast<unsigned>(a.H));
   flash_forward_kernel<<<grid, kThreads, 0, stream()>>>(a);
   check_launch("attention_forward (flash)");

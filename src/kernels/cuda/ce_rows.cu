@@ -58,19 +58,23 @@ __global__ void __launch_bounds__(kRowThreads) ce_row_kernel(float* losses, int3
   float lse = 0.0f, xt = 0.0f;
   int am = 0;
   if (target >= 0) {
-    float mx = -INFINITY;
+    // One pass: running max (lowest index among equal maxima), argmax and the sum of exp relative to the max.
+    float mx = -INFINITY, sum = 0.0f;
     int idx = 0x7fffffff;
     for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
       const float v = to_f(x[j]);
-      if (v > mx) {  // strictly greater: the lowest index of this thread's equal maxima
+      if (v > mx) {
+        sum = sum * expf(mx - v) + 1.0f;
         mx = v;
         idx = static_cast<int>(j);
+      } else {
+        sum += expf(v - mx);
       }
     }
+    const float my_max = mx;
     block_argmax(mx, idx, sv, si);
     am = idx;
-    float sum = 0.0f;
-    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) sum += expf(to_f(x[j]) - mx);
+    sum = my_max == -INFINITY ? 0.0f : sum * expf(my_max - mx);
     sum = block_sum(sum, sv);
     lse = mx + logf(sum);
     xt = target < V ? to_f(x[target]) : __int_as_float(0x7fc00000);  // a bad target gives a NaN loss

@@ -81,18 +81,19 @@ __global__ void swiglu_backward_kernel(bf16* dgate, bf16* dup, const bf16* dout,
 }
 
 // ---- dropout -----------------------------------------------------------------------------------------
-// out[i] = inp[i] * keep / (1-p); element i of the group b = i/4 uses word i%4 of Philox block
-// (seed, (offset + 4b) / 4) -- the grouping of the CPU reference. One thread per group of 4.
+// out[i] = inp[i] * keep / (1-p): element i draws word (offset + i) % 4 of Philox block (seed, (offset + i) / 4),
+// the CPU reference's stream (the same for any split of a tensor into pieces). One thread per Philox block.
 template <typename T>
 __global__ void dropout_kernel(T* out, const T* inp, int64_t n, float p, float keep_scale, uint64_t seed,
                                uint64_t offset) {
-  const int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (b * 4 >= n) return;
-  const Philox4 r = philox4x32(seed, (offset + static_cast<uint64_t>(b) * 4) / 4, 0);
+  const uint64_t block = offset / 4 + static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (block * 4 >= offset + static_cast<uint64_t>(n)) return;
+  const Philox4 r = philox4x32(seed, block, 0);
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    const int64_t i = b * 4 + j;
-    if (i < n) {
+    const uint64_t g = block * 4 + j;
+    if (g >= offset && g < offset + static_cast<uint64_t>(n)) {
+      const int64_t i = static_cast<int64_t>(g - offset);
       const bool keep = uniform01(r.v[j]) >= p;
       out[i] = from_f<T>(keep ? to_f(inp[i]) * keep_scale : 0.0f);
     }
@@ -127,6 +128,25 @@ __global__ void convert_kernel(D* dst, const S* src, int64_t n) {
     dst[i] = from_f<D>(to_f(src[i]));
 }
 
+// Grid-stride over the concatenation of up to 3 arrays.
+__global__ void convert_batch_kernel(ConvertBatch b) {
+  const int64_t total = b.n[0] + b.n[1] + b.n[2];
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    int j = 0;
+    int64_t k = i;
+    if (k >= b.n[0]) {
+      k -= b.n[0];
+      j = 1;
+      if (k >= b.n[1]) {
+        k -= b.n[1];
+        j = 2;
+      }
+    }
+    static_cast<bf16*>(b.dst[j])[k] = __float2bfloat16_rn(b.src[j][k]);
+  }
+}
+
 template <typename T>
 __global__ void scale_matrix_kernel(T* d, int64_t rows, int64_t cols, int64_t ld, float beta) {
   const int64_t n = rows * cols;
@@ -149,6 +169,13 @@ void launch_convert_f32_to_bf16(void* dst, const float* src, int64_t n) {
   if (n == 0) return;
   convert_kernel<bf16, float><<<grid_stride_blocks(n), kThreads, 0, stream()>>>(static_cast<bf16*>(dst), src, n);
   check_launch("convert f32 -> bf16");
+}
+
+void launch_convert_batch_f32_to_bf16(const ConvertBatch& batch) {
+  const int64_t total = batch.n[0] + batch.n[1] + batch.n[2];
+  if (total == 0) return;
+  convert_batch_kernel<<<grid_stride_blocks(total), kThreads, 0, stream()>>>(batch);
+  check_launch("convert f32 -> bf16 (batch)");
 }
 
 void launch_convert_bf16_to_f32(float* dst, const void* src, int64_t n) {
@@ -196,7 +223,8 @@ void launch_swiglu_backward(void* dgate, void* dup, const void* dout, const void
 void launch_dropout(void* out, const void* inp, bool is_bf16, int64_t n, float p, uint64_t seed, uint64_t offset) {
   if (n == 0) return;
   const float keep_scale = 1.0f / (1.0f - p);
-  const unsigned blocks = blocks_for((n + 3) / 4, kThreads);
+  const int64_t philox_blocks = static_cast<int64_t>((offset + static_cast<uint64_t>(n) + 3) / 4 - offset / 4);
+  const unsigned blocks = blocks_for(philox_blocks, kThreads);
   if (is_bf16)
     dropout_kernel<bf16><<<blocks, kThreads, 0, stream()>>>(static_cast<bf16*>(out), static_cast<const bf16*>(inp), n,
                                                            p, keep_scale, seed, offset);

@@ -9,7 +9,9 @@
 // (xa, g, dA, dB) stay fp32. This is what PEFT computes under bf16 autocast, at the speed of bf16 GEMMs; the
 // rounding of the operands costs ~2^-9 relative per element, below the bf16 activations' own error.
 #include <cstring>
+#include <memory>
 #include <unordered_map>
+#include <utility>
 
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -51,13 +53,13 @@ struct AlgoKeyHash {
   }
 };
 
-// Chosen algorithm per problem: the heuristic query costs more than the launch, so it runs once per shape.
-thread_local std::unordered_map<AlgoKey, cublasLtMatmulAlgo_t, AlgoKeyHash> tl_algos;
-
 struct LtDesc {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
   cublasLtMatmulPreference_t pref = nullptr;
+  LtDesc() = default;
+  LtDesc(const LtDesc&) = delete;
+  LtDesc& operator=(const LtDesc&) = delete;
   ~LtDesc() {
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
     if (d) cublasLtMatrixLayoutDestroy(d);
@@ -66,6 +68,15 @@ struct LtDesc {
     if (op) cublasLtMatmulDescDestroy(op);
   }
 };
+
+// A planned GEMM: descriptors and the algorithm cuBLASLt's heuristic chose. Creating descriptors and querying
+// the heuristic cost more host time than a small GEMM takes on the GPU, so each problem shape is planned once
+// per thread and reused (only the bias pointer is set per call).
+struct Plan {
+  LtDesc desc;
+  cublasLtMatmulAlgo_t algo{};
+};
+thread_local std::unordered_map<AlgoKey, std::unique_ptr<Plan>, AlgoKeyHash> tl_plans;
 
 }  // namespace
 
@@ -87,32 +98,6 @@ void gemm(void* d, DType d_type, const void* a, DType a_type, const void* b, DTy
   // Column-major view: D^T[N,M] = opA(B_stored) @ opB(A_stored).
   const int64_t m = N, n = M, k = K;
   const size_t ea = dtype_size(a_type), eb = dtype_size(b_type), ed = dtype_size(d_type);
-
-  LtDesc desc;
-  check(cublasLtMatmulDescCreate(&desc.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
-  cublasOperation_t opa = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // the first column-major operand is B
-  cublasOperation_t opb = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa)), "set TRANSA");
-  check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb)), "set TRANSB");
-  if (bias) {
-    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-    cudaDataType_t bt = CUDA_R_16BF;
-    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)), "set EPILOGUE");
-    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
-          "set BIAS_POINTER");
-    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)),
-          "set BIAS_DATA_TYPE");
-  }
-  // Stored shapes (column-major rows x cols): B_stored is [K,N] row-major (or [N,K] when trans_b).
-  check(cublasLtMatrixLayoutCreate(&desc.a, lt_type(b_type), static_cast<uint64_t>(trans_b ? k : m),
-                                   static_cast<uint64_t>(trans_b ? m : k), ldb),
-        "cublasLtMatrixLayoutCreate(B)");
-  check(cublasLtMatrixLayoutCreate(&desc.b, lt_type(a_type), static_cast<uint64_t>(trans_a ? n : k),
-                                   static_cast<uint64_t>(trans_a ? k : n), lda),
-        "cublasLtMatrixLayoutCreate(A)");
-  check(cublasLtMatrixLayoutCreate(&desc.d, lt_type(d_type), static_cast<uint64_t>(m), static_cast<uint64_t>(n), ldd),
-        "cublasLtMatrixLayoutCreate(D)");
-
   AlgoKey key{};
   std::memset(&key, 0, sizeof(key));
   key.m = m;
@@ -132,24 +117,45 @@ void gemm(void* d, DType d_type, const void* a, DType a_type, const void* b, DTy
   key.bias = bias != nullptr;
   key.beta0 = beta == 0.0f;
 
-  auto it = tl_algos.find(key);
-  if (it == tl_algos.end()) {
+  auto it = tl_plans.find(key);
+  if (it == tl_plans.end()) {
+    auto plan = std::make_unique<Plan>();
+    LtDesc& desc = plan->desc;
+    check(cublasLtMatmulDescCreate(&desc.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
+    cublasOperation_t opa = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // the first column-major operand is B
+    cublasOperation_t opb = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa)), "set TRANSA");
+    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb)), "set TRANSB");
+    if (bias) {
+      cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+      cudaDataType_t bt = CUDA_R_16BF;
+      check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)), "set EPILOGUE");
+      check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
+            "set BIAS_POINTER");
+      check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)),
+            "set BIAS_DATA_TYPE");
+    }
+    // Stored shapes (column-major rows x cols): B_stored is [K,N] row-major (or [N,K] when trans_b).
+    check(cublasLtMatrixLayoutCreate(&desc.a, lt_type(b_type), static_cast<uint64_t>(trans_b ? k : m),
+                                     static_cast<uint64_t>(trans_b ? m : k), ldb),
+          "cublasLtMatrixLayoutCreate(B)");
+    check(cublasLtMatrixLayoutCreate(&desc.b, lt_type(a_type), static_cast<uint64_t>(trans_a ? n : k),
+                                     static_cast<uint64_t>(trans_a ? k : n), lda),
+          "cublasLtMatrixLayoutCreate(A)");
+    check(cublasLtMatrixLayoutCreate(&desc.d, lt_type(d_type), static_cast<uint64_t>(m), static_cast<uint64_t>(n),
+                                     ldd),
+          "cublasLtMatrixLayoutCreate(D)");
     check(cublasLtMatmulPreferenceCreate(&desc.pref), "cublasLtMatmulPreferenceCreate");
     size_t ws = cublaslt_workspace_bytes();
     check(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)),
           "set MAX_WORKSPACE_BYTES");
-    check(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.al_a,
-                                               sizeof(uint32_t)),
-          "set MIN_ALIGNMENT_A");
-    check(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.al_b,
-                                               sizeof(uint32_t)),
-          "set MIN_ALIGNMENT_B");
-    check(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.al_d,
-                                               sizeof(uint32_t)),
-          "set MIN_ALIGNMENT_C");
-    check(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.al_d,
-                                               sizeof(uint32_t)),
-          "set MIN_ALIGNMENT_D");
+    const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> aligns[] = {
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.al_a},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.al_b},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.al_d},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.al_d}};
+    for (const auto& [attr, value] : aligns)
+      check(cublasLtMatmulPreferenceSetAttribute(desc.pref, attr, &value, sizeof(uint32_t)), "set MIN_ALIGNMENT");
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
     check(cublasLtMatmulAlgoGetHeuristic(cublaslt(), desc.op, desc.a, desc.b, desc.d, desc.d, desc.pref, 1, &result,
@@ -158,10 +164,15 @@ void gemm(void* d, DType d_type, const void* a, DType a_type, const void* b, DTy
     if (found == 0)
       fail("matmul (CUDA): cuBLASLt has no algorithm for [{}x{}] @ [{}x{}] ({} x {} -> {}, alignments {}/{}/{})", M, K,
            K, N, dtype_name(a_type), dtype_name(b_type), dtype_name(d_type), key.al_b, key.al_a, key.al_d);
-    it = tl_algos.emplace(key, result.algo).first;
+    plan->algo = result.algo;
+    it = tl_plans.emplace(key, std::move(plan)).first;
+  } else if (bias) {
+    check(cublasLtMatmulDescSetAttribute(it->second->desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
+          "set BIAS_POINTER");
   }
-  check(cublasLtMatmul(cublaslt(), desc.op, &alpha, b, desc.a, a, desc.b, &beta, d, desc.d, d, desc.d, &it->second,
-                       cublaslt_workspace(), cublaslt_workspace_bytes(), stream()),
+  const LtDesc& desc = it->second->desc;
+  check(cublasLtMatmul(cublaslt(), desc.op, &alpha, b, desc.a, a, desc.b, &beta, d, desc.d, d, desc.d,
+                       &it->second->algo, cublaslt_workspace(), cublaslt_workspace_bytes(), stream()),
         "cublasLtMatmul");
 }
 
@@ -209,8 +220,14 @@ void lora_forward(const Tensor& out, const Tensor& xa, const Tensor& inp, const 
   const size_t sx = align256(static_cast<size_t>(T * R) * 2);
   char* s = static_cast<char*>(scratch(sa + sb + sx));
   void *a16 = s, *b16 = s + sa, *xa16 = s + sa + sb;
-  launch_convert_f32_to_bf16(a16, A.ptr<float>(), R * IC);
-  launch_convert_f32_to_bf16(b16, B.ptr<float>(), OC * R);
+  ConvertBatch cb;
+  cb.dst[0] = a16;
+  cb.src[0] = A.ptr<float>();
+  cb.n[0] = R * IC;
+  cb.dst[1] = b16;
+  cb.src[1] = B.ptr<float>();
+  cb.n[1] = OC * R;
+  launch_convert_batch_f32_to_bf16(cb);
   // xa[T,R] (f32) = inp @ A^T
   gemm(xa.data, DType::f32, inp.data, DType::bf16, a16, DType::bf16, T, R, IC, false, true, IC, IC, R, 1.0f, 0.0f);
   launch_convert_f32_to_bf16(xa16, xa.ptr<float>(), T * R);
@@ -233,8 +250,19 @@ void lora_backward(const Tensor& dinp, const Tensor& dA, const Tensor& dB, const
   const size_t sx = align256(static_cast<size_t>(T * R) * 2);
   char* s = static_cast<char*>(scratch(sa + sb + 2 * sx));
   void *a16 = s, *b16 = s + sa, *xa16 = s + sa + sb, *g16 = s + sa + sb + sx;
-  launch_convert_f32_to_bf16(b16, B.ptr<float>(), OC * R);
-  launch_convert_f32_to_bf16(xa16, xa.ptr<float>(), T * R);
+  ConvertBatch cb;
+  cb.dst[0] = b16;
+  cb.src[0] = B.ptr<float>();
+  cb.n[0] = OC * R;
+  cb.dst[1] = xa16;
+  cb.src[1] = xa.ptr<float>();
+  cb.n[1] = T * R;
+  if (dinp.data) {
+    cb.dst[2] = a16;
+    cb.src[2] = A.ptr<float>();
+    cb.n[2] = R * IC;
+  }
+  launch_convert_batch_f32_to_bf16(cb);
   // dB[OC,R] += scale * dout^T @ xa
   gemm(dB.data, DType::f32, dout.data, DType::bf16, xa16, DType::bf16, OC, R, T, true, false, OC, R, R, scale, 1.0f);
   // g[T,R] = scale * dout @ B
@@ -243,7 +271,6 @@ void lora_backward(const Tensor& dinp, const Tensor& dA, const Tensor& dB, const
   // dA[R,IC] += g^T @ inp
   gemm(dA.data, DType::f32, g16, DType::bf16, inp.data, DType::bf16, R, IC, T, true, false, R, IC, IC, 1.0f, 1.0f);
   if (dinp.data) {
-    launch_convert_f32_to_bf16(a16, A.ptr<float>(), R * IC);
     // dinp[T,IC] += g @ A
     gemm(dinp.data, DType::bf16, g16, DType::bf16, a16, DType::bf16, T, IC, R, false, false, R, IC, IC, 1.0f, 1.0f);
   }

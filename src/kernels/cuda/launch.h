@@ -10,6 +10,14 @@ namespace cotune::kernels::cuda {
 // ---- elementwise.cu ----------------------------------------------------------------------------------------
 void launch_convert_f32_to_bf16(void* dst, const float* src, int64_t n);
 void launch_convert_bf16_to_f32(float* dst, const void* src, int64_t n);
+// Up to 3 f32 -> bf16 conversions in one launch (the small LoRA matrices): dst[j] bf16 [n[j]] = src[j].
+// Entries with n[j] == 0 are skipped.
+struct ConvertBatch {
+  void* dst[3] = {nullptr, nullptr, nullptr};
+  const float* src[3] = {nullptr, nullptr, nullptr};
+  int64_t n[3] = {0, 0, 0};
+};
+void launch_convert_batch_f32_to_bf16(const ConvertBatch& batch);
 // d[rows, cols] (row stride ld) *= beta (0: zeros). is_bf16 selects bf16, else f32.
 void launch_scale_matrix(void* d, bool is_bf16, int64_t rows, int64_t cols, int64_t ld, float beta);
 void launch_embedding(void* out, const int32_t* ids, const void* table, int64_t T, int64_t C, int64_t V);
@@ -46,7 +54,8 @@ struct AttentionArgs {
   void* dq = nullptr;
   void* dk = nullptr;
   void* dv = nullptr;
-  float* dvec = nullptr;       // backward workspace: rowsum(dout * out)
+  float* dvec = nullptr;       // backward workspace: rowsum(dout * out), f32 [H,T]
+  float* dkv_partial = nullptr;  // flash backward workspace when H > KV: f32 [2][H/KV][T,KV,D]
   int S = 0, T = 0, H = 0, KV = 0, D = 0, max_seqlen = 0;
   float scale = 1.0f;
 };
@@ -55,8 +64,9 @@ constexpr int kFlashHeadDim = 128;         // flash kernels: D == 128
 void simple_attention_forward(const AttentionArgs& a);
 void simple_attention_backward(const AttentionArgs& a);  // needs dvec filled
 void attention_dvec(const AttentionArgs& a);              // dvec[h,t] = sum_d dout[t,h,d] * out[t,h,d]
-void flash_attention_forward(const AttentionArgs& a);
-void flash_attention_backward(const AttentionArgs& a);   // needs dvec filled
+// wide: 128-row query tiles, 32 rows per warp (less shared-memory traffic); else 64-row tiles, 16 rows per warp.
+void flash_attention_forward(const AttentionArgs& a, bool wide);
+void flash_attention_backward(const AttentionArgs& a);   // needs dvec filled (and dkv_partial when H > KV)
 
 // ---- train_ops.cu ----------------------------------------------------------------------------------------------
 struct AdamWScalars {
@@ -73,6 +83,8 @@ void launch_sumsq_partials(const float* const* ptrs, const int64_t* sizes, int c
 void launch_norm_finish(const double* partials, int64_t count, float* norm, float* coef, int32_t* nonfinite,
                         float max_norm, bool clip);
 void launch_scale_by(float* x, int64_t n, const float* s);
+// out[0] = sum of x[n] (f32, or i32 when is_i32), fp64 accumulation, one block, fixed order.
+void launch_reduce_sum(float* out, const void* x, bool is_i32, int64_t n);
 // NF4: out [n] (bf16 if out_bf16 else f32); qabsmax u8 codes (nested) or absmax_f32 (not nested).
 void launch_nf4_dequantize(void* out, bool out_bf16, const uint8_t* packed, int64_t n, int64_t blocksize,
                            const float* code, const uint8_t* qabsmax, const float* absmax_f32,

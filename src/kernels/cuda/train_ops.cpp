@@ -76,6 +76,19 @@ void scale_by(const Tensor& x, const Tensor& s) {
   launch_scale_by(x.ptr<float>(), x.numel(), s.ptr<float>());
 }
 
+void zero(const Tensor& t) {
+  if (t.device != Device::cuda) fail("zero (CUDA): {} is not a CUDA tensor", t.str());
+  if (t.nbytes() == 0) return;
+  check(cudaMemsetAsync(t.data, 0, t.nbytes(), stream()), "zero (cudaMemsetAsync)");
+}
+
+void reduce_sum(const Tensor& out, const Tensor& x) {
+  need_cuda_f32(out, "reduce_sum (CUDA)", "out");
+  if (x.device != Device::cuda || (x.dtype != DType::f32 && x.dtype != DType::i32))
+    fail("reduce_sum (CUDA): x must be an f32 or i32 CUDA tensor, got {}", x.str());
+  launch_reduce_sum(out.ptr<float>(), x.data, x.dtype == DType::i32, x.numel());
+}
+
 void nf4_dequantize(const Nf4Weight& q, const Tensor& out) {
   const char* op = "nf4_dequantize (CUDA)";
   q.validate(op);

@@ -95,6 +95,21 @@ __global__ void __launch_bounds__(kThreads) norm_finish_kernel(const double* par
   }
 }
 
+// out[0] = sum of x[n]; one block of kThreads, per-thread strided fp64 sums, fixed tree.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) reduce_sum_kernel(float* out, const T* x, int64_t n) {
+  __shared__ double sh[kThreads];
+  double acc = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += static_cast<double>(x[i]);
+  sh[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) *out = static_cast<float>(sh[0]);
+}
+
 __global__ void scale_by_kernel(float* x, int64_t n, const float* s) {
   const float f = *s;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
@@ -191,6 +206,12 @@ void launch_scale_by(float* x, int64_t n, const float* s) {
   if (n == 0) return;
   scale_by_kernel<<<capped_blocks(n), kThreads, 0, stream()>>>(x, n, s);
   check_launch("scale_by");
+}
+
+void launch_reduce_sum(float* out, const void* x, bool is_i32, int64_t n) {
+  if (is_i32) reduce_sum_kernel<int32_t><<<1, kThreads, 0, stream()>>>(out, static_cast<const int32_t*>(x), n);
+  else reduce_sum_kernel<float><<<1, kThreads, 0, stream()>>>(out, static_cast<const float*>(x), n);
+  check_launch("reduce_sum");
 }
 
 void launch_nf4_dequantize(void* out, bool out_bf16, const uint8_t* packed, int64_t n, int64_t blocksize,

@@ -36,6 +36,14 @@ void grad_norm_clip(const Tensor& norm, const Tensor& coef, const Tensor& nonfin
 // x f32 (any shape) *= s[0], s an f32 [1] device scalar (one fp32 multiply per element, as torch's clip).
 void scale_by(const Tensor& x, const Tensor& s);
 
+// Zero-fills a CUDA tensor on the context stream (cudaMemsetAsync: graph-capturable, unlike tensor/arena.h's
+// fill_zero, which is synchronous on the legacy default stream). E.g. the LoRA gradients before accumulation.
+void zero(const Tensor& t);
+
+// out f32 [1] (device) = sum of x (f32 or i32, any shape), accumulated in fp64 by one block in a fixed order
+// (deterministic); e.g. the summed loss and the count of correct tokens for logging, read by the host later.
+void reduce_sum(const Tensor& out, const Tensor& x);
+
 // NF4 dequantization of a device-resident Nf4Weight (bitsandbytes layout, see kernels/quant.h) into `out`
 // (bf16 or f32 CUDA tensor of q.numel() elements, e.g. the reused per-layer bf16 scratch):
 //   out[i] = round(quant_map[code_i] * absmax_f32[i / blocksize]),
