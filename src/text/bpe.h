@@ -11,7 +11,6 @@
 #include <mutex>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 namespace cotune::text {
@@ -117,7 +116,7 @@ class WordCache {
     size_t count = 0;
   };
   static constexpr size_t kShards = 64;
-  static constexpr size_t kSlotsPerShard = 1 << 14;
+  static constexpr size_t kSlotsPerShard = 1 << 13;  // 64 x 4096 words cached at most
   std::unique_ptr<Shard[]> shards_;
 };
 

@@ -11,7 +11,6 @@
 #include <future>
 #include <limits>
 #include <mutex>
-#include <unordered_map>
 
 #include "base/error.h"
 #include "text/bpe.h"
