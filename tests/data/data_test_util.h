@@ -12,6 +12,12 @@
 
 namespace cotune::data::testing {
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
 class TempDir {
  public:
   TempDir() {
