@@ -51,6 +51,12 @@ void run_train(TrainCommand& cmd) {
 
   data::DataOptions dopt;
   dopt.data_path = hub::resolve(c.data, hub::RepoType::dataset).path.string();
+  if (!c.data_files.empty()) {
+    if (!fs::is_directory(dopt.data_path))
+      fail("data_files = \"{}\" needs `data` to be a folder or dataset repo, but {} is a file", c.data_files, dopt.data_path);
+    dopt.data_path = (fs::path(dopt.data_path) / c.data_files).string();
+    if (!fs::exists(dopt.data_path)) fail("data_files: {} does not exist", dopt.data_path);
+  }
   dopt.max_seq_length = c.max_seq_length;
   dopt.on_bad_record = data::parse_on_bad_record(c.on_bad_record);
   dopt.selection = data::parse_selection(c.selection);

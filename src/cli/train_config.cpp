@@ -15,6 +15,7 @@ void TrainConfig::bind(RecipeBinder& b) {
   b.bind("model", model, "Model folder, or org/name in the local Hugging Face cache");
   b.bind("tokenizer", tokenizer, "Tokenizer folder or tokenizer.json (default: the model folder)");
   b.bind("data", data, "Dataset: JSON array, JSON Lines, or a folder of them");
+  b.bind("data_files", data_files, "File inside the data folder / dataset repo to use (e.g. medical_o1_sft_Chinese.json)");
   b.bind("template", template_name, "Built-in prompt template (medical-o1-zh, medical-o1-en)");
   b.bind("template_file", template_file, "JSON template file {\"train\": ..., \"prompt\": ...} (overrides --template)");
   b.bind("selection", selection, "Rows to use, as a datasets split string, e.g. train[0:500]");

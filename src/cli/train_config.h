@@ -14,7 +14,7 @@ namespace cotune::cli {
 
 struct TrainConfig {
   // model and data
-  std::string model, tokenizer, data, template_name = "medical-o1-zh", template_file;
+  std::string model, tokenizer, data, data_files, template_name = "medical-o1-zh", template_file;
   std::string selection = "train", loss_on = "all", on_bad_record = "error";
   int64_t max_seq_length = 2048;
   bool shuffle = true, packing = false, data_cache = true;

@@ -9,6 +9,7 @@
 #include "base/error.h"
 #include "base/half.h"
 #include "base/log.h"
+#include "base/rng.h"
 #include "formats/safetensors.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
@@ -106,6 +107,11 @@ Qwen2Model Qwen2Model::from_checkpoint(const formats::ModelConfig& cfg, const fo
   const int64_t C = cfg.hidden_size, V = cfg.vocab_size, I = cfg.intermediate_size;
   const int64_t QD = cfg.num_attention_heads * cfg.head_dim, KVD = cfg.num_key_value_heads * cfg.head_dim;
   Arena& a = *m.arena_;
+  // A 4-bit base on the GPU is quantized from a host copy of each projection, which never reaches the device.
+  const bool stage = opts.load_in_4bit && opts.device != Device::cpu;
+  Arena staging(Device::cpu);
+  Arena& pa = stage ? staging : a;
+  const DType pst = stage ? DType::bf16 : st;
   m.weights_.embed = load_tensor(a, ckpt, "model.embed_tokens.weight", {V, C}, st);
   m.weights_.final_norm = load_tensor(a, ckpt, "model.norm.weight", {C}, st);
   if (cfg.tie_word_embeddings) {
@@ -118,24 +124,128 @@ Qwen2Model Qwen2Model::from_checkpoint(const formats::ModelConfig& cfg, const fo
     LayerWeights w;
     w.input_norm = load_tensor(a, ckpt, p + "input_layernorm.weight", {C}, st);
     w.post_norm = load_tensor(a, ckpt, p + "post_attention_layernorm.weight", {C}, st);
-    w.q_w = load_tensor(a, ckpt, p + "self_attn.q_proj.weight", {QD, C}, st);
-    w.k_w = load_tensor(a, ckpt, p + "self_attn.k_proj.weight", {KVD, C}, st);
-    w.v_w = load_tensor(a, ckpt, p + "self_attn.v_proj.weight", {KVD, C}, st);
+    staging.reset();
+    w.q_w = load_tensor(pa, ckpt, p + "self_attn.q_proj.weight", {QD, C}, pst);
+    w.k_w = load_tensor(pa, ckpt, p + "self_attn.k_proj.weight", {KVD, C}, pst);
+    w.v_w = load_tensor(pa, ckpt, p + "self_attn.v_proj.weight", {KVD, C}, pst);
     if (cfg.attention_bias) {
       w.q_b = load_tensor(a, ckpt, p + "self_attn.q_proj.bias", {QD}, st);
       w.k_b = load_tensor(a, ckpt, p + "self_attn.k_proj.bias", {KVD}, st);
       w.v_b = load_tensor(a, ckpt, p + "self_attn.v_proj.bias", {KVD}, st);
     }
-    w.o_w = load_tensor(a, ckpt, p + "self_attn.o_proj.weight", {C, QD}, st);
-    w.gate_w = load_tensor(a, ckpt, p + "mlp.gate_proj.weight", {I, C}, st);
-    w.up_w = load_tensor(a, ckpt, p + "mlp.up_proj.weight", {I, C}, st);
-    w.down_w = load_tensor(a, ckpt, p + "mlp.down_proj.weight", {C, I}, st);
-    if (opts.load_in_4bit) {
-      for (Tensor* t : {&w.q_w, &w.k_w, &w.v_w, &w.o_w, &w.gate_w, &w.up_w, &w.down_w}) nf4_round_in_place(*t);
-    }
+    w.o_w = load_tensor(pa, ckpt, p + "self_attn.o_proj.weight", {C, QD}, pst);
+    w.gate_w = load_tensor(pa, ckpt, p + "mlp.gate_proj.weight", {I, C}, pst);
+    w.up_w = load_tensor(pa, ckpt, p + "mlp.up_proj.weight", {I, C}, pst);
+    w.down_w = load_tensor(pa, ckpt, p + "mlp.down_proj.weight", {C, I}, pst);
+    m.finish_layer(w, opts.load_in_4bit);
     m.weights_.layers.push_back(w);
   }
   return m;
+}
+
+Qwen2Model Qwen2Model::random(const formats::ModelConfig& cfg, const LoadOptions& opts, uint64_t seed, float init_std) {
+  Qwen2Model m;
+  m.config_ = cfg;
+  m.device_ = opts.device;
+  m.arena_ = std::make_unique<Arena>(opts.device);
+  const DType st = m.act_dtype();
+  const int64_t C = cfg.hidden_size, V = cfg.vocab_size, I = cfg.intermediate_size;
+  const int64_t QD = cfg.num_attention_heads * cfg.head_dim, KVD = cfg.num_key_value_heads * cfg.head_dim;
+  uint64_t stream = 0;
+  // Each tensor is filled on the host in parallel (Philox by element index), converted, then copied over.
+  const bool stage = opts.load_in_4bit && opts.device != Device::cpu;
+  Arena staging(Device::cpu);
+  auto make = [&](Shape s, bool ones, bool proj = false) {
+    const bool on_host = stage && proj;
+    const DType dt = on_host ? DType::bf16 : st;
+    Tensor t = (on_host ? staging : *m.arena_).alloc(dt, s, "random weight");
+    const int64_t n = s.numel();
+    const uint64_t key = seed * 0x9E3779B97F4A7C15ull + (++stream);
+    std::vector<float> f(static_cast<size_t>(n));
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i += 2) {
+      const Philox4 r = philox4x32(key, static_cast<uint64_t>(i) / 2);
+      const float u1 = std::max(uniform01(r.v[0]), 1e-7f), u2 = uniform01(r.v[1]);
+      const float rad = std::sqrt(-2.0f * std::log(u1));
+      f[static_cast<size_t>(i)] = ones ? 1.0f : init_std * rad * std::cos(6.2831853f * u2);
+      if (i + 1 < n) f[static_cast<size_t>(i + 1)] = ones ? 1.0f : init_std * rad * std::sin(6.2831853f * u2);
+    }
+    Tensor host(f.data(), DType::f32, s);
+    if (dt == DType::f32) {
+      copy_bytes(t, host);
+    } else {
+      std::vector<uint16_t> h(f.size());
+      ops::copy(Tensor(h.data(), dt, s), host);
+      copy_bytes(t, Tensor(h.data(), dt, s));
+    }
+    return t;
+  };
+  m.weights_.embed = make({V, C}, false);
+  m.weights_.final_norm = make({C}, true);
+  m.weights_.lm_head = cfg.tie_word_embeddings ? m.weights_.embed : make({V, C}, false);
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    LayerWeights w;
+    staging.reset();
+    w.input_norm = make({C}, true);
+    w.post_norm = make({C}, true);
+    w.q_w = make({QD, C}, false, true);
+    w.k_w = make({KVD, C}, false, true);
+    w.v_w = make({KVD, C}, false, true);
+    if (cfg.attention_bias) {
+      w.q_b = make({QD}, false);
+      w.k_b = make({KVD}, false);
+      w.v_b = make({KVD}, false);
+    }
+    w.o_w = make({C, QD}, false, true);
+    w.gate_w = make({I, C}, false, true);
+    w.up_w = make({I, C}, false, true);
+    w.down_w = make({C, I}, false, true);
+    m.finish_layer(w, opts.load_in_4bit);
+    m.weights_.layers.push_back(w);
+  }
+  return m;
+}
+
+void Qwen2Model::finish_layer(LayerWeights& w, bool load_in_4bit) {
+  if (!load_in_4bit) return;
+  Tensor* projs[kNumProj] = {&w.q_w, &w.k_w, &w.v_w, &w.o_w, &w.gate_w, &w.up_w, &w.down_w};
+  if (device_ == Device::cpu) {
+    // The CPU reference holds the NF4-rounded values in f32: the numerics of a 4-bit base.
+    for (Tensor* t : projs) nf4_round_in_place(*t);
+    return;
+  }
+  // GPU: the projections arrive as host bf16 tensors (staged by the loader); quantize them on the host
+  // (bitsandbytes layout) and keep only the NF4 tensors on the device.
+  std::array<Nf4Slot, kNumProj> slots;
+  for (int p = 0; p < kNumProj; ++p) {
+    Tensor& t = *projs[p];
+    std::vector<uint16_t> h(static_cast<size_t>(t.numel()));
+    copy_bytes(Tensor(h.data(), t.dtype, t.shape), t);
+    kernels::Nf4Buffers q = kernels::nf4_quantize(Tensor(h.data(), t.dtype, t.shape));
+    kernels::Nf4Weight hv = q.view();
+    kernels::Nf4Weight dv = hv;
+    auto up = [&](const Tensor& src, const char* what) {
+      Tensor d = arena_->alloc(src.dtype, src.shape, what);
+      copy_bytes(d, src);
+      return d;
+    };
+    dv.packed = up(hv.packed, "nf4 codes");
+    dv.absmax = up(hv.absmax, "nf4 absmax");
+    dv.quant_map = up(hv.quant_map, "nf4 map");
+    if (hv.nested) {
+      dv.nested_absmax = up(hv.nested_absmax, "nf4 nested absmax");
+      dv.nested_quant_map = up(hv.nested_quant_map, "nf4 nested map");
+    }
+    slots[static_cast<size_t>(p)].view = dv;
+    t = Tensor();  // the projection now exists only as NF4
+  }
+  nf4_.push_back(slots);
+}
+
+void Qwen2Model::dequantize_layer(int64_t layer, LayerWeights& scratch) const {
+  Tensor* projs[kNumProj] = {&scratch.q_w, &scratch.k_w, &scratch.v_w, &scratch.o_w,
+                             &scratch.gate_w, &scratch.up_w, &scratch.down_w};
+  for (int p = 0; p < kNumProj; ++p) kernels::nf4_dequantize(nf4_weight(layer, static_cast<Proj>(p)), *projs[p]);
 }
 
 // ---- batches ------------------------------------------------------------------------------------
@@ -198,6 +308,8 @@ struct Qwen2Runner::Buffers {
   Tensor dm, dg, du;             // [T,I]
   Tensor lora_g;                 // [T,R] f32
   Tensor drop_in, drop_grad;     // [T,max(C,I,H*D)] dropout scratch
+  LayerWeights nf4_scratch;      // NF4 base: one layer's projections in bf16
+  int64_t nf4_loaded = -1;       // which layer nf4_scratch holds
   int64_t T = 0;                 // tokens of the current batch
   int S = 0, max_seqlen = 0;
   explicit Buffers(Device d) : arena(d) {}
@@ -279,6 +391,16 @@ Qwen2Runner::Qwen2Runner(const Qwen2Model& model, LoraWeights* lora, const Runne
     b.drop_in = a.alloc(act, {T, widest}, "dropout input");
     if (opts_.training) b.drop_grad = a.alloc(act, {T, widest}, "dropout grad");
   }
+  if (model.nf4()) {
+    LayerWeights& sw = b.nf4_scratch;
+    sw.q_w = a.alloc(act, {QD, C}, "nf4 scratch q");
+    sw.k_w = a.alloc(act, {KVD, C}, "nf4 scratch k");
+    sw.v_w = a.alloc(act, {KVD, C}, "nf4 scratch v");
+    sw.o_w = a.alloc(act, {C, QD}, "nf4 scratch o");
+    sw.gate_w = a.alloc(act, {I, C}, "nf4 scratch gate");
+    sw.up_w = a.alloc(act, {I, C}, "nf4 scratch up");
+    sw.down_w = a.alloc(act, {C, I}, "nf4 scratch down");
+  }
   plan_.weights = model.weight_bytes();
   plan_.lora = lora ? lora->bytes() : 0;
   plan_.activations = acts_bytes;
@@ -319,9 +441,26 @@ uint64_t mix_seed(uint64_t seed, int64_t layer, int p) {
 }
 }  // namespace
 
+const LayerWeights& Qwen2Runner::layer_weights(int64_t l) {
+  const LayerWeights& base = model_.weights().layers[static_cast<size_t>(l)];
+  if (!model_.nf4()) return base;
+  Buffers& b = *buf_;
+  if (b.nf4_loaded != l) {
+    LayerWeights& s = b.nf4_scratch;
+    s.input_norm = base.input_norm;
+    s.post_norm = base.post_norm;
+    s.q_b = base.q_b;
+    s.k_b = base.k_b;
+    s.v_b = base.v_b;
+    model_.dequantize_layer(l, s);
+    b.nf4_loaded = l;
+  }
+  return b.nf4_scratch;
+}
+
 void Qwen2Runner::proj_forward(int64_t l, Proj p, const Tensor& out, const Tensor& inp, const Tensor& xa,
                                uint64_t seed) {
-  const LayerWeights& w = model_.weights().layers[static_cast<size_t>(l)];
+  const LayerWeights& w = layer_weights(l);
   ops::linear_forward(out, inp, w.proj(p), w.bias(p));
   if (!lora_ || !lora_->has(l, p)) return;
   const float drop = lora_->config().dropout;
@@ -335,7 +474,7 @@ void Qwen2Runner::proj_forward(int64_t l, Proj p, const Tensor& out, const Tenso
 
 void Qwen2Runner::proj_backward(int64_t l, Proj p, const Tensor& dinp, bool accumulate, const Tensor& dout,
                                 const Tensor& inp, const Tensor& xa, uint64_t seed) {
-  const LayerWeights& w = model_.weights().layers[static_cast<size_t>(l)];
+  const LayerWeights& w = layer_weights(l);
   ops::linear_backward_input(dinp, dout, w.proj(p), accumulate);
   if (!lora_ || !lora_->has(l, p)) return;
   const float drop = lora_->config().dropout;
@@ -362,7 +501,7 @@ void Qwen2Runner::proj_backward(int64_t l, Proj p, const Tensor& dinp, bool accu
 
 void Qwen2Runner::layer_forward(int64_t l, const Tensor& x_in, const Tensor& x_out, size_t ai, uint64_t seed) {
   const auto& c = model_.config();
-  const LayerWeights& w = model_.weights().layers[static_cast<size_t>(l)];
+  const LayerWeights& w = layer_weights(l);
   Buffers& b = *buf_;
   const int64_t T = b.T, H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim;
   LayerActs& a = b.acts[ai];
@@ -394,7 +533,7 @@ void Qwen2Runner::layer_forward(int64_t l, const Tensor& x_in, const Tensor& x_o
 // On entry b.dres holds the gradient of the layer's output; on exit, of its input (when need_dinput).
 void Qwen2Runner::layer_backward(int64_t l, const Tensor& x_in, size_t ai, uint64_t seed, bool need_dinput) {
   const auto& c = model_.config();
-  const LayerWeights& w = model_.weights().layers[static_cast<size_t>(l)];
+  const LayerWeights& w = layer_weights(l);
   Buffers& b = *buf_;
   const int64_t T = b.T, H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim;
   const float theta = static_cast<float>(c.rope_theta);

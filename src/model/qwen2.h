@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "formats/model_config.h"
+#include "kernels/quant.h"
 #include "model/lora.h"
 #include "tensor/arena.h"
 #include "tensor/tensor.h"
@@ -51,9 +52,21 @@ class Qwen2Model {
   static Qwen2Model load(const std::string& model_dir, const LoadOptions& opts = {});
   static Qwen2Model from_checkpoint(const formats::ModelConfig& config, const formats::Checkpoint& ckpt,
                                     const LoadOptions& opts = {});
+  // Random weights of the config's shape (normal(0, init_std), norms 1, biases normal(0, init_std)), for
+  // benchmarks: speed does not depend on the weights' values.
+  static Qwen2Model random(const formats::ModelConfig& config, const LoadOptions& opts = {}, uint64_t seed = 0,
+                           float init_std = 0.02f);
 
   const formats::ModelConfig& config() const { return config_; }
+  // On CUDA with load_in_4bit, the seven projections of each layer are held only as NF4 (weights().layers[l]
+  // then has undefined projection tensors): dequantize_layer() writes them to a bf16 scratch before use.
   const Weights& weights() const { return weights_; }
+  bool nf4() const { return !nf4_.empty(); }
+  const kernels::Nf4Weight& nf4_weight(int64_t layer, Proj p) const {
+    return nf4_[static_cast<size_t>(layer)][static_cast<int>(p)].view;
+  }
+  // Writes layer l's projections (bf16) into `scratch` (whose projection tensors must have the right shapes).
+  void dequantize_layer(int64_t layer, LayerWeights& scratch) const;
   Device device() const { return device_; }
   DType act_dtype() const { return device_ == Device::cpu ? DType::f32 : DType::bf16; }
   size_t weight_bytes() const { return arena_ ? arena_->capacity() : 0; }
@@ -63,6 +76,12 @@ class Qwen2Model {
   Device device_ = Device::cpu;
   std::unique_ptr<Arena> arena_;
   Weights weights_;
+  struct Nf4Slot {
+    kernels::Nf4Weight view;  // device tensors in arena_
+    float offset = 0;
+  };
+  std::vector<std::array<Nf4Slot, kNumProj>> nf4_;
+  void finish_layer(LayerWeights& w, bool load_in_4bit);  // NF4 conversion of a freshly loaded layer
 };
 
 // A packed batch on the host: several sequences concatenated. targets[t] is the id to predict at t
@@ -126,6 +145,9 @@ class Qwen2Runner {
   MemoryPlan plan_;
   std::unique_ptr<Buffers> buf_;
   void upload(const PackedBatch& batch);
+  // Layer l's weights; for an NF4 base, its projections dequantized into the runner's bf16 scratch (once
+  // per consecutive use: forward then backward of the last layer share one dequantization).
+  const LayerWeights& layer_weights(int64_t l);
   void run_layers_forward(bool keep_all, uint64_t dropout_seed);
   void layer_forward(int64_t l, const Tensor& x_in, const Tensor& x_out, size_t acts_index, uint64_t dropout_seed);
   void layer_backward(int64_t l, const Tensor& x_in, size_t acts_index, uint64_t dropout_seed, bool need_dinput);

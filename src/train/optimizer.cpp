@@ -4,6 +4,10 @@
 
 #include "base/error.h"
 #include "formats/safetensors.h"
+#ifdef COTUNE_WITH_CUDA
+#include "kernels/cuda/adamw8bit.h"
+#include "kernels/cuda/train_ops.h"
+#endif
 
 namespace cotune::train {
 
@@ -16,10 +20,18 @@ OptimKind parse_optim(const std::string& s) {
 
 Optimizer::Optimizer(const OptimConfig& cfg, std::vector<model::LoraWeights::Param> params)
     : cfg_(cfg), arena_(params.empty() ? Device::cpu : params.front().value.device) {
+#ifndef COTUNE_WITH_CUDA
+  if (on_cuda()) fail("optimizer: CUDA parameters in a build without CUDA");
+#endif
+  if (on_cuda()) {
+    norm_ = arena_.zeros(DType::f32, {1}, "grad norm");
+    coef_ = arena_.zeros(DType::f32, {1}, "clip coefficient");
+    nonfinite_ = arena_.zeros(DType::i32, {1}, "non-finite flag");
+  }
   for (auto& p : params) {
-    if (p.value.device != Device::cpu)
-      fail("optimizer: parameter {} is on {}; this build's optimizer runs on the CPU", p.peft_name,
-           device_name(p.value.device));
+    if (p.value.device != arena_.device())
+      fail("optimizer: parameter {} is on {}, the others on {}", p.peft_name, device_name(p.value.device),
+           device_name(arena_.device()));
     Slot s;
     s.param = p;
     const int64_t n = p.value.numel();
@@ -41,6 +53,15 @@ Optimizer::Optimizer(const OptimConfig& cfg, std::vector<model::LoraWeights::Par
 float Optimizer::clip_grad_norm(double max_norm) {
   std::vector<Tensor> grads;
   for (const auto& s : slots_) grads.push_back(s.param.grad);
+#ifdef COTUNE_WITH_CUDA
+  if (on_cuda()) {
+    kernels::cuda::grad_norm_clip(norm_, coef_, nonfinite_, grads, max_norm);
+    clip_pending_ = max_norm > 0;
+    float norm = 0;
+    copy_bytes(Tensor(&norm, DType::f32, {1}), norm_);
+    return norm;
+  }
+#endif
   if (max_norm <= 0) return kernels::global_grad_norm(grads);
   return kernels::clip_grad_norm(grads, max_norm);
 }
@@ -57,6 +78,14 @@ void Optimizer::step(double lr) {
   for (auto& s : slots_) {
     const int64_t n = s.param.value.numel();
     Tensor p = s.param.value.view({n}), g = s.param.grad.view({n});
+#ifdef COTUNE_WITH_CUDA
+    if (on_cuda()) {
+      const Tensor scale = clip_pending_ ? coef_ : Tensor();
+      if (s.eight_bit) kernels::cuda::adamw8bit_step(p, g, s.q1, s.absmax1, s.q2, s.absmax2, h, scale, nonfinite_);
+      else kernels::cuda::adamw_step(p, g, s.m, s.v, h, scale, nonfinite_);
+      continue;
+    }
+#endif
     if (s.eight_bit) {
       kernels::adamw8bit_step(p, g, s.q1, s.absmax1, s.q2, s.absmax2, h, kernels::QuantRounding::nearest);
     } else if (cfg_.kind == OptimKind::adamw8bit) {
@@ -66,20 +95,27 @@ void Optimizer::step(double lr) {
       kernels::adamw_step(p, g, s.m, s.v, h);
     }
   }
+  clip_pending_ = false;
 }
 
 void Optimizer::save(const std::string& file) const {
   formats::SafetensorsWriter w;
+  auto add = [&](const std::string& name, const Tensor& t) {
+    std::vector<uint8_t> bytes(t.nbytes());
+    copy_bytes(Tensor(bytes.data(), t.dtype, t.shape), t);
+    std::vector<int64_t> shape(t.shape.dims.begin(), t.shape.dims.begin() + t.ndim());
+    w.add_owned(name, formats::dtype_to_safetensors(t.dtype), shape, std::move(bytes));
+  };
   for (const auto& s : slots_) {
     const std::string& n = s.param.peft_name;
     if (s.eight_bit) {
-      w.add(n + ".state1", s.q1);
-      w.add(n + ".absmax1", s.absmax1);
-      w.add(n + ".state2", s.q2);
-      w.add(n + ".absmax2", s.absmax2);
+      add(n + ".state1", s.q1);
+      add(n + ".absmax1", s.absmax1);
+      add(n + ".state2", s.q2);
+      add(n + ".absmax2", s.absmax2);
     } else {
-      w.add(n + ".exp_avg", s.m);
-      w.add(n + ".exp_avg_sq", s.v);
+      add(n + ".exp_avg", s.m);
+      add(n + ".exp_avg_sq", s.v);
     }
   }
   w.set_metadata("step", std::to_string(step_));
@@ -97,7 +133,7 @@ void Optimizer::load(const std::string& file) {
     const formats::TensorEntry* e = f.find(name);
     if (!e) fail("{}: optimizer state tensor {} is missing", file, name);
     if (e->nbytes != dst.nbytes()) fail("{}: optimizer state tensor {} has the wrong size", file, name);
-    std::memcpy(dst.data, e->data, e->nbytes);
+    copy_bytes(dst, Tensor(const_cast<uint8_t*>(e->data), dst.dtype, dst.shape));
   };
   for (auto& s : slots_) {
     const std::string& n = s.param.peft_name;

@@ -9,6 +9,9 @@
 #include "base/half.h"
 #include "base/parallel.h"
 #include "kernels/quant.h"
+#ifdef COTUNE_WITH_CUDA
+#include "kernels/cuda/train_ops.h"
+#endif
 
 namespace cotune::kernels {
 namespace {
@@ -278,6 +281,12 @@ Nf4Buffers nf4_quantize(const Tensor& w, bool nested, QuantRounding nested_round
 
 void nf4_dequantize(const Nf4Weight& q, const Tensor& out) {
   q.validate("nf4_dequantize");
+#ifdef COTUNE_WITH_CUDA
+  if (q.packed.device == Device::cuda && out.device == Device::cuda) {
+    cuda::nf4_dequantize(q, out);
+    return;
+  }
+#endif
   if (q.packed.device != Device::cpu || out.device != Device::cpu)
     fail("nf4_dequantize: the CPU reference needs host tensors (got {} -> {})", q.packed.str(), out.str());
   const int64_t n = q.numel();

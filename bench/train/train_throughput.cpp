@@ -1,0 +1,243 @@
+// bench_train: LoRA SFT training throughput of cotune at the DeepSeek-R1-Distill-Qwen-1.5B shape with
+// random weights (speed does not depend on the weights' values).
+//
+//   bench_train --config config.json [--device cuda] [--4bit] [--optim adamw8bit] [--setting guide|packed|both]
+//               [--steps N] [--warmup N] [--no-checkpointing] [--json]
+//
+// Settings (issue 7 item 7 / issue 8):
+//   guide   batch 1, gradient accumulation 4, sequence lengths drawn uniformly from [400, 2048] by a fixed
+//           seed (bench/train/lengths.py prints the same list for the HF baseline); only real tokens count.
+//   packed  4 x 2048 tokens packed into one micro-batch, accumulation 1.
+// Reports tokens/s, step time, peak GPU memory (total - free, CUDA context included: read the same way
+// as the baseline script), and MFU: model FLOPs = 4 x linear parameters (LM head included) x tokens +
+// attention matmuls forward and backward-to-inputs (causal: half the square), recomputation not counted,
+// against the bf16 dense peak measured here (best of several 8192^3 cuBLASLt GEMMs) and the datasheet.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <vector>
+
+#include "base/rng.h"
+#include "formats/model_config.h"
+#include "kernels/ops.h"
+#include "model/lora.h"
+#include "model/qwen2.h"
+#include "tensor/arena.h"
+#include "train/optimizer.h"
+#ifdef COTUNE_WITH_CUDA
+#include "kernels/cuda/context.h"
+#endif
+
+using namespace cotune;
+
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void sync(Device d) {
+#ifdef COTUNE_WITH_CUDA
+  if (d == Device::cuda) kernels::cuda::synchronize();
+#else
+  (void)d;
+#endif
+}
+
+double used_gib(Device d) {
+#ifdef COTUNE_WITH_CUDA
+  if (d == Device::cuda) {
+    auto info = kernels::cuda::device_info();
+    return static_cast<double>(info.total_bytes - info.free_bytes) / 1073741824.0;
+  }
+#endif
+  (void)d;
+  return 0.0;
+}
+
+// The guide setting's lengths: uniform integers in [400, 2048] from Philox(seed 1234), 4 per step.
+std::vector<int> guide_lengths(int n) {
+  Rng rng(1234);
+  std::vector<int> v;
+  for (int i = 0; i < n; ++i) v.push_back(400 + static_cast<int>(rng.below(2048 - 400 + 1)));
+  return v;
+}
+
+model::PackedBatch random_batch(const std::vector<int>& lens, int64_t vocab, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<std::vector<int32_t>> seqs;
+  for (int n : lens) {
+    std::vector<int32_t> s(static_cast<size_t>(n));
+    for (auto& t : s) t = static_cast<int32_t>(rng.below(static_cast<uint64_t>(std::min<int64_t>(vocab, 151000))));
+    seqs.push_back(std::move(s));
+  }
+  return model::PackedBatch::from_sequences(seqs);
+}
+
+double attention_flops(const formats::ModelConfig& c, int64_t len) {
+  // forward QK^T + PV: 4 L^2 D H; backward to inputs (dP, dV, dQ, dK): 8 L^2 D H; causal: half.
+  const double L = static_cast<double>(len);
+  return 0.5 * 12.0 * L * L * static_cast<double>(c.head_dim * c.num_attention_heads * c.num_hidden_layers);
+}
+
+double measured_peak_tflops(Device d) {
+  if (d != Device::cuda) return 0.0;
+  Arena a(d);
+  const int64_t n = 8192;
+  Tensor x = a.alloc(DType::bf16, {n, n}), y = a.alloc(DType::bf16, {n, n}), z = a.alloc(DType::bf16, {n, n});
+  std::vector<uint16_t> h(static_cast<size_t>(n * n));
+  Rng rng(1);
+  for (auto& v : h) v = static_cast<uint16_t>(0x3c00 + (rng.next_u32() & 0x3ff) - 0x200);  // random bf16 near 1/128..
+  copy_bytes(x, Tensor(h.data(), DType::bf16, {n, n}));
+  copy_bytes(y, Tensor(h.data(), DType::bf16, {n, n}));
+  double best = 0;
+  for (int rep = 0; rep < 6; ++rep) {
+    sync(d);
+    double t0 = now_s();
+    for (int i = 0; i < 5; ++i) kernels::matmul(z, x, y, false, false);
+    sync(d);
+    const double dt = (now_s() - t0) / 5;
+    if (rep > 0) best = std::max(best, 2.0 * n * n * n / dt / 1e12);
+  }
+  return best;
+}
+
+struct Result {
+  std::string setting;
+  double tokens_per_s = 0, step_s = 0, peak_gib = 0, mfu_measured = 0, mfu_datasheet = 0, loss = 0;
+  int64_t tokens_per_step = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cotune LoRA training throughput benchmark"};
+  std::string config_path, device_s = "cuda", setting = "both", optim = "adamw8bit";
+  bool four_bit = false, no_ckpt = false, json = false;
+  std::string lengths_out;
+  int steps = 8, warmup = 2, lora_r = 16;
+  double datasheet_tflops = 989.0;
+  app.add_option("--config", config_path, "model config.json (the 1.5B shape)")->required();
+  app.add_option("--device", device_s, "cuda or cpu");
+  app.add_option("--setting", setting, "guide, packed or both");
+  app.add_option("--optim", optim, "adamw or adamw8bit");
+  app.add_option("--steps", steps, "timed optimizer steps");
+  app.add_option("--warmup", warmup, "untimed optimizer steps first");
+  app.add_option("--lora-r", lora_r, "LoRA rank");
+  app.add_option("--datasheet-tflops", datasheet_tflops, "bf16 dense peak of the datasheet (H100 SXM: 989)");
+  app.add_flag("--4bit", four_bit, "NF4 base");
+  app.add_flag("--no-checkpointing", no_ckpt, "keep every layer's activations");
+  app.add_flag("--json", json, "one JSON line per setting");
+  app.add_option("--lengths-out", lengths_out, "write the guide setting's sequence lengths (JSON) for the baseline");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    const Device dev = device_s == "cpu" ? Device::cpu : Device::cuda;
+    if (!lengths_out.empty()) {
+      std::FILE* f = std::fopen(lengths_out.c_str(), "w");
+      if (!f) fail("cannot write {}", lengths_out);
+      fmt::print(f, "[{}]\n", fmt::join(guide_lengths(4 * (warmup + steps)), ", "));
+      std::fclose(f);
+    }
+    formats::ModelConfig cfg = formats::load_model_config(config_path);
+    const double peak = measured_peak_tflops(dev);
+    std::string gpu_name = "cpu";
+#ifdef COTUNE_WITH_CUDA
+    if (dev == Device::cuda) gpu_name = kernels::cuda::device_info().name;
+#endif
+    const double base_gib = used_gib(dev);
+    model::LoadOptions lo;
+    lo.device = dev;
+    lo.load_in_4bit = four_bit;
+    double t0 = now_s();
+    model::Qwen2Model m = model::Qwen2Model::random(cfg, lo, 0);
+    const double load_s = now_s() - t0;
+    model::LoraConfig lc;
+    lc.r = lora_r;
+    lc.alpha = static_cast<float>(lora_r);
+    model::LoraWeights lora(cfg, lc, dev);
+    lora.init_peft_default(3407);
+    train::OptimConfig oc;
+    oc.kind = train::parse_optim(optim);
+    oc.weight_decay = 0.01;
+    train::Optimizer opt(oc, lora.params());
+    const double linear_params = static_cast<double>(cfg.linear_parameter_count());
+
+    std::vector<Result> results;
+    for (const std::string s : {"guide", "packed"}) {
+      if (setting != "both" && setting != s) continue;
+      const bool guide = s == "guide";
+      const int accum = guide ? 4 : 1;
+      const int64_t budget = guide ? 2048 : 4 * 2048;
+      const int n_steps = warmup + steps;
+      std::vector<int> lens = guide ? guide_lengths(n_steps * accum) : std::vector<int>(static_cast<size_t>(n_steps * 4), 2048);
+      model::RunnerOptions ro;
+      ro.max_tokens = budget;
+      ro.gradient_checkpointing = !no_ckpt;
+      model::Qwen2Runner runner(m, &lora, ro);
+      double timed = 0, flops = 0, loss = 0;
+      int64_t tokens = 0;
+      double peak_gib = 0;
+      for (int step = 0; step < n_steps; ++step) {
+        std::vector<model::PackedBatch> micro;
+        int64_t counted = 0;
+        for (int a = 0; a < accum; ++a) {
+          std::vector<int> l = guide ? std::vector<int>{lens[static_cast<size_t>(step * accum + a)]}
+                                     : std::vector<int>(lens.begin() + step * 4, lens.begin() + step * 4 + 4);
+          micro.push_back(random_batch(l, cfg.vocab_size, static_cast<uint64_t>(step * 16 + a)));
+          counted += micro.back().counted();
+        }
+        sync(dev);
+        const double ts = now_s();
+        lora.zero_grads();
+        double ls = 0;
+        for (auto& b : micro) ls += runner.forward_backward(b, true, 1.0f / static_cast<float>(counted)).loss_sum;
+        opt.clip_grad_norm(1.0);
+        opt.step(2e-4);
+        sync(dev);
+        const double dt = now_s() - ts;
+        peak_gib = std::max(peak_gib, used_gib(dev));
+        if (step < warmup) continue;
+        timed += dt;
+        loss = ls / static_cast<double>(counted);
+        for (auto& b : micro) {
+          tokens += b.tokens();
+          flops += 4.0 * linear_params * static_cast<double>(b.tokens());
+          for (size_t q = 0; q + 1 < b.cu_seqlens.size(); ++q) flops += attention_flops(cfg, b.cu_seqlens[q + 1] - b.cu_seqlens[q]);
+        }
+      }
+      Result r;
+      r.setting = s;
+      r.tokens_per_s = static_cast<double>(tokens) / timed;
+      r.step_s = timed / steps;
+      r.peak_gib = peak_gib;
+      r.tokens_per_step = tokens / steps;
+      r.loss = loss;
+      const double achieved = flops / timed / 1e12;
+      r.mfu_measured = peak > 0 ? achieved / peak : 0;
+      r.mfu_datasheet = achieved / datasheet_tflops;
+      results.push_back(r);
+      if (json) {
+        fmt::print("{{\"system\": \"cotune{}\", \"setting\": \"{}\", \"optim\": \"{}\", \"grad_ckpt\": {}, \"tokens_per_step\": {}, "
+                   "\"step_s\": {:.4f}, \"tokens_per_s\": {:.1f}, \"peak_gib\": {:.2f}, \"mfu\": {:.4f}, "
+                   "\"mfu_datasheet\": {:.4f}, \"achieved_tflops\": {:.1f}, \"measured_peak_tflops\": {:.1f}, "
+                   "\"loss\": {:.4f}, \"gpu\": \"{}\", \"context_gib\": {:.2f}, \"load_s\": {:.1f}}}\n",
+                   four_bit ? "-nf4" : "-bf16", s, optim, no_ckpt ? "false" : "true", r.tokens_per_step, r.step_s,
+                   r.tokens_per_s, r.peak_gib, r.mfu_measured, r.mfu_datasheet, achieved, peak, r.loss, gpu_name,
+                   base_gib, load_s);
+      } else {
+        fmt::print("{:7s} {:>9.0f} tok/s  step {:.3f} s  peak {:.2f} GiB  MFU {:.1f}% (measured peak {:.0f} TFLOP/s), "
+                   "{:.1f}% of datasheet  loss {:.3f}\n",
+                   s, r.tokens_per_s, r.step_s, r.peak_gib, 100 * r.mfu_measured, peak, 100 * r.mfu_datasheet, r.loss);
+      }
+      std::fflush(stdout);
+    }
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "bench_train: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}
