@@ -1,0 +1,331 @@
+#include "infer/generator.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "base/error.h"
+#include "kernels/decode_ops.h"
+#include "kernels/ops.h"
+
+namespace cotune::infer {
+
+namespace ops = cotune::kernels;
+using model::Proj;
+
+GenerationOptions GenerationOptions::from_model_folder(const std::string& model_dir, const text::Tokenizer* tok) {
+  GenerationOptions o;
+  GenerationConfig g = load_generation_config(model_dir);
+  o.sampling = g.sampling;
+  if (g.max_new_tokens) o.max_new_tokens = *g.max_new_tokens;
+  o.eos_ids = g.eos_token_ids;
+  if (tok && tok->eos_id() >= 0 && std::find(o.eos_ids.begin(), o.eos_ids.end(), tok->eos_id()) == o.eos_ids.end())
+    o.eos_ids.push_back(tok->eos_id());
+  return o;
+}
+
+// Activation buffers for up to Tmax tokens a forward, and the KV cache (one [S, N, KV, D] pair a layer).
+struct Generator::Buffers {
+  Arena arena;
+  Tensor ids, slot, pos;        // i32 [Tmax]
+  Tensor x, h, tmp;             // [Tmax, C]
+  Tensor rstd;                  // f32 [Tmax]
+  Tensor q, k, v, att;          // [Tmax, H*D], [Tmax, KV*D] x2, [Tmax, H*D]
+  Tensor g, u, m;               // [Tmax, I]
+  Tensor xa;                    // f32 [Tmax, R] (LoRA)
+  Tensor sel, sel_h, sel_rstd;  // [B, C] x2, [B]: the rows whose logits are wanted
+  Tensor logits;                // f32 [B, V]
+  int64_t Tmax = 0;
+  std::unique_ptr<Arena> cache_arena;
+  std::vector<Tensor> k_cache, v_cache;  // L x [S, N, KV, D]
+  int64_t cache_slots = 0, cache_positions = 0;
+  explicit Buffers(Device d) : arena(d) {}
+};
+
+Generator::~Generator() = default;
+
+Generator::Generator(const model::Qwen2Model& model, const model::LoraWeights* lora, const GeneratorOptions& opts)
+    : model_(model), lora_(lora), opts_(opts), buf_(std::make_unique<Buffers>(model.device())) {
+  if (opts_.max_batch <= 0) fail("generator max_batch must be positive, got {}", opts_.max_batch);
+  if (opts_.prefill_chunk <= 0) fail("generator prefill_chunk must be positive, got {}", opts_.prefill_chunk);
+  const auto& c = model.config();
+  if (lora && lora->num_layers() != c.num_hidden_layers)
+    fail("LoRA weights have {} layers, the model {}", lora->num_layers(), c.num_hidden_layers);
+  const int64_t T = std::max(opts_.prefill_chunk, opts_.max_batch), B = opts_.max_batch;
+  const int64_t C = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t QD = c.num_attention_heads * c.head_dim, KVD = c.num_key_value_heads * c.head_dim;
+  const DType act = model.act_dtype();
+  Buffers& b = *buf_;
+  Arena& a = b.arena;
+  b.Tmax = T;
+  b.ids = a.alloc(DType::i32, {T}, "ids");
+  b.slot = a.alloc(DType::i32, {T}, "slots");
+  b.pos = a.alloc(DType::i32, {T}, "positions");
+  b.x = a.alloc(act, {T, C}, "residual");
+  b.h = a.alloc(act, {T, C}, "normed");
+  b.tmp = a.alloc(act, {T, C}, "projection out");
+  b.rstd = a.alloc(DType::f32, {T}, "rstd");
+  b.q = a.alloc(act, {T, QD}, "q");
+  b.k = a.alloc(act, {T, KVD}, "k");
+  b.v = a.alloc(act, {T, KVD}, "v");
+  b.att = a.alloc(act, {T, QD}, "attention out");
+  b.g = a.alloc(act, {T, I}, "gate");
+  b.u = a.alloc(act, {T, I}, "up");
+  b.m = a.alloc(act, {T, I}, "swiglu");
+  if (lora) b.xa = a.alloc(DType::f32, {T, lora->config().r}, "lora xa");
+  b.sel = a.alloc(act, {B, C}, "selected rows");
+  b.sel_h = a.alloc(act, {B, C}, "selected rows normed");
+  b.sel_rstd = a.alloc(DType::f32, {B}, "selected rstd");
+  b.logits = a.alloc(DType::f32, {B, V}, "logits");
+}
+
+void Generator::reserve_cache(int64_t slots, int64_t positions) {
+  Buffers& b = *buf_;
+  if (slots <= b.cache_slots && positions <= b.cache_positions) return;
+  const auto& c = model_.config();
+  slots = std::max(slots, b.cache_slots);
+  positions = std::max(positions, b.cache_positions);
+  b.k_cache.clear();
+  b.v_cache.clear();
+  b.cache_arena.reset();
+  b.cache_arena = std::make_unique<Arena>(model_.device());
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    b.k_cache.push_back(b.cache_arena->alloc(model_.act_dtype(), {slots, positions, c.num_key_value_heads, c.head_dim}, "k cache"));
+    b.v_cache.push_back(b.cache_arena->alloc(model_.act_dtype(), {slots, positions, c.num_key_value_heads, c.head_dim}, "v cache"));
+  }
+  b.cache_slots = slots;
+  b.cache_positions = positions;
+}
+
+void Generator::proj(int64_t l, Proj p, const Tensor& out, const Tensor& inp, int64_t T) {
+  const model::LayerWeights& w = model_.weights().layers[static_cast<size_t>(l)];
+  ops::linear_forward(out, inp, w.proj(p), w.bias(p));
+  if (lora_ && lora_->has(l, p))
+    ops::lora_forward(out, buf_->xa.slice_rows(0, T), inp, lora_->A(l, p), lora_->B(l, p), lora_->config().scale());
+}
+
+std::vector<float> Generator::forward(const std::vector<int32_t>& ids, const std::vector<int32_t>& slots,
+                                      const std::vector<int32_t>& positions, const std::vector<int64_t>& want) {
+  Buffers& b = *buf_;
+  const auto& c = model_.config();
+  const auto T = static_cast<int64_t>(ids.size());
+  const auto n = static_cast<int64_t>(want.size());
+  if (T == 0 || T > b.Tmax) fail("generator forward of {} tokens (buffers hold {})", T, b.Tmax);
+  if (n > opts_.max_batch) fail("generator: {} logit rows requested, at most {}", n, opts_.max_batch);
+  const int64_t H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim, V = c.vocab_size;
+  const float eps = static_cast<float>(c.rms_norm_eps), theta = static_cast<float>(c.rope_theta);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  auto host = [](const std::vector<int32_t>& v) {
+    return Tensor(const_cast<int32_t*>(v.data()), DType::i32, {static_cast<int64_t>(v.size())});
+  };
+  Tensor idt = b.ids.slice_rows(0, T), st = b.slot.slice_rows(0, T), pt = b.pos.slice_rows(0, T);
+  copy_bytes(idt, host(ids));
+  copy_bytes(st, host(slots));
+  copy_bytes(pt, host(positions));
+  for (int32_t id : ids)
+    if (id < 0 || id >= V) fail("token id {} is outside the model's vocabulary of {}", id, V);
+
+  Tensor x = b.x.slice_rows(0, T), h = b.h.slice_rows(0, T), tmp = b.tmp.slice_rows(0, T);
+  Tensor rstd = b.rstd.slice_rows(0, T);
+  Tensor q = b.q.slice_rows(0, T), k = b.k.slice_rows(0, T), v = b.v.slice_rows(0, T), att = b.att.slice_rows(0, T);
+  Tensor g = b.g.slice_rows(0, T), u = b.u.slice_rows(0, T), m = b.m.slice_rows(0, T);
+  const auto& w = model_.weights();
+  ops::embedding_forward(x, idt, w.embed);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const model::LayerWeights& lw = w.layers[static_cast<size_t>(l)];
+    // Attention: x += o(attn(rope(q(h)), cache <- rope(k(h)), v(h))), h = rmsnorm(x)
+    ops::rmsnorm_forward(h, rstd, x, lw.input_norm, eps);
+    proj(l, Proj::q, q, h, T);
+    proj(l, Proj::k, k, h, T);
+    proj(l, Proj::v, v, h, T);
+    Tensor q3 = q.view({T, H, D}), k3 = k.view({T, KV, D}), v3 = v.view({T, KV, D});
+    ops::rope_forward(q3, pt, theta);
+    ops::rope_forward(k3, pt, theta);
+    ops::kv_cache_write(b.k_cache[static_cast<size_t>(l)], b.v_cache[static_cast<size_t>(l)], k3, v3, st, pt);
+    ops::cached_attention_forward(att.view({T, H, D}), q3, b.k_cache[static_cast<size_t>(l)],
+                                  b.v_cache[static_cast<size_t>(l)], st, pt, scale);
+    proj(l, Proj::o, tmp, att, T);
+    ops::add(x, x, tmp);
+    // MLP: x += down(swiglu(gate(h), up(h))), h = rmsnorm(x)
+    ops::rmsnorm_forward(h, rstd, x, lw.post_norm, eps);
+    proj(l, Proj::gate, g, h, T);
+    proj(l, Proj::up, u, h, T);
+    ops::swiglu_forward(m, g, u);
+    proj(l, Proj::down, tmp, m, T);
+    ops::add(x, x, tmp);
+  }
+  if (n == 0) return {};
+  for (int64_t j = 0; j < n; ++j) copy_bytes(b.sel.slice_rows(j, j + 1), x.slice_rows(want[static_cast<size_t>(j)], want[static_cast<size_t>(j)] + 1));
+  Tensor sel = b.sel.slice_rows(0, n), sel_h = b.sel_h.slice_rows(0, n), logits = b.logits.slice_rows(0, n);
+  ops::rmsnorm_forward(sel_h, b.sel_rstd.slice_rows(0, n), sel, w.final_norm, eps);
+  if (model_.device() == Device::cpu) {
+    ops::linear_forward(logits, sel_h, w.lm_head, Tensor());
+  } else {
+    ops::matmul(logits, sel_h, w.lm_head, false, true, 1.0f, 0.0f);
+  }
+  std::vector<float> out(static_cast<size_t>(n * V));
+  copy_bytes(Tensor(out.data(), DType::f32, {n, V}), logits);
+  return out;
+}
+
+std::vector<float> Generator::prefill(const std::vector<std::vector<int32_t>>& seqs, int64_t capacity) {
+  const auto S = static_cast<int64_t>(seqs.size());
+  if (S == 0) fail("prefill needs at least one sequence");
+  if (S > opts_.max_batch) fail("prefill of {} sequences; the generator holds at most {}", S, opts_.max_batch);
+  int64_t longest = 0;
+  for (const auto& s : seqs) {
+    if (s.empty()) fail("cannot generate from an empty prompt (no tokens)");
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(s.size()));
+  }
+  reserve_cache(opts_.max_batch, std::max(capacity, longest));
+  lengths_.assign(static_cast<size_t>(opts_.max_batch), 0);
+  const int64_t V = model_.config().vocab_size;
+  std::vector<float> out(static_cast<size_t>(S * V));
+  // Pack the prompts one after another into chunks of at most prefill_chunk tokens.
+  std::vector<int32_t> ids, slots, positions;
+  std::vector<int64_t> want, want_seq;
+  auto flush = [&] {
+    if (ids.empty()) return;
+    std::vector<float> lg = forward(ids, slots, positions, want);
+    for (size_t j = 0; j < want_seq.size(); ++j)
+      std::copy_n(lg.begin() + static_cast<int64_t>(j) * V, V, out.begin() + want_seq[j] * V);
+    ids.clear(); slots.clear(); positions.clear(); want.clear(); want_seq.clear();
+  };
+  for (int64_t s = 0; s < S; ++s) {
+    const auto& seq = seqs[static_cast<size_t>(s)];
+    for (size_t i = 0; i < seq.size(); ++i) {
+      if (static_cast<int64_t>(ids.size()) == opts_.prefill_chunk) flush();
+      ids.push_back(seq[i]);
+      slots.push_back(static_cast<int32_t>(s));
+      positions.push_back(static_cast<int32_t>(i));
+      if (i + 1 == seq.size()) {
+        want.push_back(static_cast<int64_t>(ids.size()) - 1);
+        want_seq.push_back(s);
+      }
+    }
+    lengths_[static_cast<size_t>(s)] = static_cast<int64_t>(seq.size());
+  }
+  flush();
+  return out;
+}
+
+std::vector<float> Generator::decode(const std::vector<int32_t>& slots, const std::vector<int32_t>& tokens) {
+  if (slots.size() != tokens.size()) fail("decode: {} slots for {} tokens", slots.size(), tokens.size());
+  if (static_cast<int64_t>(slots.size()) > opts_.max_batch)
+    fail("decode of {} tokens; the generator holds at most {} sequences", slots.size(), opts_.max_batch);
+  std::vector<int32_t> positions;
+  std::vector<int64_t> want;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const int32_t s = slots[i];
+    if (s < 0 || static_cast<size_t>(s) >= lengths_.size()) fail("decode: slot {} was not prefilled", s);
+    if (lengths_[static_cast<size_t>(s)] >= buf_->cache_positions)
+      fail("decode: sequence {} reached the cache capacity of {} positions", s, buf_->cache_positions);
+    positions.push_back(static_cast<int32_t>(lengths_[static_cast<size_t>(s)]));
+    want.push_back(static_cast<int64_t>(i));
+  }
+  std::vector<float> lg = forward(tokens, slots, positions, want);
+  for (int32_t s : slots) ++lengths_[static_cast<size_t>(s)];
+  return lg;
+}
+
+std::vector<GenerationOutput> Generator::generate(const std::vector<std::vector<int32_t>>& prompts,
+                                                  const GenerationOptions& opts, const text::Tokenizer* tok,
+                                                  const StreamCallback& on_text) {
+  opts.sampling.validate();
+  if (opts.max_new_tokens < 0) fail("max_new_tokens must be >= 0, got {}", opts.max_new_tokens);
+  if (!opts.stop_strings.empty() && !tok) fail("stop strings need a tokenizer");
+  std::vector<GenerationOutput> all;
+  for (size_t begin = 0; begin < prompts.size(); begin += static_cast<size_t>(opts_.max_batch)) {
+    const size_t end = std::min(prompts.size(), begin + static_cast<size_t>(opts_.max_batch));
+    std::vector<std::vector<int32_t>> group(prompts.begin() + static_cast<int64_t>(begin),
+                                            prompts.begin() + static_cast<int64_t>(end));
+    for (auto& o : generate_group(group, opts, tok, on_text, begin)) all.push_back(std::move(o));
+  }
+  return all;
+}
+
+std::vector<GenerationOutput> Generator::generate_text(const text::Tokenizer& tok,
+                                                       const std::vector<std::string>& prompts,
+                                                       const GenerationOptions& opts, const StreamCallback& on_text) {
+  std::vector<std::vector<int32_t>> ids;
+  ids.reserve(prompts.size());
+  for (const auto& p : prompts) ids.push_back(tok.encode(p, /*add_special=*/true));
+  return generate(ids, opts, &tok, on_text);
+}
+
+std::vector<GenerationOutput> Generator::generate_group(const std::vector<std::vector<int32_t>>& prompts,
+                                                        const GenerationOptions& opts, const text::Tokenizer* tok,
+                                                        const StreamCallback& on_text, size_t index_base) {
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  const size_t S = prompts.size();
+  const int64_t V = model_.config().vocab_size;
+  std::vector<GenerationOutput> out(S);
+  std::vector<TextStream> streams;
+  std::vector<Rng> rngs;
+  std::vector<std::vector<int32_t>> context(S);
+  for (size_t i = 0; i < S; ++i) {
+    out[i].prompt_ids = prompts[i];
+    context[i] = prompts[i];
+    streams.emplace_back(opts.stop_strings);
+    rngs.emplace_back(opts.sampling.seed, 0);
+  }
+  auto elapsed = [&] { return std::chrono::duration<double>(clock::now() - t0).count(); };
+  auto finish = [&](size_t i, const char* reason) {
+    out[i].finish_reason = reason;
+    std::string rest = streams[i].finish();
+    if (!rest.empty() && on_text) on_text(index_base + i, rest);
+    out[i].text = streams[i].text();
+    out[i].seconds = elapsed();
+    out[i].tokens_per_s = out[i].seconds > 0 ? static_cast<double>(out[i].ids.size()) / out[i].seconds : 0.0;
+  };
+  if (opts.max_new_tokens == 0) {
+    for (size_t i = 0; i < S; ++i) finish(i, "length");
+    return out;
+  }
+  int64_t longest = 0;
+  for (const auto& p : prompts) longest = std::max<int64_t>(longest, static_cast<int64_t>(p.size()));
+  std::vector<float> logits = prefill(prompts, longest + opts.max_new_tokens);
+  std::vector<size_t> active(S);  // active[j]: the sequence whose logits are row j
+  for (size_t i = 0; i < S; ++i) active[i] = i;
+  while (!active.empty()) {
+    std::vector<int32_t> slots, tokens;
+    std::vector<size_t> next;
+    for (size_t j = 0; j < active.size(); ++j) {
+      const size_t i = active[j];
+      std::span<float> row(logits.data() + static_cast<int64_t>(j) * V, static_cast<size_t>(V));
+      const int32_t id = select_token(row, context[i], opts.sampling, rngs[i]);
+      out[i].ids.push_back(id);
+      context[i].push_back(id);
+      const bool is_eos = std::find(opts.eos_ids.begin(), opts.eos_ids.end(), id) != opts.eos_ids.end();
+      if (tok && !is_eos && !(opts.skip_special && tok->is_special(id))) {
+        std::string piece = streams[i].push(tok->token_bytes(id));
+        if (!piece.empty() && on_text) on_text(index_base + i, piece);
+      }
+      if (is_eos) finish(i, "eos");
+      else if (streams[i].stopped()) finish(i, "stop");
+      else if (static_cast<int64_t>(out[i].ids.size()) >= opts.max_new_tokens) finish(i, "length");
+      else {
+        next.push_back(i);
+        slots.push_back(static_cast<int32_t>(i));
+        tokens.push_back(id);
+      }
+    }
+    active = std::move(next);
+    if (!active.empty()) logits = decode(slots, tokens);
+  }
+  return out;
+}
+
+}  // namespace cotune::infer
+
+namespace cotune::infer {
+std::unique_ptr<model::LoraWeights> load_adapter(const model::Qwen2Model& model, const std::string& adapter_dir) {
+  return with_context("loading adapter " + adapter_dir, [&] {
+    auto cfg = model::LoraConfig::from_peft(formats::load_peft_adapter_config(adapter_dir));
+    auto lora = std::make_unique<model::LoraWeights>(model.config(), cfg, model.device());
+    lora->load_peft_weights(adapter_dir);
+    return lora;
+  });
+}
+}  // namespace cotune::infer

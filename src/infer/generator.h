@@ -1,0 +1,108 @@
+// Text generation with a key/value cache: the prompts are run through the model once (prefill, in chunks,
+// several prompts packed together), then every step feeds one new token per unfinished sequence (decode).
+// The model is shared, never copied: a Generator made with LoRA weights applies the LoRA branch in its forward
+// (unmerged), so "before" (lora = nullptr) and "after" use one loaded base. Works on whatever the model was
+// loaded as: 16-bit / f32, merged, or the 4-bit (NF4) base.
+//
+//   auto model = model::Qwen2Model::load(dir);
+//   auto tok = text::Tokenizer::load(dir);
+//   infer::Generator gen(model, /*lora*/ nullptr);
+//   infer::GenerationOptions o = infer::GenerationOptions::from_model_folder(dir, tok);
+//   auto outs = gen.generate_text(tok, {"Hello"}, o, [](size_t i, std::string_view piece) { ... });
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "infer/sampler.h"
+#include "infer/text_stream.h"
+#include "model/lora.h"
+#include "model/qwen2.h"
+#include "tensor/arena.h"
+#include "text/tokenizer.h"
+
+namespace cotune::infer {
+
+struct GenerationOptions {
+  int64_t max_new_tokens = 512;
+  SamplingOptions sampling;
+  std::vector<int32_t> eos_ids;            // generation stops after any of these (the id is kept in `ids`, as HF)
+  std::vector<std::string> stop_strings;   // generation stops when the text contains one (cut from `text`)
+  bool skip_special = true;                // special tokens are left out of `text` and the stream
+
+  // generation_config.json's sampling defaults and EOS ids, plus the tokenizer's EOS id.
+  static GenerationOptions from_model_folder(const std::string& model_dir, const text::Tokenizer* tok);
+};
+
+struct GenerationOutput {
+  std::vector<int32_t> prompt_ids;
+  std::vector<int32_t> ids;        // generated ids (a final EOS included)
+  std::string text;                // decoded generated text (empty without a tokenizer)
+  std::string finish_reason;       // "eos" | "stop" | "length"
+  double seconds = 0.0;            // from the start of the call to this sequence's last token
+  double tokens_per_s = 0.0;       // ids.size() / seconds
+};
+
+// Called with complete UTF-8 text as it is generated: (index of the prompt, piece).
+using StreamCallback = std::function<void(size_t, std::string_view)>;
+
+struct GeneratorOptions {
+  int64_t max_batch = 8;        // prompts generated together (cache slots)
+  int64_t prefill_chunk = 256;  // tokens a prefill forward takes at most
+};
+
+class Generator {
+ public:
+  Generator(const model::Qwen2Model& model, const model::LoraWeights* lora, const GeneratorOptions& opts = {});
+  ~Generator();
+  Generator(const Generator&) = delete;
+  Generator& operator=(const Generator&) = delete;
+
+  // Generates for every prompt (ids, BOS included if wanted). More prompts than max_batch run in groups.
+  // `tok` may be null (no text, no stop strings, no stream).
+  std::vector<GenerationOutput> generate(const std::vector<std::vector<int32_t>>& prompts,
+                                         const GenerationOptions& opts, const text::Tokenizer* tok,
+                                         const StreamCallback& on_text = {});
+  // Encodes each prompt with tok.encode(prompt, add_special = true) and generates.
+  std::vector<GenerationOutput> generate_text(const text::Tokenizer& tok, const std::vector<std::string>& prompts,
+                                              const GenerationOptions& opts, const StreamCallback& on_text = {});
+
+  // ---- the two steps, for tests and callers that drive decoding themselves --------------------------------
+  // Resets the cache to these sequences (at most max_batch) and runs them; returns the logits [S, V] (f32, host)
+  // of each sequence's last token. `capacity` = positions to reserve per sequence (>= the longest prompt).
+  std::vector<float> prefill(const std::vector<std::vector<int32_t>>& seqs, int64_t capacity);
+  // Appends tokens[i] to sequence slots[i]; returns their logits [n, V].
+  std::vector<float> decode(const std::vector<int32_t>& slots, const std::vector<int32_t>& tokens);
+  int64_t length(int32_t slot) const { return lengths_[static_cast<size_t>(slot)]; }
+
+  const model::Qwen2Model& model() const { return model_; }
+  const model::LoraWeights* lora() const { return lora_; }
+
+ private:
+  struct Buffers;
+  const model::Qwen2Model& model_;
+  const model::LoraWeights* lora_;
+  GeneratorOptions opts_;
+  std::unique_ptr<Buffers> buf_;
+  std::vector<int64_t> lengths_;  // tokens in the cache per slot
+
+  void reserve_cache(int64_t slots, int64_t positions);
+  // One forward over T tokens (slot, position, id each); logits [n, V] of the tokens listed in `rows`.
+  std::vector<float> forward(const std::vector<int32_t>& ids, const std::vector<int32_t>& slots,
+                             const std::vector<int32_t>& positions, const std::vector<int64_t>& rows);
+  void proj(int64_t layer, model::Proj p, const Tensor& out, const Tensor& inp, int64_t T);
+  std::vector<GenerationOutput> generate_group(const std::vector<std::vector<int32_t>>& prompts,
+                                               const GenerationOptions& opts, const text::Tokenizer* tok,
+                                               const StreamCallback& on_text, size_t index_base);
+};
+
+}  // namespace cotune::infer
+
+namespace cotune::infer {
+// A PEFT adapter folder (adapter_config.json + adapter_model.safetensors) as LoRA weights on the model's device,
+// for Generator's `lora` argument. Errors name the folder and the mismatching tensor.
+std::unique_ptr<model::LoraWeights> load_adapter(const model::Qwen2Model& model, const std::string& adapter_dir);
+}  // namespace cotune::infer

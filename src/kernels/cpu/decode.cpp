@@ -1,0 +1,67 @@
+// CPU reference of kernels/decode_ops.h: KV-cache writes and attention of new tokens against the cache.
+// The arithmetic follows cpu/attention.cpp step for step (fp32 dot products, max-subtracted exp, the sum in
+// double), so decoding with the cache gives the logits of recomputing the whole sequence.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace cotune::kernels::cpu {
+
+// k_cache, v_cache [S, N, KV, D]; k, v [T, KV, D].
+void kv_cache_write(float* k_cache, float* v_cache, const float* k, const float* v, const int32_t* slot,
+                    const int32_t* pos, int64_t T, int64_t N, int64_t KV, int64_t D) {
+  const size_t row = static_cast<size_t>(KV * D) * sizeof(float);
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t dst = (static_cast<int64_t>(slot[t]) * N + pos[t]) * KV * D;
+    std::memcpy(k_cache + dst, k + t * KV * D, row);
+    std::memcpy(v_cache + dst, v + t * KV * D, row);
+  }
+}
+
+// out[T,H,D], q[T,H,D]; query t reads slot[t]'s cache rows [0, pos[t]].
+void cached_attention_forward(float* out, const float* q, const float* k_cache, const float* v_cache,
+                              const int32_t* slot, const int32_t* pos, int64_t T, int64_t N, int64_t H, int64_t KV,
+                              int64_t D, float scale) {
+  const int64_t group = H / KV;
+#pragma omp parallel
+  {
+    std::vector<float> scores;
+#pragma omp for schedule(dynamic) collapse(2)
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t n = static_cast<int64_t>(pos[t]) + 1, kvh = h / group;
+        const float* kbase = k_cache + static_cast<int64_t>(slot[t]) * N * KV * D;
+        const float* vbase = v_cache + static_cast<int64_t>(slot[t]) * N * KV * D;
+        scores.resize(static_cast<size_t>(n));
+        const float* qi = q + (t * H + h) * D;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < n; ++j) {
+          const float* kj = kbase + (j * KV + kvh) * D;
+          float dot = 0.0f;
+          for (int64_t d = 0; d < D; ++d) dot += qi[d] * kj[d];
+          dot *= scale;
+          scores[static_cast<size_t>(j)] = dot;
+          mx = std::max(mx, dot);
+        }
+        double sum = 0.0;
+        for (int64_t j = 0; j < n; ++j) {
+          const float e = std::exp(scores[static_cast<size_t>(j)] - mx);
+          scores[static_cast<size_t>(j)] = e;
+          sum += e;
+        }
+        const float inv = static_cast<float>(1.0 / sum);
+        float* oi = out + (t * H + h) * D;
+        for (int64_t d = 0; d < D; ++d) oi[d] = 0.0f;
+        for (int64_t j = 0; j < n; ++j) {
+          const float p = scores[static_cast<size_t>(j)] * inv;
+          const float* vj = vbase + (j * KV + kvh) * D;
+          for (int64_t d = 0; d < D; ++d) oi[d] += p * vj[d];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace cotune::kernels::cpu

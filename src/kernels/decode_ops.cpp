@@ -1,0 +1,78 @@
+// Dispatch of kernels/decode_ops.h: checks shapes and dtypes, then the CPU reference (cpu/decode.cpp).
+#include "kernels/decode_ops.h"
+
+#include <initializer_list>
+
+#include "base/error.h"
+
+namespace cotune::kernels {
+
+namespace cpu {
+void kv_cache_write(float* k_cache, float* v_cache, const float* k, const float* v, const int32_t* slot,
+                    const int32_t* pos, int64_t T, int64_t N, int64_t KV, int64_t D);
+void cached_attention_forward(float* out, const float* q, const float* k_cache, const float* v_cache,
+                              const int32_t* slot, const int32_t* pos, int64_t T, int64_t N, int64_t H, int64_t KV,
+                              int64_t D, float scale);
+}  // namespace cpu
+
+namespace {
+
+void check_cache(const char* op, const Tensor& k_cache, const Tensor& v_cache) {
+  if (k_cache.ndim() != 4) fail("{}: k_cache must be [S, N, KV, D], got {}", op, k_cache.str());
+  if (!(v_cache.shape == k_cache.shape)) fail("{}: v_cache {} must match k_cache {}", op, v_cache.str(), k_cache.str());
+}
+
+void check_index(const char* op, const Tensor& slot, const Tensor& pos, int64_t T, const Tensor& k_cache) {
+  if (slot.dtype != DType::i32 || pos.dtype != DType::i32)
+    fail("{}: slot and pos must be i32, got {} and {}", op, slot.str(), pos.str());
+  if (slot.numel() != T || pos.numel() != T)
+    fail("{}: slot {} and pos {} must have {} entries", op, slot.str(), pos.str(), T);
+  if (slot.device != Device::cpu) return;  // device-side indices are checked by the kernels' callers
+  const int32_t* s = slot.ptr<int32_t>();
+  const int32_t* p = pos.ptr<int32_t>();
+  for (int64_t t = 0; t < T; ++t) {
+    if (s[t] < 0 || s[t] >= k_cache.dim(0)) fail("{}: token {} has slot {}, the cache has {}", op, t, s[t], k_cache.dim(0));
+    if (p[t] < 0 || p[t] >= k_cache.dim(1))
+      fail("{}: token {} has position {}, the cache holds {} positions", op, t, p[t], k_cache.dim(1));
+  }
+}
+
+void cpu_only(const char* op, std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts) {
+    if (t->device != Device::cpu) fail("{}: no CUDA kernel in this build yet ({})", op, t->str());
+    if (t->dtype != DType::f32) fail("{}: CPU kernels take f32 tensors, got {}", op, t->str());
+  }
+}
+
+}  // namespace
+
+void kv_cache_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& k, const Tensor& v,
+                    const Tensor& slot, const Tensor& pos) {
+  const char* op = "kv_cache_write";
+  check_cache(op, k_cache, v_cache);
+  const int64_t KV = k_cache.dim(2), D = k_cache.dim(3);
+  if (k.ndim() != 3 || k.dim(1) != KV || k.dim(2) != D) fail("{}: k must be [T, {}, {}], got {}", op, KV, D, k.str());
+  if (!(v.shape == k.shape)) fail("{}: v {} must match k {}", op, v.str(), k.str());
+  const int64_t T = k.dim(0);
+  check_index(op, slot, pos, T, k_cache);
+  cpu_only(op, {&k_cache, &v_cache, &k, &v});
+  cpu::kv_cache_write(k_cache.ptr<float>(), v_cache.ptr<float>(), k.ptr<float>(), v.ptr<float>(),
+                      slot.ptr<int32_t>(), pos.ptr<int32_t>(), T, k_cache.dim(1), KV, D);
+}
+
+void cached_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                              const Tensor& slot, const Tensor& pos, float scale) {
+  const char* op = "cached_attention_forward";
+  check_cache(op, k_cache, v_cache);
+  const int64_t KV = k_cache.dim(2), D = k_cache.dim(3);
+  if (q.ndim() != 3 || q.dim(2) != D) fail("{}: q must be [T, H, {}], got {}", op, D, q.str());
+  const int64_t T = q.dim(0), H = q.dim(1);
+  if (H % KV != 0) fail("{}: {} query heads are not a multiple of {} KV heads", op, H, KV);
+  if (!(out.shape == q.shape)) fail("{}: out {} must match q {}", op, out.str(), q.str());
+  check_index(op, slot, pos, T, k_cache);
+  cpu_only(op, {&out, &q, &k_cache, &v_cache});
+  cpu::cached_attention_forward(out.ptr<float>(), q.ptr<float>(), k_cache.ptr<float>(), v_cache.ptr<float>(),
+                                slot.ptr<int32_t>(), pos.ptr<int32_t>(), T, k_cache.dim(1), H, KV, D, scale);
+}
+
+}  // namespace cotune::kernels
