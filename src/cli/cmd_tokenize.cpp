@@ -1,13 +1,8 @@
-// `cotune tokenize --tokenizer PATH [--no-special] [--decode]`: JSON lines on stdin -> JSON lines on stdout,
-// one output line per input line, in order. {"text": ...} -> {"ids": [...]}; with --decode {"ids": [...]} ->
-// {"text": ...}. Lines are processed in blocks with encode_batch (all cores).
-#include <simdjson.h>
-
-#include <cstdio>
+// `cotune tokenize --tokenizer PATH [--no-special] [--decode [--skip-special]]`: JSON lines on stdin -> JSON
+// lines on stdout, one output line per input line, in order (text::tokenize_jsonl).
 #include <iostream>
-#include <nlohmann/json.hpp>
+#include <memory>
 #include <string>
-#include <vector>
 
 #include "base/error.h"
 #include "cli/command.h"
@@ -23,97 +18,13 @@ struct TokenizeOptions {
   bool skip_special = false;
 };
 
-void write_ids(const std::vector<int32_t>& ids, std::string& out) {
-  out += "{\"ids\": [";
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (i) out += ", ";
-    out += std::to_string(ids[i]);
-  }
-  out += "]}\n";
-}
-
 void run_tokenize(const TokenizeOptions& opt) {
   const text::Tokenizer tok = text::Tokenizer::load(opt.tokenizer);
-  simdjson::dom::parser parser;
-  constexpr size_t kBlock = 4096;  // lines per encode_batch
-  std::vector<std::string> texts;
-  std::vector<std::vector<int32_t>> id_lists;
-  size_t line_no = 0, block_first_line = 1;
-  std::string line, out;
-
-  // Writes the block's results. On a bad line, the lines before it are still written, then the error
-  // names the bad line.
-  auto flush = [&] {
-    out.clear();
-    auto emit = [&] {
-      std::fwrite(out.data(), 1, out.size(), stdout);
-      out.clear();
-    };
-    if (opt.decode) {
-      for (size_t i = 0; i < id_lists.size(); ++i) {
-        std::string text;
-        try {
-          text = tok.decode(id_lists[i], opt.skip_special);
-        } catch (const Error& e) {
-          emit();
-          fail("stdin line {}: {}", block_first_line + i, e.what());
-        }
-        out += nlohmann::json({{"text", std::move(text)}}).dump();
-        out += '\n';
-      }
-    } else {
-      std::vector<std::vector<int32_t>> ids;
-      try {
-        ids = tok.encode_batch(texts, !opt.no_special);
-      } catch (const Error&) {  // encode one by one up to the bad line
-        for (size_t i = 0; i < texts.size(); ++i) {
-          try {
-            write_ids(tok.encode(texts[i], !opt.no_special), out);
-          } catch (const Error& e) {
-            emit();
-            fail("stdin line {}: {}", block_first_line + i, e.what());
-          }
-        }
-      }
-      for (auto& v : ids) write_ids(v, out);
-    }
-    emit();
-    texts.clear();
-    id_lists.clear();
-    block_first_line = line_no + 1;
-  };
-  auto bad_line = [&](std::string message) {
-    --line_no;  // the lines before the bad one are complete
-    flush();
-    throw Error(std::move(message));
-  };
-
-  while (std::getline(std::cin, line)) {
-    ++line_no;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    simdjson::dom::element doc;
-    if (auto err = parser.parse(line).get(doc); err != simdjson::SUCCESS)
-      bad_line(fmt::format("stdin line {}: malformed JSON: {}", line_no, simdjson::error_message(err)));
-    if (opt.decode) {
-      simdjson::dom::array arr;
-      if (doc["ids"].get(arr) != simdjson::SUCCESS) bad_line(fmt::format("stdin line {}: expected {{\"ids\": [integers]}}", line_no));
-      std::vector<int32_t> ids;
-      for (auto v : arr) {
-        int64_t id = 0;
-        if (v.get(id) != simdjson::SUCCESS || id < INT32_MIN || id > INT32_MAX)
-          bad_line(fmt::format("stdin line {}: `ids` must hold 32-bit integers", line_no));
-        ids.push_back(static_cast<int32_t>(id));
-      }
-      id_lists.push_back(std::move(ids));
-    } else {
-      std::string_view s;
-      if (doc["text"].get(s) != simdjson::SUCCESS) bad_line(fmt::format("stdin line {}: expected {{\"text\": string}}", line_no));
-      texts.emplace_back(s);
-    }
-    if (texts.size() + id_lists.size() >= kBlock) flush();
-  }
-  flush();
-  std::fflush(stdout);
+  std::ios::sync_with_stdio(false);
+  with_context("stdin", [&] {
+    return text::tokenize_jsonl(tok, std::cin, std::cout,
+                                text::JsonlOptions{!opt.no_special, opt.decode, opt.skip_special});
+  });
 }
 
 void setup(CLI::App& app) {

@@ -3,6 +3,7 @@
 // files, never from the model's config.json.
 #pragma once
 #include <cstdint>
+#include <iosfwd>
 #include <memory>
 #include <optional>
 #include <span>
@@ -55,5 +56,16 @@ class Tokenizer {
   explicit Tokenizer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// `cotune tokenize`: reads JSON lines from `in` and writes one JSON line per input line to `out`, in order.
+// {"text": "..."} -> {"ids": [...]} (encode with add_special), or with `decode` {"ids": [...]} ->
+// {"text": "..."}. Lines are encoded in blocks with encode_batch. A bad line throws Error naming its line
+// number, after the lines before it have been written. Returns the number of lines.
+struct JsonlOptions {
+  bool add_special = true;    // encode: as HF encode(text) (false: add_special_tokens=False)
+  bool decode = false;        // {"ids"} -> {"text"}
+  bool skip_special = false;  // decode: leave special tokens out
+};
+size_t tokenize_jsonl(const Tokenizer& tokenizer, std::istream& in, std::ostream& out, const JsonlOptions& options);
 
 }  // namespace cotune::text
