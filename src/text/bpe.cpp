@@ -295,6 +295,8 @@ void BpeModel::merge_heap(std::string_view word, std::vector<int32_t>& out, BpeS
     pair_rank[j] = INT_MAX;
     next[i] = next[j];
     if (next[j] >= 0) prev[static_cast<size_t>(next[j])] = static_cast<int32_t>(i);
+    if (prev[i] >= 0) merges_.prefetch(ids[static_cast<size_t>(prev[i])], ids[i]);
+    if (next[i] >= 0) merges_.prefetch(ids[i], ids[static_cast<size_t>(next[i])]);
     if (prev[i] >= 0) set_pair(static_cast<size_t>(prev[i]));
     set_pair(i);
   }

@@ -36,6 +36,11 @@ class MergeTable {
     }
   }
   int32_t merged(int32_t rank) const { return merged_by_rank_[static_cast<size_t>(rank)]; }
+  // Starts loading the slot of (left, right), so that two lookups wait for memory together.
+  void prefetch(int32_t left, int32_t right) const {
+    const uint64_t key = (static_cast<uint64_t>(left + 1) << (2 * kBits)) | (static_cast<uint64_t>(right) << kBits);
+    __builtin_prefetch(&table_[slot(key)]);
+  }
   // As rank(), through `memo`: a small direct-mapped cache of recent lookups (the table is far larger than
   // L1/L2; a long CJK word asks for the same few hundred pairs again and again). memo.size() is a power of 2.
   int32_t rank_memo(int32_t left, int32_t right, std::vector<uint64_t>& memo) const {
