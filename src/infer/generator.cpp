@@ -39,6 +39,8 @@ struct Generator::Buffers {
   std::unique_ptr<Arena> cache_arena;
   std::vector<Tensor> k_cache, v_cache;  // L x [S, N, KV, D]
   int64_t cache_slots = 0, cache_positions = 0;
+  model::LayerWeights nf4_scratch;  // NF4 base on CUDA: one layer's projections dequantized (bf16)
+  int64_t nf4_loaded = -1;
   explicit Buffers(Device d) : arena(d) {}
 };
 
@@ -77,6 +79,33 @@ Generator::Generator(const model::Qwen2Model& model, const model::LoraWeights* l
   b.sel_h = a.alloc(act, {B, C}, "selected rows normed");
   b.sel_rstd = a.alloc(DType::f32, {B}, "selected rstd");
   b.logits = a.alloc(DType::f32, {B, V}, "logits");
+  if (model.nf4()) {
+    model::LayerWeights& sw = b.nf4_scratch;
+    sw.q_w = a.alloc(act, {QD, C}, "nf4 scratch q");
+    sw.k_w = a.alloc(act, {KVD, C}, "nf4 scratch k");
+    sw.v_w = a.alloc(act, {KVD, C}, "nf4 scratch v");
+    sw.o_w = a.alloc(act, {C, QD}, "nf4 scratch o");
+    sw.gate_w = a.alloc(act, {I, C}, "nf4 scratch gate");
+    sw.up_w = a.alloc(act, {I, C}, "nf4 scratch up");
+    sw.down_w = a.alloc(act, {C, I}, "nf4 scratch down");
+  }
+}
+
+const model::LayerWeights& Generator::layer_weights(int64_t l) {
+  const model::LayerWeights& base = model_.weights().layers[static_cast<size_t>(l)];
+  if (!model_.nf4()) return base;
+  Buffers& b = *buf_;
+  if (b.nf4_loaded != l) {
+    model::LayerWeights& s = b.nf4_scratch;
+    s.input_norm = base.input_norm;
+    s.post_norm = base.post_norm;
+    s.q_b = base.q_b;
+    s.k_b = base.k_b;
+    s.v_b = base.v_b;
+    model_.dequantize_layer(l, s);
+    b.nf4_loaded = l;
+  }
+  return b.nf4_scratch;
 }
 
 void Generator::reserve_cache(int64_t slots, int64_t positions) {
@@ -98,7 +127,7 @@ void Generator::reserve_cache(int64_t slots, int64_t positions) {
 }
 
 void Generator::proj(int64_t l, Proj p, const Tensor& out, const Tensor& inp, int64_t T) {
-  const model::LayerWeights& w = model_.weights().layers[static_cast<size_t>(l)];
+  const model::LayerWeights& w = layer_weights(l);
   ops::linear_forward(out, inp, w.proj(p), w.bias(p));
   if (lora_ && lora_->has(l, p))
     ops::lora_forward(out, buf_->xa.slice_rows(0, T), inp, lora_->A(l, p), lora_->B(l, p), lora_->config().scale());
@@ -132,7 +161,7 @@ std::vector<float> Generator::forward(const std::vector<int32_t>& ids, const std
   const auto& w = model_.weights();
   ops::embedding_forward(x, idt, w.embed);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const model::LayerWeights& lw = w.layers[static_cast<size_t>(l)];
+    const model::LayerWeights& lw = layer_weights(l);
     // Attention: x += o(attn(rope(q(h)), cache <- rope(k(h)), v(h))), h = rmsnorm(x)
     ops::rmsnorm_forward(h, rstd, x, lw.input_norm, eps);
     proj(l, Proj::q, q, h, T);

@@ -89,6 +89,7 @@ class Generator {
   std::unique_ptr<Buffers> buf_;
   std::vector<int64_t> lengths_;  // tokens in the cache per slot
 
+  const model::LayerWeights& layer_weights(int64_t l);  // NF4 base: dequantized into a scratch
   void reserve_cache(int64_t slots, int64_t positions);
   // One forward over T tokens (slot, position, id each); logits [n, V] of the tokens listed in `rows`.
   std::vector<float> forward(const std::vector<int32_t>& ids, const std::vector<int32_t>& slots,
