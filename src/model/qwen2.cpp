@@ -319,6 +319,20 @@ Qwen2Runner::~Qwen2Runner() = default;
 
 Qwen2Runner::Qwen2Runner(const Qwen2Model& model, LoraWeights* lora, const RunnerOptions& opts)
     : model_(model), lora_(lora), opts_(opts), buf_(std::make_unique<Buffers>(model.device())) {
+  try {
+    allocate();
+  } catch (const Error& e) {
+    // Out of memory (or another allocation failure) while planning: say what the plan was and what to lower.
+    fail("cannot allocate the buffers of a {}-token micro-batch on {}: {}\n  plan so far: {}\n  to fit, lower "
+         "max_seq_length / batch_size / max_tokens_per_batch, keep gradient_checkpointing on, or set "
+         "load_in_4bit = true",
+         opts_.max_tokens, device_name(model.device()), e.what(), plan_.str());
+  }
+}
+
+void Qwen2Runner::allocate() {
+  const Qwen2Model& model = model_;
+  LoraWeights* lora = lora_;
   const auto& c = model.config();
   const int64_t T = opts_.max_tokens, C = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
   const int64_t QD = c.num_attention_heads * c.head_dim, KVD = c.num_key_value_heads * c.head_dim;
@@ -329,6 +343,8 @@ Qwen2Runner::Qwen2Runner(const Qwen2Model& model, LoraWeights* lora, const Runne
   const DType act = model.act_dtype();
   Buffers& b = *buf_;
   Arena& a = b.arena;
+  plan_.weights = model.weight_bytes();
+  plan_.lora = lora ? lora->bytes() : 0;
 
   b.ids = a.alloc(DType::i32, {T}, "input ids");
   b.pos = a.alloc(DType::i32, {T}, "positions");
@@ -371,6 +387,7 @@ Qwen2Runner::Qwen2Runner(const Qwen2Model& model, LoraWeights* lora, const Runne
   b.correct = a.alloc(DType::i32, {T}, "correct");
   b.tmp_c = a.alloc(act, {T, C}, "projection scratch");
   const size_t acts_bytes = a.used() - mark;
+  plan_.activations = acts_bytes;
   mark = a.used();
   b.ce_ws = a.alloc(DType::f32, {std::min(opts_.ce_chunk, T) * V}, "LM-head chunk logits");
   const int64_t widest = std::max({C, I, QD});

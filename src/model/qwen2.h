@@ -144,6 +144,7 @@ class Qwen2Runner {
   RunnerOptions opts_;
   MemoryPlan plan_;
   std::unique_ptr<Buffers> buf_;
+  void allocate();
   void upload(const PackedBatch& batch);
   // Layer l's weights; for an NF4 base, its projections dequantized into the runner's bf16 scratch (once
   // per consecutive use: forward then backward of the last layer share one dequantization).

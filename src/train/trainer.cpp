@@ -142,6 +142,8 @@ TrainResult train(const TrainInputs& in, const TrainOptions& opt, const TrainHoo
   oc.weight_decay = opt.weight_decay;
   Optimizer optim(oc, in.lora->params());
   model::Qwen2Runner runner(*in.model, in.lora, in.runner);
+  message("memory plan: " + runner.plan().str() + fmt::format(", optimizer state {:.3f} GiB",
+                                                             static_cast<double>(optim.state_bytes()) / 1073741824.0));
   std::error_code ec;
   fs::create_directories(opt.output_dir, ec);
   if (ec) fail("cannot create output folder {}: {}", opt.output_dir, ec.message());
