@@ -10,7 +10,10 @@
 #include "cli/train_config.h"
 #include "data/batch.h"
 #include "data/dataset.h"
+#include "export/merge.h"
 #include "export/peft_export.h"
+#include "infer/evaluate.h"
+#include "infer/generator.h"
 #include "hub/hf_cache.h"
 #include "model/lora.h"
 #include "model/qwen2.h"
@@ -100,6 +103,22 @@ void run_train(TrainCommand& cmd) {
   log::info("LoRA r={} alpha={} on {}: {} trainable parameters", lc.r, lc.alpha, fmt::join(lc.target_modules, ","),
             lora.parameter_count());
 
+  // ---- "before" answers (the guide's step 3) -------------------------------------------------------
+  infer::ComparisonReport samples;
+  infer::GenerationOptions gen_opts = infer::GenerationOptions::from_model_folder(model_dir, &tok);
+  gen_opts.max_new_tokens = c.sample_max_new_tokens;
+  if (c.sample_questions > 0) {
+    samples.title = "cotune: answers before and after fine-tuning";
+    samples.model = c.model;
+    samples.data = c.data;
+    samples.template_name = tpl.name();
+    samples.generation = gen_opts;
+    samples.questions = infer::read_questions(dopt.data_path, tpl, dopt.selection, c.sample_questions, dopt.on_bad_record);
+    infer::Generator gen(model, nullptr);
+    log::info("answering {} questions before training", samples.questions.size());
+    samples.before = infer::answer_questions(gen, tok, samples.questions, gen_opts);
+  }
+
   // ---- run ----------------------------------------------------------------------------------------
   train::TrainOptions to = c.train_options();
   to.base_model_name_or_path = c.model;
@@ -156,6 +175,23 @@ void run_train(TrainCommand& cmd) {
   const std::string adapter_dir = (fs::path(to.output_dir) / "adapter").string();
   exporting::save_peft_adapter(adapter_dir, lora, {c.model, to.tokenizer_dir});
   log::info("adapter written to {}", adapter_dir);
+
+  if (c.sample_questions > 0) {  // the guide's step 7
+    infer::Generator gen(model, &lora);
+    log::info("answering {} questions after training", samples.questions.size());
+    samples.after = infer::answer_questions(gen, tok, samples.questions, gen_opts);
+    samples.adapter = adapter_dir;
+    samples.training_output = to.output_dir;
+    const std::string sdir = (fs::path(to.output_dir) / "samples").string();
+    infer::write_comparison_report(sdir, samples);
+    log::info("before/after answers: {}/report.html", sdir);
+  }
+  if (c.save_merged) {
+    const std::string merged = (fs::path(to.output_dir) / "merged").string();
+    exporting::MergeResult mr = exporting::merge_lora(model_dir, adapter_dir, merged);
+    for (const auto& n : mr.notes) log::info("{}", n);
+    log::info("merged 16-bit model written to {} ({} shard(s))", merged, mr.shards.size());
+  }
 
   track::ReportInput ri;
   ri.subtitle = c.model + " → " + to.output_dir;

@@ -62,6 +62,9 @@ void TrainConfig::bind(RecipeBinder& b) {
   b.bind("report_to", report_to, "Metric sinks: jsonl, tensorboard");
   b.bind_switch("resume", "resume", resume, true, "Continue from the newest checkpoint in the output folder");
   b.bind("save_merged", save_merged, "Also write a merged 16-bit model to OUTPUT/merged");
+  b.bind("sample_questions", sample_questions,
+         "Answer this many dataset questions with the inference prompt before and after training (OUTPUT/samples)");
+  b.bind("sample_max_new_tokens", sample_max_new_tokens, "Token limit of each before/after answer");
   b.accept("bf16", "cotune computes in bf16 on the GPU and in fp32 on the CPU");
 }
 

@@ -44,6 +44,7 @@ struct TrainConfig {
   std::string output = "runs/cotune";
   std::vector<std::string> report_to{"jsonl", "tensorboard"};
   bool resume = false, save_merged = false;
+  int64_t sample_questions = 0, sample_max_new_tokens = 256;  // before/after answers (the guide's steps 3 and 7)
 
   void bind(RecipeBinder& b);
   void validate() const;                 // throws naming the bad key
