@@ -10,11 +10,14 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 
 "$cotune" init-model --output "$work/model" --preset demo --vocab-from recipes/data/demo_medical.jsonl >/dev/null
 "$cotune" -q train --recipe recipes/demo.toml --model "$work/model" --output "$work/run" --max-steps 6 \
-  --save-steps 3 --eval-steps 3 --data-cache false >/dev/null 2>"$work/log" || { cat "$work/log"; fail "demo train"; }
-for f in adapter/adapter_config.json adapter/adapter_model.safetensors adapter/tokenizer.json checkpoint-3/optimizer.safetensors \
-         checkpoint-6/trainer_state.json metrics.jsonl report/index.html report/loss.svg; do
+  --save-steps 2 --save-total-limit 2 --eval-steps 3 --data-cache false --sample-questions 2 \
+  --sample-max-new-tokens 8 --save-merged true >/dev/null 2>"$work/log" || { cat "$work/log"; fail "demo train"; }
+for f in adapter/adapter_config.json adapter/adapter_model.safetensors adapter/tokenizer.json checkpoint-4/optimizer.safetensors \
+         checkpoint-6/trainer_state.json metrics.jsonl report/index.html report/loss.svg samples/report.html \
+         merged/model.safetensors merged/config.json merged/tokenizer.json; do
   [ -s "$work/run/$f" ] || fail "missing $f"
 done
+[ ! -e "$work/run/checkpoint-2" ] || fail "save_total_limit 2 kept checkpoint-2"
 [ "$(grep -c '"loss"' "$work/run/metrics.jsonl")" -eq 6 ] || fail "metrics.jsonl should hold 6 step records"
 grep -q '"eval_loss"' "$work/run/metrics.jsonl" || fail "no eval_loss logged"
 ls "$work/run/tb"/events.out.tfevents.* >/dev/null || fail "no TensorBoard event file"
