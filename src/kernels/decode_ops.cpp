@@ -1,9 +1,13 @@
-// Dispatch of kernels/decode_ops.h: checks shapes and dtypes, then the CPU reference (cpu/decode.cpp).
+// Dispatch of kernels/decode_ops.h: checks shapes and dtypes, then the CPU reference (cpu/decode.cpp) or the
+// CUDA kernels (cuda/decode.cu).
 #include "kernels/decode_ops.h"
 
 #include <initializer_list>
 
 #include "base/error.h"
+#ifdef COTUNE_WITH_CUDA
+#include "kernels/cuda/decode_launch.h"
+#endif
 
 namespace cotune::kernels {
 
@@ -37,11 +41,19 @@ void check_index(const char* op, const Tensor& slot, const Tensor& pos, int64_t 
   }
 }
 
-void cpu_only(const char* op, std::initializer_list<const Tensor*> ts) {
+// True when the float tensors are on CUDA (then bf16, with i32 indices there too); else they must be CPU f32.
+bool on_cuda(const char* op, std::initializer_list<const Tensor*> ts, const Tensor& slot, const Tensor& pos) {
+  const Device d = (*ts.begin())->device;
   for (const Tensor* t : ts) {
-    if (t->device != Device::cpu) fail("{}: no CUDA kernel in this build yet ({})", op, t->str());
-    if (t->dtype != DType::f32) fail("{}: CPU kernels take f32 tensors, got {}", op, t->str());
+    if (t->device != d) fail("{}: tensors on different devices ({} and {})", op, (*ts.begin())->str(), t->str());
+    const DType want = d == Device::cpu ? DType::f32 : DType::bf16;
+    if (t->dtype != want) fail("{}: {} kernels take {} tensors, got {}", op, device_name(d), dtype_name(want), t->str());
   }
+  if (slot.device != d || pos.device != d) fail("{}: slot {} and pos {} must be on {}", op, slot.str(), pos.str(), device_name(d));
+#ifndef COTUNE_WITH_CUDA
+  if (d == Device::cuda) fail("{}: a CUDA tensor in a build without CUDA", op);
+#endif
+  return d == Device::cuda;
 }
 
 }  // namespace
@@ -55,7 +67,13 @@ void kv_cache_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& 
   if (!(v.shape == k.shape)) fail("{}: v {} must match k {}", op, v.str(), k.str());
   const int64_t T = k.dim(0);
   check_index(op, slot, pos, T, k_cache);
-  cpu_only(op, {&k_cache, &v_cache, &k, &v});
+  if (on_cuda(op, {&k_cache, &v_cache, &k, &v}, slot, pos)) {
+#ifdef COTUNE_WITH_CUDA
+    cuda::launch_kv_cache_write(k_cache.data, v_cache.data, k.data, v.data, slot.ptr<int32_t>(), pos.ptr<int32_t>(), T,
+                                k_cache.dim(1), KV, D);
+#endif
+    return;
+  }
   cpu::kv_cache_write(k_cache.ptr<float>(), v_cache.ptr<float>(), k.ptr<float>(), v.ptr<float>(),
                       slot.ptr<int32_t>(), pos.ptr<int32_t>(), T, k_cache.dim(1), KV, D);
 }
@@ -70,7 +88,14 @@ void cached_attention_forward(const Tensor& out, const Tensor& q, const Tensor& 
   if (H % KV != 0) fail("{}: {} query heads are not a multiple of {} KV heads", op, H, KV);
   if (!(out.shape == q.shape)) fail("{}: out {} must match q {}", op, out.str(), q.str());
   check_index(op, slot, pos, T, k_cache);
-  cpu_only(op, {&out, &q, &k_cache, &v_cache});
+  if (on_cuda(op, {&out, &q, &k_cache, &v_cache}, slot, pos)) {
+    if (D % 32 != 0 || D > 256) fail("{}: the CUDA kernel needs a head dim that is a multiple of 32 up to 256, got {}", op, D);
+#ifdef COTUNE_WITH_CUDA
+    cuda::launch_cached_attention(out.data, q.data, k_cache.data, v_cache.data, slot.ptr<int32_t>(), pos.ptr<int32_t>(),
+                                  T, k_cache.dim(1), H, KV, D, scale);
+#endif
+    return;
+  }
   cpu::cached_attention_forward(out.ptr<float>(), q.ptr<float>(), k_cache.ptr<float>(), v_cache.ptr<float>(),
                                 slot.ptr<int32_t>(), pos.ptr<int32_t>(), T, k_cache.dim(1), H, KV, D, scale);
 }
