@@ -1,6 +1,7 @@
 // Text-level generation on a tiny model with a tokenizer (init-model's demo preset): streaming pieces add up to
 // the text, stop strings; held-out loss; the `<think>` split; the before/after report.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>

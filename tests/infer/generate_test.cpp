@@ -75,6 +75,33 @@ TEST(Generate, LoraAdapterMatchesTransformersPeft) {
   expect_matches(before.generate(ids_of(g["prompts"]), greedy(20), nullptr), ids_of(g["base"]));
 }
 
+// A merged model (W + scale * B @ A written into the base weights) generates what base + unmerged adapter does.
+TEST(Generate, MergedWeightsMatchUnmergedAdapter) {
+  auto g = golden();
+  model::Qwen2Model m = model::Qwen2Model::load(model_dir());
+  auto lora = infer::load_adapter(m, model_dir() + "/lora/adapter_init");
+  const float scale = lora->config().scale();
+  for (int64_t l = 0; l < m.config().num_hidden_layers; ++l) {
+    for (int p = 0; p < model::kNumProj; ++p) {
+      const auto proj = static_cast<model::Proj>(p);
+      if (!lora->has(l, proj)) continue;
+      const Tensor& w = m.weights().layers[static_cast<size_t>(l)].proj(proj);  // f32 [out, in] on the CPU
+      const Tensor& A = lora->A(l, proj);
+      const Tensor& B = lora->B(l, proj);
+      const int64_t out = w.dim(0), in = w.dim(1), r = A.dim(0);
+      float* wp = w.ptr<float>();
+      for (int64_t o = 0; o < out; ++o)
+        for (int64_t i = 0; i < in; ++i) {
+          float acc = 0.0f;
+          for (int64_t k = 0; k < r; ++k) acc += B.ptr<float>()[o * r + k] * A.ptr<float>()[k * in + i];
+          wp[o * in + i] += scale * acc;
+        }
+    }
+  }
+  infer::Generator merged(m, nullptr);
+  expect_matches(merged.generate(ids_of(g["prompts"]), greedy(20), nullptr), ids_of(g["lora"]));
+}
+
 // Logits of every decode step equal the logits of a full forward over the whole sequence.
 TEST(Generate, KvCacheDecodeEqualsFullRecompute) {
   model::Qwen2Model m = model::Qwen2Model::load(model_dir());

@@ -1,5 +1,6 @@
 // Logits processors as transformers applies them, and the sampler's draws.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
