@@ -99,21 +99,26 @@ void apply_top_k(std::span<float> logits, int64_t k) {
 
 void apply_top_p(std::span<float> logits, float p) {
   if (p >= 1.0f) return;
-  const size_t V = logits.size();
-  std::vector<int32_t> order(V);
-  std::iota(order.begin(), order.end(), 0);
+  // Only finite logits take part: a -inf one has probability 0, sorts first and is removed already. After top-k
+  // this sorts k entries instead of the vocabulary.
+  std::vector<int32_t> order;
+  for (size_t i = 0; i < logits.size(); ++i)
+    if (logits[i] != -std::numeric_limits<float>::infinity()) order.push_back(static_cast<int32_t>(i));
+  if (order.size() <= 1) return;
+  const size_t n = order.size();
   // Ascending, as HF sorts (stable, so equal logits keep id order).
-  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[static_cast<size_t>(a)] < logits[static_cast<size_t>(b)]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return logits[static_cast<size_t>(a)] < logits[static_cast<size_t>(b)]; });
   const float mx = logits[static_cast<size_t>(order.back())];
   double total = 0.0;
-  std::vector<double> e(V);
-  for (size_t i = 0; i < V; ++i) {
+  std::vector<double> e(n);
+  for (size_t i = 0; i < n; ++i) {
     e[i] = std::exp(static_cast<double>(logits[static_cast<size_t>(order[i])]) - mx);
     total += e[i];
   }
   const double threshold = 1.0 - static_cast<double>(p);
   double cum = 0.0;
-  for (size_t i = 0; i + 1 < V; ++i) {  // the last (most likely) token always stays
+  for (size_t i = 0; i + 1 < n; ++i) {  // the last (most likely) token always stays
     cum += e[i] / total;
     if (cum > threshold) break;
     logits[static_cast<size_t>(order[i])] = -std::numeric_limits<float>::infinity();

@@ -1,6 +1,6 @@
 // Ops of the inference (decode) path that the training forward does not need: a key/value cache and
 // attention of new tokens against it. Same conventions as ops.h (one dispatch point, shapes checked,
-// CPU reference in fp32; CUDA kernels, when present, bf16 storage with fp32 accumulation).
+// CPU reference in fp32; CUDA kernels in cuda/decode.cu: bf16 storage, fp32 accumulation).
 //
 // Cache layout: k_cache, v_cache [S, N, KV, D] (act dtype): S sequence slots of N positions each. A token
 // is addressed by (slot, position); slot and position tensors are i32 [T].
