@@ -2,13 +2,14 @@
 # The demo recipe (60 steps) on the GPU and on the CPU: the loss curves must track each other
 # (bf16 vs fp32: every logged loss within 3%, the final loss within 2%).
 set -euo pipefail
-cotune=$1; src=$2
+read -ra cotune <<< "$1"  # a command, possibly with a wrapper (".gpu/run cotune")
+src=$2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$src"
-"$cotune" init-model --output "$work/model" --preset demo --vocab-from recipes/data/demo_medical.jsonl >/dev/null
+"${cotune[@]}" init-model --output "$work/model" --preset demo --vocab-from recipes/data/demo_medical.jsonl >/dev/null
 for d in cpu cuda; do
-  "$cotune" -q train --recipe recipes/demo.toml --model "$work/model" --output "$work/$d" --device $d \
+  "${cotune[@]}" -q train --recipe recipes/demo.toml --model "$work/model" --output "$work/$d" --device $d \
     --data-cache false --report-to jsonl >/dev/null 2>"$work/$d.log" || { cat "$work/$d.log"; exit 1; }
 done
 python3 - "$work" <<'PY'
