@@ -357,7 +357,7 @@ std::string report_html(const ComparisonReport& r) {
       }
       ThinkSplit s = split_think(outs[i].text, opened);
       if (s.opened)
-        h += "<details><summary>Reasoning (" + std::to_string(s.reasoning.size()) + " bytes)" +
+        h += std::string(s.answer.empty() ? "<details open>" : "<details>") + "<summary>Reasoning (" + std::to_string(s.reasoning.size()) + " bytes)" +
              (s.closed ? "" : " — did not finish") + "</summary><div class=\"think\">" + html_escape(s.reasoning) +
              "</div></details>\n";
       h += "<div class=\"answer\">" + (s.answer.empty() ? std::string("<span class=\"meta\">(no answer)</span>") : html_escape(s.answer)) + "</div>\n";
