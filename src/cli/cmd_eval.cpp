@@ -3,6 +3,9 @@
 // the base and of base + adapter, and answers to N questions before (base) and after (base + adapter), side by
 // side in OUTPUT/report.html (self-contained), OUTPUT/report.md and OUTPUT/eval.json.
 #include <cstdio>
+#ifdef COTUNE_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
 #include <memory>
 #include <string>
 
@@ -23,13 +26,28 @@ namespace {
 
 struct EvalArgs {
   std::string model, adapter, data, template_name = "medical-o1-zh", template_file, selection = "train", output;
-  std::string training_output, tokenizer, device = "cpu", loss_mask = "response", on_bad_record = "error";
+  std::string training_output, tokenizer, device = "auto", loss_mask = "response", on_bad_record = "error";
   int64_t questions = 3, max_seq_length = 2048, max_new_tokens = 0;
   bool greedy = false, no_loss = false, load_in_4bit = false;
   float temperature = 1.0f, top_p = 1.0f;
   uint64_t seed = 0;
   CLI::Option *o_max = nullptr, *o_temp = nullptr, *o_top_p = nullptr, *o_seed = nullptr;
 };
+
+Device parse_device(const std::string& d) {
+  if (d == "cpu") return Device::cpu;
+  if (d != "cuda" && d != "auto") fail("--device must be auto, cpu or cuda, got \"{}\"", d);
+#ifdef COTUNE_WITH_CUDA
+  int n = 0;
+  const bool gpu = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+  if (!gpu) cudaGetLastError();
+  if (d == "cuda" && !gpu) fail("--device cuda: no CUDA GPU is visible");
+  return gpu ? Device::cuda : Device::cpu;
+#else
+  if (d == "cuda") fail("--device cuda: this build of cotune has no CUDA backend (configure with -DCOTUNE_CUDA=ON)");
+  return Device::cpu;
+#endif
+}
 
 void run_eval(const EvalArgs& a) {
   const std::string model_dir = hub::resolve(a.model).path.string();
@@ -38,15 +56,7 @@ void run_eval(const EvalArgs& a) {
   text::PromptTemplate tpl = a.template_file.empty() ? text::PromptTemplate::builtin(a.template_name)
                                                      : text::PromptTemplate::load_file(a.template_file);
   model::LoadOptions lo;
-  if (a.device == "cuda") {
-#ifdef COTUNE_WITH_CUDA
-    lo.device = Device::cuda;
-#else
-    fail("--device cuda: this build of cotune has no CUDA backend (configure with -DCOTUNE_CUDA=ON)");
-#endif
-  } else if (a.device != "cpu") {
-    fail("--device must be cpu or cuda, got \"{}\"", a.device);
-  }
+  lo.device = parse_device(a.device);
   lo.load_in_4bit = a.load_in_4bit;
   model::Qwen2Model model = model::Qwen2Model::load(model_dir, lo);
   std::unique_ptr<model::LoraWeights> lora;
@@ -131,7 +141,7 @@ void setup_eval(CLI::App& app) {
   a->o_temp = app.add_option("--temperature", a->temperature, "Sampling temperature");
   a->o_top_p = app.add_option("--top-p", a->top_p, "Nucleus sampling threshold");
   a->o_seed = app.add_option("--seed", a->seed, "Sampling seed");
-  app.add_option("--device", a->device, "cpu | cuda (default cpu)");
+  app.add_option("--device", a->device, "auto | cpu | cuda (default auto: cuda when a GPU is visible)");
   app.add_flag("--load-in-4bit", a->load_in_4bit, "Quantize the base's projections to NF4 (QLoRA base)");
   app.callback([a] { run_eval(*a); });
 }

@@ -6,6 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#ifdef COTUNE_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
 #include <map>
 #include <memory>
 #include <string>
@@ -25,7 +28,7 @@ namespace cotune::cli {
 namespace {
 
 struct GenerateArgs {
-  std::string model, adapter, template_name, template_file, prompt, questions, tokenizer, device = "cpu";
+  std::string model, adapter, template_name, template_file, prompt, questions, tokenizer, device = "auto";
   int64_t max_new_tokens = 0;
   bool greedy = false, json = false, load_in_4bit = false;
   float temperature = 1.0f, top_p = 1.0f, repetition_penalty = 1.0f;
@@ -38,14 +41,17 @@ struct GenerateArgs {
 
 Device parse_device(const std::string& d) {
   if (d == "cpu") return Device::cpu;
-  if (d == "cuda") {
+  if (d != "cuda" && d != "auto") fail("--device must be auto, cpu or cuda, got \"{}\"", d);
 #ifdef COTUNE_WITH_CUDA
-    return Device::cuda;
+  int n = 0;
+  const bool gpu = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+  if (!gpu) cudaGetLastError();
+  if (d == "cuda" && !gpu) fail("--device cuda: no CUDA GPU is visible");
+  return gpu ? Device::cuda : Device::cpu;
 #else
-    fail("--device cuda: this build of cotune has no CUDA backend (configure with -DCOTUNE_CUDA=ON)");
+  if (d == "cuda") fail("--device cuda: this build of cotune has no CUDA backend (configure with -DCOTUNE_CUDA=ON)");
+  return Device::cpu;
 #endif
-  }
-  fail("--device must be cpu or cuda, got \"{}\"", d);
 }
 
 // Prompt texts and the labels shown for them.
@@ -170,7 +176,7 @@ void setup_generate(CLI::App& app) {
   a->o_seed = app.add_option("--seed", a->seed, "Sampling seed (same seed and prompt: same text)");
   app.add_option("--stop", a->stop, "Stop string (repeatable); cut from the text");
   app.add_flag("--json", a->json, "One JSON object a line: prompt, text, ids, prompt_tokens, tokens_per_s");
-  app.add_option("--device", a->device, "cpu | cuda (default cpu)");
+  app.add_option("--device", a->device, "auto | cpu | cuda (default auto: cuda when a GPU is visible)");
   app.add_flag("--load-in-4bit", a->load_in_4bit, "Quantize the base's projections to NF4 (QLoRA base)");
   app.add_option("--batch", a->batch, "Prompts generated together with --json (default 8)");
   app.callback([a] { run_generate(*a); });
