@@ -15,6 +15,9 @@
 #include "infer/evaluate.h"
 #include "infer/generator.h"
 #include "hub/hf_cache.h"
+#ifdef COTUNE_WITH_CUDA
+#include "kernels/cuda/context.h"
+#endif
 #include "model/lora.h"
 #include "model/qwen2.h"
 #include "text/template.h"
@@ -158,6 +161,13 @@ void run_train(TrainCommand& cmd) {
     s.grad_norm = r.grad_norm;
     s.tokens_per_s = r.tokens_per_s;
     s.eval_loss = last_eval;
+#ifdef COTUNE_WITH_CUDA
+    if (device == Device::cuda) {
+      const auto info = kernels::cuda::device_info();
+      s.gpu_mem_used_gib = static_cast<double>(info.total_bytes - info.free_bytes) / 1073741824.0;
+      s.gpu_mem_total_gib = static_cast<double>(info.total_bytes) / 1073741824.0;
+    }
+#endif
     progress.update(s);
   };
   hooks.on_eval = [&](const train::EvalRecord& e) {

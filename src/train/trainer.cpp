@@ -91,17 +91,15 @@ std::optional<std::string> latest_checkpoint(const std::string& output_dir) {
   return v.back().second;
 }
 
-EvalRecord evaluate(const model::Qwen2Model& model, model::LoraWeights* lora, const data::TokenizedDataset& ds,
-                    const std::vector<int64_t>& indices, const data::BatchOptions& batch,
-                    const model::RunnerOptions& runner_opts) {
+namespace {
+// Evaluation over one unshuffled pass of the given sequences with an existing runner (no allocation).
+EvalRecord evaluate_with(model::Qwen2Runner& runner, const data::TokenizedDataset& ds,
+                         const std::vector<int64_t>& indices, const data::BatchOptions& batch) {
   EvalRecord r;
   if (indices.empty()) return r;
   data::BatchOptions bo = batch;
   bo.shuffle = false;
   data::BatchIterator it(ds, indices, bo);
-  model::RunnerOptions ro = runner_opts;
-  ro.training = false;
-  model::Qwen2Runner runner(model, lora, ro);
   const int64_t n = it.batches_in_epoch();
   double loss = 0;
   int64_t correct = 0;
@@ -116,6 +114,17 @@ EvalRecord evaluate(const model::Qwen2Model& model, model::LoraWeights* lora, co
     r.mean_token_accuracy = static_cast<double>(correct) / static_cast<double>(r.tokens);
   }
   return r;
+}
+}  // namespace
+
+EvalRecord evaluate(const model::Qwen2Model& model, model::LoraWeights* lora, const data::TokenizedDataset& ds,
+                    const std::vector<int64_t>& indices, const data::BatchOptions& batch,
+                    const model::RunnerOptions& runner_opts) {
+  if (indices.empty()) return {};
+  model::RunnerOptions ro = runner_opts;
+  ro.training = false;
+  model::Qwen2Runner runner(model, lora, ro);
+  return evaluate_with(runner, ds, indices, batch);
 }
 
 TrainResult train(const TrainInputs& in, const TrainOptions& opt, const TrainHooks& hooks) {
@@ -259,7 +268,7 @@ TrainResult train(const TrainInputs& in, const TrainOptions& opt, const TrainHoo
 
     const bool last = step == res.total_steps;
     if (opt.eval_steps > 0 && !in.validation_indices.empty() && (step % opt.eval_steps == 0 || last)) {
-      EvalRecord e = evaluate(*in.model, in.lora, *in.dataset, in.validation_indices, in.batch, in.runner);
+      EvalRecord e = evaluate_with(runner, *in.dataset, in.validation_indices, in.batch);  // reuses the buffers
       e.step = step;
       if (in.metrics)
         in.metrics->log(step, {{"eval_loss", e.loss}, {"eval_mean_token_accuracy", e.mean_token_accuracy}});
