@@ -504,14 +504,11 @@ void Qwen2Runner::proj_backward(int64_t l, Proj p, const Tensor& dinp, bool accu
   const uint64_t s = mix_seed(seed, l, static_cast<int>(p));
   Tensor x(buf_->drop_in.data, inp.dtype, inp.shape, inp.device);
   ops::dropout_forward(x, inp, drop, s, 0);  // regenerate the forward's dropped input
-  ops::lora_backward(Tensor(), lora_->dA(l, p), lora_->dB(l, p), g, dout, x, xa, lora_->A(l, p), lora_->B(l, p), scale);
+  // gx = g @ A (accumulated by lora_backward into a zeroed scratch, in the activation dtype), then through the
+  // dropout mask, then into dinp.
   Tensor gx(buf_->drop_grad.data, inp.dtype, inp.shape, inp.device);
-  // gx = g @ A, then through the dropout mask, then into dinp.
-  if (gx.dtype == DType::f32) {
-    ops::matmul(gx, g, lora_->A(l, p), false, false, 1.0f, 0.0f);
-  } else {
-    ops::matmul(gx, g, lora_->A(l, p), false, false, 1.0f, 0.0f);
-  }
+  fill_zero(gx);
+  ops::lora_backward(gx, lora_->dA(l, p), lora_->dB(l, p), g, dout, x, xa, lora_->A(l, p), lora_->B(l, p), scale);
   ops::dropout_backward(gx, gx, drop, s, 0);
   ops::add(dinp, dinp, gx);
 }

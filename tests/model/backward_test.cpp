@@ -128,6 +128,53 @@ TEST(Lora, PeftDefaultInitIsUniformAndBZero) {
   }
 }
 
+// With LoRA dropout the masks are a pure function of the seed, so the loss is a deterministic function of
+// the LoRA weights and a central difference checks the backward through the dropout path.
+TEST(Lora, DropoutGradientsMatchFiniteDifferences) {
+  const std::string dir = testing::golden_dir() + "/model/tied";
+  model::Qwen2Model m = model::Qwen2Model::load(dir);
+  model::LoraConfig lc;
+  lc.r = 4;
+  lc.alpha = 8;
+  lc.dropout = 0.3f;
+  model::LoraWeights lora(m.config(), lc, Device::cpu);
+  lora.init_peft_default(7);
+  for (auto& p : lora.params())  // non-zero B so that A gets gradients too
+    if (p.peft_name.find("lora_B") != std::string::npos)
+      for (int64_t i = 0; i < p.value.numel(); ++i) p.value.ptr<float>()[i] = 0.05f * std::sin(static_cast<float>(i));
+  model::RunnerOptions ro;
+  ro.max_tokens = 32;
+  model::Qwen2Runner runner(m, &lora, ro);
+  const model::PackedBatch b = model::PackedBatch::from_sequences({{5, 9, 200, 31, 7, 64, 3, 18}, {44, 12, 250, 6}});
+  const float scale = 1.0f / static_cast<float>(b.counted());
+  const uint64_t seed = 1234;
+  lora.zero_grads();
+  runner.forward_backward(b, true, scale, seed);
+  auto loss = [&] { return runner.forward_backward(b, false, scale, seed).loss_sum * scale; };
+  int checked = 0;
+  for (const auto& p : lora.params()) {
+    if (p.peft_name.find("layers.0.mlp.down_proj") == std::string::npos &&
+        p.peft_name.find("layers.0.self_attn.q_proj") == std::string::npos)
+      continue;
+    // the coordinate with the largest gradient
+    const float* g = p.grad.ptr<float>();
+    int64_t best = 0;
+    for (int64_t i = 1; i < p.grad.numel(); ++i)
+      if (std::fabs(g[i]) > std::fabs(g[best])) best = i;
+    float* w = p.value.ptr<float>();
+    const float w0 = w[best], h = 1e-2f;
+    w[best] = w0 + h;
+    const double up = loss();
+    w[best] = w0 - h;
+    const double down = loss();
+    w[best] = w0;
+    const double fd = (up - down) / (2.0 * h);
+    EXPECT_NEAR(g[best], fd, 2e-2 * std::fabs(fd) + 1e-6) << p.peft_name << " element " << best;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 4);
+}
+
 TEST(Lora, RejectsUnknownTarget) {
   model::LoraConfig lc;
   lc.target_modules = {"q_proj", "wq"};
