@@ -52,8 +52,11 @@ case "$mode" in
     run_tests "$BUILD_DIR"
     if [ "${COTUNE_SANITIZE_TESTS:-0}" = 1 ]; then
       echo "== AddressSanitizer + UndefinedBehaviorSanitizer build"
-      COTUNE_CUDA=OFF configure_and_build "$BUILD_DIR-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOTUNE_WERROR=ON \
-        -DCOTUNE_SANITIZE=ON -DCOTUNE_BUILD_BENCH=OFF
+      # -O1 keeps the instrumented build and its tests fast; GCC 12 reports false -Wmaybe-uninitialized inside
+      # libstdc++ (std::function, std::regex) under -fsanitize, so that one warning is not an error here
+      # (the release build above keeps every warning an error).
+      COTUNE_CUDA=OFF configure_and_build "$BUILD_DIR-asan" -DCMAKE_BUILD_TYPE=None \
+        -DCMAKE_CXX_FLAGS="-O1 -Wno-maybe-uninitialized" -DCOTUNE_WERROR=ON -DCOTUNE_SANITIZE=ON -DCOTUNE_BUILD_BENCH=OFF
       ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 run_tests "$BUILD_DIR-asan"
     fi ;;
   demo)
