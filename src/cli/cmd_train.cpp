@@ -186,7 +186,7 @@ void run_train(TrainCommand& cmd) {
   exporting::save_peft_adapter(adapter_dir, lora, {c.model, to.tokenizer_dir});
   log::info("adapter written to {}", adapter_dir);
 
-  if (c.sample_questions > 0) {  // the guide's step 7
+  if (c.sample_questions > 0 && !res.stopped_early) {  // the guide's step 7
     infer::Generator gen(model, &lora);
     log::info("answering {} questions after training", samples.questions.size());
     samples.after = infer::answer_questions(gen, tok, samples.questions, gen_opts);
@@ -196,7 +196,7 @@ void run_train(TrainCommand& cmd) {
     infer::write_comparison_report(sdir, samples);
     log::info("before/after answers: {}/report.html", sdir);
   }
-  if (c.save_merged) {
+  if (c.save_merged && !res.stopped_early) {
     const std::string merged = (fs::path(to.output_dir) / "merged").string();
     exporting::MergeResult mr = exporting::merge_lora(model_dir, adapter_dir, merged);
     for (const auto& n : mr.notes) log::info("{}", n);
@@ -217,6 +217,9 @@ void run_train(TrainCommand& cmd) {
   track::ReportFiles rf = track::write_report(to.output_dir, hub.history(), ri);
   hub.close();
   std::fprintf(stderr, "%s\n", track::summary_table(hub.history(), ri, rf.index_html).c_str());
+  // A run stopped by Ctrl-C has written its checkpoint and outputs; the exit status says it did not finish
+  // (130, the shell's convention for SIGINT), so scripts do not go on to merge or upload a partial run.
+  if (res.stopped_early) throw CLI::RuntimeError(130);
 }
 
 void setup(CLI::App& app) {

@@ -39,6 +39,8 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const CLI::RuntimeError& e) {  // a subcommand's chosen exit status (e.g. 130 after Ctrl-C)
+    return e.get_exit_code();
   } catch (const Error& e) {
     log::error("{}", e.what());
     return 1;
