@@ -37,10 +37,8 @@ int main(int argc, char** argv) {
   });
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::ParseError& e) {  // also CLI::RuntimeError: a subcommand's chosen exit status
     return app.exit(e);
-  } catch (const CLI::RuntimeError& e) {  // a subcommand's chosen exit status (e.g. 130 after Ctrl-C)
-    return e.get_exit_code();
   } catch (const Error& e) {
     log::error("{}", e.what());
     return 1;
