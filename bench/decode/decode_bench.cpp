@@ -1,7 +1,8 @@
 // Batch-1 decode speed of cotune's Generator for the DeepSeek-R1-Distill-Qwen-1.5B shape with random weights
 // (bf16, and the NF4 base), measured as /work/shared/anchors/hf_generate_baseline.py measures transformers:
 // a 64-token prompt, greedy, 256 new tokens, tokens/s = 256 / wall time (prefill included), after 2 warm-ups.
-//   bench_decode [--device cuda|cpu] [--layers N] [--new N] [--modes bf16,nf4]
+//   bench_decode [--device cuda|cpu] [--layers N] [--new N] [--modes bf16,nf4] [--device-loop 1|0]
+// (--device-loop 0: every step's logits go to the host for selection, the path before the device loop.)
 // Prints one JSON object a line.
 #include <chrono>
 #include <cstdio>
@@ -18,11 +19,13 @@ using namespace cotune;
 int main(int argc, char** argv) {
   std::string device = "cuda", modes = "bf16,nf4";
   int64_t layers = 28, new_tokens = 256;
+  bool device_loop = true;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--device")) device = argv[i + 1];
     else if (!std::strcmp(argv[i], "--layers")) layers = std::stoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--new")) new_tokens = std::stoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--modes")) modes = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--device-loop")) device_loop = std::strcmp(argv[i + 1], "0") != 0;
   }
   formats::ModelConfig c;
   c.model_type = "qwen2";
@@ -47,6 +50,7 @@ int main(int argc, char** argv) {
       model::Qwen2Model m = model::Qwen2Model::random(c, lo, 1);
       infer::GeneratorOptions go;
       go.max_batch = 1;
+      go.device_loop = device_loop;
       infer::Generator gen(m, nullptr, go);
       std::vector<int32_t> prompt(64);
       for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7919 + 17) % 151000);
@@ -59,8 +63,8 @@ int main(int argc, char** argv) {
       auto out = gen.generate({prompt}, o, nullptr);
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::printf("{\"impl\": \"cotune\", \"mode\": \"%s\", \"device\": \"%s\", \"layers\": %lld, \"new_tokens\": %zu, "
-                  "\"tok_s\": %.1f, \"seconds\": %.3f, \"weight_GB\": %.3f}\n",
-                  mode.c_str(), device.c_str(), static_cast<long long>(layers), out[0].ids.size(),
+                  "\"device_loop\": %s, \"tok_s\": %.1f, \"seconds\": %.3f, \"weight_GB\": %.3f}\n",
+                  mode.c_str(), device.c_str(), static_cast<long long>(layers), out[0].ids.size(), device_loop ? "true" : "false",
                   static_cast<double>(out[0].ids.size()) / s, s, static_cast<double>(m.weight_bytes()) / 1e9);
       std::fflush(stdout);
     }

@@ -7,6 +7,9 @@
 #include "base/error.h"
 #include "kernels/decode_ops.h"
 #include "kernels/ops.h"
+#ifdef COTUNE_WITH_CUDA
+#include "kernels/cuda/decode_launch.h"
+#endif
 
 namespace cotune::infer {
 
@@ -24,6 +27,9 @@ GenerationOptions GenerationOptions::from_model_folder(const std::string& model_
   return o;
 }
 
+constexpr int64_t kDecodeChunk = 32;   // device decode steps between two reads of the new ids (at most)
+constexpr int64_t kArgmaxParts = 256;  // >= cuda::argmax_partials()
+
 // Activation buffers for up to Tmax tokens a forward, and the KV cache (one [S, N, KV, D] pair a layer).
 struct Generator::Buffers {
   Arena arena;
@@ -35,6 +41,8 @@ struct Generator::Buffers {
   Tensor xa;                    // f32 [Tmax, R] (LoRA)
   Tensor sel, sel_h, sel_rstd;  // [B, C] x2, [B]: the rows whose logits are wanted
   Tensor logits;                // f32 [B, V]
+  Tensor dec_tokens, dec_count;  // i32 [kDecodeChunk], [1]: ids of the device decode loop since the last read
+  Tensor am_v, am_i;             // f32 / i32 [kArgmaxParts]: arg-max partials
   int64_t Tmax = 0;
   std::unique_ptr<Arena> cache_arena;
   std::vector<Tensor> k_cache, v_cache;  // L x [S, N, KV, D]
@@ -45,6 +53,12 @@ struct Generator::Buffers {
 };
 
 Generator::~Generator() = default;
+
+#ifdef COTUNE_WITH_CUDA
+namespace {
+bool cuda_parts_ok() { return kernels::cuda::argmax_partials() <= kArgmaxParts; }
+}  // namespace
+#endif
 
 Generator::Generator(const model::Qwen2Model& model, const model::LoraWeights* lora, const GeneratorOptions& opts)
     : model_(model), lora_(lora), opts_(opts), buf_(std::make_unique<Buffers>(model.device())) {
@@ -79,6 +93,13 @@ Generator::Generator(const model::Qwen2Model& model, const model::LoraWeights* l
   b.sel_h = a.alloc(act, {B, C}, "selected rows normed");
   b.sel_rstd = a.alloc(DType::f32, {B}, "selected rstd");
   b.logits = a.alloc(DType::f32, {B, V}, "logits");
+  b.dec_tokens = a.alloc(DType::i32, {kDecodeChunk}, "decoded ids");
+  b.dec_count = a.alloc(DType::i32, {1}, "decoded count");
+  b.am_v = a.alloc(DType::f32, {kArgmaxParts}, "argmax values");
+  b.am_i = a.alloc(DType::i32, {kArgmaxParts}, "argmax ids");
+#ifdef COTUNE_WITH_CUDA
+  if (model.device() == Device::cuda && cuda_parts_ok() == false) fail("generator: arg-max partials do not fit");
+#endif
   if (model.nf4()) {
     model::LayerWeights& sw = b.nf4_scratch;
     sw.q_w = a.alloc(act, {QD, C}, "nf4 scratch q");
@@ -127,8 +148,14 @@ void Generator::reserve_cache(int64_t slots, int64_t positions) {
 }
 
 void Generator::proj(int64_t l, Proj p, const Tensor& out, const Tensor& inp, int64_t T) {
-  const model::LayerWeights& w = layer_weights(l);
-  ops::linear_forward(out, inp, w.proj(p), w.bias(p));
+  // Decode-size steps on CUDA: a GEMV kernel (NF4: dequantized in registers, no bf16 copy of the layer).
+  const model::LayerWeights& base = model_.weights().layers[static_cast<size_t>(l)];
+  const bool small = model_.nf4() ? ops::small_nf4_linear_forward(out, inp, model_.nf4_weight(l, p), base.bias(p))
+                                  : ops::small_linear_forward(out, inp, base.proj(p), base.bias(p));
+  if (!small) {
+    const model::LayerWeights& w = layer_weights(l);
+    ops::linear_forward(out, inp, w.proj(p), w.bias(p));
+  }
   if (lora_ && lora_->has(l, p))
     ops::lora_forward(out, buf_->xa.slice_rows(0, T), inp, lora_->A(l, p), lora_->B(l, p), lora_->config().scale());
 }
@@ -141,9 +168,7 @@ std::vector<float> Generator::forward(const std::vector<int32_t>& ids, const std
   const auto n = static_cast<int64_t>(want.size());
   if (T == 0 || T > b.Tmax) fail("generator forward of {} tokens (buffers hold {})", T, b.Tmax);
   if (n > opts_.max_batch) fail("generator: {} logit rows requested, at most {}", n, opts_.max_batch);
-  const int64_t H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim, V = c.vocab_size;
-  const float eps = static_cast<float>(c.rms_norm_eps), theta = static_cast<float>(c.rope_theta);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const int64_t V = c.vocab_size;
   auto host = [](const std::vector<int32_t>& v) {
     return Tensor(const_cast<int32_t*>(v.data()), DType::i32, {static_cast<int64_t>(v.size())});
   };
@@ -154,6 +179,23 @@ std::vector<float> Generator::forward(const std::vector<int32_t>& ids, const std
   for (int32_t id : ids)
     if (id < 0 || id >= V) fail("token id {} is outside the model's vocabulary of {}", id, V);
 
+  run_layers(T);
+  if (n == 0) return {};
+  Tensor x = b.x.slice_rows(0, T);
+  for (int64_t j = 0; j < n; ++j) copy_bytes(b.sel.slice_rows(j, j + 1), x.slice_rows(want[static_cast<size_t>(j)], want[static_cast<size_t>(j)] + 1));
+  compute_logits(b.sel.slice_rows(0, n), n);
+  std::vector<float> out(static_cast<size_t>(n * V));
+  copy_bytes(Tensor(out.data(), DType::f32, {n, V}), b.logits.slice_rows(0, n));
+  return out;
+}
+
+void Generator::run_layers(int64_t T) {
+  Buffers& b = *buf_;
+  const auto& c = model_.config();
+  const int64_t H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim;
+  const float eps = static_cast<float>(c.rms_norm_eps), theta = static_cast<float>(c.rope_theta);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  Tensor idt = b.ids.slice_rows(0, T), st = b.slot.slice_rows(0, T), pt = b.pos.slice_rows(0, T);
   Tensor x = b.x.slice_rows(0, T), h = b.h.slice_rows(0, T), tmp = b.tmp.slice_rows(0, T);
   Tensor rstd = b.rstd.slice_rows(0, T);
   Tensor q = b.q.slice_rows(0, T), k = b.k.slice_rows(0, T), v = b.v.slice_rows(0, T), att = b.att.slice_rows(0, T);
@@ -161,7 +203,7 @@ std::vector<float> Generator::forward(const std::vector<int32_t>& ids, const std
   const auto& w = model_.weights();
   ops::embedding_forward(x, idt, w.embed);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const model::LayerWeights& lw = layer_weights(l);
+    const model::LayerWeights& lw = w.layers[static_cast<size_t>(l)];  // norms (NF4: the base keeps them too)
     // Attention: x += o(attn(rope(q(h)), cache <- rope(k(h)), v(h))), h = rmsnorm(x)
     ops::rmsnorm_forward(h, rstd, x, lw.input_norm, eps);
     proj(l, Proj::q, q, h, T);
@@ -183,18 +225,106 @@ std::vector<float> Generator::forward(const std::vector<int32_t>& ids, const std
     proj(l, Proj::down, tmp, m, T);
     ops::add(x, x, tmp);
   }
-  if (n == 0) return {};
-  for (int64_t j = 0; j < n; ++j) copy_bytes(b.sel.slice_rows(j, j + 1), x.slice_rows(want[static_cast<size_t>(j)], want[static_cast<size_t>(j)] + 1));
-  Tensor sel = b.sel.slice_rows(0, n), sel_h = b.sel_h.slice_rows(0, n), logits = b.logits.slice_rows(0, n);
+}
+
+void Generator::compute_logits(const Tensor& sel, int64_t n) {
+  Buffers& b = *buf_;
+  const auto& w = model_.weights();
+  const float eps = static_cast<float>(model_.config().rms_norm_eps);
+  Tensor sel_h = b.sel_h.slice_rows(0, n), logits = b.logits.slice_rows(0, n);
   ops::rmsnorm_forward(sel_h, b.sel_rstd.slice_rows(0, n), sel, w.final_norm, eps);
   if (model_.device() == Device::cpu) {
     ops::linear_forward(logits, sel_h, w.lm_head, Tensor());
-  } else {
+  } else if (!ops::small_linear_forward(logits, sel_h, w.lm_head, Tensor())) {
     ops::matmul(logits, sel_h, w.lm_head, false, true, 1.0f, 0.0f);
   }
-  std::vector<float> out(static_cast<size_t>(n * V));
-  copy_bytes(Tensor(out.data(), DType::f32, {n, V}), logits);
-  return out;
+}
+
+void Generator::device_step() {
+#ifdef COTUNE_WITH_CUDA
+  Buffers& b = *buf_;
+  run_layers(1);
+  compute_logits(b.x.slice_rows(0, 1), 1);
+  kernels::cuda::launch_argmax_advance(b.logits.ptr<float>(), model_.config().vocab_size, b.am_v.ptr<float>(),
+                                       b.am_i.ptr<int32_t>(), b.ids.ptr<int32_t>(), b.pos.ptr<int32_t>(),
+                                       b.dec_tokens.ptr<int32_t>(), b.dec_count.ptr<int32_t>());
+#else
+  fail("generator: the device decode loop needs a CUDA build");
+#endif
+}
+
+void* Generator::capture_step() {
+#ifdef COTUNE_WITH_CUDA
+  namespace cu = kernels::cuda;
+  void* exec = nullptr;
+  try {
+    cu::graph_begin_capture();
+    device_step();
+    exec = cu::graph_end_capture();
+  } catch (const std::exception&) {  // something in the step cannot be captured: run it uncaptured
+    cu::graph_abort_capture();
+    exec = nullptr;
+  }
+  buf_->nf4_loaded = -1;  // the capture ran nothing: the NF4 scratch holds what it held before
+  return exec;
+#else
+  return nullptr;
+#endif
+}
+
+void Generator::greedy_device(int32_t slot, int32_t token, int64_t steps, const std::function<bool(int32_t)>& accept) {
+#ifdef COTUNE_WITH_CUDA
+  namespace cu = kernels::cuda;
+  Buffers& b = *buf_;
+  const int64_t V = model_.config().vocab_size;
+  if (token < 0 || token >= V) fail("token id {} is outside the model's vocabulary of {}", token, V);
+  int64_t& len = lengths_[static_cast<size_t>(slot)];
+  if (len + steps > b.cache_positions)
+    fail("decode: sequence {} would pass the cache capacity of {} positions", slot, b.cache_positions);
+  int32_t init[3] = {token, slot, static_cast<int32_t>(len)};
+  copy_bytes(b.ids.slice_rows(0, 1), Tensor(&init[0], DType::i32, {1}));
+  copy_bytes(b.slot.slice_rows(0, 1), Tensor(&init[1], DType::i32, {1}));
+  copy_bytes(b.pos.slice_rows(0, 1), Tensor(&init[2], DType::i32, {1}));
+  void* graph = nullptr;
+  bool tried = false;
+  try {
+    int64_t done = 0, chunk = 4;  // short first reads (streaming), then up to kDecodeChunk steps a read
+    std::vector<int32_t> got;
+    bool more = true;
+    while (more && done < steps) {
+      const int64_t k = std::min(chunk, steps - done);
+      cu::memset_async(b.dec_count.data, 0, sizeof(int32_t));
+      for (int64_t j = 0; j < k; ++j) {
+        if (graph) {
+          cu::graph_launch(graph);
+        } else {
+          device_step();  // the first step runs uncaptured: buffers and GEMM plans settle
+          if (!tried) {
+            tried = true;
+            graph = capture_step();
+          }
+        }
+      }
+      got.resize(static_cast<size_t>(k));
+      copy_bytes(Tensor(got.data(), DType::i32, {k}), b.dec_tokens.slice_rows(0, k));
+      len += k;
+      done += k;
+      for (int32_t id : got)
+        if (!accept(id)) {
+          more = false;
+          break;
+        }
+      chunk = std::min(chunk * 2, kDecodeChunk);
+    }
+  } catch (...) {
+    cu::graph_destroy(graph);
+    throw;
+  }
+  cu::graph_destroy(graph);
+#else
+  (void)slot, (void)token, (void)steps, (void)accept;
+  fail("generator: the device decode loop needs a CUDA build");
+#endif
 }
 
 std::vector<float> Generator::prefill(const std::vector<std::vector<int32_t>>& seqs, int64_t capacity) {
@@ -317,6 +447,23 @@ std::vector<GenerationOutput> Generator::generate_group(const std::vector<std::v
   std::vector<float> logits = prefill(prompts, longest + opts.max_new_tokens);
   std::vector<size_t> active(S);  // active[j]: the sequence whose logits are row j
   for (size_t i = 0; i < S; ++i) active[i] = i;
+  // Records id for sequence i; false once the sequence finished.
+  auto accept = [&](size_t i, int32_t id) {
+    out[i].ids.push_back(id);
+    context[i].push_back(id);
+    const bool is_eos = std::find(opts.eos_ids.begin(), opts.eos_ids.end(), id) != opts.eos_ids.end();
+    if (tok && !is_eos && !(opts.skip_special && tok->is_special(id))) {
+      std::string piece = streams[i].push(tok->token_bytes(id));
+      if (!piece.empty() && on_text) on_text(index_base + i, piece);
+    }
+    if (is_eos) finish(i, "eos");
+    else if (streams[i].stopped()) finish(i, "stop");
+    else if (static_cast<int64_t>(out[i].ids.size()) >= opts.max_new_tokens) finish(i, "length");
+    else return true;
+    return false;
+  };
+  const bool device_greedy = opts_.device_loop && model_.device() == Device::cuda && !opts.sampling.do_sample &&
+                             !(opts.sampling.repetition_penalty < 1.0f) && !(opts.sampling.repetition_penalty > 1.0f);
   while (!active.empty()) {
     std::vector<int32_t> slots, tokens;
     std::vector<size_t> next;
@@ -324,23 +471,19 @@ std::vector<GenerationOutput> Generator::generate_group(const std::vector<std::v
       const size_t i = active[j];
       std::span<float> row(logits.data() + static_cast<int64_t>(j) * V, static_cast<size_t>(V));
       const int32_t id = select_token(row, context[i], opts.sampling, rngs[i]);
-      out[i].ids.push_back(id);
-      context[i].push_back(id);
-      const bool is_eos = std::find(opts.eos_ids.begin(), opts.eos_ids.end(), id) != opts.eos_ids.end();
-      if (tok && !is_eos && !(opts.skip_special && tok->is_special(id))) {
-        std::string piece = streams[i].push(tok->token_bytes(id));
-        if (!piece.empty() && on_text) on_text(index_base + i, piece);
-      }
-      if (is_eos) finish(i, "eos");
-      else if (streams[i].stopped()) finish(i, "stop");
-      else if (static_cast<int64_t>(out[i].ids.size()) >= opts.max_new_tokens) finish(i, "length");
-      else {
+      if (accept(i, id)) {
         next.push_back(i);
         slots.push_back(static_cast<int32_t>(i));
         tokens.push_back(id);
       }
     }
     active = std::move(next);
+    if (active.size() == 1 && device_greedy) {
+      const size_t i = active[0];
+      greedy_device(slots[0], tokens[0], opts.max_new_tokens - static_cast<int64_t>(out[i].ids.size()),
+                    [&](int32_t id) { return accept(i, id); });
+      break;
+    }
     if (!active.empty()) logits = decode(slots, tokens);
   }
   return out;

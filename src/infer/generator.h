@@ -52,6 +52,10 @@ using StreamCallback = std::function<void(size_t, std::string_view)>;
 struct GeneratorOptions {
   int64_t max_batch = 8;        // prompts generated together (cache slots)
   int64_t prefill_chunk = 256;  // tokens a prefill forward takes at most
+  // CUDA, greedy (no repetition penalty), one sequence left: the decode steps stay on the device (arg-max on the
+  // GPU, the next token fed back there, each step replayed as a CUDA graph); the host reads the new ids a few
+  // steps at a time. false: every step copies the logits to the host and selects there (same ids).
+  bool device_loop = true;
 };
 
 class Generator {
@@ -95,6 +99,15 @@ class Generator {
   std::vector<float> forward(const std::vector<int32_t>& ids, const std::vector<int32_t>& slots,
                              const std::vector<int32_t>& positions, const std::vector<int64_t>& rows);
   void proj(int64_t layer, model::Proj p, const Tensor& out, const Tensor& inp, int64_t T);
+  // The layers over the T tokens already in the device buffers ids / slot / pos (residual stream left in x).
+  void run_layers(int64_t T);
+  // logits [n, V] (device) of the rows `sel` [n, C] of the residual stream.
+  void compute_logits(const Tensor& sel, int64_t n);
+  // One greedy decode step on the device (batch 1): layers, logits, arg-max fed back (see device_loop).
+  void device_step();
+  void* capture_step();  // device_step as an instantiated CUDA graph; null when the capture failed
+  // Greedy decode of `slot` from `token`, at most `steps` steps; accept(id) is false once the sequence finished.
+  void greedy_device(int32_t slot, int32_t token, int64_t steps, const std::function<bool(int32_t)>& accept);
   std::vector<GenerationOutput> generate_group(const std::vector<std::vector<int32_t>>& prompts,
                                                const GenerationOptions& opts, const text::Tokenizer* tok,
                                                const StreamCallback& on_text, size_t index_base);

@@ -2,6 +2,7 @@
 // CUDA kernels (cuda/decode.cu).
 #include "kernels/decode_ops.h"
 
+#include <cstdint>
 #include <initializer_list>
 
 #include "base/error.h"
@@ -98,6 +99,53 @@ void cached_attention_forward(const Tensor& out, const Tensor& q, const Tensor& 
   }
   cpu::cached_attention_forward(out.ptr<float>(), q.ptr<float>(), k_cache.ptr<float>(), v_cache.ptr<float>(),
                                 slot.ptr<int32_t>(), pos.ptr<int32_t>(), T, k_cache.dim(1), H, KV, D, scale);
+}
+
+#ifdef COTUNE_WITH_CUDA
+namespace {
+constexpr int64_t kSmallRows = 8;
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+bool small_shapes_ok(const Tensor& out, const Tensor& inp, const Tensor& bias, int64_t N, int64_t K) {
+  if (inp.device != Device::cuda || out.device != Device::cuda) return false;
+  if (inp.ndim() != 2 || out.ndim() != 2 || inp.dim(1) != K || out.dim(1) != N || out.dim(0) != inp.dim(0)) return false;
+  if (inp.dim(0) < 1 || inp.dim(0) > kSmallRows) return false;
+  if (inp.dtype != DType::bf16 || !aligned16(inp.data) || K % 8 != 0) return false;
+  if (bias.data && (bias.device != Device::cuda || bias.dtype != DType::bf16 || bias.numel() != N)) return false;
+  return true;
+}
+}  // namespace
+#endif
+
+bool small_linear_forward(const Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& bias) {
+#ifdef COTUNE_WITH_CUDA
+  if (weight.ndim() != 2 || weight.device != Device::cuda || weight.dtype != DType::bf16 || !aligned16(weight.data))
+    return false;
+  const int64_t N = weight.dim(0), K = weight.dim(1);
+  if (!small_shapes_ok(out, inp, bias, N, K)) return false;
+  if (out.dtype != DType::bf16 && out.dtype != DType::f32) return false;
+  cuda::launch_gemv(out.data, out.dtype == DType::f32, inp.data, weight.data, bias.data, inp.dim(0), N, K);
+  return true;
+#else
+  (void)out, (void)inp, (void)weight, (void)bias;
+  return false;
+#endif
+}
+
+bool small_nf4_linear_forward(const Tensor& out, const Tensor& inp, const Nf4Weight& q, const Tensor& bias) {
+#ifdef COTUNE_WITH_CUDA
+  if (q.shape.ndim != 2 || q.packed.device != Device::cuda || !aligned16(q.packed.data)) return false;
+  const int64_t N = q.shape[0], K = q.shape[1];
+  if (!small_shapes_ok(out, inp, bias, N, K) || out.dtype != DType::bf16) return false;
+  if (K % 32 != 0 || q.blocksize % 32 != 0) return false;
+  cuda::launch_nf4_gemv(out.data, inp.data, q.packed.ptr<uint8_t>(), bias.data, inp.dim(0), N, K, q.blocksize,
+                        q.quant_map.ptr<float>(), q.nested ? q.absmax.ptr<uint8_t>() : nullptr,
+                        q.nested ? nullptr : q.absmax.ptr<float>(), q.nested ? q.nested_absmax.ptr<float>() : nullptr,
+                        q.nested ? q.nested_quant_map.ptr<float>() : nullptr, q.offset, q.nested_blocksize);
+  return true;
+#else
+  (void)out, (void)inp, (void)q, (void)bias;
+  return false;
+#endif
 }
 
 }  // namespace cotune::kernels

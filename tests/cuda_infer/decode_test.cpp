@@ -8,6 +8,7 @@
 #include "cuda_test_util.h"
 #include "infer/generator.h"
 #include "kernels/decode_ops.h"
+#include "kernels/ops.h"
 #include "model/qwen2.h"
 
 namespace cotune {
@@ -85,6 +86,78 @@ TEST(CudaDecode, GeneratorLogitsFollowCpu) {
 TEST(CudaDecode, GeneratorNf4LogitsFollowCpu) {
   COTUNE_REQUIRE_GPU();
   compare_generator(true);
+}
+
+// The decode-size GEMV (T <= 8 rows) against the cuBLASLt linear layer, bf16 and f32 outputs, with and without bias.
+TEST(CudaDecode, SmallLinearMatchesLinear) {
+  COTUNE_REQUIRE_GPU();
+  Arena a(Device::cuda);
+  for (int64_t T : {1, 3, 8}) {
+    for (int64_t K : {256, 1032, 8960}) {
+      const int64_t N = 200;
+      Tensor x = upload(a, testing::randn(static_cast<size_t>(T * K), 11), {T, K}, DType::bf16);
+      Tensor w = upload(a, testing::randn(static_cast<size_t>(N * K), 12, 0.05f), {N, K}, DType::bf16);
+      Tensor bias = upload(a, testing::randn(static_cast<size_t>(N), 13), {N}, DType::bf16);
+      for (bool with_bias : {false, true}) {
+        Tensor bt = with_bias ? bias : Tensor();
+        Tensor ref = upload(a, std::vector<float>(static_cast<size_t>(T * N), 0.0f), {T, N}, DType::bf16);
+        kernels::linear_forward(ref, x, w, bt);
+        Tensor got = upload(a, std::vector<float>(static_cast<size_t>(T * N), NAN), {T, N}, DType::bf16);
+        ASSERT_TRUE(kernels::small_linear_forward(got, x, w, bt));
+        EXPECT_LT(rel_err(download(got), download(ref)), 1e-2) << "T " << T << " K " << K;
+        Tensor got32 = upload(a, std::vector<float>(static_cast<size_t>(T * N), NAN), {T, N}, DType::f32);
+        ASSERT_TRUE(kernels::small_linear_forward(got32, x, w, bt));
+        EXPECT_LT(rel_err(download(got32), download(ref)), 1e-2) << "T " << T << " K " << K;
+      }
+    }
+  }
+  // Not applicable: more than 8 rows.
+  Tensor x9 = upload(a, testing::randn(9 * 256, 1), {9, 256}, DType::bf16);
+  Tensor w9 = upload(a, testing::randn(16 * 256, 2), {16, 256}, DType::bf16);
+  Tensor o9 = upload(a, std::vector<float>(9 * 16, 0.0f), {9, 16}, DType::bf16);
+  EXPECT_FALSE(kernels::small_linear_forward(o9, x9, w9, Tensor()));
+}
+
+// Greedy generation with the device loop (arg-max on the GPU, CUDA-graph replay) gives the ids of the host loop
+// (logits copied to the host each step), bf16 and NF4, with and without LoRA, one prompt and two.
+void compare_device_loop(bool nf4, bool with_lora) {
+  const std::string dir = testing::golden_dir() + "/model/r1like";
+  model::LoadOptions o;
+  o.device = Device::cuda;
+  o.load_in_4bit = nf4;
+  model::Qwen2Model m = model::Qwen2Model::load(dir, o);
+  std::unique_ptr<model::LoraWeights> lora;
+  if (with_lora) lora = infer::load_adapter(m, dir + "/lora/adapter_init");
+  infer::GeneratorOptions host_o, dev_o;
+  host_o.device_loop = false;
+  infer::Generator gh(m, lora.get(), host_o), gd(m, lora.get(), dev_o);
+  infer::GenerationOptions go;
+  go.max_new_tokens = 70;  // several reads of the device ids (4, 8, 16, 32, ...)
+  for (const auto& prompts : std::vector<std::vector<std::vector<int32_t>>>{{{1, 5, 17, 42, 99}}, {{1, 200, 3}, {7}}}) {
+    auto want = gh.generate(prompts, go, nullptr);
+    for (int rep = 0; rep < 2; ++rep) {  // a second call captures again
+      auto got = gd.generate(prompts, go, nullptr);
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t i = 0; i < got.size(); ++i) {
+        EXPECT_EQ(got[i].ids, want[i].ids) << "nf4 " << nf4 << " lora " << with_lora << " prompt " << i;
+        EXPECT_EQ(got[i].finish_reason, want[i].finish_reason);
+      }
+    }
+  }
+  // An EOS inside a read: generation stops there, as on the host.
+  auto ref = gh.generate({{1, 5, 17, 42, 99}}, go, nullptr);
+  ASSERT_GE(ref[0].ids.size(), 12u);
+  go.eos_ids = {ref[0].ids[10]};
+  auto want = gh.generate({{1, 5, 17, 42, 99}}, go, nullptr), got = gd.generate({{1, 5, 17, 42, 99}}, go, nullptr);
+  EXPECT_EQ(got[0].ids, want[0].ids);
+  EXPECT_EQ(got[0].finish_reason, "eos");
+}
+
+TEST(CudaDecode, DeviceLoopMatchesHostLoop) {
+  COTUNE_REQUIRE_GPU();
+  compare_device_loop(false, false);
+  compare_device_loop(false, true);
+  compare_device_loop(true, false);
 }
 
 TEST(CudaDecode, GreedyGenerationRuns) {
