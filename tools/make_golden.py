@@ -35,7 +35,7 @@ VOCAB = 320
 def make_model(seed, tied, layers):
     torch.manual_seed(seed)
     cfg = Qwen2Config(
-        vocab_size=VOCAB, hidden_size=256, intermediate_size=384, num_hidden_layers=layers,
+        vocab_size=VOCAB, hidden_size=256, intermediate_size=256, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, head_dim=128, max_position_embeddings=4096,
         rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=tied, use_sliding_window=False,
         sliding_window=4096, hidden_act="silu", bos_token_id=1, eos_token_id=2, torch_dtype="bfloat16")

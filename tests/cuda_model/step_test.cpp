@@ -128,7 +128,7 @@ TEST_F(GpuStep, OptimizerStepsMatchCpu) {
     model::Qwen2Model cpu_m = model::Qwen2Model::load(dir);
     model::Qwen2Model gpu_m = model::Qwen2Model::load(dir, {Device::cuda, false});
     model::LoraConfig lc;
-    lc.r = 32;  // MLP A/B of 32 x 384 / 384 x 32 reach the 8-bit size of 4096 elements
+    lc.r = 32;  // MLP A/B of 32 x 256 / 256 x 32 reach the 8-bit size of 4096 elements
     model::LoraWeights cw(cpu_m.config(), lc, Device::cpu), gw(gpu_m.config(), lc, Device::cuda);
     cw.init_peft_default(5);
     gw.init_peft_default(5);

@@ -145,7 +145,7 @@ struct SmallRun {
   }
   model::LoraConfig lora_config() {
     model::LoraConfig lc;
-    lc.r = 64;  // LoRA A of the MLP (64 x 384) and B (384 x 64) reach the 4096 elements of 8-bit state
+    lc.r = 64;  // LoRA matrices of the MLP (64 x 256, 256 x 64) reach the 4096 elements of 8-bit state
     lc.alpha = 32;
     lc.dropout = 0.1f;
     return lc;
