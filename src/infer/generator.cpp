@@ -47,8 +47,7 @@ struct Generator::Buffers {
   std::unique_ptr<Arena> cache_arena;
   std::vector<Tensor> k_cache, v_cache;  // L x [S, N, KV, D]
   int64_t cache_slots = 0, cache_positions = 0;
-  model::LayerWeights nf4_scratch;  // NF4 base on CUDA: one layer's projections dequantized (bf16)
-  int64_t nf4_loaded = -1;
+  model::Nf4LayerCache nf4;  // NF4 base on CUDA: one layer's projections dequantized (bf16)
   explicit Buffers(Device d) : arena(d) {}
 };
 
@@ -100,34 +99,10 @@ Generator::Generator(const model::Qwen2Model& model, const model::LoraWeights* l
 #ifdef COTUNE_WITH_CUDA
   if (model.device() == Device::cuda && cuda_parts_ok() == false) fail("generator: arg-max partials do not fit");
 #endif
-  if (model.nf4()) {
-    model::LayerWeights& sw = b.nf4_scratch;
-    sw.q_w = a.alloc(act, {QD, C}, "nf4 scratch q");
-    sw.k_w = a.alloc(act, {KVD, C}, "nf4 scratch k");
-    sw.v_w = a.alloc(act, {KVD, C}, "nf4 scratch v");
-    sw.o_w = a.alloc(act, {C, QD}, "nf4 scratch o");
-    sw.gate_w = a.alloc(act, {I, C}, "nf4 scratch gate");
-    sw.up_w = a.alloc(act, {I, C}, "nf4 scratch up");
-    sw.down_w = a.alloc(act, {C, I}, "nf4 scratch down");
-  }
+  b.nf4.allocate(model, a);
 }
 
-const model::LayerWeights& Generator::layer_weights(int64_t l) {
-  const model::LayerWeights& base = model_.weights().layers[static_cast<size_t>(l)];
-  if (!model_.nf4()) return base;
-  Buffers& b = *buf_;
-  if (b.nf4_loaded != l) {
-    model::LayerWeights& s = b.nf4_scratch;
-    s.input_norm = base.input_norm;
-    s.post_norm = base.post_norm;
-    s.q_b = base.q_b;
-    s.k_b = base.k_b;
-    s.v_b = base.v_b;
-    model_.dequantize_layer(l, s);
-    b.nf4_loaded = l;
-  }
-  return b.nf4_scratch;
-}
+const model::LayerWeights& Generator::layer_weights(int64_t l) { return buf_->nf4.get(model_, l); }
 
 void Generator::reserve_cache(int64_t slots, int64_t positions) {
   Buffers& b = *buf_;
@@ -265,7 +240,7 @@ void* Generator::capture_step() {
     cu::graph_abort_capture();
     exec = nullptr;
   }
-  buf_->nf4_loaded = -1;  // the capture ran nothing: the NF4 scratch holds what it held before
+  buf_->nf4.invalidate();  // the capture ran nothing: the NF4 scratch holds what it held before
   return exec;
 #else
   return nullptr;

@@ -242,6 +242,37 @@ void Qwen2Model::finish_layer(LayerWeights& w, bool load_in_4bit) {
   nf4_.push_back(slots);
 }
 
+void Nf4LayerCache::allocate(const Qwen2Model& model, Arena& arena) {
+  if (!model.nf4()) return;
+  const auto& c = model.config();
+  const int64_t C = c.hidden_size, I = c.intermediate_size;
+  const int64_t QD = c.num_attention_heads * c.head_dim, KVD = c.num_key_value_heads * c.head_dim;
+  const DType act = model.act_dtype();
+  scratch_.q_w = arena.alloc(act, {QD, C}, "nf4 scratch q");
+  scratch_.k_w = arena.alloc(act, {KVD, C}, "nf4 scratch k");
+  scratch_.v_w = arena.alloc(act, {KVD, C}, "nf4 scratch v");
+  scratch_.o_w = arena.alloc(act, {C, QD}, "nf4 scratch o");
+  scratch_.gate_w = arena.alloc(act, {I, C}, "nf4 scratch gate");
+  scratch_.up_w = arena.alloc(act, {I, C}, "nf4 scratch up");
+  scratch_.down_w = arena.alloc(act, {C, I}, "nf4 scratch down");
+  loaded_ = -1;
+}
+
+const LayerWeights& Nf4LayerCache::get(const Qwen2Model& model, int64_t layer) {
+  const LayerWeights& base = model.weights().layers[static_cast<size_t>(layer)];
+  if (!model.nf4()) return base;
+  if (loaded_ != layer) {
+    scratch_.input_norm = base.input_norm;
+    scratch_.post_norm = base.post_norm;
+    scratch_.q_b = base.q_b;
+    scratch_.k_b = base.k_b;
+    scratch_.v_b = base.v_b;
+    model.dequantize_layer(layer, scratch_);
+    loaded_ = layer;
+  }
+  return scratch_;
+}
+
 void Qwen2Model::dequantize_layer(int64_t layer, LayerWeights& scratch) const {
   Tensor* projs[kNumProj] = {&scratch.q_w, &scratch.k_w, &scratch.v_w, &scratch.o_w,
                              &scratch.gate_w, &scratch.up_w, &scratch.down_w};
@@ -308,8 +339,7 @@ struct Qwen2Runner::Buffers {
   Tensor dm, dg, du;             // [T,I]
   Tensor lora_g;                 // [T,R] f32
   Tensor drop_in, drop_grad;     // [T,max(C,I,H*D)] dropout scratch
-  LayerWeights nf4_scratch;      // NF4 base: one layer's projections in bf16
-  int64_t nf4_loaded = -1;       // which layer nf4_scratch holds
+  Nf4LayerCache nf4;             // NF4 base: one layer's projections in bf16
   int64_t T = 0;                 // tokens of the current batch
   int S = 0, max_seqlen = 0;
   explicit Buffers(Device d) : arena(d) {}
@@ -408,16 +438,7 @@ void Qwen2Runner::allocate() {
     b.drop_in = a.alloc(act, {T, widest}, "dropout input");
     if (opts_.training) b.drop_grad = a.alloc(act, {T, widest}, "dropout grad");
   }
-  if (model.nf4()) {
-    LayerWeights& sw = b.nf4_scratch;
-    sw.q_w = a.alloc(act, {QD, C}, "nf4 scratch q");
-    sw.k_w = a.alloc(act, {KVD, C}, "nf4 scratch k");
-    sw.v_w = a.alloc(act, {KVD, C}, "nf4 scratch v");
-    sw.o_w = a.alloc(act, {C, QD}, "nf4 scratch o");
-    sw.gate_w = a.alloc(act, {I, C}, "nf4 scratch gate");
-    sw.up_w = a.alloc(act, {I, C}, "nf4 scratch up");
-    sw.down_w = a.alloc(act, {C, I}, "nf4 scratch down");
-  }
+  b.nf4.allocate(model, a);
   plan_.weights = model.weight_bytes();
   plan_.lora = lora ? lora->bytes() : 0;
   plan_.activations = acts_bytes;
@@ -458,22 +479,7 @@ uint64_t mix_seed(uint64_t seed, int64_t layer, int p) {
 }
 }  // namespace
 
-const LayerWeights& Qwen2Runner::layer_weights(int64_t l) {
-  const LayerWeights& base = model_.weights().layers[static_cast<size_t>(l)];
-  if (!model_.nf4()) return base;
-  Buffers& b = *buf_;
-  if (b.nf4_loaded != l) {
-    LayerWeights& s = b.nf4_scratch;
-    s.input_norm = base.input_norm;
-    s.post_norm = base.post_norm;
-    s.q_b = base.q_b;
-    s.k_b = base.k_b;
-    s.v_b = base.v_b;
-    model_.dequantize_layer(l, s);
-    b.nf4_loaded = l;
-  }
-  return b.nf4_scratch;
-}
+const LayerWeights& Qwen2Runner::layer_weights(int64_t l) { return buf_->nf4.get(model_, l); }
 
 void Qwen2Runner::proj_forward(int64_t l, Proj p, const Tensor& out, const Tensor& inp, const Tensor& xa,
                                uint64_t seed) {

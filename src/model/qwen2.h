@@ -84,6 +84,20 @@ class Qwen2Model {
   void finish_layer(LayerWeights& w, bool load_in_4bit);  // NF4 conversion of a freshly loaded layer
 };
 
+// One layer's projections of an NF4 base, dequantized into a bf16 scratch when asked for and reused while the
+// same layer is asked for again (forward then backward of the last layer share one dequantization). For a
+// 16-bit base it allocates nothing and returns the model's own weights.
+class Nf4LayerCache {
+ public:
+  void allocate(const Qwen2Model& model, Arena& arena);  // the scratch, from `arena` (no-op unless model.nf4())
+  const LayerWeights& get(const Qwen2Model& model, int64_t layer);
+  void invalidate() { loaded_ = -1; }  // the scratch no longer holds what it held (e.g. a captured graph ran nothing)
+
+ private:
+  LayerWeights scratch_;
+  int64_t loaded_ = -1;
+};
+
 // A packed batch on the host: several sequences concatenated. targets[t] is the id to predict at t
 // (the next token of the same sequence) or -100 where not counted. positions restart per sequence.
 struct PackedBatch {
@@ -146,9 +160,7 @@ class Qwen2Runner {
   std::unique_ptr<Buffers> buf_;
   void allocate();
   void upload(const PackedBatch& batch);
-  // Layer l's weights; for an NF4 base, its projections dequantized into the runner's bf16 scratch (once
-  // per consecutive use: forward then backward of the last layer share one dequantization).
-  const LayerWeights& layer_weights(int64_t l);
+  const LayerWeights& layer_weights(int64_t l);  // Nf4LayerCache::get
   void run_layers_forward(bool keep_all, uint64_t dropout_seed);
   void layer_forward(int64_t l, const Tensor& x_in, const Tensor& x_out, size_t acts_index, uint64_t dropout_seed);
   void layer_backward(int64_t l, const Tensor& x_in, size_t acts_index, uint64_t dropout_seed, bool need_dinput);
