@@ -3,11 +3,21 @@
 //
 //   bench_train --config config.json [--device cuda] [--4bit] [--optim adamw8bit] [--setting guide|packed|both]
 //               [--steps N] [--warmup N] [--no-checkpointing] [--json]
+//   bench_train --config config.json --setting single --length L [--split N] [--4bit] [--optim adamw8bit] [--json]
 //
 // Settings (issue 7 item 7 / issue 8):
 //   guide   batch 1, gradient accumulation 4, sequence lengths drawn uniformly from [400, 2048] by a fixed
 //           seed (bench/train/lengths.py prints the same list for the HF baseline); only real tokens count.
 //   packed  4 x 2048 tokens packed into one micro-batch, accumulation 1.
+//   single  one sequence of --length L tokens (random ids, every position trained: labels = the ids), batch 1,
+//           accumulation 1, the runner's buffers sized for L; 0 warm-up and 1 timed step unless --warmup /
+//           --steps say otherwise. It answers issue 8 (c): does one optimizer step at L train (finite loss, no
+//           out-of-memory)? --split N cuts the L tokens into packed sequences of at most N tokens: a memory
+//           probe that allocates exactly what one sequence of L does (buffers sized by tokens, attention
+//           workspaces by tokens) while its attention costs O(L N) instead of O(L^2) (bench/train/longest.py
+//           searches with it, then confirms the answer with a real single sequence).
+//           Exit status: 0 trained, 3 out of GPU memory, 4 non-finite loss, 1 any other error; with --json a
+//           JSON line {"ok": false, "error": ...} is printed in every case (the message also goes to stderr).
 // Reports tokens/s, step time, peak GPU memory (total - free, CUDA context included: read the same way
 // as the baseline script), and MFU: model FLOPs = 4 x linear parameters (LM head included) x tokens +
 // attention matmuls forward and backward-to-inputs (causal: half the square), recomputation not counted,
@@ -19,6 +29,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <limits>
+#include <string>
 #include <vector>
 
 #include "base/rng.h"
@@ -46,6 +59,14 @@ void sync(Device d) {
 #else
   (void)d;
 #endif
+}
+
+double total_gib(Device d) {
+#ifdef COTUNE_WITH_CUDA
+  if (d == Device::cuda) return static_cast<double>(kernels::cuda::device_info().total_bytes) / 1073741824.0;
+#endif
+  (void)d;
+  return 0.0;
 }
 
 double used_gib(Device d) {
@@ -112,6 +133,27 @@ struct Result {
   int64_t tokens_per_step = 0;
 };
 
+std::string json_escape(const std::string& s) {
+  std::string o;
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '"') o += "\\\"";
+    else if (c == '\\') o += "\\\\";
+    else if (c == '\n') o += "\\n";
+    else if (c == '\t') o += "\\t";
+    else if (c < 0x20) o += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
+    else o += ch;
+  }
+  return o;
+}
+
+// Exit statuses of the single setting (bench/train/longest.py reads them).
+constexpr int kExitError = 1, kExitOom = 3, kExitNonFinite = 4;
+
+bool is_oom(const std::string& msg) {
+  return msg.find("out of memory") != std::string::npos || msg.find("CUBLAS_STATUS_ALLOC_FAILED") != std::string::npos;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -120,13 +162,16 @@ int main(int argc, char** argv) {
   bool four_bit = false, no_ckpt = false, json = false;
   std::string lengths_out;
   int steps = 8, warmup = 2, lora_r = 16;
+  int64_t length = 0, split = 0;
   double datasheet_tflops = 989.0;
   app.add_option("--config", config_path, "model config.json (the 1.5B shape)")->required();
   app.add_option("--device", device_s, "cuda or cpu");
-  app.add_option("--setting", setting, "guide, packed or both");
+  app.add_option("--setting", setting, "guide, packed, both (guide and packed) or single");
+  app.add_option("--length", length, "single: tokens of the one sequence");
+  app.add_option("--split", split, "single: cut the tokens into packed sequences of at most N (memory probe)");
   app.add_option("--optim", optim, "adamw or adamw8bit");
-  app.add_option("--steps", steps, "timed optimizer steps");
-  app.add_option("--warmup", warmup, "untimed optimizer steps first");
+  app.add_option("--steps", steps, "timed optimizer steps (single: 1)");
+  app.add_option("--warmup", warmup, "untimed optimizer steps first (single: 0)");
   app.add_option("--lora-r", lora_r, "LoRA rank");
   app.add_option("--datasheet-tflops", datasheet_tflops, "bf16 dense peak of the datasheet (H100 SXM: 989)");
   app.add_flag("--4bit", four_bit, "NF4 base");
@@ -134,15 +179,42 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json, "one JSON line per setting");
   app.add_option("--lengths-out", lengths_out, "write the guide setting's sequence lengths (JSON) for the baseline");
   CLI11_PARSE(app, argc, argv);
+  const bool single = setting == "single";
+  if (setting != "guide" && setting != "packed" && setting != "both" && !single) {
+    fmt::print(stderr, "bench_train: --setting must be guide, packed, both or single, got {}\n", setting);
+    return 2;
+  }
+  if (single) {
+    if (length < 2) {
+      fmt::print(stderr, "bench_train: --setting single needs --length L (at least 2 tokens)\n");
+      return 2;
+    }
+    if (length > std::numeric_limits<int32_t>::max()) {
+      fmt::print(stderr, "bench_train: --length {} exceeds the int32 token indices of a batch\n", length);
+      return 2;
+    }
+    if (app.count("--steps") == 0) steps = 1;
+    if (app.count("--warmup") == 0) warmup = 0;
+  }
+  if (steps < 1 || warmup < 0) {
+    fmt::print(stderr, "bench_train: --steps must be >= 1 and --warmup >= 0\n");
+    return 2;
+  }
+  const char* system = four_bit ? "cotune-nf4" : "cotune-bf16";
+  Device dev = Device::cpu;
+  std::string phase = "starting";  // what the single setting was doing, for its error message
+  double single_peak_gib = 0;      // single: total - free, the maximum over the run
   try {
-    const Device dev = device_s == "cpu" ? Device::cpu : Device::cuda;
+    dev = device_s == "cpu" ? Device::cpu : Device::cuda;
     if (!lengths_out.empty()) {
       std::FILE* f = std::fopen(lengths_out.c_str(), "w");
       if (!f) fail("cannot write {}", lengths_out);
       fmt::print(f, "[{}]\n", fmt::join(guide_lengths(4 * (warmup + steps)), ", "));
       std::fclose(f);
     }
+    phase = "reading the model config";
     formats::ModelConfig cfg = formats::load_model_config(config_path);
+    phase = "measuring the GEMM peak";
     const double peak = measured_peak_tflops(dev);
     std::string gpu_name = "cpu";
 #ifdef COTUNE_WITH_CUDA
@@ -152,6 +224,7 @@ int main(int argc, char** argv) {
     model::LoadOptions lo;
     lo.device = dev;
     lo.load_in_4bit = four_bit;
+    phase = "building the model (random weights)";
     double t0 = now_s();
     model::Qwen2Model m = model::Qwen2Model::random(cfg, lo, 0);
     const double load_s = now_s() - t0;
@@ -165,6 +238,67 @@ int main(int argc, char** argv) {
     oc.weight_decay = 0.01;
     train::Optimizer opt(oc, lora.params());
     const double linear_params = static_cast<double>(cfg.linear_parameter_count());
+
+    if (single) {
+      // One sequence of `length` tokens (or, with --split, packed pieces of at most `split` tokens).
+      std::vector<int> lens;
+      const int64_t piece = split > 0 ? split : length;
+      for (int64_t t = 0; t < length; t += piece) lens.push_back(static_cast<int>(std::min(piece, length - t)));
+      model::RunnerOptions ro;
+      ro.max_tokens = length;
+      ro.gradient_checkpointing = !no_ckpt;
+      phase = fmt::format("allocating the runner's buffers for {} tokens", length);
+      model::Qwen2Runner runner(m, &lora, ro);
+      const model::MemoryPlan plan = runner.plan();
+      single_peak_gib = std::max(single_peak_gib, used_gib(dev));
+      double timed = 0, flops = 0, loss = 0;
+      int64_t tokens = 0;
+      for (int step = 0; step < warmup + steps; ++step) {
+        phase = fmt::format("making step {}'s batch", step);
+        const model::PackedBatch b = random_batch(lens, cfg.vocab_size, static_cast<uint64_t>(step * 16));
+        const int64_t counted = b.counted();
+        sync(dev);
+        phase = fmt::format("step {}: forward + backward of {} tokens (activations, attention and LoRA workspaces)",
+                            step, length);
+        const double ts = now_s();
+        lora.zero_grads();
+        const double ls = runner.forward_backward(b, true, 1.0f / static_cast<float>(counted)).loss_sum;
+        phase = fmt::format("step {}: optimizer update", step);
+        opt.clip_grad_norm(1.0);
+        opt.step(2e-4);
+        sync(dev);
+        const double dt = now_s() - ts;
+        single_peak_gib = std::max(single_peak_gib, used_gib(dev));
+        loss = ls / static_cast<double>(counted);
+        if (!std::isfinite(loss)) {
+          phase = fmt::format("step {}", step);
+          fail("non-finite loss {} at step {}", loss, step);
+        }
+        if (step < warmup) continue;
+        timed += dt;
+        tokens += b.tokens();
+        flops += 4.0 * linear_params * static_cast<double>(b.tokens());
+        for (size_t q = 0; q + 1 < b.cu_seqlens.size(); ++q) flops += attention_flops(cfg, b.cu_seqlens[q + 1] - b.cu_seqlens[q]);
+      }
+      const double achieved = flops / timed / 1e12;
+      if (json) {
+        fmt::print("{{\"system\": \"{}\", \"setting\": \"single\", \"ok\": true, \"length\": {}, \"split\": {}, "
+                   "\"optim\": \"{}\", \"grad_ckpt\": {}, \"loss\": {:.4f}, \"step_s\": {:.4f}, \"tokens_per_s\": {:.1f}, "
+                   "\"peak_gib\": {:.2f}, \"plan_gib\": {:.2f}, \"mfu\": {:.4f}, \"mfu_datasheet\": {:.4f}, "
+                   "\"achieved_tflops\": {:.1f}, \"measured_peak_tflops\": {:.1f}, \"gpu\": \"{}\", "
+                   "\"gpu_total_gib\": {:.2f}, \"context_gib\": {:.2f}, \"load_s\": {:.1f}}}\n",
+                   system, length, split > 0 ? split : length, optim, no_ckpt ? "false" : "true", loss, timed / steps,
+                   static_cast<double>(tokens) / timed, single_peak_gib, static_cast<double>(plan.total()) / 1073741824.0,
+                   peak > 0 ? achieved / peak : 0.0, achieved / datasheet_tflops, achieved, peak, json_escape(gpu_name),
+                   total_gib(dev), base_gib, load_s);
+      } else {
+        fmt::print("single {} tokens{}: trained, loss {:.4f}, step {:.3f} s, {:.0f} tok/s, peak {:.2f} GiB (runner plan: {})\n",
+                   length, split > 0 ? fmt::format(" (split {})", split) : "", loss, timed / steps,
+                   static_cast<double>(tokens) / timed, single_peak_gib, plan.str());
+      }
+      std::fflush(stdout);
+      return 0;
+    }
 
     std::vector<Result> results;
     for (const std::string s : {"guide", "packed"}) {
@@ -221,11 +355,11 @@ int main(int argc, char** argv) {
       r.mfu_datasheet = achieved / datasheet_tflops;
       results.push_back(r);
       if (json) {
-        fmt::print("{{\"system\": \"cotune{}\", \"setting\": \"{}\", \"optim\": \"{}\", \"grad_ckpt\": {}, \"tokens_per_step\": {}, "
+        fmt::print("{{\"system\": \"{}\", \"setting\": \"{}\", \"optim\": \"{}\", \"grad_ckpt\": {}, \"tokens_per_step\": {}, "
                    "\"step_s\": {:.4f}, \"tokens_per_s\": {:.1f}, \"peak_gib\": {:.2f}, \"mfu\": {:.4f}, "
                    "\"mfu_datasheet\": {:.4f}, \"achieved_tflops\": {:.1f}, \"measured_peak_tflops\": {:.1f}, "
                    "\"loss\": {:.4f}, \"gpu\": \"{}\", \"context_gib\": {:.2f}, \"load_s\": {:.1f}}}\n",
-                   four_bit ? "-nf4" : "-bf16", s, optim, no_ckpt ? "false" : "true", r.tokens_per_step, r.step_s,
+                   system, s, optim, no_ckpt ? "false" : "true", r.tokens_per_step, r.step_s,
                    r.tokens_per_s, r.peak_gib, r.mfu_measured, r.mfu_datasheet, achieved, peak, r.loss, gpu_name,
                    base_gib, load_s);
       } else {
@@ -236,8 +370,30 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
   } catch (const std::exception& e) {
-    fmt::print(stderr, "bench_train: {}\n", e.what());
-    return 1;
+    const std::string msg = e.what();
+    if (!single) {
+      fmt::print(stderr, "bench_train: {}\n", msg);
+      return kExitError;
+    }
+    // The single setting: say what failed, at which length and in which phase, on stdout (JSON) and stderr.
+    const bool oom = is_oom(msg);
+    const bool nonfinite = msg.rfind("non-finite loss", 0) == 0;
+    double used_now = 0;
+    try {
+      used_now = used_gib(dev);
+    } catch (const std::exception&) {
+    }
+    const char* kind = oom ? "out of GPU memory" : nonfinite ? "non-finite loss" : "error";
+    if (json)
+      fmt::print("{{\"system\": \"{}\", \"setting\": \"single\", \"ok\": false, \"length\": {}, \"split\": {}, "
+                 "\"oom\": {}, \"failure\": \"{}\", \"phase\": \"{}\", \"error\": \"{}\", \"peak_gib\": {:.2f}, "
+                 "\"used_gib_at_failure\": {:.2f}}}\n",
+                 system, length, split > 0 ? split : length, oom ? "true" : "false", kind, json_escape(phase),
+                 json_escape(msg), single_peak_gib, used_now);
+    std::fflush(stdout);
+    fmt::print(stderr, "bench_train: single sequence of {} tokens does not train: {} while {}: {}\n", length, kind,
+               phase, msg);
+    return oom ? kExitOom : nonfinite ? kExitNonFinite : kExitError;
   }
   return 0;
 }
