@@ -2,8 +2,11 @@
 // (bf16, and the NF4 base), measured as /work/shared/anchors/hf_generate_baseline.py measures transformers:
 // a 64-token prompt, greedy, 256 new tokens, tokens/s = 256 / wall time (prefill included), after 2 warm-ups.
 //   bench_decode [--device cuda|cpu] [--layers N] [--new N] [--modes bf16,nf4] [--device-loop 1|0]
-// (--device-loop 0: every step's logits go to the host for selection, the path before the device loop.)
-// Prints one JSON object a line.
+//                [--fused 1|0] [--pdl 1|0] [--reps N]
+// (--device-loop 0: every step's logits go to the host for selection, the path before the device loop;
+//  --fused 0: the unfused decode step (16 launches a layer); --pdl 0: fused kernels without programmatic dependent
+//  launch.) Timed --reps times (default 3); tok_s is the median, all runs are listed. Prints one JSON object a line.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -12,6 +15,9 @@
 
 #include "formats/model_config.h"
 #include "infer/generator.h"
+#ifdef COTUNE_WITH_CUDA
+#include "kernels/cuda/decode_launch.h"
+#endif
 #include "model/qwen2.h"
 
 using namespace cotune;
@@ -19,14 +25,25 @@ using namespace cotune;
 int main(int argc, char** argv) {
   std::string device = "cuda", modes = "bf16,nf4";
   int64_t layers = 28, new_tokens = 256;
-  bool device_loop = true;
+  bool device_loop = true, fused = true, pdl = true;
+  int reps = 3;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--device")) device = argv[i + 1];
     else if (!std::strcmp(argv[i], "--layers")) layers = std::stoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--new")) new_tokens = std::stoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--modes")) modes = argv[i + 1];
     else if (!std::strcmp(argv[i], "--device-loop")) device_loop = std::strcmp(argv[i + 1], "0") != 0;
+    else if (!std::strcmp(argv[i], "--fused")) fused = std::strcmp(argv[i + 1], "0") != 0;
+    else if (!std::strcmp(argv[i], "--pdl")) pdl = std::strcmp(argv[i + 1], "0") != 0;
+    else if (!std::strcmp(argv[i], "--reps")) reps = std::max(1, std::stoi(argv[i + 1]));
+    else {
+      std::fprintf(stderr, "bench_decode: unknown option %s\n", argv[i]);
+      return 2;
+    }
   }
+#ifdef COTUNE_WITH_CUDA
+  kernels::cuda::set_decode_pdl(pdl);
+#endif
   formats::ModelConfig c;
   c.model_type = "qwen2";
   c.architecture = "Qwen2ForCausalLM";
@@ -51,6 +68,7 @@ int main(int argc, char** argv) {
       infer::GeneratorOptions go;
       go.max_batch = 1;
       go.device_loop = device_loop;
+      go.fused_decode = fused;
       infer::Generator gen(m, nullptr, go);
       std::vector<int32_t> prompt(64);
       for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7919 + 17) % 151000);
@@ -59,13 +77,29 @@ int main(int argc, char** argv) {
       o.max_new_tokens = 32;
       for (int w = 0; w < 2; ++w) gen.generate({prompt}, o, nullptr);
       o.max_new_tokens = new_tokens;
-      const auto t0 = std::chrono::steady_clock::now();
-      auto out = gen.generate({prompt}, o, nullptr);
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::vector<double> rates;
+      size_t generated = 0;
+      for (int r = 0; r < reps; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        auto out = gen.generate({prompt}, o, nullptr);
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        generated = out[0].ids.size();
+        rates.push_back(static_cast<double>(generated) / s);
+      }
+      std::vector<double> sorted = rates;
+      std::sort(sorted.begin(), sorted.end());
+      std::string all;
+      for (double r : rates) {
+        char b[32];
+        std::snprintf(b, sizeof b, "%s%.1f", all.empty() ? "" : ", ", r);
+        all += b;
+      }
       std::printf("{\"impl\": \"cotune\", \"mode\": \"%s\", \"device\": \"%s\", \"layers\": %lld, \"new_tokens\": %zu, "
-                  "\"device_loop\": %s, \"tok_s\": %.1f, \"seconds\": %.3f, \"weight_GB\": %.3f}\n",
-                  mode.c_str(), device.c_str(), static_cast<long long>(layers), out[0].ids.size(), device_loop ? "true" : "false",
-                  static_cast<double>(out[0].ids.size()) / s, s, static_cast<double>(m.weight_bytes()) / 1e9);
+                  "\"device_loop\": %s, \"fused\": %s, \"pdl\": %s, \"tok_s\": %.1f, \"runs_tok_s\": [%s], "
+                  "\"weight_GB\": %.3f}\n",
+                  mode.c_str(), device.c_str(), static_cast<long long>(layers), generated, device_loop ? "true" : "false",
+                  fused ? "true" : "false", pdl ? "true" : "false", sorted[sorted.size() / 2], all.c_str(),
+                  static_cast<double>(m.weight_bytes()) / 1e9);
       std::fflush(stdout);
     }
   } catch (const std::exception& e) {

@@ -100,6 +100,9 @@ Generator::Generator(const model::Qwen2Model& model, const model::LoraWeights* l
   if (model.device() == Device::cuda && cuda_parts_ok() == false) fail("generator: arg-max partials do not fit");
 #endif
   b.nf4.allocate(model, a);
+  fused_ = opts_.fused_decode && model.device() == Device::cuda && act == DType::bf16 && !lora &&
+           ops::decode_step_fusable(C, I, c.num_attention_heads, c.num_key_value_heads, c.head_dim,
+                                    model.nf4() ? model.nf4_weight(0, Proj::q).blocksize : 0);
 }
 
 const model::LayerWeights& Generator::layer_weights(int64_t l) { return buf_->nf4.get(model_, l); }
@@ -164,7 +167,44 @@ std::vector<float> Generator::forward(const std::vector<int32_t>& ids, const std
   return out;
 }
 
+ops::DecodeProj Generator::decode_proj(int64_t l, Proj p) const {
+  const model::LayerWeights& base = model_.weights().layers[static_cast<size_t>(l)];
+  ops::DecodeProj d;
+  if (model_.nf4()) d.nf4 = &model_.nf4_weight(l, p);
+  else d.weight = base.proj(p);
+  d.bias = base.bias(p);
+  return d;
+}
+
+void Generator::run_layers_fused() {
+  Buffers& b = *buf_;
+  const auto& c = model_.config();
+  const int64_t H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim;
+  const float eps = static_cast<float>(c.rms_norm_eps), theta = static_cast<float>(c.rope_theta);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  Tensor idt = b.ids.slice_rows(0, 1), st = b.slot.slice_rows(0, 1), pt = b.pos.slice_rows(0, 1);
+  Tensor x = b.x.slice_rows(0, 1), q = b.q.slice_rows(0, 1), k = b.k.slice_rows(0, 1), v = b.v.slice_rows(0, 1);
+  Tensor att = b.att.slice_rows(0, 1), m = b.m.slice_rows(0, 1);
+  const auto& w = model_.weights();
+  ops::embedding_forward(x, idt, w.embed);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const model::LayerWeights& lw = w.layers[static_cast<size_t>(l)];
+    const auto li = static_cast<size_t>(l);
+    ops::decode_norm_qkv(q, k, v, x, lw.input_norm, eps, decode_proj(l, Proj::q), decode_proj(l, Proj::k),
+                         decode_proj(l, Proj::v));
+    ops::decode_rope_attention(att.view({1, H, D}), q.view({1, H, D}), k.view({1, KV, D}), v.view({1, KV, D}),
+                               b.k_cache[li], b.v_cache[li], st, pt, theta, scale);
+    ops::decode_linear_residual(x, att, decode_proj(l, Proj::o));
+    ops::decode_norm_swiglu(m, x, lw.post_norm, eps, decode_proj(l, Proj::gate), decode_proj(l, Proj::up));
+    ops::decode_linear_residual(x, m, decode_proj(l, Proj::down));
+  }
+}
+
 void Generator::run_layers(int64_t T) {
+  if (fused_ && T == 1) {
+    run_layers_fused();
+    return;
+  }
   Buffers& b = *buf_;
   const auto& c = model_.config();
   const int64_t H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim;
@@ -210,6 +250,10 @@ void Generator::compute_logits(const Tensor& sel, int64_t n) {
   ops::rmsnorm_forward(sel_h, b.sel_rstd.slice_rows(0, n), sel, w.final_norm, eps);
   if (model_.device() == Device::cpu) {
     ops::linear_forward(logits, sel_h, w.lm_head, Tensor());
+  } else if (fused_ && n == 1) {
+    ops::DecodeProj head;
+    head.weight = w.lm_head;
+    ops::decode_logits(logits, sel_h, head);
   } else if (!ops::small_linear_forward(logits, sel_h, w.lm_head, Tensor())) {
     ops::matmul(logits, sel_h, w.lm_head, false, true, 1.0f, 0.0f);
   }

@@ -19,6 +19,7 @@
 
 #include "infer/sampler.h"
 #include "infer/text_stream.h"
+#include "kernels/decode_ops.h"
 #include "model/lora.h"
 #include "model/qwen2.h"
 #include "tensor/arena.h"
@@ -56,6 +57,9 @@ struct GeneratorOptions {
   // GPU, the next token fed back there, each step replayed as a CUDA graph); the host reads the new ids a few
   // steps at a time. false: every step copies the logits to the host and selects there (same ids).
   bool device_loop = true;
+  // CUDA, bf16 activations, no unmerged adapter: one-token forwards run the fused decode step (kernels/decode_ops.h:
+  // 5 launches a layer; bf16 weights give bit-identical results). false: the unfused ops.
+  bool fused_decode = true;
 };
 
 class Generator {
@@ -92,6 +96,7 @@ class Generator {
   GeneratorOptions opts_;
   std::unique_ptr<Buffers> buf_;
   std::vector<int64_t> lengths_;  // tokens in the cache per slot
+  bool fused_ = false;            // one-token forwards use the fused decode step
 
   const model::LayerWeights& layer_weights(int64_t l);  // NF4 base: dequantized into a scratch
   void reserve_cache(int64_t slots, int64_t positions);
@@ -101,6 +106,8 @@ class Generator {
   void proj(int64_t layer, model::Proj p, const Tensor& out, const Tensor& inp, int64_t T);
   // The layers over the T tokens already in the device buffers ids / slot / pos (residual stream left in x).
   void run_layers(int64_t T);
+  void run_layers_fused();  // run_layers(1) by the fused decode step
+  kernels::DecodeProj decode_proj(int64_t layer, model::Proj p) const;
   // logits [n, V] (device) of the rows `sel` [n, C] of the residual stream.
   void compute_logits(const Tensor& sel, int64_t n);
   // One greedy decode step on the device (batch 1): layers, logits, arg-max fed back (see device_loop).

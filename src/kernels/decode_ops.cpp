@@ -15,6 +15,7 @@ namespace cotune::kernels {
 namespace cpu {
 void kv_cache_write(float* k_cache, float* v_cache, const float* k, const float* v, const int32_t* slot,
                     const int32_t* pos, int64_t T, int64_t N, int64_t KV, int64_t D);
+void rope_inv_freq(float* inv_freq, int64_t D, float theta);
 void cached_attention_forward(float* out, const float* q, const float* k_cache, const float* v_cache,
                               const int32_t* slot, const int32_t* pos, int64_t T, int64_t N, int64_t H, int64_t KV,
                               int64_t D, float scale);
@@ -145,6 +146,208 @@ bool small_nf4_linear_forward(const Tensor& out, const Tensor& inp, const Nf4Wei
 #else
   (void)out, (void)inp, (void)q, (void)bias;
   return false;
+#endif
+}
+
+int64_t DecodeProj::rows() const { return nf4 ? nf4->shape[0] : weight.dim(0); }
+int64_t DecodeProj::cols() const { return nf4 ? nf4->shape[1] : weight.dim(1); }
+
+bool decode_step_fusable(int64_t C, int64_t I, int64_t H, int64_t KV, int64_t D, int64_t nf4_blocksize) {
+#ifdef COTUNE_WITH_CUDA
+  const int64_t r = cuda::decode_gemv_rows_multiple();
+  if (C % 16 != 0 || I % 16 != 0 || C % r != 0 || I % r != 0) return false;
+  if (KV <= 0 || H % KV != 0 || (H * D) % 16 != 0 || (H * D) % r != 0 || (KV * D) % r != 0) return false;
+  if (D % 64 != 0 || D > 256) return false;
+  if (nf4_blocksize != 0 && nf4_blocksize % 16 != 0) return false;
+  return true;
+#else
+  (void)C, (void)I, (void)H, (void)KV, (void)D, (void)nf4_blocksize;
+  return false;
+#endif
+}
+
+#ifdef COTUNE_WITH_CUDA
+namespace {
+
+// The launch description of one projection, checked: [rows, K] on CUDA, bf16 or NF4 as the others.
+cuda::DecodeWeight decode_weight(const char* op, const char* name, const DecodeProj& p, int64_t K) {
+  cuda::DecodeWeight w;
+  if (p.nf4) {
+    const Nf4Weight& q = *p.nf4;
+    if (q.shape.ndim != 2 || q.shape[1] != K) fail("{}: NF4 {} weight must be [N, {}]", op, name, K);
+    if (q.packed.device != Device::cuda) fail("{}: NF4 {} weight must be on CUDA", op, name);
+    if (q.blocksize % 16 != 0) fail("{}: NF4 {} blocksize {} is not a multiple of 16", op, name, q.blocksize);
+    if (!aligned16(q.packed.data)) fail("{}: NF4 {} weight is not 16-byte aligned", op, name);
+    w.packed = q.packed.ptr<uint8_t>();
+    w.code = q.quant_map.ptr<float>();
+    w.blocksize = q.blocksize;
+    if (q.nested) {
+      w.qabsmax = q.absmax.ptr<uint8_t>();
+      w.nested_absmax = q.nested_absmax.ptr<float>();
+      w.nested_map = q.nested_quant_map.ptr<float>();
+      w.offset = q.offset;
+      w.nested_bs = q.nested_blocksize;
+    } else {
+      w.absmax_f32 = q.absmax.ptr<float>();
+    }
+  } else {
+    const Tensor& t = p.weight;
+    if (t.ndim() != 2 || t.dim(1) != K || t.device != Device::cuda || t.dtype != DType::bf16)
+      fail("{}: {} weight must be a CUDA bf16 [N, {}], got {}", op, name, K, t.str());
+    if (!aligned16(t.data)) fail("{}: {} weight is not 16-byte aligned", op, name);
+    w.w = t.data;
+  }
+  if (p.bias.data && (p.bias.device != Device::cuda || p.bias.dtype != DType::bf16 || p.bias.numel() != p.rows()))
+    fail("{}: {} bias must be CUDA bf16 [{}], got {}", op, name, p.rows(), p.bias.str());
+  return w;
+}
+
+// A CUDA bf16 vector [1, n] (16-byte aligned).
+void check_row(const char* op, const char* name, const Tensor& t, int64_t n) {
+  if (t.device != Device::cuda || t.dtype != DType::bf16 || t.numel() != n || (t.ndim() == 2 && t.dim(0) != 1))
+    fail("{}: {} must be a CUDA bf16 [1, {}], got {}", op, name, n, t.str());
+  if (!aligned16(t.data)) fail("{}: {} is not 16-byte aligned", op, name);
+}
+
+void check_rows_multiple(const char* op, const char* name, int64_t n) {
+  if (n % cuda::decode_gemv_rows_multiple() != 0)
+    fail("{}: {} has {} rows, not a multiple of {}", op, name, n, cuda::decode_gemv_rows_multiple());
+}
+
+void check_same_kind(const char* op, std::initializer_list<const DecodeProj*> ps) {
+  for (const DecodeProj* p : ps)
+    if ((p->nf4 != nullptr) != ((*ps.begin())->nf4 != nullptr)) fail("{}: weights must be all bf16 or all NF4", op);
+}
+
+}  // namespace
+#endif
+
+void decode_norm_qkv(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& x, const Tensor& norm_w,
+                     float eps, const DecodeProj& wq, const DecodeProj& wk, const DecodeProj& wv) {
+#ifdef COTUNE_WITH_CUDA
+  const char* op = "decode_norm_qkv";
+  const int64_t C = x.numel();
+  if (C % 16 != 0) fail("{}: hidden size {} is not a multiple of 16", op, C);
+  check_row(op, "x", x, C);
+  check_row(op, "norm weight", norm_w, C);
+  check_same_kind(op, {&wq, &wk, &wv});
+  cuda::DecodeGemvArgs a;
+  const DecodeProj* ps[3] = {&wq, &wk, &wv};
+  const Tensor* outs[3] = {&q, &k, &v};
+  const char* names[3] = {"q", "k", "v"};
+  for (int s = 0; s < 3; ++s) {
+    a.w[s] = decode_weight(op, names[s], *ps[s], C);
+    a.n[s] = ps[s]->rows();
+    check_rows_multiple(op, names[s], a.n[s]);
+    check_row(op, names[s], *outs[s], a.n[s]);
+    a.out[s] = outs[s]->data;
+    a.bias[s] = ps[s]->bias.data;
+  }
+  a.x = x.data;
+  a.norm_w = norm_w.data;
+  a.eps = eps;
+  a.K = C;
+  cuda::launch_decode_norm_qkv(a);
+#else
+  (void)q, (void)k, (void)v, (void)x, (void)norm_w, (void)eps, (void)wq, (void)wk, (void)wv;
+  fail("decode_norm_qkv needs a CUDA build");
+#endif
+}
+
+void decode_rope_attention(const Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& k_cache,
+                           const Tensor& v_cache, const Tensor& slot, const Tensor& pos, float theta, float scale) {
+  const char* op = "decode_rope_attention";
+  check_cache(op, k_cache, v_cache);
+  const int64_t KV = k_cache.dim(2), D = k_cache.dim(3);
+  if (q.ndim() != 3 || q.dim(2) != D) fail("{}: q must be [T, H, {}], got {}", op, D, q.str());
+  const int64_t T = q.dim(0), H = q.dim(1);
+  if (H % KV != 0) fail("{}: {} query heads are not a multiple of {} KV heads", op, H, KV);
+  if (k.ndim() != 3 || k.dim(0) != T || k.dim(1) != KV || k.dim(2) != D)
+    fail("{}: k must be [{}, {}, {}], got {}", op, T, KV, D, k.str());
+  if (!(v.shape == k.shape)) fail("{}: v {} must match k {}", op, v.str(), k.str());
+  if (!(out.shape == q.shape)) fail("{}: out {} must match q {}", op, out.str(), q.str());
+  check_index(op, slot, pos, T, k_cache);
+  if (!on_cuda(op, {&out, &q, &k, &v, &k_cache, &v_cache}, slot, pos)) fail("{}: a CUDA op (tensors on the CPU)", op);
+  if (D % 64 != 0 || D > 256) fail("{}: the kernel needs a head dim that is a multiple of 64 up to 256, got {}", op, D);
+#ifdef COTUNE_WITH_CUDA
+  cuda::RopeFreq f{};
+  cpu::rope_inv_freq(f.v, D, theta);  // as rope_forward
+  cuda::launch_decode_attention(out.data, q.data, k.data, v.data, k_cache.data, v_cache.data, slot.ptr<int32_t>(),
+                                pos.ptr<int32_t>(), T, k_cache.dim(1), H, KV, D, scale, f);
+#else
+  (void)theta, (void)scale;
+#endif
+}
+
+void decode_linear_residual(const Tensor& x, const Tensor& inp, const DecodeProj& w) {
+#ifdef COTUNE_WITH_CUDA
+  const char* op = "decode_linear_residual";
+  const int64_t K = inp.numel(), N = x.numel();
+  if (K % 16 != 0) fail("{}: input size {} is not a multiple of 16", op, K);
+  check_row(op, "input", inp, K);
+  check_row(op, "residual", x, N);
+  cuda::DecodeGemvArgs a;
+  a.w[0] = decode_weight(op, "projection", w, K);
+  if (w.rows() != N) fail("{}: the projection has {} rows, the residual {}", op, w.rows(), N);
+  if (w.bias.data) fail("{}: a projection with a bias is not supported", op);
+  a.n[0] = N;
+  a.out[0] = x.data;
+  a.x = inp.data;
+  a.K = K;
+  cuda::launch_decode_residual(a);
+#else
+  (void)x, (void)inp, (void)w;
+  fail("decode_linear_residual needs a CUDA build");
+#endif
+}
+
+void decode_norm_swiglu(const Tensor& m, const Tensor& x, const Tensor& norm_w, float eps, const DecodeProj& gate,
+                        const DecodeProj& up) {
+#ifdef COTUNE_WITH_CUDA
+  const char* op = "decode_norm_swiglu";
+  const int64_t C = x.numel(), I = gate.rows();
+  if (C % 16 != 0) fail("{}: hidden size {} is not a multiple of 16", op, C);
+  check_row(op, "x", x, C);
+  check_row(op, "norm weight", norm_w, C);
+  check_row(op, "out", m, I);
+  check_same_kind(op, {&gate, &up});
+  if (up.rows() != I) fail("{}: gate has {} rows, up {}", op, I, up.rows());
+  if (gate.bias.data || up.bias.data) fail("{}: gate/up biases are not supported", op);
+  cuda::DecodeGemvArgs a;
+  a.w[0] = decode_weight(op, "gate", gate, C);
+  a.w[1] = decode_weight(op, "up", up, C);
+  a.n[0] = I;
+  a.out[0] = m.data;
+  a.x = x.data;
+  a.norm_w = norm_w.data;
+  a.eps = eps;
+  a.K = C;
+  cuda::launch_decode_norm_swiglu(a);
+#else
+  (void)m, (void)x, (void)norm_w, (void)eps, (void)gate, (void)up;
+  fail("decode_norm_swiglu needs a CUDA build");
+#endif
+}
+
+void decode_logits(const Tensor& logits, const Tensor& h, const DecodeProj& w) {
+#ifdef COTUNE_WITH_CUDA
+  const char* op = "decode_logits";
+  const int64_t K = h.numel(), N = w.rows();
+  if (K % 16 != 0) fail("{}: input size {} is not a multiple of 16", op, K);
+  check_row(op, "input", h, K);
+  if (logits.device != Device::cuda || logits.dtype != DType::f32 || logits.numel() != N)
+    fail("{}: logits must be CUDA f32 [1, {}], got {}", op, N, logits.str());
+  cuda::DecodeGemvArgs a;
+  a.w[0] = decode_weight(op, "lm_head", w, K);
+  a.n[0] = N;
+  a.out[0] = logits.data;
+  a.bias[0] = w.bias.data;
+  a.x = h.data;
+  a.K = K;
+  cuda::launch_decode_logits(a);
+#else
+  (void)logits, (void)h, (void)w;
+  fail("decode_logits needs a CUDA build");
 #endif
 }
 

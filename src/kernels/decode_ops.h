@@ -29,4 +29,34 @@ bool small_linear_forward(const Tensor& out, const Tensor& inp, const Tensor& we
 // The same with the NF4 weight dequantized in registers (reads 0.5 byte a weight; no bf16 copy). out bf16.
 bool small_nf4_linear_forward(const Tensor& out, const Tensor& inp, const Nf4Weight& weight, const Tensor& bias);
 
+// ---- the fused one-token decode step (CUDA, bf16 activations; kernels in cuda/decode_fused.cu) ------------------
+// A layer of a batch-1 decode step in 5 launches: rmsnorm+q/k/v, rope+cache write+attention, o+residual,
+// rmsnorm+gate/up+swiglu, down+residual. Roundings are those of the unfused ops (bf16 weights: bit-identical).
+// A projection of the step: a bf16 weight [N, K] or an NF4 one (nf4 set), and an optional bf16 bias [N].
+struct DecodeProj {
+  Tensor weight;
+  const Nf4Weight* nf4 = nullptr;
+  Tensor bias;
+  int64_t rows() const;
+  int64_t cols() const;
+};
+// Whether the fused step takes a model of these sizes (hidden C, intermediate I, H / KV heads of D; nf4_blocksize
+// 0 for bf16 weights). Callers fall back to the unfused ops where it does not.
+bool decode_step_fusable(int64_t C, int64_t I, int64_t H, int64_t KV, int64_t D, int64_t nf4_blocksize);
+// q [1, Nq], k, v [1, Nkv] = rmsnorm(x [1, C]) @ W^T + b.
+void decode_norm_qkv(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& x, const Tensor& norm_w,
+                     float eps, const DecodeProj& wq, const DecodeProj& wk, const DecodeProj& wv);
+// q [T, H, D], k, v [T, KV, D] un-rotated, each token the newest of its own slot: out [T, H, D] = attention of
+// rope(q) over the cache after writing rope(k), v at (slot, pos) (rope_forward + kv_cache_write +
+// cached_attention_forward).
+void decode_rope_attention(const Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& k_cache,
+                           const Tensor& v_cache, const Tensor& slot, const Tensor& pos, float theta, float scale);
+// x [1, N] = bf16(x + bf16(inp [1, K] @ W^T))  (linear_forward then add; W has no bias).
+void decode_linear_residual(const Tensor& x, const Tensor& inp, const DecodeProj& w);
+// m [1, I] = swiglu(h @ Wg^T, h @ Wu^T), h = rmsnorm(x [1, C]).
+void decode_norm_swiglu(const Tensor& m, const Tensor& x, const Tensor& norm_w, float eps, const DecodeProj& gate,
+                        const DecodeProj& up);
+// logits f32 [1, V] = h [1, C] @ W^T (+ b).
+void decode_logits(const Tensor& logits, const Tensor& h, const DecodeProj& w);
+
 }  // namespace cotune::kernels

@@ -8,7 +8,9 @@
 #include "cuda_test_util.h"
 #include "infer/generator.h"
 #include "kernels/decode_ops.h"
+#include "kernels/cuda/decode_launch.h"
 #include "kernels/ops.h"
+#include "kernels/quant.h"
 #include "model/qwen2.h"
 
 namespace cotune {
@@ -173,6 +175,175 @@ TEST(CudaDecode, GreedyGenerationRuns) {
   auto out = g.generate({{1, 5, 17, 42, 99}, {1, 200, 3}}, go, nullptr);
   ASSERT_EQ(out.size(), 2u);
   EXPECT_EQ(out[0].ids.size(), 20u);
+}
+
+// ---- the fused one-token decode step against the unfused ops -----------------------------------------------------
+struct Nf4Device {
+  kernels::Nf4Buffers host;
+  kernels::Nf4Weight dev;
+};
+
+std::unique_ptr<Nf4Device> nf4_upload(Arena& a, std::vector<float>& w, int64_t N, int64_t K) {
+  auto q = std::make_unique<Nf4Device>();
+  q->host = kernels::nf4_quantize(Tensor(w.data(), DType::f32, {N, K}));
+  kernels::Nf4Weight hv = q->host.view();
+  q->dev = hv;
+  auto up = [&](const Tensor& src) {
+    Tensor d = a.alloc(src.dtype, src.shape, "nf4 part");
+    copy_bytes(d, src);
+    return d;
+  };
+  q->dev.packed = up(hv.packed);
+  q->dev.absmax = up(hv.absmax);
+  q->dev.quant_map = up(hv.quant_map);
+  q->dev.nested_absmax = up(hv.nested_absmax);
+  q->dev.nested_quant_map = up(hv.nested_quant_map);
+  return q;
+}
+
+// Unfused linear of one row: the GEMV kernels the generator used before fusing (bf16 or NF4).
+void linear1(const Tensor& out, const Tensor& x, const kernels::DecodeProj& p) {
+  const bool ok = p.nf4 ? kernels::small_nf4_linear_forward(out, x, *p.nf4, p.bias)
+                        : kernels::small_linear_forward(out, x, p.weight, p.bias);
+  ASSERT_TRUE(ok);
+}
+
+// Every fused op against the sequence of unfused ops it replaces, at a small GQA shape with biases on q/k/v and a
+// cache holding earlier positions. bf16 weights: bit-identical; NF4: the same function up to fp32 summation order.
+void compare_fused_ops(bool nf4, bool pdl) {
+  kernels::cuda::set_decode_pdl(pdl);
+  Arena a(Device::cuda);
+  const int64_t C = 512, I = 1408, H = 8, KV = 2, D = 64, QD = H * D, KVD = KV * D, S = 2, N = 40;
+  const float eps = 1e-6f, theta = 10000.0f, scale = 0.125f;
+  uint32_t seed = 100;
+  auto rnd = [&](int64_t n, float sd) { return testing::randn(static_cast<size_t>(n), seed++, sd); };
+  std::vector<std::vector<float>> host_w;
+  std::vector<std::unique_ptr<Nf4Device>> q4;
+  auto proj = [&](int64_t rows, int64_t cols, bool bias) {
+    kernels::DecodeProj p;
+    host_w.push_back(rnd(rows * cols, 0.05f));
+    testing::add_outlier_channels(host_w.back(), cols, 8.0f);
+    if (nf4) {
+      q4.push_back(nf4_upload(a, host_w.back(), rows, cols));
+      p.nf4 = &q4.back()->dev;
+    } else {
+      p.weight = upload(a, host_w.back(), {rows, cols}, DType::bf16);
+    }
+    if (bias) p.bias = upload(a, rnd(rows, 0.5f), {rows}, DType::bf16);
+    return p;
+  };
+  const auto wq = proj(QD, C, true), wk = proj(KVD, C, true), wv = proj(KVD, C, true), wo = proj(C, QD, false);
+  const auto wg = proj(I, C, false), wu = proj(I, C, false), wd = proj(C, I, false);
+  kernels::DecodeProj head;
+  head.weight = upload(a, rnd(1000 * C, 0.05f), {1000, C}, DType::bf16);
+  Tensor norm1 = upload(a, rnd(C, 1.0f), {C}, DType::bf16), norm2 = upload(a, rnd(C, 1.0f), {C}, DType::bf16);
+  auto x_host = rnd(C, 1.0f);
+  testing::add_outlier_channels(x_host, C, 20.0f);
+  auto tol = [&](const Tensor& got, const Tensor& want, const char* what) {
+    if (nf4) EXPECT_LT(rel_err(download(got), download(want)), 1e-2) << what;
+    else EXPECT_EQ(download(got), download(want)) << what;
+  };
+  auto fresh = [&](int64_t n) { return upload(a, std::vector<float>(static_cast<size_t>(n), NAN), {1, n}, DType::bf16); };
+
+  // rmsnorm + q/k/v
+  Tensor x = upload(a, x_host, {1, C}, DType::bf16);
+  Tensor h = fresh(C), rstd = upload(a, {0.0f}, {1}, DType::f32);
+  Tensor q_ref = fresh(QD), k_ref = fresh(KVD), v_ref = fresh(KVD), q = fresh(QD), k = fresh(KVD), v = fresh(KVD);
+  kernels::rmsnorm_forward(h, rstd, x, norm1, eps);
+  linear1(q_ref, h, wq);
+  linear1(k_ref, h, wk);
+  linear1(v_ref, h, wv);
+  kernels::decode_norm_qkv(q, k, v, x, norm1, eps, wq, wk, wv);
+  tol(q, q_ref, "q");
+  tol(k, k_ref, "k");
+  tol(v, v_ref, "v");
+
+  // rope + cache write + attention: slot 1 holds 23 earlier positions; the new token is position 23.
+  for (int32_t pos : {0, 23}) {
+    auto kc_host = rnd(S * N * KVD, 1.0f), vc_host = rnd(S * N * KVD, 1.0f);
+    Tensor kc_ref = upload(a, kc_host, {S, N, KV, D}, DType::bf16), vc_ref = upload(a, vc_host, {S, N, KV, D}, DType::bf16);
+    Tensor kc = upload(a, kc_host, {S, N, KV, D}, DType::bf16), vc = upload(a, vc_host, {S, N, KV, D}, DType::bf16);
+    Tensor slot = upload_i32(a, {1}, {1}), posd = upload_i32(a, {pos}, {1});
+    Tensor qr = fresh(QD), kr = fresh(KVD), att_ref = fresh(QD), att = fresh(QD);
+    copy_bytes(qr, q_ref);
+    copy_bytes(kr, k_ref);
+    kernels::rope_forward(qr.view({1, H, D}), posd, theta);
+    kernels::rope_forward(kr.view({1, KV, D}), posd, theta);
+    kernels::kv_cache_write(kc_ref, vc_ref, kr.view({1, KV, D}), v_ref.view({1, KV, D}), slot, posd);
+    kernels::cached_attention_forward(att_ref.view({1, H, D}), qr.view({1, H, D}), kc_ref, vc_ref, slot, posd, scale);
+    kernels::decode_rope_attention(att.view({1, H, D}), q_ref.view({1, H, D}), k_ref.view({1, KV, D}),
+                                   v_ref.view({1, KV, D}), kc, vc, slot, posd, theta, scale);
+    EXPECT_EQ(download(att), download(att_ref)) << "attention at position " << pos;
+    EXPECT_EQ(download(kc), download(kc_ref)) << "k cache at position " << pos;
+    EXPECT_EQ(download(vc), download(vc_ref)) << "v cache at position " << pos;
+  }
+
+  // o + residual, rmsnorm + gate/up + swiglu, down + residual
+  Tensor att = upload(a, rnd(QD, 1.0f), {1, QD}, DType::bf16);
+  Tensor x_ref = upload(a, x_host, {1, C}, DType::bf16), tmp = fresh(C);
+  linear1(tmp, att, wo);
+  kernels::add(x_ref, x_ref, tmp);
+  kernels::decode_linear_residual(x, att, wo);
+  tol(x, x_ref, "x after o");
+  copy_bytes(x, x_ref);
+  Tensor g = fresh(I), u = fresh(I), m_ref = fresh(I), m = fresh(I);
+  kernels::rmsnorm_forward(h, rstd, x_ref, norm2, eps);
+  linear1(g, h, wg);
+  linear1(u, h, wu);
+  kernels::swiglu_forward(m_ref, g, u);
+  kernels::decode_norm_swiglu(m, x, norm2, eps, wg, wu);
+  tol(m, m_ref, "swiglu");
+  linear1(tmp, m_ref, wd);
+  kernels::add(x_ref, x_ref, tmp);
+  kernels::decode_linear_residual(x, m_ref, wd);
+  tol(x, x_ref, "x after down");
+
+  // LM head, f32 logits
+  Tensor lg_ref = upload(a, std::vector<float>(1000, NAN), {1, 1000}, DType::f32), lg = lg_ref;
+  lg = upload(a, std::vector<float>(1000, NAN), {1, 1000}, DType::f32);
+  ASSERT_TRUE(kernels::small_linear_forward(lg_ref, h, head.weight, Tensor()));
+  kernels::decode_logits(lg, h, head);
+  EXPECT_EQ(download(lg), download(lg_ref));
+  kernels::cuda::set_decode_pdl(true);
+}
+
+TEST(CudaDecode, FusedStepOpsMatchUnfused) {
+  COTUNE_REQUIRE_GPU();
+  compare_fused_ops(false, true);
+  compare_fused_ops(false, false);
+  compare_fused_ops(true, true);
+}
+
+// The generator with the fused step against the unfused one: logits of prefill + decode steps (bf16: identical),
+// and greedy ids through the device loop (CUDA graph with programmatic dependent launches), bf16 and NF4.
+TEST(CudaDecode, FusedGeneratorMatchesUnfused) {
+  COTUNE_REQUIRE_GPU();
+  const std::string dir = testing::golden_dir() + "/model/r1like";
+  for (bool nf4 : {false, true}) {
+    model::LoadOptions o;
+    o.device = Device::cuda;
+    o.load_in_4bit = nf4;
+    model::Qwen2Model m = model::Qwen2Model::load(dir, o);
+    infer::GeneratorOptions plain_o, fused_o;
+    plain_o.fused_decode = false;
+    infer::Generator gp(m, nullptr, plain_o), gf(m, nullptr, fused_o);
+    auto lp = gp.prefill({{1, 5, 17, 42, 99}}, 40), lf = gf.prefill({{1, 5, 17, 42, 99}}, 40);
+    EXPECT_EQ(lf, lp);  // prefill of 5 tokens is not fused
+    for (int step = 0; step < 5; ++step) {
+      lp = gp.decode({0}, {static_cast<int32_t>(10 + 31 * step)});
+      lf = gf.decode({0}, {static_cast<int32_t>(10 + 31 * step)});
+      if (nf4) EXPECT_LT(rel_err(lf, lp), 1e-2) << "step " << step;
+      else EXPECT_EQ(lf, lp) << "step " << step;
+    }
+    infer::GenerationOptions go;
+    go.max_new_tokens = 40;
+    for (bool pdl : {true, false}) {
+      kernels::cuda::set_decode_pdl(pdl);
+      auto want = gp.generate({{1, 5, 17, 42, 99}}, go, nullptr), got = gf.generate({{1, 5, 17, 42, 99}}, go, nullptr);
+      EXPECT_EQ(got[0].ids, want[0].ids) << "nf4 " << nf4 << " pdl " << pdl;
+    }
+    kernels::cuda::set_decode_pdl(true);
+  }
 }
 
 }  // namespace

@@ -35,4 +35,53 @@ void graph_launch(void* exec);
 void graph_destroy(void* exec);
 void memset_async(void* p, int value, size_t bytes);
 
+// ---- decode_fused.cu: the one-token decode step in 5 launches a layer ----------------------------------------
+// One weight [N, K] of a decode GEMV: bf16 (w) or NF4 (packed and its quant state, as launch_nf4_gemv).
+struct DecodeWeight {
+  const void* w = nullptr;
+  const uint8_t* packed = nullptr;
+  const float* code = nullptr;
+  const uint8_t* qabsmax = nullptr;  // nested absmax (with nested_absmax, nested_map, offset), or null
+  const float* absmax_f32 = nullptr;
+  const float* nested_absmax = nullptr;
+  const float* nested_map = nullptr;
+  float offset = 0.0f;
+  int64_t blocksize = 64;
+  int64_t nested_bs = 256;
+};
+// A fused decode GEMV over one input row x bf16 [K] (16-byte aligned, K % 16 == 0). Segments (up to 3 weights
+// with the same K) stack their output rows; every segment's N must be a multiple of decode_gemv_rows_multiple().
+// All weights bf16, or all NF4 (blocksize % 16 == 0).
+struct DecodeGemvArgs {
+  DecodeWeight w[3];
+  int64_t n[3] = {0, 0, 0};
+  void* out[3] = {nullptr, nullptr, nullptr};
+  const void* bias[3] = {nullptr, nullptr, nullptr};
+  const void* x = nullptr;
+  const void* norm_w = nullptr;  // RMSNorm weight [K] for the norm_* launchers
+  float eps = 0.0f;
+  int64_t K = 0;
+};
+int decode_gemv_rows_multiple();
+// out[s] bf16 [n[s]] = rmsnorm(x) @ w[s]^T + bias[s]  (q, k, v)
+void launch_decode_norm_qkv(const DecodeGemvArgs& a);
+// out[0] (the residual, bf16 [n[0]]) = bf16(out[0] + bf16(x @ w[0]^T))  (o, down)
+void launch_decode_residual(const DecodeGemvArgs& a);
+// out[0] bf16 [n[0]] = swiglu(bf16(h @ w[0]^T), bf16(h @ w[1]^T)), h = rmsnorm(x)  (gate, up)
+void launch_decode_norm_swiglu(const DecodeGemvArgs& a);
+// out[0] f32 [n[0]] = x @ w[0]^T (+ bias[0])  (LM head)
+void launch_decode_logits(const DecodeGemvArgs& a);
+struct RopeFreq {
+  float v[128];  // inv_freq [D/2], D <= 256
+};
+// T tokens, each the newest of its own slot: q bf16 [T, H, D], k, v [T, KV, D] un-rotated; rotates q and k at
+// pos[t], writes k and v to the cache at (slot[t], pos[t]) and attends over positions [0, pos[t]]. D % 64 == 0.
+void launch_decode_attention(void* out, const void* q, const void* k, const void* v, void* k_cache, void* v_cache,
+                             const int32_t* slot, const int32_t* pos, int64_t T, int64_t N, int64_t H, int64_t KV,
+                             int64_t D, float scale, const RopeFreq& inv_freq);
+// Programmatic dependent launch for the fused decode kernels (each starts while its predecessor drains; its weight
+// loads overlap). On by default.
+void set_decode_pdl(bool on);
+bool decode_pdl();
+
 }  // namespace cotune::kernels::cuda
