@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "cuda_test_util.h"
+#include "kernels/cuda/train_ops.h"
 #include "kernels/ops.h"
 
 namespace cotune::testing {
@@ -143,6 +144,102 @@ TEST(CudaGemm, LoraForwardBackward) {
     kernels::lora_backward(Tensor(), dgA2, dgB2, dg, ddy, dx, dxa_ref, dA, dB, scale);
     synchronize();
   }
+}
+
+// linear_forward_residual = linear_forward + add (CPU twins), with the residual added in the GEMM epilogue.
+TEST(CudaGemm, LinearForwardResidualMatchesCpu) {
+  COTUNE_REQUIRE_GPU();
+  Arena arena(Device::cuda, gib(0.5));
+  const int64_t T = 300, IC = 8960, OC = 1536;
+  auto x = randn(static_cast<size_t>(T * IC), 61);
+  auto w = randn(static_cast<size_t>(OC * IC), 62, 0.02f);
+  auto res = randn(static_cast<size_t>(T * OC), 63);
+  std::vector<float> lin(static_cast<size_t>(T * OC)), ref(static_cast<size_t>(T * OC));
+  kernels::linear_forward(host(lin, Shape{T, OC}), host(x, Shape{T, IC}), host(w, Shape{OC, IC}), Tensor());
+  kernels::add(host(ref, Shape{T, OC}), host(res, Shape{T, OC}), host(lin, Shape{T, OC}));
+  Tensor dx = upload(arena, x, Shape{T, IC}, DType::bf16), dw = upload(arena, w, Shape{OC, IC}, DType::bf16);
+  Tensor dres = upload(arena, res, Shape{T, OC}, DType::bf16), dout = arena.alloc(DType::bf16, Shape{T, OC});
+  poison(dout);
+  kernels::cuda::linear_forward_residual(dout, dx, dw, dres);
+  EXPECT_REL(download(dout), ref, 1e-2);
+  EXPECT_EQ(download(dres), res);  // the residual is only read
+  kernels::cuda::linear_forward_residual(dres, dx, dw, dres);  // in place
+  EXPECT_EQ(download_bytes(dres), download_bytes(dout));
+}
+
+// The bf16-operand LoRA entry points (train_ops.h) the runner uses, with two projections sharing one input
+// "stacked" (xa, g side by side with row stride 2R; one GEMM for x @ [A1; A2]^T, one for the stacked dA and dinp),
+// against the CPU twins of lora_forward / lora_backward applied per projection. bf16-exact A/B (the GPU uses
+// bf16 copies); tolerances as above.
+TEST(CudaGemm, LoraBf16StackedMatchesCpu) {
+  COTUNE_REQUIRE_GPU();
+  Arena arena(Device::cuda, gib(0.5));
+  const int64_t T = 300, IC = 1536, R = 16, OC[2] = {1536, 256};
+  const float scale = 2.0f;
+  auto x = randn(static_cast<size_t>(T * IC), 41);
+  add_outlier_channels(x, IC, 20.0f);
+  std::vector<float> A[2], B[2], base[2], out[2], xa[2], dy[2], gA[2], gB[2], rg[2];
+  std::vector<float> Astack;
+  for (int i = 0; i < 2; ++i) {
+    A[i] = randn(static_cast<size_t>(R * IC), 42 + static_cast<uint32_t>(i), 0.02f);
+    B[i] = randn(static_cast<size_t>(OC[i] * R), 44 + static_cast<uint32_t>(i), 0.02f);
+    base[i] = randn(static_cast<size_t>(T * OC[i]), 46 + static_cast<uint32_t>(i));
+    dy[i] = randn(static_cast<size_t>(T * OC[i]), 48 + static_cast<uint32_t>(i));
+    gA[i] = randn(static_cast<size_t>(R * IC), 50 + static_cast<uint32_t>(i), 0.1f, false);
+    gB[i] = randn(static_cast<size_t>(OC[i] * R), 52 + static_cast<uint32_t>(i), 0.1f, false);
+    out[i] = base[i];
+    xa[i].resize(static_cast<size_t>(T * R));
+    rg[i].resize(static_cast<size_t>(T * R));
+    Astack.insert(Astack.end(), A[i].begin(), A[i].end());
+  }
+  auto dinp0 = randn(static_cast<size_t>(T * IC), 54);
+  std::vector<float> rdinp = dinp0, rA[2] = {gA[0], gA[1]}, rB[2] = {gB[0], gB[1]};
+  for (int i = 0; i < 2; ++i) {
+    kernels::lora_forward(host(out[i], Shape{T, OC[i]}), host(xa[i], Shape{T, R}), host(x, Shape{T, IC}),
+                          host(A[i], Shape{R, IC}), host(B[i], Shape{OC[i], R}), scale);
+    kernels::lora_backward(host(rdinp, Shape{T, IC}), host(rA[i], Shape{R, IC}), host(rB[i], Shape{OC[i], R}),
+                           host(rg[i], Shape{T, R}), host(dy[i], Shape{T, OC[i]}), host(x, Shape{T, IC}),
+                           host(xa[i], Shape{T, R}), host(A[i], Shape{R, IC}), host(B[i], Shape{OC[i], R}), scale);
+  }
+  Tensor dx = upload(arena, x, Shape{T, IC}, DType::bf16), dAs = upload(arena, Astack, Shape{2 * R, IC}, DType::bf16);
+  Tensor dxa = arena.alloc(DType::bf16, Shape{T, 2 * R}), dg = arena.alloc(DType::bf16, Shape{T, 2 * R});
+  poison(dxa);
+  poison(dg);
+  std::vector<float> gAstack = gA[0];
+  gAstack.insert(gAstack.end(), gA[1].begin(), gA[1].end());
+  Tensor ddA = upload(arena, gAstack, Shape{2 * R, IC}, DType::f32);
+  Tensor ddinp = upload(arena, dinp0, Shape{T, IC}, DType::bf16);
+  Tensor dB[2], dout[2], ddy[2], ddB[2];
+  for (int i = 0; i < 2; ++i) {
+    dB[i] = upload(arena, B[i], Shape{OC[i], R}, DType::bf16);
+    dout[i] = upload(arena, base[i], Shape{T, OC[i]}, DType::bf16);
+    ddy[i] = upload(arena, dy[i], Shape{T, OC[i]}, DType::bf16);
+    ddB[i] = upload(arena, gB[i], Shape{OC[i], R}, DType::f32);
+  }
+  uint16_t* xa16 = static_cast<uint16_t*>(dxa.data);
+  uint16_t* g16 = static_cast<uint16_t*>(dg.data);
+  kernels::cuda::lora_xa(xa16, 2 * R, dx, dAs.data, 2 * R);
+  for (int i = 0; i < 2; ++i) kernels::cuda::lora_up(dout[i], xa16 + i * R, 2 * R, dB[i].data, R, scale);
+  for (int i = 0; i < 2; ++i)
+    kernels::cuda::lora_grad_b(ddB[i].ptr<float>(), g16 + i * R, 2 * R, ddy[i], xa16 + i * R, 2 * R, dB[i].data, R,
+                               scale);
+  kernels::cuda::lora_grad_a(ddA.ptr<float>(), ddinp, g16, 2 * R, 2 * R, dx, dAs.data);
+  const auto gxa = download(dxa), gg = download(dg), gdA = download(ddA);
+  for (int i = 0; i < 2; ++i) {
+    std::vector<float> xa_i, g_i;
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t r = 0; r < R; ++r) {
+        xa_i.push_back(gxa[static_cast<size_t>(t * 2 * R + i * R + r)]);
+        g_i.push_back(gg[static_cast<size_t>(t * 2 * R + i * R + r)]);
+      }
+    std::printf("projection %d\n", i);
+    EXPECT_REL(xa_i, xa[i], 1e-2);
+    EXPECT_REL(g_i, rg[i], 1e-2);
+    EXPECT_REL(download(dout[i]), out[i], 1e-2);
+    EXPECT_REL(download(ddB[i]), rB[i], 1e-2);
+    EXPECT_REL(std::vector<float>(gdA.begin() + i * R * IC, gdA.begin() + (i + 1) * R * IC), rA[i], 1e-2);
+  }
+  EXPECT_REL(download(ddinp), rdinp, 1e-2);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "cuda_test_util.h"
+#include "kernels/cuda/adamw8bit.h"
 #include "kernels/cuda/train_ops.h"
 #include "kernels/optim.h"
 #include "kernels/quant.h"
@@ -188,6 +189,111 @@ TEST(CudaTrainOps, Nf4DequantizeBitExact) {
           << c.rows << "x" << c.cols << (c.nested ? " nested" : "") << (dt == DType::f32 ? " f32" : " bf16");
     }
   }
+}
+
+}  // namespace
+}  // namespace cotune::testing
+
+namespace cotune::testing {
+namespace {
+
+// The optimizer's multi-tensor launches against the single-tensor functions, tensor by tensor: bit-identical
+// parameters and states (the per-element formulas are the same), and the bf16 copies equal to bf16(p).
+TEST(CudaTrainOps, MultiTensorOptimizerMatchesSingleTensor) {
+  COTUNE_REQUIRE_GPU();
+  Arena arena(Device::cuda, gib(0.25));
+  const std::vector<int64_t> sizes = {4096, 24576, 5000, 300, 1, 143360, 4097, 8191};
+  const int nt = static_cast<int>(sizes.size());
+  AdamWHyper h;
+  h.lr = 2e-4;
+  h.weight_decay = 0.01;
+  std::vector<float> coef{0.5f};
+  std::vector<int32_t> flag{0};
+  Tensor dcoef = upload(arena, coef, Shape{1}, DType::f32), dflag = upload_i32(arena, flag, Shape{1});
+  for (int eight = 0; eight < 2; ++eight) {
+    std::vector<Tensor> pa, pb, g, sa1, sa2, sb1, sb2, am_a1, am_a2, am_b1, am_b2, p16;
+    std::vector<kernels::cuda::AdamWSlot> s32;
+    std::vector<kernels::cuda::Adam8bitSlot> s8;
+    for (int i = 0; i < nt; ++i) {
+      const int64_t n = sizes[static_cast<size_t>(i)], nb = (n + 255) / 256;
+      auto p = randn(static_cast<size_t>(n), 900 + static_cast<uint32_t>(i), 0.02f, false);
+      pa.push_back(upload(arena, p, Shape{n}, DType::f32));
+      pb.push_back(upload(arena, p, Shape{n}, DType::f32));
+      g.push_back(upload(arena, randn(static_cast<size_t>(n), 950 + static_cast<uint32_t>(i), 1e-3f, false), Shape{n},
+                         DType::f32));
+      const DType st = eight ? DType::u8 : DType::f32;
+      for (auto* v : {&sa1, &sa2, &sb1, &sb2}) v->push_back(arena.zeros(st, Shape{n}));
+      for (auto* v : {&am_a1, &am_a2, &am_b1, &am_b2}) v->push_back(arena.zeros(DType::f32, Shape{nb}));
+      p16.push_back(arena.zeros(DType::bf16, Shape{n}));
+      if (eight) s8.push_back({pb.back(), g.back(), sb1.back(), am_b1.back(), sb2.back(), am_b2.back(), p16.back()});
+      else s32.push_back({pb.back(), g.back(), sb1.back(), sb2.back(), p16.back()});
+    }
+    kernels::cuda::MultiAdamW m32(s32, arena);
+    kernels::cuda::MultiAdamW8bit m8(s8, arena);
+    for (int64_t step = 1; step <= 3; ++step) {
+      h.step = step;
+      const Tensor scale = step == 2 ? dcoef : Tensor();
+      for (int i = 0; i < nt; ++i) {
+        if (eight)
+          kernels::cuda::adamw8bit_step(pa[static_cast<size_t>(i)], g[static_cast<size_t>(i)], sa1[static_cast<size_t>(i)],
+                                        am_a1[static_cast<size_t>(i)], sa2[static_cast<size_t>(i)],
+                                        am_a2[static_cast<size_t>(i)], h, scale, dflag);
+        else
+          kernels::cuda::adamw_step(pa[static_cast<size_t>(i)], g[static_cast<size_t>(i)], sa1[static_cast<size_t>(i)],
+                                    sa2[static_cast<size_t>(i)], h, scale, dflag);
+      }
+      if (eight) m8.step(h, scale, dflag);
+      else m32.step(h, scale, dflag);
+    }
+    for (int i = 0; i < nt; ++i) {
+      const size_t k = static_cast<size_t>(i);
+      EXPECT_EQ(download_bytes(pa[k]), download_bytes(pb[k])) << "tensor " << i << " eight_bit " << eight;
+      EXPECT_EQ(download_bytes(sa1[k]), download_bytes(sb1[k])) << "tensor " << i;
+      EXPECT_EQ(download_bytes(sa2[k]), download_bytes(sb2[k])) << "tensor " << i;
+      if (eight) {
+        EXPECT_EQ(download_bytes(am_a1[k]), download_bytes(am_b1[k])) << "tensor " << i;
+        EXPECT_EQ(download_bytes(am_a2[k]), download_bytes(am_b2[k])) << "tensor " << i;
+      }
+      EXPECT_EQ(download(p16[k]), rounded_bf16(download(pb[k]))) << "tensor " << i;
+    }
+    // A set skip flag leaves everything untouched.
+    flag[0] = 1;
+    Tensor dskip = upload_i32(arena, flag, Shape{1});
+    flag[0] = 0;
+    const auto before = download_bytes(pb[1]);
+    h.step = 4;
+    if (eight) m8.step(h, Tensor(), dskip);
+    else m32.step(h, Tensor(), dskip);
+    EXPECT_EQ(download_bytes(pb[1]), before);
+  }
+
+  // The multi-tensor norm against the CPU reference (fp64 on both sides) and run-to-run bit-identical.
+  std::vector<std::vector<float>> hosts;
+  std::vector<Tensor> hts, dts;
+  for (int i = 0; i < 150; ++i) {
+    const int64_t n = i == 5 ? 1000000 : 1 + (i * 7919) % 20000;
+    hosts.push_back(randn(static_cast<size_t>(n), 700 + static_cast<uint32_t>(i), 0.01f, false));
+  }
+  for (auto& hv : hosts) {
+    const int64_t n = static_cast<int64_t>(hv.size());
+    hts.push_back(host(hv, Shape{n}));
+    dts.push_back(upload(arena, hv, Shape{n}, DType::f32));
+  }
+  const float total = kernels::global_grad_norm(hts);
+  const float cref = kernels::clip_coefficient(total, 1.0);
+  kernels::cuda::MultiGradNorm norm(dts, arena);
+  Tensor dnorm = arena.alloc(DType::f32, Shape{1}), dc = arena.alloc(DType::f32, Shape{1});
+  Tensor dnf = arena.alloc(DType::i32, Shape{1});
+  poison(dnorm);
+  poison(dc);
+  poison(dnf);
+  norm.run(dnorm, dc, dnf, 1.0);
+  EXPECT_NEAR(download(dnorm)[0], total, 1e-6 * total);
+  EXPECT_NEAR(download(dc)[0], cref, 1e-6 * cref);
+  EXPECT_EQ(download(dnf)[0], 0.0f);
+  const auto b1 = download_bytes(dnorm);
+  norm.run(dnorm, dc, dnf, 1.0);
+  EXPECT_EQ(download_bytes(dnorm), b1);
 }
 
 }  // namespace

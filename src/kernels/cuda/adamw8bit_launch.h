@@ -19,4 +19,21 @@ void launch_adamw8bit(float* p, const float* g, uint8_t* q1, float* absmax1, uin
                       const Adam8bitCodes& codes, const Adam8bitScalars& s, const float* grad_scale,
                       const int32_t* skip);
 
+// Many tensors in one launch. table: device array [count]; block_start: device i64 [count + 1], the first
+// 256-element block of each tensor (tensor t has ceil(n_t / 256) blocks, as if launched alone), total_blocks =
+// block_start[count]. p16: optional bf16 copy of p (bits as uint16_t), written with the updated p.
+struct Adam8bitTensor {
+  float* p;
+  const float* g;
+  uint16_t* p16;
+  uint8_t* q1;
+  float* absmax1;
+  uint8_t* q2;
+  float* absmax2;
+  int64_t n;
+};
+void launch_adamw8bit_multi(const Adam8bitTensor* table, const int64_t* block_start, int count, int64_t total_blocks,
+                            const Adam8bitCodes& codes, const Adam8bitScalars& s, const float* grad_scale,
+                            const int32_t* skip);
+
 }  // namespace cotune::kernels::cuda

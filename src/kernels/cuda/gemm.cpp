@@ -5,8 +5,9 @@
 // operands are passed swapped and M/N exchanged.
 //
 // LoRA with bf16 activations and f32 A/B: the small LoRA matrices (and the [T,R] intermediates xa, g) are
-// rounded to bf16 in scratch and multiplied with bf16 tensor-core GEMMs accumulating in fp32; the f32 outputs
-// (xa, g, dA, dB) stay fp32. This is what PEFT computes under bf16 autocast, at the speed of bf16 GEMMs; the
+// rounded to bf16 and multiplied with bf16 tensor-core GEMMs accumulating in fp32; dA, dB stay fp32 (the
+// f32-API ops also return xa and g in f32, holding the bf16 values the GEMMs used). The training runner keeps
+// bf16 copies of A/B (model/lora.h) and calls the bf16-operand entry points of train_ops.h directly. This is what PEFT computes under bf16 autocast, at the speed of bf16 GEMMs; the
 // rounding of the operands costs ~2^-9 relative per element, below the bf16 activations' own error.
 #include <cstring>
 #include <memory>
@@ -17,6 +18,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/internal.h"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/train_ops.h"
 
 namespace cotune::kernels::cuda {
 
@@ -82,8 +84,10 @@ thread_local std::unordered_map<AlgoKey, std::unique_ptr<Plan>, AlgoKeyHash> tl_
 
 void gemm(void* d, DType d_type, const void* a, DType a_type, const void* b, DType b_type, int64_t M, int64_t N,
           int64_t K, bool trans_a, bool trans_b, int64_t lda, int64_t ldb, int64_t ldd, float alpha, float beta,
-          const void* bias) {
+          const void* bias, const void* c) {
   if (M == 0 || N == 0) return;
+  if (c && c != d && (K == 0 || alignment(c, ldd, dtype_size(d_type)) < alignment(d, ldd, dtype_size(d_type))))
+    fail("matmul (CUDA): a separate C needs K > 0 and D's alignment");
   if (K == 0) {
     launch_scale_matrix(d, d_type == DType::bf16, M, N, ldd, beta);
     return;
@@ -171,7 +175,7 @@ void gemm(void* d, DType d_type, const void* a, DType a_type, const void* b, DTy
           "set BIAS_POINTER");
   }
   const LtDesc& desc = it->second->desc;
-  check(cublasLtMatmul(cublaslt(), desc.op, &alpha, b, desc.a, a, desc.b, &beta, d, desc.d, d, desc.d,
+  check(cublasLtMatmul(cublaslt(), desc.op, &alpha, b, desc.a, a, desc.b, &beta, c ? c : d, desc.d, d, desc.d,
                        &it->second->algo, cublaslt_workspace(), cublaslt_workspace_bytes(), stream()),
         "cublasLtMatmul");
 }
@@ -205,6 +209,61 @@ void linear_backward_input(const Tensor& dinp, const Tensor& dout, const Tensor&
        1.0f, accumulate ? 1.0f : 0.0f);
 }
 
+void linear_forward_residual(const Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& residual) {
+  const char* op = "linear_forward_residual";
+  need_dtype(inp, DType::bf16, op, "inp");
+  need_dtype(weight, DType::bf16, op, "weight");
+  need_dtype(out, DType::bf16, op, "out");
+  need_dtype(residual, DType::bf16, op, "residual");
+  const int64_t T = inp.dim(0), IC = inp.dim(1), OC = weight.dim(0);
+  if (weight.dim(1) != IC || out.dim(0) != T || out.dim(1) != OC || residual.numel() != out.numel())
+    fail("{}: shapes disagree: out {}, inp {}, weight {}, residual {}", op, out.str(), inp.str(), weight.str(),
+         residual.str());
+  gemm(out.data, DType::bf16, inp.data, DType::bf16, weight.data, DType::bf16, T, OC, IC, false, true, IC, IC, OC, 1.0f,
+       1.0f, nullptr, residual.data);
+}
+
+// ---- LoRA on bf16 operands (train_ops.h) ------------------------------------------------------------------
+// All roundings to bf16 happen in the GEMM epilogues (fp32 accumulator -> bf16, round to nearest even), i.e.
+// exactly where the f32-API ops below round their f32 intermediates.
+
+void lora_xa(void* xa, int64_t ld_xa, const Tensor& inp, const void* A, int64_t N) {
+  need_dtype(inp, DType::bf16, "lora_xa", "inp");
+  const int64_t T = inp.dim(0), IC = inp.dim(1);
+  gemm(xa, DType::bf16, inp.data, DType::bf16, A, DType::bf16, T, N, IC, false, true, IC, IC, ld_xa, 1.0f, 0.0f);
+}
+
+void lora_up(const Tensor& out, const void* xa, int64_t ld_xa, const void* B, int64_t R, float scale) {
+  need_dtype(out, DType::bf16, "lora_up", "out");
+  const int64_t T = out.dim(0), OC = out.dim(1);
+  gemm(out.data, DType::bf16, xa, DType::bf16, B, DType::bf16, T, OC, R, false, true, ld_xa, R, OC, scale, 1.0f);
+}
+
+void lora_grad_b(float* dB, void* g, int64_t ld_g, const Tensor& dout, const void* xa, int64_t ld_xa, const void* B,
+                 int64_t R, float scale) {
+  need_dtype(dout, DType::bf16, "lora_grad_b", "dout");
+  const int64_t T = dout.dim(0), OC = dout.dim(1);
+  // dB[OC,R] += scale * dout^T @ xa
+  gemm(dB, DType::f32, dout.data, DType::bf16, xa, DType::bf16, OC, R, T, true, false, OC, ld_xa, R, scale, 1.0f);
+  // g[T,R] = scale * dout @ B
+  gemm(g, DType::bf16, dout.data, DType::bf16, B, DType::bf16, T, R, OC, false, false, OC, R, ld_g, scale, 0.0f);
+}
+
+void lora_grad_a(float* dA, const Tensor& dinp, const void* g, int64_t ld_g, int64_t N, const Tensor& inp,
+                 const void* A) {
+  need_dtype(inp, DType::bf16, "lora_grad_a", "inp");
+  const int64_t T = inp.dim(0), IC = inp.dim(1);
+  // dA[N,IC] += g^T @ inp
+  gemm(dA, DType::f32, g, DType::bf16, inp.data, DType::bf16, N, IC, T, true, false, ld_g, IC, IC, 1.0f, 1.0f);
+  if (dinp.data) {
+    need_dtype(dinp, DType::bf16, "lora_grad_a", "dinp");
+    // dinp[T,IC] += g @ A
+    gemm(dinp.data, DType::bf16, g, DType::bf16, A, DType::bf16, T, IC, N, false, false, ld_g, IC, IC, 1.0f, 1.0f);
+  }
+}
+
+// ---- LoRA with f32 A/B (ops.h): bf16 copies in scratch, then the bf16-operand GEMMs above ----------------
+
 namespace {
 size_t align256(size_t n) { return (n + 255) / 256 * 256; }
 }  // namespace
@@ -228,11 +287,9 @@ void lora_forward(const Tensor& out, const Tensor& xa, const Tensor& inp, const 
   cb.src[1] = B.ptr<float>();
   cb.n[1] = OC * R;
   launch_convert_batch_f32_to_bf16(cb);
-  // xa[T,R] (f32) = inp @ A^T
-  gemm(xa.data, DType::f32, inp.data, DType::bf16, a16, DType::bf16, T, R, IC, false, true, IC, IC, R, 1.0f, 0.0f);
-  launch_convert_f32_to_bf16(xa16, xa.ptr<float>(), T * R);
-  // out[T,OC] += scale * xa @ B^T
-  gemm(out.data, DType::bf16, xa16, DType::bf16, b16, DType::bf16, T, OC, R, false, true, R, R, OC, scale, 1.0f);
+  lora_xa(xa16, R, inp, a16, R);
+  launch_convert_bf16_to_f32(xa.ptr<float>(), xa16, T * R);  // the saved xa: the values the GEMMs use
+  lora_up(out, xa16, R, b16, R, scale);
 }
 
 void lora_backward(const Tensor& dinp, const Tensor& dA, const Tensor& dB, const Tensor& g, const Tensor& dout,
@@ -263,17 +320,9 @@ void lora_backward(const Tensor& dinp, const Tensor& dA, const Tensor& dB, const
     cb.n[2] = R * IC;
   }
   launch_convert_batch_f32_to_bf16(cb);
-  // dB[OC,R] += scale * dout^T @ xa
-  gemm(dB.data, DType::f32, dout.data, DType::bf16, xa16, DType::bf16, OC, R, T, true, false, OC, R, R, scale, 1.0f);
-  // g[T,R] = scale * dout @ B
-  gemm(g.data, DType::f32, dout.data, DType::bf16, b16, DType::bf16, T, R, OC, false, false, OC, R, R, scale, 0.0f);
-  launch_convert_f32_to_bf16(g16, g.ptr<float>(), T * R);
-  // dA[R,IC] += g^T @ inp
-  gemm(dA.data, DType::f32, g16, DType::bf16, inp.data, DType::bf16, R, IC, T, true, false, R, IC, IC, 1.0f, 1.0f);
-  if (dinp.data) {
-    // dinp[T,IC] += g @ A
-    gemm(dinp.data, DType::bf16, g16, DType::bf16, a16, DType::bf16, T, IC, R, false, false, R, IC, IC, 1.0f, 1.0f);
-  }
+  lora_grad_b(dB.ptr<float>(), g16, R, dout, xa16, R, b16, R, scale);
+  launch_convert_bf16_to_f32(g.ptr<float>(), g16, T * R);
+  lora_grad_a(dA.ptr<float>(), dinp, g16, R, R, inp, a16);
 }
 
 }  // namespace cotune::kernels::cuda

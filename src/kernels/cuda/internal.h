@@ -15,11 +15,12 @@ inline void need_dtype(const Tensor& t, DType d, const char* op, const char* arg
 }
 
 // Row-major GEMM on the context stream through cuBLASLt (gemm.cpp):
-//   D[M,N] (row stride ldd) = alpha * op(A) @ op(B) + beta * D  (+ bias[N] broadcast over rows, if given)
+//   D[M,N] (row stride ldd) = alpha * op(A) @ op(B) + beta * C  (+ bias[N] broadcast over rows, if given)
+// C is D itself unless `c` is given (then a matrix of D's type and layout, e.g. a residual stream).
 // A is [M,K] (or [K,M] when trans_a) with row stride lda; B is [K,N] (or [N,K] when trans_b) with row stride ldb.
 // Types: A, B both bf16 (D bf16 or f32; bias bf16 with a bf16 D) or all f32. fp32 accumulation.
 void gemm(void* d, DType d_type, const void* a, DType a_type, const void* b, DType b_type, int64_t M, int64_t N,
           int64_t K, bool trans_a, bool trans_b, int64_t lda, int64_t ldb, int64_t ldd, float alpha, float beta,
-          const void* bias = nullptr);
+          const void* bias = nullptr, const void* c = nullptr);
 
 }  // namespace cotune::kernels::cuda

@@ -83,6 +83,26 @@ void launch_sumsq_partials(const float* const* ptrs, const int64_t* sizes, int c
 void launch_norm_finish(const double* partials, int64_t count, float* norm, float* coef, int32_t* nonfinite,
                         float max_norm, bool clip);
 void launch_scale_by(float* x, int64_t n, const float* s);
+// Multi-tensor versions (one launch for many tensors). Tables are device arrays [count]; chunk_start device i64
+// [count + 1]: the first kMultiChunk-element chunk of each tensor (ceil(n / kMultiChunk) chunks each).
+constexpr int64_t kMultiChunk = 4096;
+struct AdamWTensor {
+  float* p;
+  const float* g;
+  float* m;
+  float* v;
+  uint16_t* p16;  // optional bf16 copy of p, written with the updated p
+  int64_t n;
+};
+void launch_adamw_multi(const AdamWTensor* table, const int64_t* chunk_start, int count, int64_t total_chunks,
+                        const AdamWScalars& s, const float* grad_scale, const int32_t* skip);
+struct NormTensor {
+  const float* x;
+  int64_t n;
+};
+// partials f64 [kNormBlocks]: block j sums the squares of chunks j, j + kNormBlocks, ... in that order.
+void launch_sumsq_multi(const NormTensor* table, const int64_t* chunk_start, int count, int64_t total_chunks,
+                        double* partials);
 // out[0] = sum of x[n] (f32, or i32 when is_i32), fp64 accumulation, one block, fixed order.
 void launch_reduce_sum(float* out, const void* x, bool is_i32, int64_t n);
 // NF4: out [n] (bf16 if out_bf16 else f32); qabsmax u8 codes (nested) or absmax_f32 (not nested).

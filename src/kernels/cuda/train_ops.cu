@@ -35,6 +35,45 @@ __global__ void adamw_kernel(float* __restrict__ p, const float* __restrict__ g,
   }
 }
 
+// The tensor of the table holding chunk c: the last t with chunk_start[t] <= c.
+__device__ __forceinline__ int find_tensor(const int64_t* chunk_start, int count, int64_t c) {
+  int lo = 0, hi = count - 1;
+  while (lo < hi) {
+    const int m = (lo + hi + 1) >> 1;
+    if (chunk_start[m] <= c) lo = m;
+    else hi = m - 1;
+  }
+  return lo;
+}
+
+// One block per chunk of kMultiChunk elements of any tensor; the per-element formula of adamw_kernel.
+__global__ void __launch_bounds__(kThreads) adamw_multi_kernel(const AdamWTensor* __restrict__ table,
+                                                               const int64_t* __restrict__ chunk_start, int count,
+                                                               AdamWScalars s, const float* grad_scale,
+                                                               const int32_t* skip) {
+  if (skip && *skip) return;
+  const float gs = grad_scale ? *grad_scale : 1.0f;
+  const int64_t c = blockIdx.x;
+  const int t_idx = find_tensor(chunk_start, count, c);
+  const AdamWTensor t = table[t_idx];
+  const int64_t begin = (c - chunk_start[t_idx]) * kMultiChunk;
+  const int64_t end = begin + kMultiChunk < t.n ? begin + kMultiChunk : t.n;
+  for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
+    float pi = s.decays ? __fmul_rn(t.p[i], s.decay) : t.p[i];
+    const float gi = grad_scale ? __fmul_rn(t.g[i], gs) : t.g[i];
+    const float mi0 = t.m[i];
+    const float diff = __fsub_rn(gi, mi0);
+    const float mi = s.small_w ? __fmaf_rn(s.w, diff, mi0) : __fmaf_rn(__fsub_rn(s.w, 1.0f), diff, gi);
+    const float vi = __fmaf_rn(__fmul_rn(s.one_minus_b2, gi), gi, __fmul_rn(t.v[i], s.b2));
+    const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), s.bc2_sqrt), s.eps);
+    pi = __fadd_rn(pi, __fdiv_rn(__fmul_rn(s.neg_step_size, mi), denom));
+    t.m[i] = mi;
+    t.v[i] = vi;
+    t.p[i] = pi;
+    if (t.p16) t.p16[i] = __bfloat16_as_ushort(__float2bfloat16_rn(pi));
+  }
+}
+
 // ---- gradient norm ------------------------------------------------------------------------------------------
 constexpr int kGroup = kNormGroup;
 
@@ -54,6 +93,31 @@ __global__ void __launch_bounds__(kThreads) sumsq_partial_kernel(NormGroup grp, 
     for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
          i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
       const double xi = x[i];
+      acc += xi * xi;
+    }
+  }
+  sh[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partials[blockIdx.x] = sh[0];
+}
+
+// partials f64 [gridDim.x]: block j sums chunks j, j + gridDim.x, ... (fixed assignment and order).
+__global__ void __launch_bounds__(kThreads) sumsq_multi_kernel(const NormTensor* __restrict__ table,
+                                                               const int64_t* __restrict__ chunk_start, int count,
+                                                               int64_t total_chunks, double* partials) {
+  __shared__ double sh[kThreads];
+  double acc = 0.0;
+  for (int64_t c = blockIdx.x; c < total_chunks; c += gridDim.x) {
+    const int t_idx = find_tensor(chunk_start, count, c);
+    const NormTensor t = table[t_idx];
+    const int64_t begin = (c - chunk_start[t_idx]) * kMultiChunk;
+    const int64_t end = begin + kMultiChunk < t.n ? begin + kMultiChunk : t.n;
+    for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
+      const double xi = t.x[i];
       acc += xi * xi;
     }
   }
@@ -183,6 +247,20 @@ void launch_adamw(float* p, const float* g, float* m, float* v, int64_t n, const
   if (n == 0) return;
   adamw_kernel<<<capped_blocks(n), kThreads, 0, stream()>>>(p, g, m, v, n, s, grad_scale, skip);
   check_launch("adamw_step");
+}
+
+void launch_adamw_multi(const AdamWTensor* table, const int64_t* chunk_start, int count, int64_t total_chunks,
+                        const AdamWScalars& s, const float* grad_scale, const int32_t* skip) {
+  if (count == 0 || total_chunks == 0) return;
+  adamw_multi_kernel<<<static_cast<unsigned>(total_chunks), kThreads, 0, stream()>>>(table, chunk_start, count, s,
+                                                                                     grad_scale, skip);
+  check_launch("adamw_step (multi-tensor)");
+}
+
+void launch_sumsq_multi(const NormTensor* table, const int64_t* chunk_start, int count, int64_t total_chunks,
+                        double* partials) {
+  sumsq_multi_kernel<<<kNormBlocks, kThreads, 0, stream()>>>(table, chunk_start, count, total_chunks, partials);
+  check_launch("grad norm (multi-tensor partials)");
 }
 
 void launch_sumsq_partials(const float* const* ptrs, const int64_t* sizes, int count, double* partials) {

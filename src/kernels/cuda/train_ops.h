@@ -8,10 +8,12 @@
 //
 // The host reads `norm` (and `nonfinite`) later, when it logs, with one copy.
 #pragma once
+#include <cstdint>
 #include <span>
 
 #include "kernels/optim.h"
 #include "kernels/quant.h"
+#include "tensor/arena.h"
 #include "tensor/tensor.h"
 
 namespace cotune::kernels::cuda {
@@ -33,6 +35,39 @@ void adamw_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor&
 void grad_norm_clip(const Tensor& norm, const Tensor& coef, const Tensor& nonfinite, std::span<const Tensor> grads,
                     double max_norm);
 
+// ---- multi-tensor forms (the optimizer's per-step work in a fixed, small number of launches) ------------------
+// Each object builds its device pointer table once, from `arena` (the tensors must outlive it and stay put);
+// a call then costs one launch (two for the norm) and no per-tensor host work. Numerics are those of the
+// single-tensor functions above, element by element (the norm's fp64 partial sums are grouped differently).
+struct AdamWSlot {
+  Tensor p, g, m, v;  // f32 CUDA, equal numel
+  Tensor p16;         // optional: bf16 copy of p (e.g. LoRA's GEMM operand), rewritten with the update
+};
+class MultiAdamW {
+ public:
+  MultiAdamW() = default;
+  MultiAdamW(std::span<const AdamWSlot> slots, Arena& arena);
+  // adamw_step on every slot: same hyper, grad_scale and skip arguments.
+  void step(const AdamWHyper& hyper, const Tensor& grad_scale = Tensor(), const Tensor& skip = Tensor()) const;
+
+ private:
+  Tensor table_, chunk_start_;
+  int count_ = 0;
+  int64_t chunks_ = 0;
+};
+class MultiGradNorm {
+ public:
+  MultiGradNorm() = default;
+  MultiGradNorm(std::span<const Tensor> grads, Arena& arena);
+  // grad_norm_clip over all the gradients (same outputs and semantics).
+  void run(const Tensor& norm, const Tensor& coef, const Tensor& nonfinite, double max_norm) const;
+
+ private:
+  Tensor table_, chunk_start_, partials_;
+  int count_ = 0;
+  int64_t chunks_ = 0;
+};
+
 // x f32 (any shape) *= s[0], s an f32 [1] device scalar (one fp32 multiply per element, as torch's clip).
 void scale_by(const Tensor& x, const Tensor& s);
 
@@ -51,5 +86,27 @@ void reduce_sum(const Tensor& out, const Tensor& x);
 // each product and sum rounded to fp32 separately (no FMA), as bitsandbytes computes; bit-identical to the CPU
 // reference kernels::nf4_dequantize.
 void nf4_dequantize(const Nf4Weight& q, const Tensor& out);
+
+// ---- fused linear + residual (gemm.cpp) ----------------------------------------------------------------------
+// out[T,OC] (bf16) = residual[T,OC] + inp[T,IC] @ weight[OC,IC]^T, one rounding (the residual enters the GEMM's
+// fp32 epilogue as C): the composition of ops.h's linear_forward and add, with one bf16 rounding fewer.
+// out may alias residual.
+void linear_forward_residual(const Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& residual);
+
+// ---- LoRA on bf16 operands (the training runner's path; gemm.cpp) -------------------------------------------
+// The composition of these four is ops.h's lora_forward / lora_backward (whose CUDA twins call them on bf16
+// copies of A/B). A and B are bf16 with contiguous rows; xa and g are bf16 [T, n] matrices with row stride
+// ld_xa / ld_g, so several projections that share an input can keep their xa / g side by side and use one GEMM
+// for x @ [A_1; A_2; ...]^T and for the stacked dA / dinp (N = the sum of their ranks).
+//   lora_xa:     xa[T,N] = inp[T,IC] @ A[N,IC]^T
+//   lora_up:     out[T,OC] += scale * xa[T,R] @ B[OC,R]^T
+//   lora_grad_b: dB[OC,R] (f32) += scale * dout[T,OC]^T @ xa[T,R];  g[T,R] = scale * dout @ B
+//   lora_grad_a: dA[N,IC] (f32) += g[T,N]^T @ inp;  dinp[T,IC] += g @ A[N,IC] (skipped when dinp is undefined)
+void lora_xa(void* xa, int64_t ld_xa, const Tensor& inp, const void* A, int64_t N);
+void lora_up(const Tensor& out, const void* xa, int64_t ld_xa, const void* B, int64_t R, float scale);
+void lora_grad_b(float* dB, void* g, int64_t ld_g, const Tensor& dout, const void* xa, int64_t ld_xa, const void* B,
+                 int64_t R, float scale);
+void lora_grad_a(float* dA, const Tensor& dinp, const void* g, int64_t ld_g, int64_t N, const Tensor& inp,
+                 const void* A);
 
 }  // namespace cotune::kernels::cuda
