@@ -1,5 +1,6 @@
 #include "model/lora.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <set>
@@ -10,6 +11,9 @@
 #include "kernels/ops.h"
 #include "base/rng.h"
 #include "tensor/arena.h"
+#ifdef COTUNE_WITH_CUDA
+#include "kernels/cuda/train_ops.h"
+#endif
 
 namespace cotune::model {
 
@@ -90,19 +94,66 @@ LoraWeights::LoraWeights(const formats::ModelConfig& mc, const LoraConfig& lc, D
     : cfg_(lc), arena_(device) {
   cfg_.validate();
   const auto L = static_cast<size_t>(mc.num_hidden_layers);
-  A_.resize(L);
-  B_.resize(L);
-  dA_.resize(L);
-  dB_.resize(L);
+  for (auto* v : {&A_, &B_, &dA_, &dB_, &A16_, &B16_}) v->resize(L);
+  const int64_t r = cfg_.r;
+  auto all = [&](std::initializer_list<Proj> ps) {
+    for (Proj p : ps)
+      if (!cfg_.targets(p)) return false;
+    return true;
+  };
+  stacked_qkv_ = all({Proj::q, Proj::k, Proj::v});
+  stacked_gate_up_ = all({Proj::gate, Proj::up});
+  // Element offsets of every A and B in the flat buffers: groups of stacked A's back to back, every other
+  // tensor starting at a multiple of 64 elements (256-byte f32 / 128-byte bf16 alignment for the GEMMs).
+  std::vector<std::array<int64_t, kNumProj>> off_a(L), off_b(L);
+  int64_t off = 0;
+  auto place = [&](int64_t n) {
+    const int64_t o = off;
+    off += (n + 63) / 64 * 64;
+    return o;
+  };
+  const std::vector<std::vector<Proj>> groups = {{Proj::q, Proj::k, Proj::v}, {Proj::o}, {Proj::gate, Proj::up},
+                                                 {Proj::down}};
+  for (size_t l = 0; l < L; ++l)
+    for (const auto& grp : groups) {
+      const bool stacked = grp.size() > 1 && (grp[0] == Proj::q ? stacked_qkv_ : stacked_gate_up_);
+      if (stacked) {
+        const int64_t in = proj_shape(mc, grp[0]).second;
+        const int64_t o = place(static_cast<int64_t>(grp.size()) * r * in);
+        for (size_t i = 0; i < grp.size(); ++i) off_a[l][static_cast<int>(grp[i])] = o + static_cast<int64_t>(i) * r * in;
+      } else {
+        for (Proj p : grp)
+          if (cfg_.targets(p)) off_a[l][static_cast<int>(p)] = place(r * proj_shape(mc, p).second);
+      }
+      for (Proj p : grp)
+        if (cfg_.targets(p)) off_b[l][static_cast<int>(p)] = place(proj_shape(mc, p).first * r);
+    }
+  const int64_t total = std::max<int64_t>(off, 1);
+  values_ = arena_.zeros(DType::f32, {total}, "lora A/B");
+  grads_ = arena_.zeros(DType::f32, {total}, "lora A/B grads");
+  if (device == Device::cuda) values16_ = arena_.zeros(DType::bf16, {total}, "lora A/B bf16 copies");
+  auto at = [&](const Tensor& flat, int64_t o, Shape s) {
+    return Tensor(static_cast<char*>(flat.data) + o * static_cast<int64_t>(dtype_size(flat.dtype)), flat.dtype, s,
+                  device);
+  };
   for (size_t l = 0; l < L; ++l)
     for (int p = 0; p < kNumProj; ++p) {
       if (!cfg_.targets(static_cast<Proj>(p))) continue;
       auto [out, in] = proj_shape(mc, static_cast<Proj>(p));
-      A_[l][p] = arena_.zeros(DType::f32, {cfg_.r, in}, "lora_A");
-      B_[l][p] = arena_.zeros(DType::f32, {out, cfg_.r}, "lora_B");
-      dA_[l][p] = arena_.zeros(DType::f32, {cfg_.r, in}, "lora_A grad");
-      dB_[l][p] = arena_.zeros(DType::f32, {out, cfg_.r}, "lora_B grad");
+      const int64_t oa = off_a[l][p], ob = off_b[l][p];
+      A_[l][p] = at(values_, oa, {r, in});
+      B_[l][p] = at(values_, ob, {out, r});
+      dA_[l][p] = at(grads_, oa, {r, in});
+      dB_[l][p] = at(grads_, ob, {out, r});
+      if (values16_.data) {
+        A16_[l][p] = at(values16_, oa, {r, in});
+        B16_[l][p] = at(values16_, ob, {out, r});
+      }
     }
+}
+
+void LoraWeights::refresh_compute_copies() {
+  if (values16_.data) kernels::copy(values16_, values_);
 }
 
 void LoraWeights::init_peft_default(uint64_t seed) {
@@ -118,15 +169,17 @@ void LoraWeights::init_peft_default(uint64_t seed) {
       copy_bytes(a, Tensor(host.data(), DType::f32, a.shape));
       fill_zero(B_[l][p]);
     }
+  refresh_compute_copies();
 }
 
 void LoraWeights::zero_grads() {
-  for (size_t l = 0; l < A_.size(); ++l)
-    for (int p = 0; p < kNumProj; ++p)
-      if (dA_[l][p].data) {
-        fill_zero(dA_[l][p]);
-        fill_zero(dB_[l][p]);
-      }
+#ifdef COTUNE_WITH_CUDA
+  if (grads_.device == Device::cuda) {
+    kernels::cuda::zero(grads_);  // one memset on the kernels' stream (no host sync)
+    return;
+  }
+#endif
+  fill_zero(grads_);
 }
 
 void LoraWeights::load_peft_weights(const std::string& adapter_dir) {
@@ -149,6 +202,7 @@ void LoraWeights::load_peft_weights(const std::string& adapter_dir) {
   for (const auto& e : f.tensors())
     if (!used.count(e.name))
       fail("{}: adapter tensor {} does not match any LoRA module of this model/config (unexpected key)", file, e.name);
+  refresh_compute_copies();
 }
 
 void LoraWeights::save_peft(const std::string& dir, const std::optional<std::string>& base_model) const {
@@ -174,8 +228,8 @@ std::vector<LoraWeights::Param> LoraWeights::params() const {
       if (!A_[l][p].data) continue;
       std::string base = "base_model.model.model.layers." + std::to_string(l) + "." +
                          proj_parent(static_cast<Proj>(p)) + "." + kProjNames[p];
-      out.push_back({base + ".lora_A.weight", A_[l][p], dA_[l][p]});
-      out.push_back({base + ".lora_B.weight", B_[l][p], dB_[l][p]});
+      out.push_back({base + ".lora_A.weight", A_[l][p], dA_[l][p], A16_[l][p]});
+      out.push_back({base + ".lora_B.weight", B_[l][p], dB_[l][p], B16_[l][p]});
     }
   return out;
 }

@@ -39,7 +39,11 @@ struct LoraConfig {
 };
 
 // A[r, in] and B[out, r] for each targeted projection of each layer (undefined tensors elsewhere),
-// plus their gradients. All tensors live in one arena on the model's device.
+// plus their gradients. Storage: three flat buffers with the same element offsets — the f32 values, the f32
+// gradients (zeroed by one memset) and, on CUDA, bf16 copies of the values (the GEMM operands of the runner,
+// so no LoRA call converts A/B). Within a layer, the A matrices of q, k, v (and of gate, up) sit back to back
+// when all of them are targeted ("stacked"): the projections that share an input then need one GEMM for
+// x @ [A_q; A_k; A_v]^T and one for dA (their gradients are stacked the same way).
 class LoraWeights {
  public:
   LoraWeights(const formats::ModelConfig& mc, const LoraConfig& lc, Device device);
@@ -51,6 +55,15 @@ class LoraWeights {
   const Tensor& dA(int64_t layer, Proj p) const { return dA_[static_cast<size_t>(layer)][static_cast<int>(p)]; }
   const Tensor& dB(int64_t layer, Proj p) const { return dB_[static_cast<size_t>(layer)][static_cast<int>(p)]; }
   bool has(int64_t layer, Proj p) const { return A(layer, p).data != nullptr; }
+  // bf16 copies of A and B (CUDA only; undefined on the CPU). They follow the f32 values: refreshed by
+  // init_peft_default / load_peft_weights, written by the optimizer's update (Param::value16); whoever writes
+  // the f32 values another way calls refresh_compute_copies() afterwards.
+  const Tensor& A16(int64_t layer, Proj p) const { return A16_[static_cast<size_t>(layer)][static_cast<int>(p)]; }
+  const Tensor& B16(int64_t layer, Proj p) const { return B16_[static_cast<size_t>(layer)][static_cast<int>(p)]; }
+  void refresh_compute_copies();
+  // A(l, q), A(l, k), A(l, v) are rows [0,r), [r,2r), [2r,3r) of one [3r, in] block (same for gate, up).
+  bool stacked_qkv() const { return stacked_qkv_; }
+  bool stacked_gate_up() const { return stacked_gate_up_; }
 
   // PEFT default init: A ~ kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)), B = 0. Philox from seed.
   void init_peft_default(uint64_t seed);
@@ -65,6 +78,7 @@ class LoraWeights {
   struct Param {
     std::string peft_name;  // "base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight"
     Tensor value, grad;
+    Tensor value16;         // the bf16 copy of value (CUDA; undefined on the CPU): an update writes it too
   };
   std::vector<Param> params() const;
   int64_t parameter_count() const;
@@ -73,7 +87,9 @@ class LoraWeights {
  private:
   LoraConfig cfg_;
   Arena arena_;
-  std::vector<std::array<Tensor, kNumProj>> A_, B_, dA_, dB_;
+  Tensor values_, grads_, values16_;  // flat f32 / f32 / bf16 buffers (same offsets)
+  bool stacked_qkv_ = false, stacked_gate_up_ = false;
+  std::vector<std::array<Tensor, kNumProj>> A_, B_, dA_, dB_, A16_, B16_;
 };
 
 }  // namespace cotune::model

@@ -13,6 +13,9 @@
 #include "formats/safetensors.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
+#ifdef COTUNE_WITH_CUDA
+#include "kernels/cuda/train_ops.h"
+#endif
 
 namespace cotune::model {
 
@@ -321,7 +324,8 @@ struct LayerActs {
   Tensor x2;           // [T,C] residual after attention
   Tensor h2, rstd2;    // [T,C], [T]
   Tensor g, u, m;      // [T,I] x3
-  std::array<Tensor, kNumProj> xa;  // [T,R] f32 per LoRA target
+  std::array<Tensor, kNumProj> xa;  // [T,R] f32 per LoRA target (CPU, or CUDA with LoRA dropout)
+  Tensor xa16;         // CUDA without dropout: bf16 [T, targets*R], the xa of every target side by side
 };
 
 struct Qwen2Runner::Buffers {
@@ -338,6 +342,12 @@ struct Qwen2Runner::Buffers {
   Tensor dq, dk, dv, datt;       // [T,H*D], [T,KV*D] x2, [T,H*D]
   Tensor dm, dg, du;             // [T,I]
   Tensor lora_g;                 // [T,R] f32
+  // CUDA without LoRA dropout ("bf16 LoRA"): the LoRA GEMMs take the bf16 copies of A/B (model/lora.h) and keep
+  // xa / g in bf16; the projections of q,k,v (and gate,up) share one xa GEMM and one dA / dinp GEMM.
+  bool lora16 = false;
+  int64_t xa_ld = 0;                       // row stride of LayerActs::xa16
+  std::array<int64_t, kNumProj> xa_col{};  // column of each target's xa in xa16
+  Tensor g16;                              // bf16 [T, 3R]: the g of up to three projections side by side
   Tensor drop_in, drop_grad;     // [T,max(C,I,H*D)] dropout scratch
   Nf4LayerCache nf4;             // NF4 base: one layer's projections in bf16
   int64_t T = 0;                 // tokens of the current batch
@@ -391,6 +401,14 @@ void Qwen2Runner::allocate() {
     b.residual.push_back(a.alloc(act, {T, C}, "residual"));
   }
   const size_t n_acts = keep_all ? static_cast<size_t>(L) : 1;
+  b.lora16 = lora && model.device() == Device::cuda && lora->config().dropout <= 0.0f;
+  if (b.lora16) {
+    for (int p = 0; p < kNumProj; ++p)
+      if (lora->config().targets(static_cast<Proj>(p))) {
+        b.xa_col[static_cast<size_t>(p)] = b.xa_ld;
+        b.xa_ld += R;
+      }
+  }
   for (size_t i = 0; i < n_acts; ++i) {
     LayerActs x;
     x.h1 = a.alloc(act, {T, C}, "h1");
@@ -406,9 +424,12 @@ void Qwen2Runner::allocate() {
     x.g = a.alloc(act, {T, I}, "gate");
     x.u = a.alloc(act, {T, I}, "up");
     x.m = a.alloc(act, {T, I}, "swiglu");
-    if (lora)
+    if (b.lora16) {
+      x.xa16 = a.alloc(DType::bf16, {T, b.xa_ld}, "lora xa (bf16)");
+    } else if (lora) {
       for (int p = 0; p < kNumProj; ++p)
         if (lora->config().targets(static_cast<Proj>(p))) x.xa[p] = a.alloc(DType::f32, {T, R}, "lora xa");
+    }
     b.acts.push_back(x);
   }
   b.hf = a.alloc(act, {T, C}, "final norm out");
@@ -432,7 +453,8 @@ void Qwen2Runner::allocate() {
     b.dm = a.alloc(act, {T, I}, "d swiglu");
     b.dg = a.alloc(act, {T, I}, "d gate");
     b.du = a.alloc(act, {T, I}, "d up");
-    if (lora) b.lora_g = a.alloc(DType::f32, {T, R}, "lora g");
+    if (b.lora16) b.g16 = a.alloc(DType::bf16, {T, 3 * R}, "lora g (bf16)");
+    else if (lora) b.lora_g = a.alloc(DType::f32, {T, R}, "lora g");
   }
   if (lora && lora->config().dropout > 0.0f) {
     b.drop_in = a.alloc(act, {T, widest}, "dropout input");
@@ -519,7 +541,90 @@ void Qwen2Runner::proj_backward(int64_t l, Proj p, const Tensor& dinp, bool accu
   ops::add(dinp, dinp, gx);
 }
 
-void Qwen2Runner::layer_forward(int64_t l, const Tensor& x_in, const Tensor& x_out, size_t ai, uint64_t seed) {
+namespace {
+#ifdef COTUNE_WITH_CUDA
+namespace kc = cotune::kernels::cuda;
+#endif
+[[noreturn]] [[maybe_unused]] void no_cuda() { fail("bf16 LoRA path: this build has no CUDA backend"); }
+}  // namespace
+
+void Qwen2Runner::projs_forward(int64_t l, Proj first, int n, const Tensor* outs, const Tensor& inp, size_t ai,
+                                uint64_t seed, bool xa_only, const Tensor* residual) {
+  Buffers& b = *buf_;
+  LayerActs& a = b.acts[ai];
+  const int64_t T = inp.dim(0);
+  auto proj = [&](int i) { return static_cast<Proj>(static_cast<int>(first) + i); };
+  if (!b.lora16) {
+    if (residual) fail("projs_forward: a fused residual needs the bf16 LoRA path");
+    for (int i = 0; i < n; ++i) proj_forward(l, proj(i), outs[i], inp, rows(a.xa[static_cast<int>(proj(i))], T), seed);
+    return;
+  }
+#ifdef COTUNE_WITH_CUDA
+  const LayerWeights& w = layer_weights(l);
+  if (residual && (n != 1 || w.bias(first).data)) fail("projs_forward: a fused residual needs one projection, no bias");
+  if (!xa_only && residual) kc::linear_forward_residual(outs[0], inp, w.proj(first), *residual);
+  else if (!xa_only)
+    for (int i = 0; i < n; ++i) ops::linear_forward(outs[i], inp, w.proj(proj(i)), w.bias(proj(i)));
+  const int64_t R = lora_->config().r;
+  const float scale = lora_->config().scale();
+  auto xa = [&](Proj p) { return static_cast<uint16_t*>(a.xa16.data) + b.xa_col[static_cast<size_t>(p)]; };
+  const bool stacked = n > 1 && (first == Proj::q ? lora_->stacked_qkv() : lora_->stacked_gate_up());
+  if (stacked) kc::lora_xa(xa(first), b.xa_ld, inp, lora_->A16(l, first).data, n * R);
+  for (int i = 0; i < n; ++i) {
+    const Proj p = proj(i);
+    if (!lora_->has(l, p)) continue;
+    if (!stacked) kc::lora_xa(xa(p), b.xa_ld, inp, lora_->A16(l, p).data, R);
+    if (!xa_only) kc::lora_up(outs[i], xa(p), b.xa_ld, lora_->B16(l, p).data, R, scale);
+  }
+  (void)T;
+#else
+  (void)xa_only;
+  (void)residual;
+  no_cuda();
+#endif
+}
+
+void Qwen2Runner::projs_backward(int64_t l, Proj first, int n, const Tensor& dinp, bool accumulate,
+                                 const Tensor* douts, const Tensor& inp, size_t ai, uint64_t seed) {
+  Buffers& b = *buf_;
+  LayerActs& a = b.acts[ai];
+  const int64_t T = inp.dim(0);
+  auto proj = [&](int i) { return static_cast<Proj>(static_cast<int>(first) + i); };
+  if (!b.lora16) {
+    for (int i = 0; i < n; ++i)
+      proj_backward(l, proj(i), dinp, accumulate || i > 0, douts[i], inp, rows(a.xa[static_cast<int>(proj(i))], T),
+                    seed);
+    return;
+  }
+#ifdef COTUNE_WITH_CUDA
+  const LayerWeights& w = layer_weights(l);
+  for (int i = 0; i < n; ++i) ops::linear_backward_input(dinp, douts[i], w.proj(proj(i)), accumulate || i > 0);
+  const int64_t R = lora_->config().r;
+  const float scale = lora_->config().scale();
+  auto xa = [&](Proj p) { return static_cast<uint16_t*>(a.xa16.data) + b.xa_col[static_cast<size_t>(p)]; };
+  uint16_t* g = static_cast<uint16_t*>(b.g16.data);
+  const bool stacked = n > 1 && (first == Proj::q ? lora_->stacked_qkv() : lora_->stacked_gate_up());
+  for (int i = 0; i < n; ++i) {
+    const Proj p = proj(i);
+    if (!lora_->has(l, p)) continue;
+    const int64_t ld_g = stacked ? n * R : R;
+    uint16_t* gi = stacked ? g + i * R : g;
+    kc::lora_grad_b(lora_->dB(l, p).ptr<float>(), gi, ld_g, douts[i], xa(p), b.xa_ld, lora_->B16(l, p).data, R,
+                    scale);
+    if (!stacked) kc::lora_grad_a(lora_->dA(l, p).ptr<float>(), dinp, gi, R, R, inp, lora_->A16(l, p).data);
+  }
+  if (stacked)
+    kc::lora_grad_a(lora_->dA(l, first).ptr<float>(), dinp, g, n * R, n * R, inp, lora_->A16(l, first).data);
+  (void)T;
+#else
+  (void)accumulate;
+  (void)douts;
+  no_cuda();
+#endif
+}
+
+void Qwen2Runner::layer_forward(int64_t l, const Tensor& x_in, const Tensor& x_out, size_t ai, uint64_t seed,
+                                bool recompute) {
   const auto& c = model_.config();
   const LayerWeights& w = layer_weights(l);
   Buffers& b = *buf_;
@@ -529,25 +634,33 @@ void Qwen2Runner::layer_forward(int64_t l, const Tensor& x_in, const Tensor& x_o
   Tensor h1 = rows(a.h1, T), q = rows(a.q, T), k = rows(a.k, T), v = rows(a.v, T), att = rows(a.att, T);
   Tensor x2 = rows(a.x2, T), h2 = rows(a.h2, T), g = rows(a.g, T), u = rows(a.u, T), m = rows(a.m, T);
   Tensor tmp = rows(b.tmp_c, T), pos = rows(b.pos, T), cu = rows(b.cu, b.S + 1);
-  auto xa = [&](Proj p) { return rows(a.xa[static_cast<int>(p)], T); };
 
   ops::rmsnorm_forward(h1, rows(a.rstd1, T), x_in, w.input_norm, eps);
-  proj_forward(l, Proj::q, q, h1, xa(Proj::q), seed);
-  proj_forward(l, Proj::k, k, h1, xa(Proj::k), seed);
-  proj_forward(l, Proj::v, v, h1, xa(Proj::v), seed);
+  const Tensor qkv[3] = {q, k, v};
+  projs_forward(l, Proj::q, 3, qkv, h1, ai, seed);
   Tensor q3 = q.view({T, H, D}), k3 = k.view({T, KV, D}), v3 = v.view({T, KV, D});
   ops::rope_forward(q3, pos, theta);
   ops::rope_forward(k3, pos, theta);
   ops::attention_forward(att.view({T, H, D}), lse_view(a.lse, T), q3, k3, v3, cu, b.max_seqlen,
                          1.0f / std::sqrt(static_cast<float>(D)));
-  proj_forward(l, Proj::o, tmp, att, xa(Proj::o), seed);
-  ops::add(x2, x_in, tmp);
+  if (b.lora16) {
+    projs_forward(l, Proj::o, 1, &x2, att, ai, seed, false, &x_in);  // x2 = x_in + o(att), added in the GEMM
+  } else {
+    projs_forward(l, Proj::o, 1, &tmp, att, ai, seed);
+    ops::add(x2, x_in, tmp);
+  }
   ops::rmsnorm_forward(h2, rows(a.rstd2, T), x2, w.post_norm, eps);
-  proj_forward(l, Proj::gate, g, h2, xa(Proj::gate), seed);
-  proj_forward(l, Proj::up, u, h2, xa(Proj::up), seed);
+  const Tensor gu[2] = {g, u};
+  projs_forward(l, Proj::gate, 2, gu, h2, ai, seed);
   ops::swiglu_forward(m, g, u);
-  proj_forward(l, Proj::down, tmp, m, xa(Proj::down), seed);
-  ops::add(x_out, x2, tmp);
+  if (b.lora16) {
+    // x_out = x2 + down(m), added in the GEMM. The backward of down reads only m and its LoRA xa: a
+    // recomputation stops there.
+    projs_forward(l, Proj::down, 1, &x_out, m, ai, seed, recompute, &x2);
+  } else {
+    projs_forward(l, Proj::down, 1, &tmp, m, ai, seed);
+    ops::add(x_out, x2, tmp);
+  }
 }
 
 // On entry b.dres holds the gradient of the layer's output; on exit, of its input (when need_dinput).
@@ -563,25 +676,23 @@ void Qwen2Runner::layer_backward(int64_t l, const Tensor& x_in, size_t ai, uint6
   Tensor dres = rows(b.dres, T), dh = rows(b.dh, T), dm = rows(b.dm, T), dg = rows(b.dg, T), du = rows(b.du, T);
   Tensor dq = rows(b.dq, T), dk = rows(b.dk, T), dv = rows(b.dv, T), datt = rows(b.datt, T);
   Tensor pos = rows(b.pos, T), cu = rows(b.cu, b.S + 1);
-  auto xa = [&](Proj p) { return rows(a.xa[static_cast<int>(p)], T); };
 
   // MLP: x_out = x2 + down(swiglu(gate(h2), up(h2))), h2 = rmsnorm(x2)
-  proj_backward(l, Proj::down, dm, false, dres, m, xa(Proj::down), seed);
+  projs_backward(l, Proj::down, 1, dm, false, &dres, m, ai, seed);
   ops::swiglu_backward(dg, du, dm, g, u);
-  proj_backward(l, Proj::gate, dh, false, dg, h2, xa(Proj::gate), seed);
-  proj_backward(l, Proj::up, dh, true, du, h2, xa(Proj::up), seed);
+  const Tensor dgu[2] = {dg, du};
+  projs_backward(l, Proj::gate, 2, dh, false, dgu, h2, ai, seed);
   ops::rmsnorm_backward(dres, dh, x2, w.post_norm, rows(a.rstd2, T), true);  // dres = d x2
   // Attention: x2 = x_in + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = rmsnorm(x_in)
-  proj_backward(l, Proj::o, datt, false, dres, att, xa(Proj::o), seed);
+  projs_backward(l, Proj::o, 1, datt, false, &dres, att, ai, seed);
   Tensor dq3 = dq.view({T, H, D}), dk3 = dk.view({T, KV, D});
   ops::attention_backward(dq3, dk3, dv.view({T, KV, D}), datt.view({T, H, D}), q.view({T, H, D}), k.view({T, KV, D}),
                           v.view({T, KV, D}), att.view({T, H, D}), lse_view(a.lse, T), cu, b.max_seqlen,
                           1.0f / std::sqrt(static_cast<float>(D)));
   ops::rope_backward(dq3, pos, theta);
   ops::rope_backward(dk3, pos, theta);
-  proj_backward(l, Proj::q, dh, false, dq, h1, xa(Proj::q), seed);
-  proj_backward(l, Proj::k, dh, true, dk, h1, xa(Proj::k), seed);
-  proj_backward(l, Proj::v, dh, true, dv, h1, xa(Proj::v), seed);
+  const Tensor dqkv[3] = {dq, dk, dv};
+  projs_backward(l, Proj::q, 3, dh, false, dqkv, h1, ai, seed);
   if (need_dinput) ops::rmsnorm_backward(dres, dh, x_in, w.input_norm, rows(a.rstd1, T), true);  // dres = d x_in
 }
 
@@ -611,8 +722,10 @@ StepStats Qwen2Runner::forward_backward(const PackedBatch& batch, bool backward,
   Tensor dhf = backward ? rows(b.dh, T) : Tensor();
   ops::lm_head_cross_entropy(rows(b.losses, T), rows(b.correct, T), dhf, rows(b.hf, T), w.lm_head, rows(b.targets, T),
                              grad_scale, b.ce_ws, opts_.ce_chunk);
-  StepStats st;
-  {
+  // The per-token losses are read back after the backward has been enqueued (the copy waits for the GPU; read
+  // here, it would leave the GPU idle while the host enqueues the backward).
+  auto stats = [&] {
+    StepStats st;
     std::vector<float> losses(static_cast<size_t>(T));
     std::vector<int32_t> correct(static_cast<size_t>(T));
     copy_bytes(Tensor(losses.data(), DType::f32, {T}), rows(b.losses, T));
@@ -623,8 +736,9 @@ StepStats Qwen2Runner::forward_backward(const PackedBatch& batch, bool backward,
       st.correct += correct[static_cast<size_t>(t)];
       ++st.counted;
     }
-  }
-  if (!backward) return st;
+    return st;
+  };
+  if (!backward) return stats();
 
   // d(final norm input) -> b.dres, then layers in reverse; layer 0's input gradient is not needed
   // (the embedding is frozen).
@@ -633,10 +747,11 @@ StepStats Qwen2Runner::forward_backward(const PackedBatch& batch, bool backward,
   for (int64_t l = L - 1; l >= 0; --l) {
     const Tensor x_in = rows(b.residual[static_cast<size_t>(l)], T);
     size_t ai = keep_all ? static_cast<size_t>(l) : 0;
-    if (!keep_all) layer_forward(l, x_in, rows(b.tmp_c, T), 0, dropout_seed);  // recompute (checkpointing)
+    // Recompute (checkpointing); the last layer's activations are still those of the forward pass.
+    if (!keep_all && l != L - 1) layer_forward(l, x_in, rows(b.tmp_c, T), 0, dropout_seed, true);
     layer_backward(l, x_in, ai, dropout_seed, l > 0);
   }
-  return st;
+  return stats();
 }
 
 std::vector<float> Qwen2Runner::forward_logits(const PackedBatch& batch) {

@@ -162,8 +162,17 @@ class Qwen2Runner {
   void upload(const PackedBatch& batch);
   const LayerWeights& layer_weights(int64_t l);  // Nf4LayerCache::get
   void run_layers_forward(bool keep_all, uint64_t dropout_seed);
-  void layer_forward(int64_t l, const Tensor& x_in, const Tensor& x_out, size_t acts_index, uint64_t dropout_seed);
+  // recompute: a checkpointing recomputation, which skips what the backward does not read (the down
+  // projection's output and the layer output; its LoRA xa is still computed).
+  void layer_forward(int64_t l, const Tensor& x_in, const Tensor& x_out, size_t acts_index, uint64_t dropout_seed,
+                     bool recompute = false);
   void layer_backward(int64_t l, const Tensor& x_in, size_t acts_index, uint64_t dropout_seed, bool need_dinput);
+  // The n projections first, first+1, ... that share the input `inp` (q,k,v or gate,up, or one alone).
+  // residual (bf16 LoRA path, n == 1, no bias): outs[0] = residual + the projection, added in the GEMM.
+  void projs_forward(int64_t l, Proj first, int n, const Tensor* outs, const Tensor& inp, size_t acts_index,
+                     uint64_t seed, bool xa_only = false, const Tensor* residual = nullptr);
+  void projs_backward(int64_t l, Proj first, int n, const Tensor& dinp, bool accumulate, const Tensor* douts,
+                      const Tensor& inp, size_t acts_index, uint64_t seed);
   void proj_forward(int64_t l, Proj p, const Tensor& out, const Tensor& inp, const Tensor& xa, uint64_t seed);
   void proj_backward(int64_t l, Proj p, const Tensor& dinp, bool accumulate, const Tensor& dout, const Tensor& inp,
                      const Tensor& xa, uint64_t seed);

@@ -11,6 +11,16 @@
 
 namespace cotune::train {
 
+struct Optimizer::Cuda {
+#ifdef COTUNE_WITH_CUDA
+  kernels::cuda::MultiAdamW8bit eight_bit;
+  kernels::cuda::MultiAdamW fp32;
+  kernels::cuda::MultiGradNorm norm;
+#endif
+};
+
+Optimizer::~Optimizer() = default;
+
 OptimKind parse_optim(const std::string& s) {
   if (s == "adamw" || s == "adamw_torch" || s == "adamw_torch_fused") return OptimKind::adamw;
   if (s == "adamw8bit" || s == "adamw_8bit" || s == "paged_adamw_8bit" || s == "adamw_bnb_8bit")
@@ -48,20 +58,39 @@ Optimizer::Optimizer(const OptimConfig& cfg, std::vector<model::LoraWeights::Par
     }
     slots_.push_back(s);
   }
+#ifdef COTUNE_WITH_CUDA
+  if (on_cuda()) {
+    cuda_ = std::make_unique<Cuda>();
+    std::vector<kernels::cuda::Adam8bitSlot> s8;
+    std::vector<kernels::cuda::AdamWSlot> s32;
+    std::vector<Tensor> grads;
+    for (const Slot& s : slots_) {
+      const int64_t n = s.param.value.numel();
+      const Tensor p = s.param.value.view({n}), g = s.param.grad.view({n});
+      const Tensor p16 = s.param.value16.data ? s.param.value16.view({n}) : Tensor();
+      if (s.eight_bit) s8.push_back({p, g, s.q1, s.absmax1, s.q2, s.absmax2, p16});
+      else s32.push_back({p, g, s.m, s.v, p16});
+      grads.push_back(s.param.grad);
+    }
+    cuda_->eight_bit = kernels::cuda::MultiAdamW8bit(s8, arena_);
+    cuda_->fp32 = kernels::cuda::MultiAdamW(s32, arena_);
+    cuda_->norm = kernels::cuda::MultiGradNorm(grads, arena_);
+  }
+#endif
 }
 
 float Optimizer::clip_grad_norm(double max_norm) {
-  std::vector<Tensor> grads;
-  for (const auto& s : slots_) grads.push_back(s.param.grad);
 #ifdef COTUNE_WITH_CUDA
   if (on_cuda()) {
-    kernels::cuda::grad_norm_clip(norm_, coef_, nonfinite_, grads, max_norm);
+    cuda_->norm.run(norm_, coef_, nonfinite_, max_norm);
     clip_pending_ = max_norm > 0;
     float norm = 0;
     copy_bytes(Tensor(&norm, DType::f32, {1}), norm_);
     return norm;
   }
 #endif
+  std::vector<Tensor> grads;
+  for (const auto& s : slots_) grads.push_back(s.param.grad);
   if (max_norm <= 0) return kernels::global_grad_norm(grads);
   return kernels::clip_grad_norm(grads, max_norm);
 }
@@ -75,17 +104,18 @@ void Optimizer::step(double lr) {
   h.eps = cfg_.eps;
   h.weight_decay = cfg_.weight_decay;
   h.step = step_;
+#ifdef COTUNE_WITH_CUDA
+  if (on_cuda()) {
+    const Tensor scale = clip_pending_ ? coef_ : Tensor();
+    cuda_->eight_bit.step(h, scale, nonfinite_);
+    cuda_->fp32.step(h, scale, nonfinite_);
+    clip_pending_ = false;
+    return;
+  }
+#endif
   for (auto& s : slots_) {
     const int64_t n = s.param.value.numel();
     Tensor p = s.param.value.view({n}), g = s.param.grad.view({n});
-#ifdef COTUNE_WITH_CUDA
-    if (on_cuda()) {
-      const Tensor scale = clip_pending_ ? coef_ : Tensor();
-      if (s.eight_bit) kernels::cuda::adamw8bit_step(p, g, s.q1, s.absmax1, s.q2, s.absmax2, h, scale, nonfinite_);
-      else kernels::cuda::adamw_step(p, g, s.m, s.v, h, scale, nonfinite_);
-      continue;
-    }
-#endif
     if (s.eight_bit) {
       kernels::adamw8bit_step(p, g, s.q1, s.absmax1, s.q2, s.absmax2, h, kernels::QuantRounding::nearest);
     } else if (cfg_.kind == OptimKind::adamw8bit) {

@@ -6,6 +6,7 @@
 // run use torch's fp32 AdamW formula (bnb's 32-bit formula differs from it only in rounding).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,9 @@ struct OptimConfig {
 class Optimizer {
  public:
   Optimizer(const OptimConfig& cfg, std::vector<model::LoraWeights::Param> params);
+  ~Optimizer();
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
 
   // Total gradient norm before clipping; scales the gradients so their norm is at most max_norm
   // (max_norm <= 0: no clipping, the norm is still returned).
@@ -57,6 +61,10 @@ class Optimizer {
   // step() scales the gradients by the coefficient inside the update.
   Tensor norm_, coef_, nonfinite_;
   bool clip_pending_ = false;
+  // On the GPU: the multi-tensor launches (one for the 8-bit tensors, one for the fp32 ones, two for the norm)
+  // with their device pointer tables, built once; the update also rewrites the parameters' bf16 copies.
+  struct Cuda;
+  std::unique_ptr<Cuda> cuda_;
 };
 
 }  // namespace cotune::train
