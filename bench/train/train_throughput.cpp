@@ -150,8 +150,13 @@ std::string json_escape(const std::string& s) {
 // Exit statuses of the single setting (bench/train/longest.py reads them).
 constexpr int kExitError = 1, kExitOom = 3, kExitNonFinite = 4;
 
+// A failed allocation: cudaErrorMemoryAllocation's message "(out of memory)" closes the errors of
+// tensor/arena.cpp and kernels/cuda/context.cpp (the arena's "GPU out of memory: ..." prefix alone is not
+// enough: it is also used for other cudaMalloc failures, e.g. no usable driver); cuBLAS says "the resource
+// allocation failed".
 bool is_oom(const std::string& msg) {
-  return msg.find("out of memory") != std::string::npos || msg.find("CUBLAS_STATUS_ALLOC_FAILED") != std::string::npos;
+  return msg.find("(out of memory)") != std::string::npos ||
+         msg.find("resource allocation failed") != std::string::npos;
 }
 
 }  // namespace
