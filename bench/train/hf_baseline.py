@@ -68,7 +68,9 @@ def build(cfg, device, on_device_init):
     torch.manual_seed(0)
     if on_device_init:
         # The single setting starts one process per length: build the bf16 weights on the device directly (seconds,
-        # where a CPU fp32 init takes tens of seconds); the values are random either way.
+        # where a CPU fp32 init takes tens of seconds); the values are random either way. As with
+        # from_pretrained(dtype=bfloat16), the rotary inv_freq buffer stays fp32 (a .to(bfloat16) of the whole
+        # model, as below, rounds it to bf16: no cost difference, but coarse angles at long positions).
         prev = torch.get_default_dtype()
         torch.set_default_dtype(torch.bfloat16)
         try:
