@@ -122,8 +122,11 @@ class Runner:
         log = os.path.join(self.a.out, "logs", f"{system}-{length}-{mode}.log")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         t0 = time.monotonic()
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                             start_new_session=True)
+        try:
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                 start_new_session=True)
+        except OSError as e:
+            sys.exit(f"longest: cannot start {shlex.join(cmd)}: {e}")
         timed_out = False
         try:
             out, err = p.communicate(timeout=limit)
