@@ -279,6 +279,18 @@ const LayerWeights& Nf4LayerCache::get(const Qwen2Model& model, int64_t layer) {
 void Qwen2Model::dequantize_layer(int64_t layer, LayerWeights& scratch) const {
   Tensor* projs[kNumProj] = {&scratch.q_w, &scratch.k_w, &scratch.v_w, &scratch.o_w,
                              &scratch.gate_w, &scratch.up_w, &scratch.down_w};
+#ifdef COTUNE_WITH_CUDA
+  if (device_ == Device::cuda && projs[0]->dtype == DType::bf16) {
+    std::array<kernels::Nf4Weight, kNumProj> qs;
+    std::array<Tensor, kNumProj> outs;
+    for (int p = 0; p < kNumProj; ++p) {
+      qs[static_cast<size_t>(p)] = nf4_weight(layer, static_cast<Proj>(p));
+      outs[static_cast<size_t>(p)] = *projs[p];
+    }
+    kernels::cuda::nf4_dequantize_batch(qs, outs);  // one launch for the seven projections
+    return;
+  }
+#endif
   for (int p = 0; p < kNumProj; ++p) kernels::nf4_dequantize(nf4_weight(layer, static_cast<Proj>(p)), *projs[p]);
 }
 

@@ -197,6 +197,38 @@ TEST(CudaTrainOps, Nf4DequantizeBitExact) {
 namespace cotune::testing {
 namespace {
 
+// Several weights in one launch: byte-identical to one nf4_dequantize each (odd sizes, both absmax kinds, more
+// weights than one batch holds).
+TEST(CudaTrainOps, Nf4DequantizeBatchMatchesSingle) {
+  COTUNE_REQUIRE_GPU();
+  Arena arena(Device::cuda, gib(0.5));
+  struct Case {
+    int64_t rows, cols;
+    bool nested;
+  };
+  const std::vector<Case> cases = {{1536, 1536, true}, {256, 1536, true}, {7, 9, true},   {96, 200, false},
+                                   {8960, 64, true},   {10, 50, true},    {3, 5, false},  {64, 64, true},
+                                   {33, 17, true},     {128, 256, false}};
+  std::vector<Nf4Buffers> bufs;
+  std::vector<Nf4Weight> qs;
+  std::vector<Tensor> batch_out, single_out;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    auto w = randn(static_cast<size_t>(c.rows * c.cols), 710 + static_cast<uint32_t>(i), 0.02f);
+    bufs.push_back(kernels::nf4_quantize(host(w, Shape{c.rows, c.cols}), c.nested));
+  }
+  for (size_t i = 0; i < cases.size(); ++i) {
+    qs.push_back(to_device(bufs[i].view(), arena));
+    batch_out.push_back(arena.alloc(DType::bf16, Shape{cases[i].rows, cases[i].cols}));
+    single_out.push_back(arena.alloc(DType::bf16, Shape{cases[i].rows, cases[i].cols}));
+    poison(batch_out.back());
+    kernels::cuda::nf4_dequantize(qs.back(), single_out.back());
+  }
+  kernels::cuda::nf4_dequantize_batch(qs, batch_out);
+  for (size_t i = 0; i < cases.size(); ++i)
+    EXPECT_EQ(download_bytes(batch_out[i]), download_bytes(single_out[i])) << cases[i].rows << "x" << cases[i].cols;
+}
+
 // The optimizer's multi-tensor launches against the single-tensor functions, tensor by tensor: bit-identical
 // parameters and states (the per-element formulas are the same), and the bf16 copies equal to bf16(p).
 TEST(CudaTrainOps, MultiTensorOptimizerMatchesSingleTensor) {

@@ -110,4 +110,21 @@ void launch_nf4_dequantize(void* out, bool out_bf16, const uint8_t* packed, int6
                            const float* code, const uint8_t* qabsmax, const float* absmax_f32,
                            const float* nested_absmax, const float* nested_map, float offset, int64_t nested_bs);
 
+// Up to kNf4BatchMax NF4 weights dequantized to bf16 in one launch (e.g. the seven projections of a layer);
+// per weight the arguments and the bit-exact result of launch_nf4_dequantize.
+constexpr int kNf4BatchMax = 8;
+struct Nf4Job {
+  void* out;  // bf16 [n]
+  const uint8_t* packed;
+  int64_t n, blocksize;
+  const float* code;
+  const uint8_t* qabsmax;
+  const float* absmax_f32;
+  const float* nested_absmax;
+  const float* nested_map;
+  float offset;
+  int64_t nested_bs;
+};
+void launch_nf4_dequantize_batch(const Nf4Job* jobs, int count);
+
 }  // namespace cotune::kernels::cuda

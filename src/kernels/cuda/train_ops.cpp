@@ -91,6 +91,27 @@ void grad_norm_clip(const Tensor& norm, const Tensor& coef, const Tensor& nonfin
                      max_norm > 0.0);
 }
 
+void nf4_dequantize_batch(std::span<const Nf4Weight> qs, std::span<const Tensor> outs) {
+  const char* op = "nf4_dequantize_batch (CUDA)";
+  if (qs.size() != outs.size()) fail("{}: {} weights but {} outputs", op, qs.size(), outs.size());
+  std::vector<Nf4Job> jobs;
+  for (size_t i = 0; i < qs.size(); ++i) {
+    const Nf4Weight& q = qs[i];
+    const Tensor& out = outs[i];
+    q.validate(op);
+    const int64_t n = q.numel();
+    if (out.numel() != n) fail("{}: output {} does not hold the {} elements of {}", op, out.str(), n, q.shape.str());
+    if (out.device != Device::cuda || q.packed.device != Device::cuda || out.dtype != DType::bf16)
+      fail("{}: weight and output must be CUDA tensors, the output bf16 ({} -> {})", op, q.packed.str(), out.str());
+    jobs.push_back({out.data, q.packed.ptr<uint8_t>(), n, q.blocksize, q.quant_map.ptr<float>(),
+                    q.nested ? q.absmax.ptr<uint8_t>() : nullptr, q.nested ? nullptr : q.absmax.ptr<float>(),
+                    q.nested ? q.nested_absmax.ptr<float>() : nullptr,
+                    q.nested ? q.nested_quant_map.ptr<float>() : nullptr, q.offset, q.nested_blocksize});
+  }
+  for (size_t i = 0; i < jobs.size(); i += kNf4BatchMax)
+    launch_nf4_dequantize_batch(jobs.data() + i, static_cast<int>(std::min<size_t>(kNf4BatchMax, jobs.size() - i)));
+}
+
 MultiAdamW::MultiAdamW(std::span<const AdamWSlot> slots, Arena& arena) {
   const char* op = "MultiAdamW (CUDA)";
   std::vector<AdamWTensor> table;

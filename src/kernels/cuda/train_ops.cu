@@ -188,18 +188,13 @@ __device__ __forceinline__ float nf4_absmax(const uint8_t* qabsmax, const float*
   return __fadd_rn(__fmul_rn(nested_map[qabsmax[b]], nested_absmax[b / nested_bs]), offset);
 }
 
-// packed u8 [ceil(n/2)] (element 2i high nibble), absmax (u8 codes + nested, or f32) -> out [n] (bf16 or f32).
-// One thread per packed byte pair... per 4 packed bytes (8 outputs); the code table sits in shared memory.
+// The 8 outputs from element i0 on (fewer at the end): packed u8 [ceil(n/2)] (element 2i high nibble), absmax
+// (u8 codes + nested, or f32), code table sc[16] -> out (bf16 or f32).
 template <typename OUT>
-__global__ void nf4_dequant_kernel(OUT* __restrict__ out, const uint8_t* __restrict__ packed, int64_t n,
-                                   int64_t blocksize, const float* __restrict__ code, const uint8_t* qabsmax,
-                                   const float* absmax_f32, const float* nested_absmax, const float* nested_map,
-                                   float offset, int64_t nested_bs) {
-  __shared__ float sc[16];
-  if (threadIdx.x < 16) sc[threadIdx.x] = code[threadIdx.x];
-  __syncthreads();
-  const int64_t i0 = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * 8;
-  if (i0 >= n) return;
+__device__ __forceinline__ void nf4_dequant8(OUT* __restrict__ out, const uint8_t* __restrict__ packed, int64_t n,
+                                             int64_t blocksize, const float* sc, const uint8_t* qabsmax,
+                                             const float* absmax_f32, const float* nested_absmax,
+                                             const float* nested_map, float offset, int64_t nested_bs, int64_t i0) {
   if (i0 + 8 <= n && blocksize % 8 == 0) {
     const float am = nf4_absmax(qabsmax, absmax_f32, nested_absmax, nested_map, offset, i0 / blocksize, nested_bs);
     uint32_t bytes;
@@ -232,6 +227,38 @@ __global__ void nf4_dequant_kernel(OUT* __restrict__ out, const uint8_t* __restr
     const int c = (i % 2 == 0) ? (byte >> 4) : (byte & 0x0f);
     out[i] = from_f<OUT>(__fmul_rn(sc[c], am));
   }
+}
+
+// One thread per 8 outputs; the code table sits in shared memory.
+template <typename OUT>
+__global__ void nf4_dequant_kernel(OUT* __restrict__ out, const uint8_t* __restrict__ packed, int64_t n,
+                                   int64_t blocksize, const float* __restrict__ code, const uint8_t* qabsmax,
+                                   const float* absmax_f32, const float* nested_absmax, const float* nested_map,
+                                   float offset, int64_t nested_bs) {
+  __shared__ float sc[16];
+  if (threadIdx.x < 16) sc[threadIdx.x] = code[threadIdx.x];
+  __syncthreads();
+  const int64_t i0 = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * 8;
+  if (i0 >= n) return;
+  nf4_dequant8(out, packed, n, blocksize, sc, qabsmax, absmax_f32, nested_absmax, nested_map, offset, nested_bs, i0);
+}
+
+struct Nf4Batch {
+  Nf4Job job[kNf4BatchMax];
+  int64_t start[kNf4BatchMax + 1];  // first 8-output group of each job
+  int count;
+};
+
+// Several weights: thread g handles group g of the concatenation (its job found by a scan over <= 8 starts);
+// the code tables are read through the cache (a block may span two weights).
+__global__ void nf4_dequant_batch_kernel(Nf4Batch b) {
+  const int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (g >= b.start[b.count]) return;
+  int t = 0;
+  while (t + 1 < b.count && b.start[t + 1] <= g) ++t;
+  const Nf4Job& j = b.job[t];
+  nf4_dequant8(static_cast<bf16*>(j.out), j.packed, j.n, j.blocksize, j.code, j.qabsmax, j.absmax_f32,
+               j.nested_absmax, j.nested_map, j.offset, j.nested_bs, (g - b.start[t]) * 8);
 }
 
 unsigned capped_blocks(int64_t n) {
@@ -290,6 +317,20 @@ void launch_reduce_sum(float* out, const void* x, bool is_i32, int64_t n) {
   if (is_i32) reduce_sum_kernel<int32_t><<<1, kThreads, 0, stream()>>>(out, static_cast<const int32_t*>(x), n);
   else reduce_sum_kernel<float><<<1, kThreads, 0, stream()>>>(out, static_cast<const float*>(x), n);
   check_launch("reduce_sum");
+}
+
+void launch_nf4_dequantize_batch(const Nf4Job* jobs, int count) {
+  if (count <= 0) return;
+  Nf4Batch b{};
+  b.count = count < kNf4BatchMax ? count : kNf4BatchMax;
+  b.start[0] = 0;
+  for (int t = 0; t < b.count; ++t) {
+    b.job[t] = jobs[t];
+    b.start[t + 1] = b.start[t] + (jobs[t].n + 7) / 8;
+  }
+  if (b.start[b.count] == 0) return;
+  nf4_dequant_batch_kernel<<<blocks_for(b.start[b.count], kThreads), kThreads, 0, stream()>>>(b);
+  check_launch("nf4_dequantize (batch)");
 }
 
 void launch_nf4_dequantize(void* out, bool out_bf16, const uint8_t* packed, int64_t n, int64_t blocksize,

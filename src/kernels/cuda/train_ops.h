@@ -86,6 +86,8 @@ void reduce_sum(const Tensor& out, const Tensor& x);
 // each product and sum rounded to fp32 separately (no FMA), as bitsandbytes computes; bit-identical to the CPU
 // reference kernels::nf4_dequantize.
 void nf4_dequantize(const Nf4Weight& q, const Tensor& out);
+// nf4_dequantize of several weights into bf16 outputs, in one launch per 8 (bit-identical to one call each).
+void nf4_dequantize_batch(std::span<const Nf4Weight> qs, std::span<const Tensor> outs);
 
 // ---- fused linear + residual (gemm.cpp) ----------------------------------------------------------------------
 // out[T,OC] (bf16) = residual[T,OC] + inp[T,IC] @ weight[OC,IC]^T, one rounding (the residual enters the GEMM's
