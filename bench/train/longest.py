@@ -72,6 +72,9 @@ class Runner:
         self.cache = {}
         self.trials_run = 0
         self.gpu_seconds = 0.0
+        for f in a.resume:
+            if not os.path.exists(f):
+                print(f"longest: warning: --resume {f}: no such file, nothing reused from it", flush=True)
         for f in a.resume + [self.path]:
             if os.path.exists(f):
                 for line in open(f):
