@@ -574,9 +574,10 @@ void Qwen2Runner::projs_forward(int64_t l, Proj first, int n, const Tensor* outs
 #ifdef COTUNE_WITH_CUDA
   const LayerWeights& w = layer_weights(l);
   if (residual && (n != 1 || w.bias(first).data)) fail("projs_forward: a fused residual needs one projection, no bias");
+  // With a residual: out = residual + x W^T (one GEMM), then out += LoRA. Without: out = LoRA first (a write
+  // only), then the base GEMM accumulates onto it (beta = 1, bias in its epilogue): the wide outputs of gate/up
+  // are not read and written a second time.
   if (!xa_only && residual) kc::linear_forward_residual(outs[0], inp, w.proj(first), *residual);
-  else if (!xa_only)
-    for (int i = 0; i < n; ++i) ops::linear_forward(outs[i], inp, w.proj(proj(i)), w.bias(proj(i)));
   const int64_t R = lora_->config().r;
   const float scale = lora_->config().scale();
   auto xa = [&](Proj p) { return static_cast<uint16_t*>(a.xa16.data) + b.xa_col[static_cast<size_t>(p)]; };
@@ -584,9 +585,17 @@ void Qwen2Runner::projs_forward(int64_t l, Proj first, int n, const Tensor* outs
   if (stacked) kc::lora_xa(xa(first), b.xa_ld, inp, lora_->A16(l, first).data, n * R);
   for (int i = 0; i < n; ++i) {
     const Proj p = proj(i);
-    if (!lora_->has(l, p)) continue;
-    if (!stacked) kc::lora_xa(xa(p), b.xa_ld, inp, lora_->A16(l, p).data, R);
-    if (!xa_only) kc::lora_up(outs[i], xa(p), b.xa_ld, lora_->B16(l, p).data, R, scale);
+    const bool has = lora_->has(l, p);
+    if (has && !stacked) kc::lora_xa(xa(p), b.xa_ld, inp, lora_->A16(l, p).data, R);
+    if (xa_only) continue;
+    if (residual) {
+      if (has) kc::lora_up(outs[i], xa(p), b.xa_ld, lora_->B16(l, p).data, R, scale);
+    } else if (has) {
+      kc::lora_up(outs[i], xa(p), b.xa_ld, lora_->B16(l, p).data, R, scale, false);
+      kc::linear_forward_residual(outs[i], inp, w.proj(p), outs[i], w.bias(p));
+    } else {
+      ops::linear_forward(outs[i], inp, w.proj(p), w.bias(p));
+    }
   }
   (void)T;
 #else

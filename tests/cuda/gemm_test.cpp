@@ -165,6 +165,14 @@ TEST(CudaGemm, LinearForwardResidualMatchesCpu) {
   EXPECT_EQ(download(dres), res);  // the residual is only read
   kernels::cuda::linear_forward_residual(dres, dx, dw, dres);  // in place
   EXPECT_EQ(download_bytes(dres), download_bytes(dout));
+  // With a bias (q/k/v), accumulating onto the output (the runner writes the LoRA branch there first).
+  auto bias = randn(static_cast<size_t>(OC), 64, 0.5f);
+  std::vector<float> lb(static_cast<size_t>(T * OC)), refb(static_cast<size_t>(T * OC));
+  kernels::linear_forward(host(lb, Shape{T, OC}), host(x, Shape{T, IC}), host(w, Shape{OC, IC}), host(bias, Shape{OC}));
+  kernels::add(host(refb, Shape{T, OC}), host(res, Shape{T, OC}), host(lb, Shape{T, OC}));
+  Tensor dbias = upload(arena, bias, Shape{OC}, DType::bf16), dacc = upload(arena, res, Shape{T, OC}, DType::bf16);
+  kernels::cuda::linear_forward_residual(dacc, dx, dw, dacc, dbias);
+  EXPECT_REL(download(dacc), refb, 1e-2);
 }
 
 // The bf16-operand LoRA entry points (train_ops.h) the runner uses, with two projections sharing one input

@@ -209,18 +209,20 @@ void linear_backward_input(const Tensor& dinp, const Tensor& dout, const Tensor&
        1.0f, accumulate ? 1.0f : 0.0f);
 }
 
-void linear_forward_residual(const Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& residual) {
+void linear_forward_residual(const Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& residual,
+                             const Tensor& bias) {
   const char* op = "linear_forward_residual";
   need_dtype(inp, DType::bf16, op, "inp");
   need_dtype(weight, DType::bf16, op, "weight");
   need_dtype(out, DType::bf16, op, "out");
   need_dtype(residual, DType::bf16, op, "residual");
+  if (bias.data) need_dtype(bias, DType::bf16, op, "bias");
   const int64_t T = inp.dim(0), IC = inp.dim(1), OC = weight.dim(0);
   if (weight.dim(1) != IC || out.dim(0) != T || out.dim(1) != OC || residual.numel() != out.numel())
     fail("{}: shapes disagree: out {}, inp {}, weight {}, residual {}", op, out.str(), inp.str(), weight.str(),
          residual.str());
   gemm(out.data, DType::bf16, inp.data, DType::bf16, weight.data, DType::bf16, T, OC, IC, false, true, IC, IC, OC, 1.0f,
-       1.0f, nullptr, residual.data);
+       1.0f, bias.data, residual.data);
 }
 
 // ---- LoRA on bf16 operands (train_ops.h) ------------------------------------------------------------------
@@ -233,10 +235,12 @@ void lora_xa(void* xa, int64_t ld_xa, const Tensor& inp, const void* A, int64_t 
   gemm(xa, DType::bf16, inp.data, DType::bf16, A, DType::bf16, T, N, IC, false, true, IC, IC, ld_xa, 1.0f, 0.0f);
 }
 
-void lora_up(const Tensor& out, const void* xa, int64_t ld_xa, const void* B, int64_t R, float scale) {
+void lora_up(const Tensor& out, const void* xa, int64_t ld_xa, const void* B, int64_t R, float scale,
+             bool accumulate) {
   need_dtype(out, DType::bf16, "lora_up", "out");
   const int64_t T = out.dim(0), OC = out.dim(1);
-  gemm(out.data, DType::bf16, xa, DType::bf16, B, DType::bf16, T, OC, R, false, true, ld_xa, R, OC, scale, 1.0f);
+  gemm(out.data, DType::bf16, xa, DType::bf16, B, DType::bf16, T, OC, R, false, true, ld_xa, R, OC, scale,
+       accumulate ? 1.0f : 0.0f);
 }
 
 void lora_grad_b(float* dB, void* g, int64_t ld_g, const Tensor& dout, const void* xa, int64_t ld_xa, const void* B,

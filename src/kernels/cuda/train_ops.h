@@ -90,10 +90,11 @@ void nf4_dequantize(const Nf4Weight& q, const Tensor& out);
 void nf4_dequantize_batch(std::span<const Nf4Weight> qs, std::span<const Tensor> outs);
 
 // ---- fused linear + residual (gemm.cpp) ----------------------------------------------------------------------
-// out[T,OC] (bf16) = residual[T,OC] + inp[T,IC] @ weight[OC,IC]^T, one rounding (the residual enters the GEMM's
-// fp32 epilogue as C): the composition of ops.h's linear_forward and add, with one bf16 rounding fewer.
-// out may alias residual.
-void linear_forward_residual(const Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& residual);
+// out[T,OC] (bf16) = residual[T,OC] + inp[T,IC] @ weight[OC,IC]^T (+ bias[OC]), one rounding (the residual enters
+// the GEMM's fp32 epilogue as C): the composition of ops.h's linear_forward and add, with one bf16 rounding fewer.
+// out may alias residual (out += the projection).
+void linear_forward_residual(const Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& residual,
+                             const Tensor& bias = Tensor());
 
 // ---- LoRA on bf16 operands (the training runner's path; gemm.cpp) -------------------------------------------
 // The composition of these four is ops.h's lora_forward / lora_backward (whose CUDA twins call them on bf16
@@ -101,11 +102,12 @@ void linear_forward_residual(const Tensor& out, const Tensor& inp, const Tensor&
 // ld_xa / ld_g, so several projections that share an input can keep their xa / g side by side and use one GEMM
 // for x @ [A_1; A_2; ...]^T and for the stacked dA / dinp (N = the sum of their ranks).
 //   lora_xa:     xa[T,N] = inp[T,IC] @ A[N,IC]^T
-//   lora_up:     out[T,OC] += scale * xa[T,R] @ B[OC,R]^T
+//   lora_up:     out[T,OC] += scale * xa[T,R] @ B[OC,R]^T  (out = ..., when not accumulate)
 //   lora_grad_b: dB[OC,R] (f32) += scale * dout[T,OC]^T @ xa[T,R];  g[T,R] = scale * dout @ B
 //   lora_grad_a: dA[N,IC] (f32) += g[T,N]^T @ inp;  dinp[T,IC] += g @ A[N,IC] (skipped when dinp is undefined)
 void lora_xa(void* xa, int64_t ld_xa, const Tensor& inp, const void* A, int64_t N);
-void lora_up(const Tensor& out, const void* xa, int64_t ld_xa, const void* B, int64_t R, float scale);
+void lora_up(const Tensor& out, const void* xa, int64_t ld_xa, const void* B, int64_t R, float scale,
+             bool accumulate = true);
 void lora_grad_b(float* dB, void* g, int64_t ld_g, const Tensor& dout, const void* xa, int64_t ld_xa, const void* B,
                  int64_t R, float scale);
 void lora_grad_a(float* dA, const Tensor& dinp, const void* g, int64_t ld_g, int64_t N, const Tensor& inp,
