@@ -619,7 +619,9 @@ void Qwen2Runner::projs_backward(int64_t l, Proj first, int n, const Tensor& din
   }
 #ifdef COTUNE_WITH_CUDA
   const LayerWeights& w = layer_weights(l);
-  for (int i = 0; i < n; ++i) ops::linear_backward_input(dinp, douts[i], w.proj(proj(i)), accumulate || i > 0);
+  // The LoRA part first: its dinp GEMM writes dinp (beta 0 unless accumulating), then the base GEMMs accumulate
+  // onto it, so the (for down: wide) dinp is not read and rewritten by a separate small-K GEMM.
+  bool written = accumulate;
   const int64_t R = lora_->config().r;
   const float scale = lora_->config().scale();
   auto xa = [&](Proj p) { return static_cast<uint16_t*>(a.xa16.data) + b.xa_col[static_cast<size_t>(p)]; };
@@ -632,10 +634,19 @@ void Qwen2Runner::projs_backward(int64_t l, Proj first, int n, const Tensor& din
     uint16_t* gi = stacked ? g + i * R : g;
     kc::lora_grad_b(lora_->dB(l, p).ptr<float>(), gi, ld_g, douts[i], xa(p), b.xa_ld, lora_->B16(l, p).data, R,
                     scale);
-    if (!stacked) kc::lora_grad_a(lora_->dA(l, p).ptr<float>(), dinp, gi, R, R, inp, lora_->A16(l, p).data);
+    if (!stacked) {
+      kc::lora_grad_a(lora_->dA(l, p).ptr<float>(), dinp, gi, R, R, inp, lora_->A16(l, p).data, written);
+      written = true;
+    }
   }
-  if (stacked)
-    kc::lora_grad_a(lora_->dA(l, first).ptr<float>(), dinp, g, n * R, n * R, inp, lora_->A16(l, first).data);
+  if (stacked) {
+    kc::lora_grad_a(lora_->dA(l, first).ptr<float>(), dinp, g, n * R, n * R, inp, lora_->A16(l, first).data, written);
+    written = true;
+  }
+  for (int i = 0; i < n; ++i) {
+    ops::linear_backward_input(dinp, douts[i], w.proj(proj(i)), written);
+    written = true;
+  }
   (void)T;
 #else
   (void)accumulate;

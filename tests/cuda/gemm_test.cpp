@@ -248,6 +248,13 @@ TEST(CudaGemm, LoraBf16StackedMatchesCpu) {
     EXPECT_REL(std::vector<float>(gdA.begin() + i * R * IC, gdA.begin() + (i + 1) * R * IC), rA[i], 1e-2);
   }
   EXPECT_REL(download(ddinp), rdinp, 1e-2);
+  // dinp written, not accumulated (the runner's first write of a gradient): only the LoRA part.
+  std::vector<float> only(static_cast<size_t>(T * IC));
+  for (size_t i = 0; i < only.size(); ++i) only[i] = rdinp[i] - dinp0[i];
+  Tensor dfresh = arena.alloc(DType::bf16, Shape{T, IC});
+  poison(dfresh);
+  kernels::cuda::lora_grad_a(ddA.ptr<float>(), dfresh, g16, 2 * R, 2 * R, dx, dAs.data, false);
+  EXPECT_REL(download(dfresh), only, 2e-2);
 }
 
 }  // namespace

@@ -254,7 +254,7 @@ void lora_grad_b(float* dB, void* g, int64_t ld_g, const Tensor& dout, const voi
 }
 
 void lora_grad_a(float* dA, const Tensor& dinp, const void* g, int64_t ld_g, int64_t N, const Tensor& inp,
-                 const void* A) {
+                 const void* A, bool accumulate_dinp) {
   need_dtype(inp, DType::bf16, "lora_grad_a", "inp");
   const int64_t T = inp.dim(0), IC = inp.dim(1);
   // dA[N,IC] += g^T @ inp
@@ -262,7 +262,8 @@ void lora_grad_a(float* dA, const Tensor& dinp, const void* g, int64_t ld_g, int
   if (dinp.data) {
     need_dtype(dinp, DType::bf16, "lora_grad_a", "dinp");
     // dinp[T,IC] += g @ A
-    gemm(dinp.data, DType::bf16, g, DType::bf16, A, DType::bf16, T, IC, N, false, false, ld_g, IC, IC, 1.0f, 1.0f);
+    gemm(dinp.data, DType::bf16, g, DType::bf16, A, DType::bf16, T, IC, N, false, false, ld_g, IC, IC, 1.0f,
+         accumulate_dinp ? 1.0f : 0.0f);
   }
 }
 

@@ -104,13 +104,14 @@ void linear_forward_residual(const Tensor& out, const Tensor& inp, const Tensor&
 //   lora_xa:     xa[T,N] = inp[T,IC] @ A[N,IC]^T
 //   lora_up:     out[T,OC] += scale * xa[T,R] @ B[OC,R]^T  (out = ..., when not accumulate)
 //   lora_grad_b: dB[OC,R] (f32) += scale * dout[T,OC]^T @ xa[T,R];  g[T,R] = scale * dout @ B
-//   lora_grad_a: dA[N,IC] (f32) += g[T,N]^T @ inp;  dinp[T,IC] += g @ A[N,IC] (skipped when dinp is undefined)
+//   lora_grad_a: dA[N,IC] (f32) += g[T,N]^T @ inp;  dinp[T,IC] += g @ A[N,IC] (skipped when dinp is undefined;
+//                dinp = ..., when not accumulate_dinp)
 void lora_xa(void* xa, int64_t ld_xa, const Tensor& inp, const void* A, int64_t N);
 void lora_up(const Tensor& out, const void* xa, int64_t ld_xa, const void* B, int64_t R, float scale,
              bool accumulate = true);
 void lora_grad_b(float* dB, void* g, int64_t ld_g, const Tensor& dout, const void* xa, int64_t ld_xa, const void* B,
                  int64_t R, float scale);
 void lora_grad_a(float* dA, const Tensor& dinp, const void* g, int64_t ld_g, int64_t N, const Tensor& inp,
-                 const void* A);
+                 const void* A, bool accumulate_dinp = true);
 
 }  // namespace cotune::kernels::cuda
