@@ -15,6 +15,7 @@
 #include "base/half.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/train_ops.h"
 #include "kernels/ops.h"
 #include "tensor/arena.h"
 
@@ -102,6 +103,22 @@ int main(int argc, char** argv) {
     report("lora fwd r16 1536->1536", time_ms([&] { kernels::lora_forward(q, xa, x, A, B, 2.0f); }), 4.0 * T * C * R, 0);
     report("lora bwd r16 1536->1536", time_ms([&] { kernels::lora_backward(dx, dA, dB, gr, q, x, xa, A, B, 2.0f); }),
            8.0 * T * C * R, 0);
+    // The training runner's path: bf16 copies of A/B, xa and g in bf16, no conversions (train_ops.h).
+    {
+      Tensor A16 = random_tensor(arena, DType::bf16, Shape{R, C}, 0.02f, 5);
+      Tensor B16 = random_tensor(arena, DType::bf16, Shape{C, R}, 0.02f, 6);
+      Tensor xa16 = arena.alloc(DType::bf16, Shape{T, R}), g16 = arena.alloc(DType::bf16, Shape{T, R});
+      report("lora fwd bf16 r16 1536->1536", time_ms([&] {
+               kernels::cuda::lora_xa(xa16.data, R, x, A16.data, R);
+               kernels::cuda::lora_up(q, xa16.data, R, B16.data, R, 2.0f);
+             }),
+             4.0 * T * C * R, 0);
+      report("lora bwd bf16 r16 1536->1536", time_ms([&] {
+               kernels::cuda::lora_grad_b(dB.ptr<float>(), g16.data, R, q, xa16.data, R, B16.data, R, 2.0f);
+               kernels::cuda::lora_grad_a(dA.ptr<float>(), dx, g16.data, R, R, x, A16.data);
+             }),
+             8.0 * T * C * R, 0);
+    }
     // ---- elementwise ----
     Tensor w = random_tensor(arena, DType::bf16, Shape{C}, 1.0f, 7), rstd = arena.alloc(DType::f32, Shape{T});
     Tensor y = arena.alloc(DType::bf16, Shape{T, C});
