@@ -43,6 +43,7 @@ struct Generator::Buffers {
   Tensor logits;                // f32 [B, V]
   Tensor dec_tokens, dec_count;  // i32 [kDecodeChunk], [1]: ids of the device decode loop since the last read
   Tensor am_v, am_i;             // f32 / i32 [kArgmaxParts]: arg-max partials
+  ops::DecodeAttentionWork att_work;  // fused decode attention: partial results and (zeroed) counters
   int64_t Tmax = 0;
   std::unique_ptr<Arena> cache_arena;
   std::vector<Tensor> k_cache, v_cache;  // L x [S, N, KV, D]
@@ -103,6 +104,13 @@ Generator::Generator(const model::Qwen2Model& model, const model::LoraWeights* l
   fused_ = opts_.fused_decode && model.device() == Device::cuda && act == DType::bf16 && !lora &&
            ops::decode_step_fusable(C, I, c.num_attention_heads, c.num_key_value_heads, c.head_dim,
                                     model.nf4() ? model.nf4_weight(0, Proj::q).blocksize : 0);
+  if (fused_) {
+    b.att_work.partial =
+        a.alloc(DType::f32, {ops::decode_attention_partial_floats(1, c.num_attention_heads, c.head_dim)}, "attention partials");
+    b.att_work.counters = a.alloc(DType::i32, {c.num_attention_heads}, "attention counters");
+    std::vector<int32_t> zero(static_cast<size_t>(c.num_attention_heads), 0);
+    copy_bytes(b.att_work.counters, Tensor(zero.data(), DType::i32, {c.num_attention_heads}));
+  }
 }
 
 const model::LayerWeights& Generator::layer_weights(int64_t l) { return buf_->nf4.get(model_, l); }
@@ -193,7 +201,7 @@ void Generator::run_layers_fused() {
     ops::decode_norm_qkv(q, k, v, x, lw.input_norm, eps, decode_proj(l, Proj::q), decode_proj(l, Proj::k),
                          decode_proj(l, Proj::v));
     ops::decode_rope_attention(att.view({1, H, D}), q.view({1, H, D}), k.view({1, KV, D}), v.view({1, KV, D}),
-                               b.k_cache[li], b.v_cache[li], st, pt, theta, scale);
+                               b.k_cache[li], b.v_cache[li], st, pt, theta, scale, b.att_work);
     ops::decode_linear_residual(x, att, decode_proj(l, Proj::o));
     ops::decode_norm_swiglu(m, x, lw.post_norm, eps, decode_proj(l, Proj::gate), decode_proj(l, Proj::up));
     ops::decode_linear_residual(x, m, decode_proj(l, Proj::down));

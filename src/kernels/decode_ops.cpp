@@ -158,7 +158,7 @@ bool decode_step_fusable(int64_t C, int64_t I, int64_t H, int64_t KV, int64_t D,
   if (C % 16 != 0 || I % 16 != 0 || C % r != 0 || I % r != 0) return false;
   if (KV <= 0 || H % KV != 0 || (H * D) % 16 != 0 || (H * D) % r != 0 || (KV * D) % r != 0) return false;
   if (D % 64 != 0 || D > 256) return false;
-  if (nf4_blocksize != 0 && nf4_blocksize % 16 != 0) return false;
+  if (nf4_blocksize != 0 && (nf4_blocksize % 16 != 0 || (nf4_blocksize & (nf4_blocksize - 1)) != 0)) return false;
   return true;
 #else
   (void)C, (void)I, (void)H, (void)KV, (void)D, (void)nf4_blocksize;
@@ -176,7 +176,11 @@ cuda::DecodeWeight decode_weight(const char* op, const char* name, const DecodeP
     const Nf4Weight& q = *p.nf4;
     if (q.shape.ndim != 2 || q.shape[1] != K) fail("{}: NF4 {} weight must be [N, {}]", op, name, K);
     if (q.packed.device != Device::cuda) fail("{}: NF4 {} weight must be on CUDA", op, name);
-    if (q.blocksize % 16 != 0) fail("{}: NF4 {} blocksize {} is not a multiple of 16", op, name, q.blocksize);
+    auto pow2 = [](int64_t v) { return v > 0 && (v & (v - 1)) == 0; };
+    if (q.blocksize % 16 != 0 || !pow2(q.blocksize))
+      fail("{}: NF4 {} blocksize {} is not a power of two >= 16", op, name, q.blocksize);
+    if (q.nested && !pow2(q.nested_blocksize))
+      fail("{}: NF4 {} nested blocksize {} is not a power of two", op, name, q.nested_blocksize);
     if (!aligned16(q.packed.data)) fail("{}: NF4 {} weight is not 16-byte aligned", op, name);
     w.packed = q.packed.ptr<uint8_t>();
     w.code = q.quant_map.ptr<float>();
@@ -254,8 +258,18 @@ void decode_norm_qkv(const Tensor& q, const Tensor& k, const Tensor& v, const Te
 #endif
 }
 
+int64_t decode_attention_partial_floats(int64_t T, int64_t H, int64_t D) {
+#ifdef COTUNE_WITH_CUDA
+  return T * H * cuda::decode_attention_splits() * (D + 2);
+#else
+  (void)T, (void)H, (void)D;
+  return 0;
+#endif
+}
+
 void decode_rope_attention(const Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& k_cache,
-                           const Tensor& v_cache, const Tensor& slot, const Tensor& pos, float theta, float scale) {
+                           const Tensor& v_cache, const Tensor& slot, const Tensor& pos, float theta, float scale,
+                           const DecodeAttentionWork& work) {
   const char* op = "decode_rope_attention";
   check_cache(op, k_cache, v_cache);
   const int64_t KV = k_cache.dim(2), D = k_cache.dim(3);
@@ -269,11 +283,19 @@ void decode_rope_attention(const Tensor& out, const Tensor& q, const Tensor& k, 
   check_index(op, slot, pos, T, k_cache);
   if (!on_cuda(op, {&out, &q, &k, &v, &k_cache, &v_cache}, slot, pos)) fail("{}: a CUDA op (tensors on the CPU)", op);
   if (D % 64 != 0 || D > 256) fail("{}: the kernel needs a head dim that is a multiple of 64 up to 256, got {}", op, D);
+  const Tensor& wp = work.partial;
+  const Tensor& wc = work.counters;
+  if (wp.device != Device::cuda || wp.dtype != DType::f32 || wp.numel() < decode_attention_partial_floats(T, H, D))
+    fail("{}: the partial-result buffer must be CUDA f32 of >= {} floats, got {}", op,
+         decode_attention_partial_floats(T, H, D), wp.str());
+  if (wc.device != Device::cuda || wc.dtype != DType::i32 || wc.numel() < T * H)
+    fail("{}: the counters must be CUDA i32 of >= {} entries, got {}", op, T * H, wc.str());
 #ifdef COTUNE_WITH_CUDA
   cuda::RopeFreq f{};
   cpu::rope_inv_freq(f.v, D, theta);  // as rope_forward
   cuda::launch_decode_attention(out.data, q.data, k.data, v.data, k_cache.data, v_cache.data, slot.ptr<int32_t>(),
-                                pos.ptr<int32_t>(), T, k_cache.dim(1), H, KV, D, scale, f);
+                                pos.ptr<int32_t>(), wp.ptr<float>(), wc.ptr<int32_t>(), T, k_cache.dim(1), H, KV, D,
+                                scale, f);
 #else
   (void)theta, (void)scale;
 #endif

@@ -48,9 +48,16 @@ void decode_norm_qkv(const Tensor& q, const Tensor& k, const Tensor& v, const Te
                      float eps, const DecodeProj& wq, const DecodeProj& wk, const DecodeProj& wv);
 // q [T, H, D], k, v [T, KV, D] un-rotated, each token the newest of its own slot: out [T, H, D] = attention of
 // rope(q) over the cache after writing rope(k), v at (slot, pos) (rope_forward + kv_cache_write +
-// cached_attention_forward).
+// cached_attention_forward; the sums run in another order). `work` is decode_attention_work() of this op's size:
+// f32 partial results of the blocks a head, and i32 counters that must start (and are left) zero.
+struct DecodeAttentionWork {
+  Tensor partial;   // f32
+  Tensor counters;  // i32, zeroed
+};
+int64_t decode_attention_partial_floats(int64_t T, int64_t H, int64_t D);
 void decode_rope_attention(const Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& k_cache,
-                           const Tensor& v_cache, const Tensor& slot, const Tensor& pos, float theta, float scale);
+                           const Tensor& v_cache, const Tensor& slot, const Tensor& pos, float theta, float scale,
+                           const DecodeAttentionWork& work);
 // x [1, N] = bf16(x + bf16(inp [1, K] @ W^T))  (linear_forward then add; W has no bias).
 void decode_linear_residual(const Tensor& x, const Tensor& inp, const DecodeProj& w);
 // m [1, I] = swiglu(h @ Wg^T, h @ Wu^T), h = rmsnorm(x [1, C]).

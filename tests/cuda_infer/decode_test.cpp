@@ -201,6 +201,12 @@ std::unique_ptr<Nf4Device> nf4_upload(Arena& a, std::vector<float>& w, int64_t N
   return q;
 }
 
+std::vector<int32_t> download_i32(const Tensor& t) {
+  std::vector<int32_t> v(static_cast<size_t>(t.numel()));
+  copy_bytes(Tensor(v.data(), DType::i32, {t.numel()}), t);
+  return v;
+}
+
 // Unfused linear of one row: the GEMV kernels the generator used before fusing (bf16 or NF4).
 void linear1(const Tensor& out, const Tensor& x, const kernels::DecodeProj& p) {
   const bool ok = p.nf4 ? kernels::small_nf4_linear_forward(out, x, *p.nf4, p.bias)
@@ -239,9 +245,10 @@ void compare_fused_ops(bool nf4, bool pdl) {
   Tensor norm1 = upload(a, rnd(C, 1.0f), {C}, DType::bf16), norm2 = upload(a, rnd(C, 1.0f), {C}, DType::bf16);
   auto x_host = rnd(C, 1.0f);
   testing::add_outlier_channels(x_host, C, 20.0f);
-  auto tol = [&](const Tensor& got, const Tensor& want, const char* what) {
-    if (nf4) EXPECT_LT(rel_err(download(got), download(want)), 1e-2) << what;
-    else EXPECT_EQ(download(got), download(want)) << what;
+  auto tol = [&](const Tensor& got, const Tensor& want, const char* what) {  // fp32 sums in another order
+    auto g = download(got);
+    EXPECT_EQ(testing::count_nonfinite(g), 0u) << what;
+    EXPECT_LT(rel_err(g, download(want)), nf4 ? 1e-2 : 5e-3) << what;
   };
   auto fresh = [&](int64_t n) { return upload(a, std::vector<float>(static_cast<size_t>(n), NAN), {1, n}, DType::bf16); };
 
@@ -265,6 +272,10 @@ void compare_fused_ops(bool nf4, bool pdl) {
     Tensor kc = upload(a, kc_host, {S, N, KV, D}, DType::bf16), vc = upload(a, vc_host, {S, N, KV, D}, DType::bf16);
     Tensor slot = upload_i32(a, {1}, {1}), posd = upload_i32(a, {pos}, {1});
     Tensor qr = fresh(QD), kr = fresh(KVD), att_ref = fresh(QD), att = fresh(QD);
+    kernels::DecodeAttentionWork work;
+    work.partial = upload(a, std::vector<float>(static_cast<size_t>(kernels::decode_attention_partial_floats(1, H, D)), NAN),
+                          {kernels::decode_attention_partial_floats(1, H, D)}, DType::f32);
+    work.counters = upload_i32(a, std::vector<int32_t>(static_cast<size_t>(H), 0), {H});
     copy_bytes(qr, q_ref);
     copy_bytes(kr, k_ref);
     kernels::rope_forward(qr.view({1, H, D}), posd, theta);
@@ -272,8 +283,9 @@ void compare_fused_ops(bool nf4, bool pdl) {
     kernels::kv_cache_write(kc_ref, vc_ref, kr.view({1, KV, D}), v_ref.view({1, KV, D}), slot, posd);
     kernels::cached_attention_forward(att_ref.view({1, H, D}), qr.view({1, H, D}), kc_ref, vc_ref, slot, posd, scale);
     kernels::decode_rope_attention(att.view({1, H, D}), q_ref.view({1, H, D}), k_ref.view({1, KV, D}),
-                                   v_ref.view({1, KV, D}), kc, vc, slot, posd, theta, scale);
-    EXPECT_EQ(download(att), download(att_ref)) << "attention at position " << pos;
+                                   v_ref.view({1, KV, D}), kc, vc, slot, posd, theta, scale, work);
+    tol(att, att_ref, pos == 0 ? "attention at position 0" : "attention at position 23");
+    EXPECT_EQ(download_i32(work.counters), std::vector<int32_t>(static_cast<size_t>(H), 0)) << "counters reset";
     EXPECT_EQ(download(kc), download(kc_ref)) << "k cache at position " << pos;
     EXPECT_EQ(download(vc), download(vc_ref)) << "v cache at position " << pos;
   }
@@ -303,7 +315,7 @@ void compare_fused_ops(bool nf4, bool pdl) {
   lg = upload(a, std::vector<float>(1000, NAN), {1, 1000}, DType::f32);
   ASSERT_TRUE(kernels::small_linear_forward(lg_ref, h, head.weight, Tensor()));
   kernels::decode_logits(lg, h, head);
-  EXPECT_EQ(download(lg), download(lg_ref));
+  EXPECT_LT(rel_err(download(lg), download(lg_ref)), 1e-5);
   kernels::cuda::set_decode_pdl(true);
 }
 
@@ -328,12 +340,11 @@ TEST(CudaDecode, FusedGeneratorMatchesUnfused) {
     plain_o.fused_decode = false;
     infer::Generator gp(m, nullptr, plain_o), gf(m, nullptr, fused_o);
     auto lp = gp.prefill({{1, 5, 17, 42, 99}}, 40), lf = gf.prefill({{1, 5, 17, 42, 99}}, 40);
-    EXPECT_EQ(lf, lp);  // prefill of 5 tokens is not fused
+    EXPECT_LT(rel_err(lf, lp), 1e-5);  // prefill of 5 tokens is not fused (the LM head is)
     for (int step = 0; step < 5; ++step) {
       lp = gp.decode({0}, {static_cast<int32_t>(10 + 31 * step)});
       lf = gf.decode({0}, {static_cast<int32_t>(10 + 31 * step)});
-      if (nf4) EXPECT_LT(rel_err(lf, lp), 1e-2) << "step " << step;
-      else EXPECT_EQ(lf, lp) << "step " << step;
+      EXPECT_LT(rel_err(lf, lp), nf4 ? 1e-2 : 5e-3) << "step " << step;
     }
     infer::GenerationOptions go;
     go.max_new_tokens = 40;

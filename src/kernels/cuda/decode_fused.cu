@@ -11,6 +11,7 @@
 // the current one is used). Weights do not depend on earlier kernels, so the first stage is loaded before the
 // kernel waits for its predecessor: with programmatic dependent launch (set_decode_pdl) a kernel starts while the
 // previous one drains and its weight reads overlap the previous kernel's tail.
+#include <cstdlib>
 #include <type_traits>
 
 #include "kernels/cuda/common.cuh"
@@ -22,9 +23,9 @@ namespace {
 
 bool g_pdl = true;
 
-constexpr int kWarps = 4;  // one output row (or a gate/up pair) a warp
+constexpr int kWarps = 8;  // warps a GEMV block: kWarps / SPLIT rows, SPLIT warps a row
 constexpr int kThreads = 32 * kWarps;
-constexpr int kStages = 4;  // loads a lane issues per row and stage
+constexpr int kRowsMultiple = 8;  // segment sizes of the q/k/v launch (a block never straddles two)
 
 enum Mode { kSeg = 0, kResid = 1, kSwiglu = 2, kF32 = 3 };
 
@@ -42,25 +43,23 @@ __device__ __forceinline__ void pdl_trigger() {
 // As elementwise.cu: bf16(silu(g)) with the accurate expf.
 __device__ __forceinline__ float silu_bf(float g) { return round_bf(g / (1.0f + expf(-g))); }
 
-// acc += w . x over 8 weights, in gemv_kernel's order.
-__device__ __forceinline__ void fma8(float& acc, const uint4& w, const float* xf) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&w);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f2 = __bfloat1622float2(h[i]);
-    acc = fmaf(f2.x, xf[2 * i], acc);
-    acc = fmaf(f2.y, xf[2 * i + 1], acc);
-  }
+// 8 input values at k: from the block's normed row (f32, shared) or from the input row (bf16, global).
+__device__ __forceinline__ void x8(const float* x, int64_t k, float* f) {
+  const float4 a = *reinterpret_cast<const float4*>(x + k), b = *reinterpret_cast<const float4*>(x + k + 4);
+  f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
 }
+__device__ __forceinline__ void x8(const bf16* x, int64_t k, float* f) { load8(x + k, f); }
 
-// bf16 rows: lane l reads 8 weights at k = 8 l + 256 j (gemv_kernel's split).
-template <int NR>
+// bf16 rows: lane l reads 8 weights at k = 8 l + 256 u within a stage of L loads (256 L weights a warp).
+template <int NR, int L>
 struct Bf16Stage {
-  static constexpr int64_t kPer = 8, kStride = 256, kSpan = kStages * kStride;
-  uint4 v[NR][kStages];
-  __device__ __forceinline__ void load(const bf16* const* row, int64_t k0, int64_t K) {
+  static constexpr int kLoads = L;
+  static constexpr int64_t kPer = 8, kStride = 256, kSpan = kLoads * kStride;
+  uint4 v[NR][kLoads];
+  template <typename Row>
+  __device__ __forceinline__ void load(const Row* row, int64_t k0, int64_t K) {
 #pragma unroll
-    for (int u = 0; u < kStages; ++u) {
+    for (int u = 0; u < kLoads; ++u) {
       const int64_t k = k0 + u * kStride;
       if (k < K) {
 #pragma unroll
@@ -68,142 +67,173 @@ struct Bf16Stage {
       }
     }
   }
-  __device__ __forceinline__ void use(float* acc, const bf16* const*, int64_t k0, int64_t K, const bf16* x) const {
+  template <typename Row, typename X>
+  __device__ __forceinline__ void use(float* acc, const Row*, int64_t k0, int64_t K, const X* x) const {
 #pragma unroll
-    for (int u = 0; u < kStages; ++u) {
+    for (int u = 0; u < kLoads; ++u) {
       const int64_t k = k0 + u * kStride;
       if (k >= K) break;
       float xf[8];
-      load8(x + k, xf);
+      x8(x, k, xf);
 #pragma unroll
-      for (int r = 0; r < NR; ++r) fma8(acc[r], v[r][u], xf);
+      for (int r = 0; r < NR; ++r) {
+        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v[r][u]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float2 f2 = __bfloat1622float2(h[i]);
+          acc[r] = fmaf(f2.x, xf[2 * i], acc[r]);
+          acc[r] = fmaf(f2.y, xf[2 * i + 1], acc[r]);
+        }
+      }
     }
   }
 };
 
-// NF4 rows: lane l reads 8 packed bytes = 16 weights at k = 16 l + 512 j (inside one quantization block, as
-// blocksize % 16 == 0), with the block's absmax parts.
+// NF4 rows: lane l reads 8 packed bytes = 16 weights at k = 16 l + 512 u (inside one quantization block, as
+// blocksize % 16 == 0), with the block's absmax parts; a stage is L loads (512 L weights a warp).
 struct Nf4Row {
-  const uint8_t* packed;  // the row's first byte
-  int64_t first;          // index of the row's first element in the tensor
-  const DecodeWeight* w;
-  const float2* pair;     // shared: pair[b] = (code[b >> 4], code[b & 15])
-  const float* nmap;      // shared: nested quant map (nested weights)
+  const uint8_t* packed;   // the row's first byte
+  const uint8_t* qabsmax;  // nested: 8-bit absmax (absmax then holds the nested absmax); else null
+  const float* absmax;
+  const float* code;       // shared: the 16 code values (one bank each: lookups never conflict)
+  const float* nmap;       // shared: nested quant map
+  int64_t first;           // index of the row's first element in the tensor
+  float offset;
+  int bs_shift, nbs_shift;
 };
 
-template <int NR>
+template <int NR, int L>
 struct Nf4Stage {
-  static constexpr int64_t kPer = 16, kStride = 512, kSpan = kStages * kStride;
-  uint2 v[NR][kStages];
-  float am[NR][kStages];    // nested absmax (nested) or absmax (plain)
-  uint32_t q[NR][kStages];  // quantized absmax (nested)
+  static constexpr int kLoads = L;
+  static constexpr int64_t kPer = 16, kStride = 512, kSpan = kLoads * kStride;
+  uint2 v[NR][kLoads];
+  float am[NR][kLoads];    // nested absmax (nested) or absmax (plain)
+  uint32_t q[NR][kLoads];  // quantized absmax (nested)
   __device__ __forceinline__ void load(const Nf4Row* row, int64_t k0, int64_t K) {
 #pragma unroll
-    for (int u = 0; u < kStages; ++u) {
+    for (int u = 0; u < kLoads; ++u) {
       const int64_t k = k0 + u * kStride;
       if (k < K) {
 #pragma unroll
         for (int r = 0; r < NR; ++r) {
-          const DecodeWeight& w = *row[r].w;
           v[r][u] = __ldcs(reinterpret_cast<const uint2*>(row[r].packed + k / 2));
-          const int64_t b = (row[r].first + k) / w.blocksize;
-          if (w.qabsmax) {
-            q[r][u] = __ldg(w.qabsmax + b);
-            am[r][u] = __ldg(w.nested_absmax + b / w.nested_bs);
+          const int64_t b = (row[r].first + k) >> row[r].bs_shift;
+          if (row[r].qabsmax) {
+            q[r][u] = __ldg(row[r].qabsmax + b);
+            am[r][u] = __ldg(row[r].absmax + (b >> row[r].nbs_shift));
           } else {
-            am[r][u] = __ldg(w.absmax_f32 + b);
+            am[r][u] = __ldg(row[r].absmax + b);
           }
         }
       }
     }
   }
-  __device__ __forceinline__ void use(float* acc, const Nf4Row* row, int64_t k0, int64_t K, const bf16* x) const {
+  template <typename X>
+  __device__ __forceinline__ void use(float* acc, const Nf4Row* row, int64_t k0, int64_t K, const X* x) const {
 #pragma unroll
-    for (int u = 0; u < kStages; ++u) {
+    for (int u = 0; u < kLoads; ++u) {
       const int64_t k = k0 + u * kStride;
       if (k >= K) break;
       float xf[16];
-      load8(x + k, xf);
-      load8(x + k + 8, xf + 8);
+      x8(x, k, xf);
+      x8(x, k + 8, xf + 8);
 #pragma unroll
       for (int r = 0; r < NR; ++r) {
-        const DecodeWeight& w = *row[r].w;
-        const float s = w.qabsmax ? __fadd_rn(__fmul_rn(row[r].nmap[q[r][u]], am[r][u]), w.offset) : am[r][u];
+        const float s = row[r].qabsmax ? __fadd_rn(__fmul_rn(row[r].nmap[q[r][u]], am[r][u]), row[r].offset) : am[r][u];
         const uint32_t words[2] = {v[r][u].x, v[r][u].y};
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
-          const float2 c = row[r].pair[(words[j / 4] >> (8 * (j % 4))) & 0xffu];
-          acc[r] = fmaf(round_bf(__fmul_rn(c.x, s)), xf[2 * j], acc[r]);
-          acc[r] = fmaf(round_bf(__fmul_rn(c.y, s)), xf[2 * j + 1], acc[r]);
+          const uint32_t byte = (words[j / 4] >> (8 * (j % 4))) & 0xffu;
+          acc[r] = fmaf(round_bf(__fmul_rn(row[r].code[byte >> 4], s)), xf[2 * j], acc[r]);
+          acc[r] = fmaf(round_bf(__fmul_rn(row[r].code[byte & 15u], s)), xf[2 * j + 1], acc[r]);
         }
       }
     }
   }
 };
 
-// Shared memory: NF4 tables (2 weights at most: 2 x 256 float2 + 2 x 256 float), then the normed input (bf16 [K]).
-constexpr size_t kTableBytes = 2 * 256 * sizeof(float2) + 2 * 256 * sizeof(float);
+__host__ __device__ constexpr int log2i(int64_t v) { return v <= 1 ? 0 : 1 + log2i(v / 2); }
 
-template <bool NF4, int MODE, bool NORM>
-__global__ void __launch_bounds__(kThreads) decode_gemv_kernel(const __grid_constant__ DecodeGemvArgs a) {
+// Shared memory: NF4 tables of 2 weights at most (code maps 2 x 16 float, nested maps 2 x 256 float), then the
+// normed row (f32 [K]) and the input row (bf16 [K]).
+constexpr size_t kCodeBytes = 2 * 16 * sizeof(float);
+constexpr size_t kTableBytes = kCodeBytes + 2 * 256 * sizeof(float);
+
+// One GEMV launch of the decode step; the grid covers every row once. WIDE: one stage of loads covers a whole row
+// (rows of up to 1536 weights), all issued before the kernel waits for its predecessor; one warp a row. Else a row
+// is split over SPLIT warps (stages of 1024 weights dealt round-robin, two in flight), whose sums are added in warp
+// order. The RMSNorm prologue stages the input row in shared memory and leaves the normed row there (f32).
+template <bool NF4, int MODE, bool NORM, int SPLIT, bool WIDE>
+__global__ void __launch_bounds__(kThreads, NF4 ? 4 : 2) decode_gemv_kernel(const __grid_constant__ DecodeGemvArgs a) {
   extern __shared__ __align__(16) unsigned char smem[];
   constexpr int NR = MODE == kSwiglu ? 2 : 1;
+  constexpr int RPB = kWarps / SPLIT;
+  constexpr int L = WIDE ? (NF4 ? 3 : 6) : (NF4 ? 2 : 4);
+  using Stage = std::conditional_t<NF4, Nf4Stage<NR, L>, Bf16Stage<NR, L>>;
+  using Row = std::conditional_t<NF4, Nf4Row, const bf16*>;
   pdl_trigger();
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  // The block's segment (segment sizes are multiples of kWarps, so a block lies in one), the warp's row in it.
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, rw = warp / SPLIT, ws = warp % SPLIT;
+  // The block's segment (segment sizes are multiples of kRowsMultiple, so a block lies in one), the warp's row.
   int seg = 0;
-  int64_t n = static_cast<int64_t>(blockIdx.x) * kWarps;
+  int64_t n = static_cast<int64_t>(blockIdx.x) * RPB;
   if (MODE == kSeg) {
     while (seg < 2 && n >= a.n[seg]) n -= a.n[seg++];
   }
-  n += warp;
+  n += rw;
   const bool active = n < a.n[seg];
   const int64_t K = a.K;
   const int64_t nr = active ? n : 0;  // inactive warps stream row 0 and store nothing
 
-  float2* pair = reinterpret_cast<float2*>(smem);
-  float* nmap = reinterpret_cast<float*>(smem + 2 * 256 * sizeof(float2));
-  bf16* hs = reinterpret_cast<bf16*>(smem + (NF4 ? kTableBytes : 0));
+  float* code = reinterpret_cast<float*>(smem);
+  float* nmap = reinterpret_cast<float*>(smem + kCodeBytes);
+  float* hs = reinterpret_cast<float*>(smem + (NF4 ? kTableBytes : 0));
+  bf16* xb = reinterpret_cast<bf16*>(hs + (NORM ? K : 0));
 
   float acc[NR];
 #pragma unroll
   for (int r = 0; r < NR; ++r) acc[r] = 0.0f;
 
-  using Stage = std::conditional_t<NF4, Nf4Stage<NR>, Bf16Stage<NR>>;
-  using Row = std::conditional_t<NF4, Nf4Row, const bf16*>;
   Stage s0, s1;
   Row rows[NR];
 #pragma unroll
   for (int r = 0; r < NR; ++r) {
     const DecodeWeight& w = a.w[MODE == kSwiglu ? r : seg];
-    if constexpr (NF4) rows[r] = Nf4Row{w.packed + nr * K / 2, nr * K, &w, pair + 256 * r, nmap + 256 * r};
-    else rows[r] = static_cast<const bf16*>(w.w) + nr * K;
+    if constexpr (NF4) {
+      rows[r] = Nf4Row{w.packed + nr * K / 2, w.qabsmax, w.qabsmax ? w.nested_absmax : w.absmax_f32,
+                       code + 16 * r, nmap + 256 * r, nr * K, w.offset, log2i(w.blocksize), log2i(w.nested_bs)};
+    } else {
+      rows[r] = static_cast<const bf16*>(w.w) + nr * K;
+    }
   }
-  const int64_t k_first = lane * Stage::kPer;
-  s0.load(rows, k_first, K);
+  const int64_t step = SPLIT * Stage::kSpan;
+  const int64_t k_first = lane * Stage::kPer + ws * Stage::kSpan;
+  s0.load(rows, k_first, K);  // weights do not depend on earlier kernels: before the wait
 
-  // NF4 tables of the block's weights (read-only data: before the wait).
-  if constexpr (NF4) {
+  if constexpr (NF4) {  // the tables of the block's weights (read-only)
 #pragma unroll
     for (int r = 0; r < NR; ++r) {
       const DecodeWeight& w = a.w[MODE == kSwiglu ? r : seg];
       for (int i = threadIdx.x; i < 256; i += kThreads) {
-        pair[256 * r + i] = make_float2(__ldg(w.code + (i >> 4)), __ldg(w.code + (i & 15)));
+        if (i < 16) code[16 * r + i] = __ldg(w.code + i);
         if (w.qabsmax) nmap[256 * r + i] = __ldg(w.nested_map + i);
       }
     }
   }
   pdl_wait();  // from here on, read what earlier kernels wrote
 
-  const bf16* x = static_cast<const bf16*>(a.x);
+  const bf16* xg = static_cast<const bf16*>(a.x);
   if constexpr (NORM) {
-    // rmsnorm_forward_kernel's arithmetic: warp 0 sums squares in its order, every thread then normalises.
+    // The row into shared memory (one 16-byte access a thread), then rmsnorm_forward_kernel's arithmetic: warp 0
+    // sums squares in its order, every thread normalises (bf16(w * bf16(x * r)), kept as f32).
+    for (int64_t i = threadIdx.x * 8; i < K; i += kThreads * 8)
+      *reinterpret_cast<uint4*>(xb + i) = *reinterpret_cast<const uint4*>(xg + i);
+    __syncthreads();
     __shared__ float s_r;
     if (warp == 0) {
       float ss = 0.0f;
       for (int64_t i = lane * 8; i < K; i += 256) {
         float v[8];
-        load8(x + i, v);
+        load8(xb + i, v);
 #pragma unroll
         for (int j = 0; j < 8; ++j) ss += v[j] * v[j];
       }
@@ -215,26 +245,46 @@ __global__ void __launch_bounds__(kThreads) decode_gemv_kernel(const __grid_cons
     const bf16* nw = static_cast<const bf16*>(a.norm_w);
     for (int64_t i = threadIdx.x * 8; i < K; i += kThreads * 8) {
       float v[8], wv[8];
-      load8(x + i, v);
+      load8(xb + i, v);
       load8(nw + i, wv);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) v[j] = wv[j] * round_bf(v[j] * rr);
-      store8(hs + i, v);
+      for (int j = 0; j < 8; ++j) hs[i + j] = round_bf(wv[j] * round_bf(v[j] * rr));
     }
-    x = hs;
   }
   if (NF4 || NORM) __syncthreads();
 
-  // Two stages in flight: load the one after next while the current one is used.
-  for (int64_t k0 = k_first; k0 < K; k0 += 2 * Stage::kSpan) {
-    s1.load(rows, k0 + Stage::kSpan, K);
-    s0.use(acc, rows, k0, K, x);
-    s0.load(rows, k0 + 2 * Stage::kSpan, K);
-    s1.use(acc, rows, k0 + Stage::kSpan, K, x);
-  }
+  auto run = [&](const auto* x) {
+    if constexpr (WIDE) {
+      s0.use(acc, rows, k_first, K, x);
+    } else {  // two stages in flight: load the one after next while the current one is used
+      for (int64_t k0 = k_first; k0 < K; k0 += 2 * step) {
+        s1.load(rows, k0 + step, K);
+        s0.use(acc, rows, k0, K, x);
+        s0.load(rows, k0 + 2 * step, K);
+        s1.use(acc, rows, k0 + step, K, x);
+      }
+    }
+  };
+  if constexpr (NORM) run(static_cast<const float*>(hs));
+  else run(xg);
 
 #pragma unroll
   for (int r = 0; r < NR; ++r) acc[r] = warp_sum(acc[r]);
+  if constexpr (SPLIT > 1) {
+    __shared__ float part[kWarps][NR];
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < NR; ++r) part[warp][r] = acc[r];
+    }
+    __syncthreads();
+    if (ws != 0) return;
+#pragma unroll
+    for (int r = 0; r < NR; ++r) {
+      acc[r] = part[rw * SPLIT][r];
+#pragma unroll
+      for (int w = 1; w < SPLIT; ++w) acc[r] += part[rw * SPLIT + w][r];
+    }
+  }
   if (!active || lane != 0) return;
   if (MODE == kSeg) {
     const bf16* bias = static_cast<const bf16*>(a.bias[seg]);
@@ -252,115 +302,164 @@ __global__ void __launch_bounds__(kThreads) decode_gemv_kernel(const __grid_cons
   }
 }
 
-// ---- RoPE + KV-cache write + attention of one token a slot ------------------------------------------------
+// ---- RoPE + KV-cache write + attention of one token a slot (split over blocks) -----------------------------
 constexpr int kAttnWarps = 4;
+constexpr int kAttnSplits = 8;   // blocks a (token, head); each warp takes every (kAttnSplits * kAttnWarps)-th position
+constexpr int kAttnBatch = 8;    // positions a warp has in flight
 
-// grid (T, H), block 32 * kAttnWarps. q, k, v bf16 [T, H|KV, D] un-rotated. Lane l owns elements d = l + 32 i.
-// The token's own (rotated) key and value are taken from shared memory; the first head of each group writes them
-// to the cache. D % 64 == 0: a lane holds both halves of its rotary pairs.
-template <int PER_LANE>
+// grid (H, kAttnSplits, T), block 32 * kAttnWarps. q, k, v bf16 [T, H|KV, D] un-rotated. Lane l owns the EPL =
+// D / 32 contiguous elements d = EPL l + e. The token's own rotated key and value come from shared memory; one block
+// of each group writes them to the cache. Each block leaves its (max, sum, unnormalised output) in `part`; the last
+// block of a (token, head) to finish merges them in split order and resets the head's counter.
+template <int D>
 __global__ void __launch_bounds__(32 * kAttnWarps) decode_attention_kernel(
     bf16* __restrict__ out, const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
-    bf16* k_cache, bf16* v_cache, const int32_t* slot, const int32_t* pos, int64_t N, int64_t H, int64_t KV,
-    int64_t D, float scale, const __grid_constant__ RopeFreq inv_freq) {
+    bf16* k_cache, bf16* v_cache, const int32_t* slot, const int32_t* pos, float* part, int32_t* counters,
+    int64_t N, int64_t H, int64_t KV, float scale, const __grid_constant__ RopeFreq inv_freq) {
+  constexpr int EPL = D / 32, HALF = D / 2;
   pdl_trigger();
   pdl_wait();
-  __shared__ float cs[128], sn[128];
-  __shared__ float sk[256], sv[256];
-  const int64_t t = blockIdx.x, h = blockIdx.y;
+  __shared__ float cs[HALF], sn[HALF];
+  __shared__ __align__(16) float sq[D], sk[D], sv[D];
+  const int64_t h = blockIdx.x, split = blockIdx.y, t = blockIdx.z;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  constexpr int per_lane = PER_LANE, half_lanes = PER_LANE / 2;
-  const int64_t half = D / 2, group = H / KV, kvh = h / group;
+  const int64_t group = H / KV, kvh = h / group;
   const int32_t p = pos[t], s = slot[t];
   const float fp = static_cast<float>(p);
-  for (int64_t j = threadIdx.x; j < half; j += blockDim.x) {  // rope_kernel's tables
+  for (int j = threadIdx.x; j < HALF; j += blockDim.x) {  // rope_kernel's tables
     float sj, cj;
     sincosf(fp * inv_freq.v[j], &sj, &cj);
     cs[j] = round_bf(cj);
     sn[j] = round_bf(sj);
   }
   __syncthreads();
-  // Rotate: o1 = bf16(bf16(x1 c) - bf16(x2 s)), o2 = bf16(bf16(x2 c) + bf16(x1 s)); d = lane + 32 i, its partner
-  // d + D/2 is i + per_lane / 2 of the same lane.
-  auto rotate = [&](const bf16* src, float* dst) {
-#pragma unroll
-    for (int i = 0; i < half_lanes; ++i) {
-      const int d = lane + 32 * i;
-      const float x1 = to_f(src[d]), x2 = to_f(src[d + half]);
-      dst[i] = round_bf(round_bf(x1 * cs[d]) - round_bf(x2 * sn[d]));
-      dst[i + half_lanes] = round_bf(round_bf(x2 * cs[d]) + round_bf(x1 * sn[d]));
-    }
-  };
-  float qr[PER_LANE], acc[PER_LANE];
-  rotate(q + (t * H + h) * D, qr);
-#pragma unroll
-  for (int i = 0; i < per_lane; ++i) {
-    qr[i] *= scale;
-    acc[i] = 0.0f;
-  }
-  const int64_t row = KV * D;
-  const int64_t cache0 = static_cast<int64_t>(s) * N * row + kvh * D;
-  if (warp == 0) {
-    float kr[PER_LANE];
-    rotate(k + (t * KV + kvh) * D, kr);
-    const bf16* vt = v + (t * KV + kvh) * D;
-    const bool writer = h % group == 0;
-#pragma unroll
-    for (int i = 0; i < per_lane; ++i) {
-      const int d = lane + 32 * i;
-      sk[d] = kr[i];
-      sv[d] = to_f(vt[d]);
-      if (writer) {
-        k_cache[cache0 + static_cast<int64_t>(p) * row + d] = __float2bfloat16_rn(kr[i]);
-        v_cache[cache0 + static_cast<int64_t>(p) * row + d] = vt[d];
-      }
-    }
+  // rope_kernel's rotation: o1 = bf16(bf16(x1 c) - bf16(x2 s)), o2 = bf16(bf16(x2 c) + bf16(x1 s)).
+  const bf16* qh = q + (t * H + h) * D;
+  const bf16* kh = k + (t * KV + kvh) * D;
+  const bf16* vh = v + (t * KV + kvh) * D;
+  for (int j = threadIdx.x; j < HALF; j += blockDim.x) {
+    float x1 = to_f(qh[j]), x2 = to_f(qh[j + HALF]);
+    sq[j] = round_bf(round_bf(x1 * cs[j]) - round_bf(x2 * sn[j])) * scale;
+    sq[j + HALF] = round_bf(round_bf(x2 * cs[j]) + round_bf(x1 * sn[j])) * scale;
+    x1 = to_f(kh[j]), x2 = to_f(kh[j + HALF]);
+    sk[j] = round_bf(round_bf(x1 * cs[j]) - round_bf(x2 * sn[j]));
+    sk[j + HALF] = round_bf(round_bf(x2 * cs[j]) + round_bf(x1 * sn[j]));
+    sv[j] = to_f(vh[j]);
+    sv[j + HALF] = to_f(vh[j + HALF]);
   }
   __syncthreads();
-  // cached_attention_kernel's loop: warps stride over the positions, online softmax, then merge.
-  float m = -INFINITY, l = 0.0f;
+  const int64_t row = KV * D;
+  const int64_t cache0 = static_cast<int64_t>(s) * N * row + kvh * D;
+  if (split == 0 && h % group == 0) {
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+      k_cache[cache0 + static_cast<int64_t>(p) * row + d] = __float2bfloat16_rn(sk[d]);
+      v_cache[cache0 + static_cast<int64_t>(p) * row + d] = __float2bfloat16_rn(sv[d]);
+    }
+  }
+  float qv[EPL], acc[EPL];
+#pragma unroll
+  for (int e = 0; e < EPL; ++e) {
+    qv[e] = sq[lane * EPL + e];
+    acc[e] = 0.0f;
+  }
+  // Online softmax over this warp's positions, kAttnBatch at a time (their loads issued together).
+  constexpr int NW = kAttnSplits * kAttnWarps;
   const int64_t n = static_cast<int64_t>(p) + 1;
-  for (int64_t j = warp; j < n; j += kAttnWarps) {
-    const bool own = j == n - 1;
-    const bf16* kj = k_cache + cache0 + j * row;
-    float dot = 0.0f;
+  float m = -INFINITY, l = 0.0f;
+  for (int64_t j0 = split * kAttnWarps + warp; j0 < n; j0 += NW * kAttnBatch) {
+    float kf[kAttnBatch][EPL], vf[kAttnBatch][EPL];
 #pragma unroll
-    for (int i = 0; i < per_lane; ++i) dot += qr[i] * (own ? sk[lane + 32 * i] : to_f(kj[lane + 32 * i]));
-    dot = warp_sum(dot);
-    const float m_new = fmaxf(m, dot);
-    const float corr = __expf(m - m_new), pr = __expf(dot - m_new);
-    l = l * corr + pr;
-    const bf16* vj = v_cache + cache0 + j * row;
+    for (int b = 0; b < kAttnBatch; ++b) {
+      const int64_t j = j0 + b * NW;
+      if (j < n - 1) {
+        const bf16* kj = k_cache + cache0 + j * row + lane * EPL;
+        const bf16* vj = v_cache + cache0 + j * row + lane * EPL;
 #pragma unroll
-    for (int i = 0; i < per_lane; ++i)
-      acc[i] = acc[i] * corr + pr * (own ? sv[lane + 32 * i] : to_f(vj[lane + 32 * i]));
+        for (int e = 0; e < EPL; e += 2) {
+          const float2 kk = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(kj + e));
+          const float2 vv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(vj + e));
+          kf[b][e] = kk.x, kf[b][e + 1] = kk.y, vf[b][e] = vv.x, vf[b][e + 1] = vv.y;
+        }
+      } else if (j == n - 1) {
+#pragma unroll
+        for (int e = 0; e < EPL; ++e) kf[b][e] = sk[lane * EPL + e], vf[b][e] = sv[lane * EPL + e];
+      }
+    }
+    float sc[kAttnBatch];
+    float bm = -INFINITY;
+#pragma unroll
+    for (int b = 0; b < kAttnBatch; ++b) {
+      float d = 0.0f;
+#pragma unroll
+      for (int e = 0; e < EPL; ++e) d = fmaf(qv[e], kf[b][e], d);
+      d = warp_sum(d);
+      sc[b] = j0 + b * NW < n ? d : -INFINITY;
+      bm = fmaxf(bm, sc[b]);
+    }
+    const float m_new = fmaxf(m, bm);
+    const float corr = __expf(m - m_new);
+    l *= corr;
+#pragma unroll
+    for (int e = 0; e < EPL; ++e) acc[e] *= corr;
+#pragma unroll
+    for (int b = 0; b < kAttnBatch; ++b) {
+      if (j0 + b * NW >= n) break;
+      const float pr = __expf(sc[b] - m_new);
+      l += pr;
+#pragma unroll
+      for (int e = 0; e < EPL; ++e) acc[e] = fmaf(pr, vf[b][e], acc[e]);
+    }
     m = m_new;
   }
+  // Merge the block's warps, then leave the block's part.
   __shared__ float s_m[kAttnWarps], s_l[kAttnWarps];
-  __shared__ float s_acc[kAttnWarps][256];
+  __shared__ __align__(16) float s_acc[kAttnWarps][D];
+  __shared__ bool s_last;
   if (lane == 0) {
     s_m[warp] = m;
     s_l[warp] = l;
   }
 #pragma unroll
-  for (int i = 0; i < per_lane; ++i) s_acc[warp][lane + 32 * i] = acc[i];
+  for (int e = 0; e < EPL; ++e) s_acc[warp][lane * EPL + e] = acc[e];
   __syncthreads();
-  if (warp != 0) return;
+  float* mine = part + ((t * H + h) * kAttnSplits + split) * (D + 2);
   float M = -INFINITY;
   for (int w = 0; w < kAttnWarps; ++w) M = fmaxf(M, s_m[w]);
-  float L = 0.0f, f[kAttnWarps];
-  for (int w = 0; w < kAttnWarps; ++w) {
-    f[w] = s_m[w] == -INFINITY ? 0.0f : __expf(s_m[w] - M);
-    L += s_l[w] * f[w];
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float o = 0.0f;
+    for (int w = 0; w < kAttnWarps; ++w) o += s_m[w] == -INFINITY ? 0.0f : s_acc[w][d] * __expf(s_m[w] - M);
+    mine[2 + d] = o;
+  }
+  if (threadIdx.x == 0) {
+    float L = 0.0f;
+    for (int w = 0; w < kAttnWarps; ++w) L += s_m[w] == -INFINITY ? 0.0f : s_l[w] * __expf(s_m[w] - M);
+    mine[0] = M;
+    mine[1] = L;
+  }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) s_last = atomicAdd(counters + t * H + h, 1) == kAttnSplits - 1;
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  const float* parts = part + (t * H + h) * kAttnSplits * (D + 2);
+  float G = -INFINITY;
+  for (int i = 0; i < kAttnSplits; ++i) G = fmaxf(G, __ldcg(parts + i * (D + 2)));
+  float L = 0.0f;
+  for (int i = 0; i < kAttnSplits; ++i) {
+    const float mi = __ldcg(parts + i * (D + 2));
+    if (mi != -INFINITY) L += __ldcg(parts + i * (D + 2) + 1) * __expf(mi - G);
   }
   const float inv = 1.0f / L;
-#pragma unroll
-  for (int i = 0; i < per_lane; ++i) {
-    const int d = lane + 32 * i;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float o = 0.0f;
-    for (int w = 0; w < kAttnWarps; ++w) o += s_acc[w][d] * f[w];
+    for (int i = 0; i < kAttnSplits; ++i) {
+      const float mi = __ldcg(parts + i * (D + 2));
+      if (mi != -INFINITY) o += __ldcg(parts + i * (D + 2) + 2 + d) * __expf(mi - G);
+    }
     out[(t * H + h) * D + d] = __float2bfloat16_rn(o * inv);
   }
+  if (threadIdx.x == 0) counters[t * H + h] = 0;
 }
 
 template <typename Kernel, typename... Args>
@@ -379,27 +478,55 @@ void launch_ex(const char* what, Kernel kernel, dim3 grid, dim3 block, size_t sm
   check_launch(what);
 }
 
+template <bool NF4, int MODE, bool NORM, int SPLIT, bool WIDE>
+void launch_variant(const char* what, const DecodeGemvArgs& a, int64_t rows, size_t smem) {
+  auto kern = decode_gemv_kernel<NF4, MODE, NORM, SPLIT, WIDE>;
+  static size_t smem_set = 48 * 1024;
+  if (smem > smem_set) {
+    check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), what);
+    smem_set = smem;
+  }
+  constexpr int rpb = kWarps / SPLIT;
+  launch_ex(what, kern, dim3(static_cast<unsigned>((rows + rpb - 1) / rpb)), dim3(kThreads), smem, a);
+}
+
+template <bool NF4, int MODE, bool NORM>
+void launch_split(const char* what, const DecodeGemvArgs& a, int64_t rows, size_t smem) {
+  // NF4 takes the WIDE kernel only when COTUNE_DECODE_NF4_WIDE=1 (a tuning switch for bench_decode).
+  static const bool nf4_wide = [] {
+    const char* e = std::getenv("COTUNE_DECODE_NF4_WIDE");
+    return e && e[0] == '1';
+  }();
+  if ((!NF4 || nf4_wide) && a.K <= 1536) {  // a row in one stage of loads (WIDE)
+    launch_variant<NF4, MODE, NORM, 1, true>(what, a, rows, smem);
+    return;
+  }
+  // SPLIT: more warps for short row counts, at most one a stage of 1024 weights; bf16 up to ~32 warps a
+  // multiprocessor, NF4 (dequantizing: more work a byte, 4 blocks a multiprocessor) within one wave.
+  const int64_t stages = (a.K + 1023) / 1024;
+  int split = 1;
+  while (split < 4 && split * 2 <= stages && (NF4 ? rows * split * 2 <= 132 * 32 : rows * split < 132 * 32)) split *= 2;
+  switch (split) {
+    case 1: launch_variant<NF4, MODE, NORM, 1, false>(what, a, rows, smem); break;
+    case 2: launch_variant<NF4, MODE, NORM, 2, false>(what, a, rows, smem); break;
+    default: launch_variant<NF4, MODE, NORM, 4, false>(what, a, rows, smem); break;
+  }
+}
+
 template <int MODE, bool NORM>
 void launch_gemv_mode(const char* what, const DecodeGemvArgs& a, int64_t rows) {
   const bool nf4 = a.w[0].packed != nullptr;
-  const size_t smem = (nf4 ? kTableBytes : 0) + (NORM ? static_cast<size_t>(a.K) * 2 : 0);
-  const dim3 grid(static_cast<unsigned>((rows + kWarps - 1) / kWarps));
-  if (nf4) {
-    auto kern = decode_gemv_kernel<true, MODE, NORM>;
-    if (smem > 48 * 1024) check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), what);
-    launch_ex(what, kern, grid, dim3(kThreads), smem, a);
-  } else {
-    auto kern = decode_gemv_kernel<false, MODE, NORM>;
-    if (smem > 48 * 1024) check(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), what);
-    launch_ex(what, kern, grid, dim3(kThreads), smem, a);
-  }
+  const size_t smem = (nf4 ? kTableBytes : 0) + (NORM ? static_cast<size_t>(a.K) * 6 : 0);
+  if (nf4) launch_split<true, MODE, NORM>(what, a, rows, smem);
+  else launch_split<false, MODE, NORM>(what, a, rows, smem);
 }
 
 }  // namespace
 
 void set_decode_pdl(bool on) { g_pdl = on; }
 bool decode_pdl() { return g_pdl; }
-int decode_gemv_rows_multiple() { return kWarps; }
+int decode_gemv_rows_multiple() { return kRowsMultiple; }
+int decode_attention_splits() { return kAttnSplits; }
 
 void launch_decode_norm_qkv(const DecodeGemvArgs& a) {
   launch_gemv_mode<kSeg, true>("decode_norm_qkv", a, a.n[0] + a.n[1] + a.n[2]);
@@ -411,15 +538,16 @@ void launch_decode_norm_swiglu(const DecodeGemvArgs& a) {
 void launch_decode_logits(const DecodeGemvArgs& a) { launch_gemv_mode<kF32, false>("decode_logits", a, a.n[0]); }
 
 void launch_decode_attention(void* out, const void* q, const void* k, const void* v, void* k_cache, void* v_cache,
-                             const int32_t* slot, const int32_t* pos, int64_t T, int64_t N, int64_t H, int64_t KV,
-                             int64_t D, float scale, const RopeFreq& inv_freq) {
+                             const int32_t* slot, const int32_t* pos, float* part, int32_t* counters, int64_t T,
+                             int64_t N, int64_t H, int64_t KV, int64_t D, float scale, const RopeFreq& inv_freq) {
   if (T == 0) return;
-  auto kern = D == 64 ? decode_attention_kernel<2> : D == 128 ? decode_attention_kernel<4>
-            : D == 192 ? decode_attention_kernel<6> : decode_attention_kernel<8>;
-  launch_ex("decode_attention", kern, dim3(static_cast<unsigned>(T), static_cast<unsigned>(H)), dim3(32 * kAttnWarps),
-            0, static_cast<bf16*>(out), static_cast<const bf16*>(q), static_cast<const bf16*>(k),
-            static_cast<const bf16*>(v), static_cast<bf16*>(k_cache), static_cast<bf16*>(v_cache), slot, pos, N, H, KV,
-            D, scale, inv_freq);
+  auto kern = D == 64 ? decode_attention_kernel<64> : D == 128 ? decode_attention_kernel<128>
+            : D == 192 ? decode_attention_kernel<192> : decode_attention_kernel<256>;
+  launch_ex("decode_attention", kern,
+            dim3(static_cast<unsigned>(H), static_cast<unsigned>(kAttnSplits), static_cast<unsigned>(T)),
+            dim3(32 * kAttnWarps), 0, static_cast<bf16*>(out), static_cast<const bf16*>(q),
+            static_cast<const bf16*>(k), static_cast<const bf16*>(v), static_cast<bf16*>(k_cache),
+            static_cast<bf16*>(v_cache), slot, pos, part, counters, N, H, KV, scale, inv_freq);
 }
 
 }  // namespace cotune::kernels::cuda

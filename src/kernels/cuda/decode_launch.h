@@ -75,10 +75,13 @@ struct RopeFreq {
   float v[128];  // inv_freq [D/2], D <= 256
 };
 // T tokens, each the newest of its own slot: q bf16 [T, H, D], k, v [T, KV, D] un-rotated; rotates q and k at
-// pos[t], writes k and v to the cache at (slot[t], pos[t]) and attends over positions [0, pos[t]]. D % 64 == 0.
+// pos[t], writes k and v to the cache at (slot[t], pos[t]) and attends over positions [0, pos[t]]. D in {64, 128,
+// 192, 256}. The positions are split over decode_attention_splits() blocks a head: part f32
+// [T * H * splits * (D + 2)] holds their partial results, counters i32 [T * H] must be zero (and are left zero).
+int decode_attention_splits();
 void launch_decode_attention(void* out, const void* q, const void* k, const void* v, void* k_cache, void* v_cache,
-                             const int32_t* slot, const int32_t* pos, int64_t T, int64_t N, int64_t H, int64_t KV,
-                             int64_t D, float scale, const RopeFreq& inv_freq);
+                             const int32_t* slot, const int32_t* pos, float* part, int32_t* counters, int64_t T,
+                             int64_t N, int64_t H, int64_t KV, int64_t D, float scale, const RopeFreq& inv_freq);
 // Programmatic dependent launch for the fused decode kernels (each starts while its predecessor drains; its weight
 // loads overlap). On by default.
 void set_decode_pdl(bool on);
