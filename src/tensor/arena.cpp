@@ -29,8 +29,10 @@ uint8_t* raw_alloc(Device dev, size_t bytes) {
     cudaGetLastError();
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
-    fail("GPU out of memory: asked for {:.2f} GiB, {:.2f} GiB free of {:.2f} GiB ({})", bytes / 1073741824.0,
-         free_b / 1073741824.0, total_b / 1073741824.0, cudaGetErrorString(err));
+    if (err == cudaErrorMemoryAllocation)
+      fail("GPU out of memory: asked for {:.2f} GiB, {:.2f} GiB free of {:.2f} GiB ({})", bytes / 1073741824.0,
+           free_b / 1073741824.0, total_b / 1073741824.0, cudaGetErrorString(err));
+    fail("cudaMalloc of {:.2f} GiB failed: {}", bytes / 1073741824.0, cudaGetErrorString(err));
   }
   return static_cast<uint8_t*>(p);
 #else
@@ -98,7 +100,9 @@ Tensor Arena::alloc(DType dtype, Shape shape, std::string_view what) {
     if (fixed_)
       fail("{} arena full: {} {} needs {} bytes, {} of {} bytes in use", device_name(device_), what, shape.str(),
            bytes, used(), capacity());
-    add_chunk(bytes > kChunk ? bytes : kChunk);
+    with_context(fmt::format("allocating {} {} ({}, {} bytes on the {})", what, shape.str(), dtype_name(dtype), bytes,
+                             device_name(device_)),
+                 [&] { add_chunk(bytes > kChunk ? bytes : kChunk); });
     target = &chunks_.back();
   }
   Tensor t(target->base + target->used, dtype, shape, device_);
