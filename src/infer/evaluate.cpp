@@ -314,12 +314,13 @@ std::string report_html(const ComparisonReport& r) {
                   "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .7em;text-align:right}\n"
                   "th:first-child,td:first-child{text-align:left}\n"
                   ".q{background:#f4f6f8;padding:.6em 1em;border-left:4px solid #4a7bd0;white-space:pre-wrap}\n"
-                  ".pair{display:grid;grid-template-columns:1fr 1fr;gap:1em;margin:.8em 0 2em}\n"
-                  ".side{border:1px solid #ddd;border-radius:6px;padding:.6em 1em}\n"
+                  ".pair{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:1em;margin:.8em 0 2em}\n"
+                  "@media (max-width:820px){.pair{grid-template-columns:minmax(0,1fr)}}\n"
+                  ".side{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;overflow-wrap:anywhere}\n"
                   ".side h4{margin:.2em 0 .5em}.think{color:#555;background:#fafafa;white-space:pre-wrap;"
                   "font-size:.92em;border-left:3px solid #bbb;padding:.3em .8em}\n"
                   ".answer{white-space:pre-wrap}.meta{color:#888;font-size:.85em}\n"
-                  "details summary{cursor:pointer;color:#456}.ref{white-space:pre-wrap;color:#333}\n"
+                  "details summary{cursor:pointer;color:#456}.ref{white-space:pre-wrap;color:#333;overflow-wrap:anywhere}\n"
                   ".curve svg{max-width:100%;height:auto}\n"
                   "</style></head><body>\n";
   h += "<h1>" + html_escape(r.title) + "</h1>\n<ul>\n<li>model: <code>" + html_escape(r.model) + "</code></li>\n";
