@@ -32,6 +32,7 @@
 #include <cstdio>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/rng.h"
@@ -79,6 +80,37 @@ double used_gib(Device d) {
   (void)d;
   return 0.0;
 }
+
+void profiler(Device d, bool start) {
+#ifdef COTUNE_WITH_CUDA
+  if (d == Device::cuda) {
+    if (start) kernels::cuda::profiler_start();
+    else kernels::cuda::profiler_stop();
+  }
+#else
+  (void)d;
+  (void)start;
+#endif
+}
+
+// GEMM plans made since start() (CUDA: kernels::cuda::gemm_plan_stats; zero elsewhere).
+class PlanCounter {
+ public:
+  void start() { base_ = now(); }
+  int64_t count() const { return now().first - base_.first; }
+  double seconds() const { return now().second - base_.second; }
+
+ private:
+  std::pair<int64_t, double> base_{0, 0.0};
+  static std::pair<int64_t, double> now() {
+#ifdef COTUNE_WITH_CUDA
+    const auto st = kernels::cuda::gemm_plan_stats();
+    return {st.plans, st.host_s};
+#else
+    return {0, 0.0};
+#endif
+  }
+};
 
 // The guide setting's lengths: uniform integers in [400, 2048] from Philox(seed 1234), 4 per step.
 std::vector<int> guide_lengths(int n) {
@@ -164,7 +196,7 @@ bool is_oom(const std::string& msg) {
 int main(int argc, char** argv) {
   CLI::App app{"cotune LoRA training throughput benchmark"};
   std::string config_path, device_s = "cuda", setting = "both", optim = "adamw8bit";
-  bool four_bit = false, no_ckpt = false, json = false;
+  bool four_bit = false, no_ckpt = false, json = false, profile = false, no_graphs = false;
   std::string lengths_out;
   int steps = 8, warmup = 2, lora_r = 16;
   int64_t length = 0, split = 0;
@@ -181,7 +213,11 @@ int main(int argc, char** argv) {
   app.add_option("--datasheet-tflops", datasheet_tflops, "bf16 dense peak of the datasheet (H100 SXM: 989)");
   app.add_flag("--4bit", four_bit, "NF4 base");
   app.add_flag("--no-checkpointing", no_ckpt, "keep every layer's activations");
+  app.add_flag("--no-graphs", no_graphs, "run each step's kernels one by one (no CUDA graphs)");
   app.add_flag("--json", json, "one JSON line per setting");
+  app.add_flag("--profile", profile,
+               "mark the first timed step for `ncu --profile-from-start off` and report the GEMM plans made in the "
+               "timed steps (shapes seen for the first time: descriptors + cuBLASLt heuristic, host time)");
   app.add_option("--lengths-out", lengths_out, "write the guide setting's sequence lengths (JSON) for the baseline");
   CLI11_PARSE(app, argc, argv);
   const bool single = setting == "single";
@@ -316,10 +352,17 @@ int main(int argc, char** argv) {
       model::RunnerOptions ro;
       ro.max_tokens = budget;
       ro.gradient_checkpointing = !no_ckpt;
+      ro.cuda_graphs = !no_graphs;
       model::Qwen2Runner runner(m, &lora, ro);
+      // The CUDA graphs of every length bucket, captured before timing (a training run captures each once, at
+      // its first use; see RunnerOptions::cuda_graphs).
+      const double tg = now_s();
+      const int n_graphs = runner.prepare_graphs();
+      if (profile) fmt::print(stderr, "{}: {} CUDA graphs prepared in {:.2f} s\n", s, n_graphs, now_s() - tg);
       double timed = 0, flops = 0, loss = 0;
       int64_t tokens = 0;
       double peak_gib = 0;
+      PlanCounter plans;
       for (int step = 0; step < n_steps; ++step) {
         std::vector<model::PackedBatch> micro;
         int64_t counted = 0;
@@ -330,6 +373,9 @@ int main(int argc, char** argv) {
           counted += micro.back().counted();
         }
         sync(dev);
+        const bool marked = profile && step == warmup;
+        if (step == warmup) plans.start();
+        if (marked) profiler(dev, true);
         const double ts = now_s();
         lora.zero_grads();
         double ls = 0;
@@ -338,6 +384,7 @@ int main(int argc, char** argv) {
         opt.step(2e-4);
         sync(dev);
         const double dt = now_s() - ts;
+        if (marked) profiler(dev, false);
         peak_gib = std::max(peak_gib, used_gib(dev));
         if (step < warmup) continue;
         timed += dt;
@@ -348,6 +395,11 @@ int main(int argc, char** argv) {
           for (size_t q = 0; q + 1 < b.cu_seqlens.size(); ++q) flops += attention_flops(cfg, b.cu_seqlens[q + 1] - b.cu_seqlens[q]);
         }
       }
+      if (profile)
+        fmt::print(stderr, "{}: {} GEMM plans made in the timed steps, {:.3f} s of host time ({:.1f}% of the timed {:.3f} s); "
+                   "{} graphs held, {} steps ran as graphs\n",
+                   s, plans.count(), plans.seconds(), 100 * plans.seconds() / timed, timed, runner.graphs(),
+                   runner.graph_launches());
       Result r;
       r.setting = s;
       r.tokens_per_s = static_cast<double>(tokens) / timed;

@@ -4,7 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <map>
 
 #include "base/error.h"
 #include "base/half.h"
@@ -14,6 +17,8 @@
 #include "kernels/ops.h"
 #include "kernels/quant.h"
 #ifdef COTUNE_WITH_CUDA
+#include "kernels/cuda/context.h"
+#include "kernels/cuda/decode_launch.h"
 #include "kernels/cuda/train_ops.h"
 #endif
 
@@ -364,7 +369,21 @@ struct Qwen2Runner::Buffers {
   Nf4LayerCache nf4;             // NF4 base: one layer's projections in bf16
   int64_t T = 0;                 // tokens of the current batch
   int S = 0, max_seqlen = 0;
+  Tensor scalars;                // f32 [2] on CUDA: {gradient scale of the step, 0} (read by the LM-head GEMM)
+  std::map<GraphKey, void*> graphs;       // instantiated CUDA graphs (cudaGraphExec_t) of whole steps
+  std::map<GraphKey, int> capture_failures;
+  int64_t graph_launches = 0;
+  uint64_t graphs_scratch = 0;  // kernels::cuda::scratch_generation() the graphs were captured with
+  void drop_graphs() {
+#ifdef COTUNE_WITH_CUDA
+    for (auto& [key, exec] : graphs) kernels::cuda::graph_destroy(exec);
+#endif
+    graphs.clear();
+  }
   explicit Buffers(Device d) : arena(d) {}
+  ~Buffers() { drop_graphs(); }
+  Buffers(const Buffers&) = delete;
+  Buffers& operator=(const Buffers&) = delete;
 };
 
 Qwen2Runner::~Qwen2Runner() = default;
@@ -402,6 +421,7 @@ void Qwen2Runner::allocate() {
   b.pos = a.alloc(DType::i32, {T}, "positions");
   b.targets = a.alloc(DType::i32, {T}, "targets");
   b.cu = a.alloc(DType::i32, {T + 1}, "cu_seqlens");
+  if (model.device() != Device::cpu) b.scalars = a.alloc(DType::f32, {2}, "gradient scale");
   size_t mark = a.used();
   const bool keep_all = opts_.training && !opts_.gradient_checkpointing;
   for (int64_t l = 0; l <= L; ++l) {
@@ -480,7 +500,7 @@ void Qwen2Runner::allocate() {
   log::debug("runner memory plan: {}", plan_.str());
 }
 
-void Qwen2Runner::upload(const PackedBatch& batch) {
+void Qwen2Runner::upload(const PackedBatch& batch, float grad_scale) {
   Buffers& b = *buf_;
   const int64_t T = batch.tokens();
   if (T == 0) fail("empty batch");
@@ -499,6 +519,10 @@ void Qwen2Runner::upload(const PackedBatch& batch) {
   copy_bytes(b.pos.slice_rows(0, T), host(batch.position_ids));
   copy_bytes(b.targets.slice_rows(0, T), host(batch.targets));
   copy_bytes(b.cu.slice_rows(0, b.S + 1), host(batch.cu_seqlens));
+  if (b.scalars.data) {
+    float sc[2] = {grad_scale, 0.0f};
+    copy_bytes(b.scalars, Tensor(sc, DType::f32, {2}));
+  }
 }
 
 namespace {
@@ -740,11 +764,7 @@ void Qwen2Runner::run_layers_forward(bool keep_all, uint64_t seed) {
                        static_cast<float>(model_.config().rms_norm_eps));
 }
 
-StepStats Qwen2Runner::forward_backward(const PackedBatch& batch, bool backward, float grad_scale,
-                                        uint64_t dropout_seed) {
-  if (backward && !opts_.training) fail("this runner was built for inference: no backward buffers");
-  if (backward && !lora_) fail("backward needs LoRA weights: the base model is frozen");
-  upload(batch);
+void Qwen2Runner::enqueue_step(bool backward, uint64_t dropout_seed) {
   Buffers& b = *buf_;
   const auto& w = model_.weights();
   const int64_t L = model_.config().num_hidden_layers, T = b.T;
@@ -752,25 +772,17 @@ StepStats Qwen2Runner::forward_backward(const PackedBatch& batch, bool backward,
   run_layers_forward(keep_all, dropout_seed);
 
   Tensor dhf = backward ? rows(b.dh, T) : Tensor();
-  ops::lm_head_cross_entropy(rows(b.losses, T), rows(b.correct, T), dhf, rows(b.hf, T), w.lm_head, rows(b.targets, T),
-                             grad_scale, b.ce_ws, opts_.ce_chunk);
-  // The per-token losses are read back after the backward has been enqueued (the copy waits for the GPU; read
-  // here, it would leave the GPU idle while the host enqueues the backward).
-  auto stats = [&] {
-    StepStats st;
-    std::vector<float> losses(static_cast<size_t>(T));
-    std::vector<int32_t> correct(static_cast<size_t>(T));
-    copy_bytes(Tensor(losses.data(), DType::f32, {T}), rows(b.losses, T));
-    copy_bytes(Tensor(correct.data(), DType::i32, {T}), rows(b.correct, T));
-    for (int64_t t = 0; t < T; ++t) {
-      if (batch.targets[static_cast<size_t>(t)] < 0) continue;
-      st.loss_sum += losses[static_cast<size_t>(t)];
-      st.correct += correct[static_cast<size_t>(t)];
-      ++st.counted;
-    }
-    return st;
-  };
-  if (!backward) return stats();
+  if (b.scalars.data && b.lora16) {
+#ifdef COTUNE_WITH_CUDA
+    // The gradient scale is read on the device (it changes between replays of a captured step).
+    kc::lm_head_cross_entropy_dev_scale(rows(b.losses, T), rows(b.correct, T), dhf, rows(b.hf, T), w.lm_head,
+                                        rows(b.targets, T), b.scalars.ptr<float>(), b.ce_ws, opts_.ce_chunk);
+#endif
+  } else {
+    ops::lm_head_cross_entropy(rows(b.losses, T), rows(b.correct, T), dhf, rows(b.hf, T), w.lm_head,
+                               rows(b.targets, T), host_grad_scale_, b.ce_ws, opts_.ce_chunk);
+  }
+  if (!backward) return;
 
   // d(final norm input) -> b.dres, then layers in reverse; layer 0's input gradient is not needed
   // (the embedding is frozen).
@@ -783,11 +795,165 @@ StepStats Qwen2Runner::forward_backward(const PackedBatch& batch, bool backward,
     if (!keep_all && l != L - 1) layer_forward(l, x_in, rows(b.tmp_c, T), 0, dropout_seed, true);
     layer_backward(l, x_in, ai, dropout_seed, l > 0);
   }
-  return stats();
 }
 
+StepStats Qwen2Runner::read_stats(const PackedBatch& batch) {
+  // Only the batch's own tokens (a graph's padding follows them and is never counted).
+  Buffers& b = *buf_;
+  const int64_t T = batch.tokens();
+  StepStats st;
+  std::vector<float> losses(static_cast<size_t>(T));
+  std::vector<int32_t> correct(static_cast<size_t>(T));
+  copy_bytes(Tensor(losses.data(), DType::f32, {T}), rows(b.losses, T));
+  copy_bytes(Tensor(correct.data(), DType::i32, {T}), rows(b.correct, T));
+  for (int64_t t = 0; t < T; ++t) {
+    if (batch.targets[static_cast<size_t>(t)] < 0) continue;
+    st.loss_sum += losses[static_cast<size_t>(t)];
+    st.correct += correct[static_cast<size_t>(t)];
+    ++st.counted;
+  }
+  return st;
+}
+
+bool Qwen2Runner::use_graphs() const {
+  if (!opts_.cuda_graphs || !opts_.training || model_.device() != Device::cuda || !buf_->lora16) return false;
+  static const bool disabled = [] {
+    const char* e = std::getenv("COTUNE_TRAIN_GRAPHS");
+    return e && std::strcmp(e, "0") == 0;
+  }();
+  return !disabled;
+}
+
+Qwen2Runner::GraphKey Qwen2Runner::pad_for_graph(const PackedBatch& batch, PackedBatch& padded) const {
+  const int64_t bucket = std::max<int64_t>(opts_.graph_bucket, 1);
+  const int64_t T = batch.tokens();
+  const int64_t Tp = std::min((T + bucket - 1) / bucket * bucket, opts_.max_tokens);
+  padded = batch;
+  if (Tp > T) {
+    // One trailing sequence of ignored tokens (shorter than a bucket, so never the longest sequence's bucket).
+    for (int64_t i = 0; i < Tp - T; ++i) {
+      padded.input_ids.push_back(0);
+      padded.position_ids.push_back(static_cast<int32_t>(i));
+      padded.targets.push_back(-100);
+    }
+    padded.cu_seqlens.push_back(static_cast<int32_t>(Tp));
+  }
+  const int64_t longest = std::max<int64_t>(batch.max_seqlen(), 1);
+  GraphKey key;
+  key.tokens = Tp;
+  key.sequences = static_cast<int>(padded.cu_seqlens.size()) - 1;
+  key.max_seqlen = static_cast<int>(std::min((longest + bucket - 1) / bucket * bucket, Tp));
+  return key;
+}
+
+bool Qwen2Runner::capture(const GraphKey& key) {
+#ifdef COTUNE_WITH_CUDA
+  Buffers& b = *buf_;
+  // The graph must dequantize (NF4) whatever it uses: start from an empty layer cache, and leave it empty, since
+  // the host cannot know which layer the scratch holds when a graph replays.
+  b.nf4.invalidate();
+  if (b.graphs.empty()) b.graphs_scratch = kc::scratch_generation();
+  kc::graph_begin_capture();
+  void* exec = nullptr;
+  try {
+    enqueue_step(true, 0);
+    exec = kc::graph_end_capture();
+  } catch (const std::exception& e) {
+    // E.g. a workspace that had to grow (cudaMalloc and synchronisation are not allowed while capturing).
+    kc::graph_abort_capture();
+    b.nf4.invalidate();
+    ++b.capture_failures[key];
+    log::debug("runner: capturing the step of {} tokens as a CUDA graph failed ({}); running it without", key.tokens,
+               e.what());
+    return false;
+  }
+  b.nf4.invalidate();
+  b.graphs.emplace(key, exec);
+  return true;
+#else
+  (void)key;
+  return false;
+#endif
+}
+
+StepStats Qwen2Runner::forward_backward(const PackedBatch& batch, bool backward, float grad_scale,
+                                        uint64_t dropout_seed) {
+  if (backward && !opts_.training) fail("this runner was built for inference: no backward buffers");
+  if (backward && !lora_) fail("backward needs LoRA weights: the base model is frozen");
+  Buffers& b = *buf_;
+  if (backward && use_graphs()) {
+    PackedBatch padded;
+    const GraphKey key = pad_for_graph(batch, padded);
+    upload(padded, grad_scale);
+    b.max_seqlen = key.max_seqlen;
+#ifdef COTUNE_WITH_CUDA
+    // Graphs hold the kernels' scratch pointer: if the scratch moved since, they are stale (recaptured on use).
+    if (!b.graphs.empty() && b.graphs_scratch != kc::scratch_generation()) b.drop_graphs();
+#endif
+    auto it = b.graphs.find(key);
+    if (it == b.graphs.end() && static_cast<int>(b.graphs.size()) < opts_.max_graphs) {
+      auto f = b.capture_failures.find(key);
+      if ((f == b.capture_failures.end() || f->second < 2) && capture(key)) it = b.graphs.find(key);
+    }
+    if (it != b.graphs.end()) {
+#ifdef COTUNE_WITH_CUDA
+      kc::graph_launch(it->second);
+      ++b.graph_launches;
+#endif
+    } else {
+      enqueue_step(true, dropout_seed);  // without a graph (the padding changes nothing that is counted)
+    }
+    // The per-token losses are read back after everything is enqueued (the copy waits for the GPU).
+    return read_stats(batch);
+  }
+  host_grad_scale_ = grad_scale;
+  upload(batch, grad_scale);
+  enqueue_step(backward, dropout_seed);
+  return read_stats(batch);
+}
+
+int Qwen2Runner::prepare_graphs() {
+  if (!use_graphs()) return 0;
+  Buffers& b = *buf_;
+  auto sequence = [](int64_t n) {
+    PackedBatch pb;
+    for (int64_t i = 0; i < n; ++i) {
+      pb.input_ids.push_back(0);
+      pb.position_ids.push_back(static_cast<int32_t>(i));
+      pb.targets.push_back(-100);
+    }
+    pb.cu_seqlens = {0, static_cast<int32_t>(n)};
+    return pb;
+  };
+  // One zero-scaled step at the full token budget: every workspace reaches its largest size outside a capture.
+  upload(sequence(opts_.max_tokens), 0.0f);
+  enqueue_step(true, 0);
+  read_stats(sequence(1));
+#ifdef COTUNE_WITH_CUDA
+  if (!b.graphs.empty() && b.graphs_scratch != kc::scratch_generation()) b.drop_graphs();
+#endif
+  const int64_t bucket = std::max<int64_t>(opts_.graph_bucket, 1);
+  for (int64_t t = bucket; t < opts_.max_tokens + bucket; t += bucket) {
+    const int64_t tokens = std::min(t, opts_.max_tokens);
+    // A sequence that fills the bucket exactly, and one that needs padding.
+    for (int64_t n : {tokens, tokens - 1}) {
+      if (n < 1 || static_cast<int>(b.graphs.size()) >= opts_.max_graphs) continue;
+      PackedBatch padded;
+      const GraphKey key = pad_for_graph(sequence(n), padded);
+      if (b.graphs.count(key)) continue;
+      upload(padded, 0.0f);
+      b.max_seqlen = key.max_seqlen;
+      capture(key);
+    }
+  }
+  return static_cast<int>(b.graphs.size());
+}
+
+int Qwen2Runner::graphs() const { return static_cast<int>(buf_->graphs.size()); }
+int64_t Qwen2Runner::graph_launches() const { return buf_->graph_launches; }
+
 std::vector<float> Qwen2Runner::forward_logits(const PackedBatch& batch) {
-  upload(batch);
+  upload(batch, 1.0f);
   Buffers& b = *buf_;
   const auto& c = model_.config();
   const int64_t T = b.T, V = c.vocab_size;

@@ -3,6 +3,7 @@
 // call into kernels/ops.h, no autograd graph). The frozen base may carry LoRA adapters (model/lora.h);
 // the backward pass produces gradients for the LoRA weights only.
 #pragma once
+#include <compare>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -118,6 +119,14 @@ struct RunnerOptions {
   bool gradient_checkpointing = true;  // keep each layer's input, recompute the layer in backward
   int64_t ce_chunk = 0;               // tokens per LM-head chunk (0: chosen from the vocabulary size)
   bool training = true;               // allocate backward buffers
+  // CUDA, training with the bf16 LoRA path (no LoRA dropout): each forward + backward runs as a CUDA graph, one
+  // per (padded tokens, sequences, padded longest sequence), captured at its first use. A batch is padded up to
+  // a multiple of graph_bucket tokens (a trailing sequence of ignored tokens, never counted) so that varying
+  // lengths share a few graphs; the host then launches one graph instead of thousands of kernels. The
+  // environment variable COTUNE_TRAIN_GRAPHS=0 turns them off.
+  bool cuda_graphs = true;
+  int64_t graph_bucket = 128;
+  int max_graphs = 64;                // more distinct shapes than this run without graphs
 };
 
 // Sums over the counted positions of one micro-batch.
@@ -148,18 +157,41 @@ class Qwen2Runner {
   // Full logits [T, V] (f32, host) of a batch, for tests and small-scale evaluation.
   std::vector<float> forward_logits(const PackedBatch& batch);
 
+  // Captures, up front, the CUDA graphs of single-sequence batches of every bucket length up to max_tokens (what
+  // a first step of each length would otherwise capture); runs one zero-scaled step first so that every
+  // workspace has its final size. LoRA gradients are unchanged. Returns the number of graphs held; 0 when the
+  // runner does not use graphs.
+  int prepare_graphs();
+  // Graphs held, and forward + backward calls that ran as one.
+  int graphs() const;
+  int64_t graph_launches() const;
+
   MemoryPlan plan() const { return plan_; }
   const RunnerOptions& options() const { return opts_; }
 
  private:
   struct Buffers;
+  struct GraphKey {
+    int64_t tokens;
+    int sequences, max_seqlen;
+    auto operator<=>(const GraphKey&) const = default;
+  };
   const Qwen2Model& model_;
   LoraWeights* lora_;
   RunnerOptions opts_;
   MemoryPlan plan_;
   std::unique_ptr<Buffers> buf_;
+  float host_grad_scale_ = 1.0f;  // the step's gradient scale where the LM head takes it from the host
   void allocate();
-  void upload(const PackedBatch& batch);
+  void upload(const PackedBatch& batch, float grad_scale);
+  bool use_graphs() const;
+  // Pads a batch for its graph (see RunnerOptions::cuda_graphs) and returns the graph's key.
+  GraphKey pad_for_graph(const PackedBatch& batch, PackedBatch& padded) const;
+  // Enqueues forward, LM head + loss and (with backward) the backward of the uploaded batch.
+  void enqueue_step(bool backward, uint64_t dropout_seed);
+  // Captures the uploaded batch's step as the graph of `key` (nothing runs); false when capture failed.
+  bool capture(const GraphKey& key);
+  StepStats read_stats(const PackedBatch& batch);
   const LayerWeights& layer_weights(int64_t l);  // Nf4LayerCache::get
   void run_layers_forward(bool keep_all, uint64_t dropout_seed);
   // recompute: a checkpointing recomputation, which skips what the backward does not read (the down

@@ -1,6 +1,8 @@
 // Thread-local CUDA context: stream, cuBLASLt handle + workspace, scratch (see context.h).
 #include "kernels/cuda/context.h"
 
+#include <cuda_profiler_api.h>
+
 #include <memory>
 
 #include "base/error.h"
@@ -19,6 +21,7 @@ struct Context {
   void* workspace = nullptr;
   void* scratch = nullptr;
   size_t scratch_bytes = 0;
+  uint64_t scratch_generation = 0;
   int sms = 0;
 
   Context() {
@@ -103,6 +106,9 @@ void synchronize() { check(cudaStreamSynchronize(stream()), "synchronize"); }
 
 void reset_context() { tl_context.reset(); }
 
+void profiler_start() { check(cudaProfilerStart(), "cudaProfilerStart"); }
+void profiler_stop() { check(cudaProfilerStop(), "cudaProfilerStop"); }
+
 cublasLtHandle_t cublaslt() { return ctx().lt; }
 void* cublaslt_workspace() { return ctx().workspace; }
 size_t cublaslt_workspace_bytes() { return kCublasWorkspace; }
@@ -122,7 +128,10 @@ void* scratch(size_t bytes) {
   }
   check(cudaMalloc(&c.scratch, want), "cudaMalloc (kernel scratch)");
   c.scratch_bytes = want;
+  ++c.scratch_generation;
   return c.scratch;
 }
+
+uint64_t scratch_generation() { return ctx().scratch_generation; }
 
 }  // namespace cotune::kernels::cuda

@@ -44,6 +44,17 @@ void synchronize();
 // Destroys this thread's context (stream, handle, buffers); the next use creates a fresh one.
 void reset_context();
 
+// GEMM plans of this thread (gemm.cpp): how many problem shapes were planned (descriptors + cuBLASLt heuristic)
+// and the host seconds that took. A benchmark reads them to see what varying shapes cost.
+struct GemmPlanStats {
+  int64_t plans = 0;
+  double host_s = 0;
+};
+GemmPlanStats gemm_plan_stats();
+// cudaProfilerStart / Stop: mark a region for `ncu --profile-from-start off`.
+void profiler_start();
+void profiler_stop();
+
 // ---- for the kernel files ----------------------------------------------------------------------------
 cublasLtHandle_t cublaslt();
 void* cublaslt_workspace();
@@ -52,6 +63,8 @@ int sm_count();
 // Device scratch of at least `bytes` (256-byte aligned), valid until the next call of scratch(). Stream-ordered
 // reuse: kernels that used the previous scratch on this stream finish before later ones overwrite it.
 void* scratch(size_t bytes);
+// Changes whenever scratch() moves to a new buffer: a captured CUDA graph that used the old one is stale.
+uint64_t scratch_generation();
 
 // Throws Error("CUDA error in <what>: <message>") unless err == cudaSuccess (an out-of-memory error adds the
 // free / total device memory).

@@ -9,6 +9,8 @@
 // f32-API ops also return xa and g in f32, holding the bf16 values the GEMMs used). The training runner keeps
 // bf16 copies of A/B (model/lora.h) and calls the bf16-operand entry points of train_ops.h directly. This is what PEFT computes under bf16 autocast, at the speed of bf16 GEMMs; the
 // rounding of the operands costs ~2^-9 relative per element, below the bf16 activations' own error.
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <unordered_map>
@@ -43,7 +45,7 @@ uint32_t alignment(const void* p, int64_t ld, size_t elem) {
 struct AlgoKey {
   int64_t m, n, k, lda, ldb, ldd;
   uint32_t al_a, al_b, al_d;
-  uint8_t ta, tb, at, bt, dt, bias, beta0;
+  uint8_t ta, tb, at, bt, dt, bias, beta0, dev_scalars;
   bool operator==(const AlgoKey& o) const { return std::memcmp(this, &o, sizeof(AlgoKey)) == 0; }
 };
 struct AlgoKeyHash {
@@ -79,13 +81,17 @@ struct Plan {
   cublasLtMatmulAlgo_t algo{};
 };
 thread_local std::unordered_map<AlgoKey, std::unique_ptr<Plan>, AlgoKeyHash> tl_plans;
+thread_local GemmPlanStats tl_plan_stats;
 
 }  // namespace
 
+GemmPlanStats gemm_plan_stats() { return tl_plan_stats; }
+
 void gemm(void* d, DType d_type, const void* a, DType a_type, const void* b, DType b_type, int64_t M, int64_t N,
           int64_t K, bool trans_a, bool trans_b, int64_t lda, int64_t ldb, int64_t ldd, float alpha, float beta,
-          const void* bias, const void* c) {
+          const void* bias, const void* c, const float* scalars) {
   if (M == 0 || N == 0) return;
+  if (scalars && K == 0) fail("matmul (CUDA): device alpha/beta need K > 0");
   if (c && c != d && (K == 0 || alignment(c, ldd, dtype_size(d_type)) < alignment(d, ldd, dtype_size(d_type))))
     fail("matmul (CUDA): a separate C needs K > 0 and D's alignment");
   if (K == 0) {
@@ -119,10 +125,12 @@ void gemm(void* d, DType d_type, const void* a, DType a_type, const void* b, DTy
   key.bt = static_cast<uint8_t>(b_type);
   key.dt = static_cast<uint8_t>(d_type);
   key.bias = bias != nullptr;
-  key.beta0 = beta == 0.0f;
+  key.beta0 = scalars ? 0 : beta == 0.0f;
+  key.dev_scalars = scalars != nullptr;
 
   auto it = tl_plans.find(key);
   if (it == tl_plans.end()) {
+    const auto t0 = std::chrono::steady_clock::now();
     auto plan = std::make_unique<Plan>();
     LtDesc& desc = plan->desc;
     check(cublasLtMatmulDescCreate(&desc.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
@@ -130,6 +138,11 @@ void gemm(void* d, DType d_type, const void* a, DType a_type, const void* b, DTy
     cublasOperation_t opb = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa)), "set TRANSA");
     check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb)), "set TRANSB");
+    if (scalars) {
+      cublasLtPointerMode_t pm = CUBLASLT_POINTER_MODE_DEVICE;
+      check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_POINTER_MODE, &pm, sizeof(pm)),
+            "set POINTER_MODE");
+    }
     if (bias) {
       cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
       cudaDataType_t bt = CUDA_R_16BF;
@@ -170,12 +183,16 @@ void gemm(void* d, DType d_type, const void* a, DType a_type, const void* b, DTy
            K, N, dtype_name(a_type), dtype_name(b_type), dtype_name(d_type), key.al_b, key.al_a, key.al_d);
     plan->algo = result.algo;
     it = tl_plans.emplace(key, std::move(plan)).first;
+    ++tl_plan_stats.plans;
+    tl_plan_stats.host_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } else if (bias) {
     check(cublasLtMatmulDescSetAttribute(it->second->desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
           "set BIAS_POINTER");
   }
   const LtDesc& desc = it->second->desc;
-  check(cublasLtMatmul(cublaslt(), desc.op, &alpha, b, desc.a, a, desc.b, &beta, c ? c : d, desc.d, d, desc.d,
+  const void* alpha_p = scalars ? static_cast<const void*>(scalars) : &alpha;
+  const void* beta_p = scalars ? static_cast<const void*>(scalars + 1) : &beta;
+  check(cublasLtMatmul(cublaslt(), desc.op, alpha_p, b, desc.a, a, desc.b, beta_p, c ? c : d, desc.d, d, desc.d,
                        &it->second->algo, cublaslt_workspace(), cublaslt_workspace_bytes(), stream()),
         "cublasLtMatmul");
 }
@@ -328,6 +345,31 @@ void lora_backward(const Tensor& dinp, const Tensor& dA, const Tensor& dB, const
   lora_grad_b(dB.ptr<float>(), g16, R, dout, xa16, R, b16, R, scale);
   launch_convert_bf16_to_f32(g.ptr<float>(), g16, T * R);
   lora_grad_a(dA.ptr<float>(), dinp, g16, R, R, inp, a16);
+}
+
+void lm_head_cross_entropy_dev_scale(const Tensor& losses, const Tensor& correct, const Tensor& dhidden,
+                                     const Tensor& hidden, const Tensor& weight, const Tensor& targets,
+                                     const float* scalars, const Tensor& workspace, int64_t chunk) {
+  const char* op = "lm_head_cross_entropy_dev_scale";
+  need_dtype(hidden, DType::bf16, op, "hidden");
+  need_dtype(weight, DType::bf16, op, "weight");
+  need_dtype(workspace, DType::f32, op, "workspace");
+  if (dhidden.data) need_dtype(dhidden, DType::bf16, op, "dhidden");
+  const int64_t T = hidden.dim(0), C = hidden.dim(1), V = weight.dim(0);
+  if (chunk <= 0 || workspace.numel() < std::min(chunk, T) * V)
+    fail("{}: the workspace {} holds fewer than {} rows of {} logits", op, workspace.str(), std::min(chunk, T), V);
+  float* ws = workspace.ptr<float>();
+  for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+    const int64_t n = std::min(chunk, T - t0);
+    const uint16_t* h = static_cast<const uint16_t*>(hidden.data) + t0 * C;
+    gemm(ws, DType::f32, h, DType::bf16, weight.data, DType::bf16, n, V, C, false, true, C, C, V, 1.0f, 0.0f);
+    void* grad = dhidden.data ? static_cast<void*>(ws) : nullptr;  // bf16 rows written over the f32 logits in place
+    launch_ce_rows(losses.ptr<float>() + t0, correct.data ? correct.ptr<int32_t>() + t0 : nullptr, grad, true, 2 * V,
+                   ws, false, V, targets.ptr<int32_t>() + t0, n, V, 1.0f);
+    if (grad)
+      gemm(static_cast<uint16_t*>(dhidden.data) + t0 * C, DType::bf16, grad, DType::bf16, weight.data, DType::bf16, n,
+           C, V, false, false, 2 * V, C, C, 1.0f, 0.0f, nullptr, nullptr, scalars);
+  }
 }
 
 }  // namespace cotune::kernels::cuda

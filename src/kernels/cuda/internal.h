@@ -19,8 +19,10 @@ inline void need_dtype(const Tensor& t, DType d, const char* op, const char* arg
 // C is D itself unless `c` is given (then a matrix of D's type and layout, e.g. a residual stream).
 // A is [M,K] (or [K,M] when trans_a) with row stride lda; B is [K,N] (or [N,K] when trans_b) with row stride ldb.
 // Types: A, B both bf16 (D bf16 or f32; bias bf16 with a bf16 D) or all f32. fp32 accumulation.
+// With `scalars` (a device float[2]), alpha = scalars[0] and beta = scalars[1] are read by the GPU when the GEMM
+// runs (the host alpha / beta are ignored): a value that changes between replays of a captured CUDA graph.
 void gemm(void* d, DType d_type, const void* a, DType a_type, const void* b, DType b_type, int64_t M, int64_t N,
           int64_t K, bool trans_a, bool trans_b, int64_t lda, int64_t ldb, int64_t ldd, float alpha, float beta,
-          const void* bias = nullptr, const void* c = nullptr);
+          const void* bias = nullptr, const void* c = nullptr, const float* scalars = nullptr);
 
 }  // namespace cotune::kernels::cuda

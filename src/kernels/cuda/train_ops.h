@@ -96,6 +96,14 @@ void nf4_dequantize_batch(std::span<const Nf4Weight> qs, std::span<const Tensor>
 void linear_forward_residual(const Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& residual,
                              const Tensor& bias = Tensor());
 
+// ---- LM head + cross-entropy with a device gradient scale (gemm.cpp) -------------------------------------------
+// ops.h's lm_head_cross_entropy with grad_scale read on the device from scalars[0] (scalars: device float[2],
+// scalars[1] == 0): dlogits = softmax - onehot (rounded to bf16), dhidden = scalars[0] * dlogits @ weight (the scale
+// applied in the GEMM's fp32 epilogue). A captured CUDA graph of a training step replays with each call's scale.
+void lm_head_cross_entropy_dev_scale(const Tensor& losses, const Tensor& correct, const Tensor& dhidden,
+                                     const Tensor& hidden, const Tensor& weight, const Tensor& targets,
+                                     const float* scalars, const Tensor& workspace, int64_t chunk);
+
 // ---- LoRA on bf16 operands (the training runner's path; gemm.cpp) -------------------------------------------
 // The composition of these four is ops.h's lora_forward / lora_backward (whose CUDA twins call them on bf16
 // copies of A/B). A and B are bf16 with contiguous rows; xa and g are bf16 [T, n] matrices with row stride
