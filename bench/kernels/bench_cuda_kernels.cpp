@@ -1,7 +1,9 @@
 // Micro-benchmarks of the CUDA kernels at the DeepSeek-R1-Distill-Qwen-1.5B shapes (hidden 1536, 12 heads / 2 KV
 // heads of 128, intermediate 8960, vocabulary 151936), packed batch of T tokens (default 4 x 2048).
 // Times are medians of CUDA-event timings after a warm-up; prints one line per op with the achieved TFLOP/s or
-// GB/s. Usage: bench_cuda_kernels [sequences] [seq_len]
+// GB/s. Usage: bench_cuda_kernels [sequences] [seq_len], or bench_cuda_kernels bw (only the memory-bound
+// training kernels: the NF4 dequantization of one layer and one cross-entropy chunk; COTUNE_NF4_KERNEL=v1 /
+// COTUNE_CE_KERNEL=v1 select the previous kernels).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -10,11 +12,13 @@
 #include <cstdlib>
 #include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "base/half.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/train_ops.h"
 #include "kernels/ops.h"
 #include "tensor/arena.h"
@@ -70,10 +74,76 @@ void report(const char* name, double ms, double flop, double bytes) {
   std::printf("\n");
 }
 
+Tensor random_bytes(Arena& arena, DType dt, Shape s, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Tensor t = arena.alloc(dt, s);
+  std::vector<uint8_t> h(t.nbytes());
+  for (auto& x : h) x = static_cast<uint8_t>(rng());
+  copy_bytes(t, Tensor(h.data(), dt, s));
+  return t;
+}
+
+// The memory-bound kernels of the training step: the batch NF4 dequantization of one layer's seven projections
+// (46.8M weights, double-quantized absmax) into bf16, and the cross-entropy rows of one LM-head chunk of 441
+// tokens (f32 logits in, losses / correct and the bf16 gradient written over each row's start, as the fused
+// LM head does; here into a separate buffer of the same row stride so that the logits stay intact).
+void bench_memory_bound(Arena& arena, int64_t C, int64_t I, int64_t V) {
+  const int64_t KV = 256;
+  const std::vector<Shape> shapes = {Shape{C, C}, Shape{KV, C}, Shape{KV, C}, Shape{C, C},
+                                     Shape{I, C}, Shape{I, C}, Shape{C, I}};
+  std::vector<kernels::Nf4Weight> qs;
+  std::vector<Tensor> outs;
+  double bytes = 0;
+  std::vector<float> qmap(16), nmap(256);
+  for (int i = 0; i < 16; ++i) qmap[static_cast<size_t>(i)] = -1.0f + i / 7.5f;
+  for (int i = 0; i < 256; ++i) nmap[static_cast<size_t>(i)] = -1.0f + i / 127.5f;
+  uint32_t seed = 100;
+  for (const Shape& s : shapes) {
+    kernels::Nf4Weight q;
+    const int64_t n = s.numel(), nb = (n + 63) / 64, nn = (nb + 255) / 256;
+    q.shape = s;
+    q.packed = random_bytes(arena, DType::u8, Shape{(n + 1) / 2}, seed++);
+    q.absmax = random_bytes(arena, DType::u8, Shape{nb}, seed++);
+    q.quant_map = arena.alloc(DType::f32, Shape{16});
+    copy_bytes(q.quant_map, Tensor(qmap.data(), DType::f32, Shape{16}));
+    q.nested = true;
+    q.nested_absmax = random_tensor(arena, DType::f32, Shape{nn}, 0.05f, seed++);
+    q.nested_quant_map = arena.alloc(DType::f32, Shape{256});
+    copy_bytes(q.nested_quant_map, Tensor(nmap.data(), DType::f32, Shape{256}));
+    q.offset = 0.01f;
+    qs.push_back(q);
+    outs.push_back(arena.alloc(DType::bf16, s));
+    bytes += static_cast<double>((n + 1) / 2 + nb + 4 * nn + 2 * n);
+  }
+  report("nf4 dequant batch (1 layer, 46.8M)", time_ms([&] { kc::nf4_dequantize_batch(qs, outs); }, 50), 0, bytes);
+
+  const int64_t R = 441;
+  Tensor logits = random_tensor(arena, DType::f32, Shape{R, V}, 3.0f, 21);
+  Tensor grad = arena.alloc(DType::bf16, Shape{R, 2 * V});
+  Tensor losses = arena.alloc(DType::f32, Shape{R}), correct = arena.alloc(DType::i32, Shape{R});
+  std::vector<int32_t> tg(static_cast<size_t>(R));
+  for (int64_t t = 0; t < R; ++t) tg[static_cast<size_t>(t)] = t % 50 == 7 ? -100 : static_cast<int32_t>((t * 7919) % V);
+  Tensor dtg = arena.alloc(DType::i32, Shape{R});
+  copy_bytes(dtg, Tensor(tg.data(), DType::i32, Shape{R}));
+  report("CE rows [441 x 151936] f32->bf16", time_ms([&] {
+           kc::launch_ce_rows(losses.ptr<float>(), correct.ptr<int32_t>(), grad.data, true, 2 * V, logits.data, false,
+                              V, dtg.ptr<int32_t>(), R, V, 1.0f / 4096);
+         }, 50),
+         0, static_cast<double>(R * V) * 6.0);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
+    if (argc > 1 && std::string(argv[1]) == "bw") {
+      const kc::DeviceInfo info = kc::device_info();
+      std::printf("device: %s, %d SMs\n", info.name.c_str(), info.sm_count);
+      Arena arena(Device::cuda, size_t{2} << 30);
+      bench_memory_bound(arena, 1536, 8960, 151936);
+      kc::synchronize();
+      return 0;
+    }
     const int S = argc > 1 ? std::atoi(argv[1]) : 4;
     const int L = argc > 2 ? std::atoi(argv[2]) : 2048;
     const int64_t T = static_cast<int64_t>(S) * L, C = 1536, H = 12, KV = 2, D = 128, I = 8960, V = 151936;
@@ -172,6 +242,7 @@ int main(int argc, char** argv) {
              time_ms([&] { kernels::lm_head_cross_entropy(losses, correct, dx, x, wl, dtg, 1.0f / T, ws, chunk); }, 5),
              4.0 * T * C * V, 0);
     }
+    bench_memory_bound(arena, C, I, V);
     kc::synchronize();
     return 0;
   } catch (const std::exception& e) {

@@ -46,6 +46,35 @@ TEST(CudaCrossEntropy, Unfused) {
   }
 }
 
+// Other vocabulary sizes: rows split over 1, 2 or 5 blocks of a cluster (uneven last segment), and V % 8 != 0 (the
+// one-block-per-row kernel).
+TEST(CudaCrossEntropy, UnfusedOtherSizes) {
+  COTUNE_REQUIRE_GPU();
+  Arena arena(Device::cuda, gib(0.5));
+  const int64_t T = 12;
+  for (int64_t V : {1000, 40000, 99992, 4100, 37}) {
+    auto logits = randn(static_cast<size_t>(T * V), 121, 3.0f);
+    auto targets = make_targets(T, V, 122);
+    logits[static_cast<size_t>(1 * V + V - 1)] = 30.0f;  // the maximum in the last segment
+    std::vector<float> losses(static_cast<size_t>(T)), dl(static_cast<size_t>(T * V));
+    kernels::cross_entropy_forward(host(losses, Shape{T}), host(logits, Shape{T, V}), host_i32(targets, Shape{T}));
+    kernels::cross_entropy_backward(host(dl, Shape{T, V}), host(logits, Shape{T, V}), host_i32(targets, Shape{T}),
+                                    0.25f);
+    Tensor dtg = upload_i32(arena, targets, Shape{T});
+    for (DType dt : {DType::f32, DType::bf16}) {
+      Tensor dlog = upload(arena, logits, Shape{T, V}, dt);
+      Tensor dloss = arena.alloc(DType::f32, Shape{T}), dgrad = arena.alloc(dt, Shape{T, V});
+      poison(dloss);
+      poison(dgrad);
+      kernels::cross_entropy_forward(dloss, dlog, dtg);
+      kernels::cross_entropy_backward(dgrad, dlog, dtg, 0.25f);
+      std::printf("V %ld logits %s\n", static_cast<long>(V), dt == DType::f32 ? "f32" : "bf16");
+      EXPECT_REL(download(dloss), losses, 1e-5);
+      EXPECT_REL(download(dgrad), dl, dt == DType::f32 ? 1e-4 : 1e-2);
+    }
+  }
+}
+
 TEST(CudaCrossEntropy, FusedLmHead) {
   COTUNE_REQUIRE_GPU();
   Arena arena(Device::cuda, gib(2.0));

@@ -1,6 +1,8 @@
 // Kernels of train_ops.h: AdamW, gradient norm / clipping / non-finite flag, NF4 dequantization.
 // Roundings follow the CPU references (kernels/optim.h, kernels/quant.h) operation by operation; explicit
 // __fmaf_rn / __fmul_rn / __fadd_rn keep nvcc from contracting where the reference rounds separately.
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #include "kernels/cuda/common.cuh"
@@ -261,6 +263,96 @@ __global__ void nf4_dequant_batch_kernel(Nf4Batch b) {
                j.nested_absmax, j.nested_map, j.offset, j.nested_bs, (g - b.start[t]) * 8);
 }
 
+// The batch kernel v2: each warp takes 32 consecutive groups of 32 outputs (16 packed bytes each) per round,
+// kNf4Unroll rounds (loads issued first): lane l loads group l with one 16-byte load and decodes its absmax once,
+// the warp stages the codes and absmax in shared memory, and store k of lane l writes the 8 outputs of packed
+// word 32k + l (16 bytes), so that each store instruction of the warp covers 512 contiguous bytes. The job is
+// found once per CTA (a CTA never spans two weights). Needs packed and out 16-byte aligned, blocksize % 32 == 0
+// and n / 32 < 2^31; the last n % 32 outputs of a weight go element by element. Same formulas as nf4_dequant8:
+// bit-identical.
+constexpr int kNf4Threads = 256;
+constexpr int kNf4Unroll = 2;
+constexpr int64_t kNf4TileGroups = int64_t{kNf4Threads} * kNf4Unroll;  // groups of 32 outputs per CTA
+
+struct Nf4BatchV2 {
+  Nf4Job job[kNf4BatchMax];
+  uint32_t block_start[kNf4BatchMax + 1];  // first CTA of each job
+  int count;
+};
+
+__global__ void __launch_bounds__(kNf4Threads) nf4_dequant_batch_v2_kernel(const __grid_constant__ Nf4BatchV2 b) {
+  __shared__ float sc[16];
+  __shared__ uint4 sq[kNf4Threads / 32][kNf4Unroll][32];
+  __shared__ float sam[kNf4Threads / 32][kNf4Unroll][32];
+  int t = 0;
+  while (t + 1 < b.count && b.block_start[t + 1] <= blockIdx.x) ++t;
+  const Nf4Job& j = b.job[t];
+  if (threadIdx.x < 16) sc[threadIdx.x] = j.code[threadIdx.x];
+  const uint32_t full = static_cast<uint32_t>(j.n / 32);  // complete groups
+  const uint32_t per_block = static_cast<uint32_t>(j.blocksize / 32);
+  const uint32_t nested_bs = static_cast<uint32_t>(j.nested_bs);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  // First group of this warp's round u: w0 + 32 u.
+  const uint32_t w0 = (blockIdx.x - b.block_start[t]) * static_cast<uint32_t>(kNf4TileGroups) +
+                      static_cast<uint32_t>(warp) * 32 * kNf4Unroll;
+#pragma unroll
+  for (int u = 0; u < kNf4Unroll; ++u) {
+    const uint32_t g = w0 + 32 * u + lane;
+    if (g < full) {
+      sq[warp][u][lane] = __ldg(reinterpret_cast<const uint4*>(j.packed) + g);
+      const uint32_t blk = g / per_block;
+      sam[warp][u][lane] = j.qabsmax ? __fadd_rn(__fmul_rn(__ldg(j.nested_map + __ldg(j.qabsmax + blk)),
+                                                           __ldg(j.nested_absmax + blk / nested_bs)),
+                                                 j.offset)
+                                     : __ldg(j.absmax_f32 + blk);
+    }
+  }
+  __syncthreads();  // sc, and the warp's staging
+  bf16* out = static_cast<bf16*>(j.out);
+#pragma unroll
+  for (int u = 0; u < kNf4Unroll; ++u) {
+    const uint32_t* words = reinterpret_cast<const uint32_t*>(&sq[warp][u][0]);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int c = 32 * k + lane;  // packed word of the round: group c / 4, outputs 8 (c % 4) ... of it
+      const uint32_t g = w0 + 32 * u + c / 4;
+      if (g < full) {
+        const uint32_t w = words[c];
+        const float am = sam[warp][u][c / 4];
+        uint4 o;
+        uint32_t* h = reinterpret_cast<uint32_t*>(&o);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const uint32_t byte = (w >> (8 * e)) & 0xffu;
+          const __nv_bfloat162 v =
+              __floats2bfloat162_rn(__fmul_rn(sc[byte >> 4], am), __fmul_rn(sc[byte & 0xfu], am));
+          h[e] = *reinterpret_cast<const uint32_t*>(&v);
+        }
+        *reinterpret_cast<uint4*>(out + (static_cast<int64_t>(w0 + 32 * u) * 32 + 8 * c)) = o;
+      }
+    }
+    const uint32_t g = w0 + 32 * u + lane;
+    if (g == full && j.n % 32 != 0) {
+      for (int64_t i = static_cast<int64_t>(full) * 32; i < j.n; ++i) {
+        const float a = nf4_absmax(j.qabsmax, j.absmax_f32, j.nested_absmax, j.nested_map, j.offset,
+                                   i / j.blocksize, j.nested_bs);
+        const uint8_t byte = j.packed[i / 2];
+        const int cd = (i % 2 == 0) ? (byte >> 4) : (byte & 0x0f);
+        out[i] = from_f<bf16>(__fmul_rn(sc[cd], a));
+      }
+    }
+  }
+}
+
+// COTUNE_NF4_KERNEL=v1 selects the previous batch kernel (benchmarks).
+bool nf4_use_v1() {
+  static const bool v1 = [] {
+    const char* e = std::getenv("COTUNE_NF4_KERNEL");
+    return e && std::strcmp(e, "v1") == 0;
+  }();
+  return v1;
+}
+
 unsigned capped_blocks(int64_t n) {
   const int64_t b = (n + kThreads - 1) / kThreads;
   const int64_t cap = static_cast<int64_t>(sm_count()) * 8;
@@ -329,6 +421,24 @@ void launch_nf4_dequantize_batch(const Nf4Job* jobs, int count) {
     b.start[t + 1] = b.start[t] + (jobs[t].n + 7) / 8;
   }
   if (b.start[b.count] == 0) return;
+  bool v2 = !nf4_use_v1();
+  Nf4BatchV2 b2{};
+  b2.count = b.count;
+  int64_t blocks = 0;
+  for (int t = 0; t < b.count && v2; ++t) {
+    const Nf4Job& j = b.job[t];
+    v2 = aligned16(j.out) && aligned16(j.packed) && j.blocksize % 32 == 0 && j.n / 32 < (int64_t{1} << 31) &&
+         (j.qabsmax ? j.nested_bs > 0 && j.nested_bs < (int64_t{1} << 31) : true);
+    b2.job[t] = j;
+    b2.block_start[t] = static_cast<uint32_t>(blocks);
+    blocks += (j.n + 32 * kNf4TileGroups - 1) / (32 * kNf4TileGroups);
+  }
+  if (v2 && blocks < (int64_t{1} << 31)) {
+    b2.block_start[b.count] = static_cast<uint32_t>(blocks);
+    nf4_dequant_batch_v2_kernel<<<static_cast<unsigned>(blocks), kNf4Threads, 0, stream()>>>(b2);
+    check_launch("nf4_dequantize (batch)");
+    return;
+  }
   nf4_dequant_batch_kernel<<<blocks_for(b.start[b.count], kThreads), kThreads, 0, stream()>>>(b);
   check_launch("nf4_dequantize (batch)");
 }
