@@ -122,7 +122,8 @@ void bench_memory_bound(Arena& arena, int64_t C, int64_t I, int64_t V) {
   Tensor grad = arena.alloc(DType::bf16, Shape{R, 2 * V});
   Tensor losses = arena.alloc(DType::f32, Shape{R}), correct = arena.alloc(DType::i32, Shape{R});
   std::vector<int32_t> tg(static_cast<size_t>(R));
-  for (int64_t t = 0; t < R; ++t) tg[static_cast<size_t>(t)] = t % 50 == 7 ? -100 : static_cast<int32_t>((t * 7919) % V);
+  for (int64_t t = 0; t < R; ++t)
+    tg[static_cast<size_t>(t)] = t % 50 == 7 ? -100 : static_cast<int32_t>((t * 7919) % V);  // a few ignored
   Tensor dtg = arena.alloc(DType::i32, Shape{R});
   copy_bytes(dtg, Tensor(tg.data(), DType::i32, Shape{R}));
   report("CE rows [441 x 151936] f32->bf16", time_ms([&] {

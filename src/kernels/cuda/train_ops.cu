@@ -271,7 +271,7 @@ __global__ void nf4_dequant_batch_kernel(Nf4Batch b) {
 // and n / 32 < 2^31; the last n % 32 outputs of a weight go element by element. Same formulas as nf4_dequant8:
 // bit-identical.
 constexpr int kNf4Threads = 256;
-constexpr int kNf4Unroll = 2;
+constexpr int kNf4Unroll = 2;  // 4: 43 us instead of 40 on H200 (8 blocks an SM: the same)
 constexpr int64_t kNf4TileGroups = int64_t{kNf4Threads} * kNf4Unroll;  // groups of 32 outputs per CTA
 
 struct Nf4BatchV2 {
