@@ -3,7 +3,8 @@
 // Times are medians of CUDA-event timings after a warm-up; prints one line per op with the achieved TFLOP/s or
 // GB/s. Usage: bench_cuda_kernels [sequences] [seq_len], or bench_cuda_kernels bw (only the memory-bound
 // training kernels: the NF4 dequantization of one layer and one cross-entropy chunk; COTUNE_NF4_KERNEL=v1 /
-// COTUNE_CE_KERNEL=v1 select the previous kernels).
+// COTUNE_CE_KERNEL=v1 select the previous kernels). [attention]: with `attention`, only the attention timings
+// (the flash ones; COTUNE_ATTENTION_SPLIT overrides their work split, see ops_cuda.cpp).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <cstdlib>
 #include <functional>
 #include <random>
+#include <string>
 #include <string>
 #include <vector>
 
@@ -72,6 +74,42 @@ void report(const char* name, double ms, double flop, double bytes) {
   if (flop > 0) std::printf("  %7.1f TFLOP/s", flop / ms / 1e9);
   if (bytes > 0) std::printf("  %7.1f GB/s", bytes / ms / 1e6);
   std::printf("\n");
+}
+
+// Flash attention (automatic choice, then each flash variant forced; `with_simple`: the simple kernels too) on S
+// sequences of L tokens, 12 query heads, 2 KV heads, head dim 128.
+void bench_attention(Arena& arena, int S, int L, bool with_simple) {
+  const int64_t T = static_cast<int64_t>(S) * L, H = 12, KV = 2, D = 128;
+  std::vector<int32_t> cu(static_cast<size_t>(S + 1));
+  for (int s = 0; s <= S; ++s) cu[static_cast<size_t>(s)] = s * L;
+  Tensor dcu = arena.alloc(DType::i32, Shape{S + 1});
+  copy_bytes(dcu, Tensor(cu.data(), DType::i32, Shape{S + 1}));
+  Tensor qh = random_tensor(arena, DType::bf16, Shape{T, H, D}, 1.0f, 9);
+  Tensor kh = random_tensor(arena, DType::bf16, Shape{T, KV, D}, 1.0f, 10), vh = random_tensor(arena, DType::bf16, Shape{T, KV, D}, 1.0f, 11);
+  Tensor o = arena.alloc(DType::bf16, Shape{T, H, D}), lse = arena.alloc(DType::f32, Shape{H, T});
+  Tensor dout = random_tensor(arena, DType::bf16, Shape{T, H, D}, 1.0f, 12);
+  Tensor dq = arena.alloc(DType::bf16, Shape{T, H, D}), dk = arena.alloc(DType::bf16, Shape{T, KV, D});
+  Tensor dv = arena.alloc(DType::bf16, Shape{T, KV, D});
+  const float scale = 1.0f / std::sqrt(128.0f);
+  const double attn_flop = 4.0 * S * (static_cast<double>(L) * L / 2) * H * D;  // causal: half the pairs
+  std::vector<kc::AttentionImpl> impls = {kc::AttentionImpl::automatic, kc::AttentionImpl::flash,
+                                          kc::AttentionImpl::flash_m64};
+  if (with_simple) impls.push_back(kc::AttentionImpl::simple);
+  for (auto impl : impls) {
+    const char* nm = impl == kc::AttentionImpl::automatic ? "auto"
+                     : impl == kc::AttentionImpl::flash   ? "flash"
+                     : (impl == kc::AttentionImpl::flash_m64 ? "flash_m64" : "simple");
+    const char* env_reps = std::getenv("COTUNE_BENCH_REPS");  // e.g. 2 under ncu
+    const int reps = impl == kc::AttentionImpl::simple ? 3 : (env_reps ? std::max(1, std::atoi(env_reps)) : 50);
+    char name[64];
+    std::snprintf(name, sizeof name, "attention fwd (%s)", nm);
+    report(name, time_ms([&] { kc::attention_forward_impl(impl, o, lse, qh, kh, vh, dcu, L, scale); }, reps),
+           attn_flop, 0);
+    std::snprintf(name, sizeof name, "attention bwd (%s)", nm);
+    report(name,
+           time_ms([&] { kc::attention_backward_impl(impl, dq, dk, dv, dout, qh, kh, vh, o, lse, dcu, L, scale); }, reps),
+           2.5 * attn_flop, 0);
+  }
 }
 
 Tensor random_bytes(Arena& arena, DType dt, Shape s, uint32_t seed) {
@@ -147,11 +185,16 @@ int main(int argc, char** argv) {
     }
     const int S = argc > 1 ? std::atoi(argv[1]) : 4;
     const int L = argc > 2 ? std::atoi(argv[2]) : 2048;
-    const int64_t T = static_cast<int64_t>(S) * L, C = 1536, H = 12, KV = 2, D = 128, I = 8960, V = 151936;
+    const int64_t T = static_cast<int64_t>(S) * L, C = 1536, H = 12, D = 128, I = 8960, V = 151936;
     const kc::DeviceInfo info = kc::device_info();
     std::printf("device: %s, %d SMs, %.1f GiB; T = %d x %d = %ld tokens\n", info.name.c_str(), info.sm_count,
                 info.total_bytes / 1073741824.0, S, L, static_cast<long>(T));
     Arena arena(Device::cuda, size_t{12} << 30);
+    if (argc > 3 && std::string(argv[3]) == "attention") {
+      bench_attention(arena, S, L, false);
+      kc::synchronize();
+      return 0;
+    }
 
     // ---- GEMMs (frozen bf16 weights) ----
     Tensor x = random_tensor(arena, DType::bf16, Shape{T, C}, 1.0f, 1);
@@ -208,26 +251,7 @@ int main(int argc, char** argv) {
     copy_bytes(dcu, Tensor(cu.data(), DType::i32, Shape{S + 1}));
     Tensor qh = random_tensor(arena, DType::bf16, Shape{T, H, D}, 1.0f, 9);
     report("rope fwd q [T,12,128]", time_ms([&] { kernels::rope_forward(qh, dpos, 10000.0f); }), 0, 2.0 * T * H * D * 2);
-    // ---- attention ----
-    Tensor kh = random_tensor(arena, DType::bf16, Shape{T, KV, D}, 1.0f, 10), vh = random_tensor(arena, DType::bf16, Shape{T, KV, D}, 1.0f, 11);
-    Tensor o = arena.alloc(DType::bf16, Shape{T, H, D}), lse = arena.alloc(DType::f32, Shape{H, T});
-    Tensor dout = random_tensor(arena, DType::bf16, Shape{T, H, D}, 1.0f, 12);
-    Tensor dq = arena.alloc(DType::bf16, Shape{T, H, D}), dk = arena.alloc(DType::bf16, Shape{T, KV, D});
-    Tensor dv = arena.alloc(DType::bf16, Shape{T, KV, D});
-    const float scale = 1.0f / std::sqrt(128.0f);
-    const double attn_flop = 4.0 * S * (static_cast<double>(L) * L / 2) * H * D;  // causal: half the pairs
-    for (auto impl : {kc::AttentionImpl::flash, kc::AttentionImpl::flash_m64, kc::AttentionImpl::simple}) {
-      const char* nm = impl == kc::AttentionImpl::flash ? "flash" : (impl == kc::AttentionImpl::flash_m64 ? "flash_m64" : "simple");
-      char name[64];
-      std::snprintf(name, sizeof name, "attention fwd (%s)", nm);
-      report(name, time_ms([&] { kc::attention_forward_impl(impl, o, lse, qh, kh, vh, dcu, L, scale); }, impl != kc::AttentionImpl::simple ? 20 : 3),
-             attn_flop, 0);
-      std::snprintf(name, sizeof name, "attention bwd (%s)", nm);
-      report(name,
-             time_ms([&] { kc::attention_backward_impl(impl, dq, dk, dv, dout, qh, kh, vh, o, lse, dcu, L, scale); },
-                     impl != kc::AttentionImpl::simple ? 20 : 3),
-             2.5 * attn_flop, 0);
-    }
+    bench_attention(arena, S, L, true);
     // ---- LM head + cross-entropy ----
     Tensor wl = random_tensor(arena, DType::bf16, Shape{V, C}, 0.02f, 13);
     std::vector<int32_t> tg(static_cast<size_t>(T));

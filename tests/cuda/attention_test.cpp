@@ -5,6 +5,7 @@
 // Backward must be bit-identical run to run (no floating-point atomics).
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <numeric>
 
 #include "cuda_test_util.h"
@@ -120,6 +121,42 @@ TEST_P(CudaAttention, NoGqa) {
   static const Problem p = make_problem({200, 77}, 4, 4, 128, 351);
   Arena arena(Device::cuda, gib(0.25));
   run_and_check(p, GetParam(), arena);
+}
+
+TEST_P(CudaAttention, OneLongSequence) {
+  COTUNE_REQUIRE_GPU();
+  // The training guide's shape: one sequence, a grid too small for the GPU, so the flash kernels split the
+  // causal ranges of long tiles over several blocks (partials merged in a fixed order).
+  static const Problem p = make_problem({2027}, 12, 2, 128, 451);
+  Arena arena(Device::cuda, gib(0.5));
+  run_and_check(p, GetParam(), arena);
+}
+
+// Sets COTUNE_ATTENTION_SPLIT for one scope (the flash kernels' work split, read at every call).
+struct ScopedSplit {
+  explicit ScopedSplit(const char* v) { setenv("COTUNE_ATTENTION_SPLIT", v, 1); }
+  ~ScopedSplit() { unsetenv("COTUNE_ATTENTION_SPLIT"); }
+};
+
+TEST_P(CudaAttention, ForcedSplits) {
+  COTUNE_REQUIRE_GPU();
+  // Tiny chunks everywhere (including chunks of a 128-row tile whose rows see no key, empty sequences, and key
+  // tiles shared by several heads in one dk/dv block), then uneven ones on the packed model shapes.
+  static const Problem shortp = make_problem({63, 64, 65, 0, 129, 5}, 8, 2, 128, 301);
+  static const Problem packed = make_problem({1, 17, 300, 1024, 2048}, 12, 2, 128, 201);
+  Arena arena(Device::cuda, gib(1.0));
+  {
+    ScopedSplit split("1,1,1");
+    run_and_check(shortp, GetParam(), arena);
+  }
+  {
+    ScopedSplit split("3,5,7");
+    run_and_check(packed, GetParam(), arena);
+  }
+  {
+    ScopedSplit split("0,0,100");
+    run_and_check(packed, GetParam(), arena);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Impl, CudaAttention,

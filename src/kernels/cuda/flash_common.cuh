@@ -64,6 +64,14 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
                : "r"(smem_u32(p)));
 }
 
+// Transposes an 8x8 b16 matrix held one 32-bit pair per lane (row lane / 4, cols (lane % 4) * 2 ..): the result
+// holds row lane / 4 of the transpose in the same layout.
+__device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
+  uint32_t y;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
+}
+
 __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -142,6 +150,102 @@ __device__ __forceinline__ void gemm_p_16x128_k64(float (&acc)[16][4], const flo
       mma16816(acc[2 * np + 1], a, b[2], b[3]);
     }
   }
+}
+
+// ---- block order ------------------------------------------------------------------------------------------------
+// The flash kernels' grid is (heads, S, work units): blocks are dispatched x fastest, so the longest unit of every
+// (sequence, head) goes first, then the next longest of all of them, ... (a grid (units, S, heads) would start the
+// last heads' longest tiles only once earlier heads' short ones are done: one sequence of 2048 tokens has 384
+// forward blocks for 264 resident slots). h: query or kv head; idx: work index counted from the longest (0).
+struct BlockCoord {
+  int s, h, idx, units;
+};
+__device__ __forceinline__ BlockCoord block_coord() {
+  return {static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.x), static_cast<int>(gridDim.z - 1 - blockIdx.z),
+          static_cast<int>(gridDim.z)};
+}
+inline dim3 work_grid(unsigned units, int S, int heads) {
+  return dim3(static_cast<unsigned>(heads), static_cast<unsigned>(S), units);
+}
+
+// ---- split work (flash-decoding style) ------------------------------------------------------------------------
+// A query tile whose causal range spans n key tiles is cut into chunks of ck key tiles (ck <= 0: one chunk). The
+// chunks of one tile run in different blocks; each writes fp32 partials to its slot, and a merge kernel combines
+// the slots of the tile in chunk order (deterministic). Slots are numbered per (sequence, head): tile qt's chunks
+// start at split_slot_base(qt), counting every tile before it at its nominal range of (t + 1) * mt key tiles.
+__host__ __device__ inline int split_chunks(int n, int ck) { return ck > 0 ? (n + ck - 1) / ck : 1; }
+__host__ __device__ inline int split_slot_base(int qt, int mt, int ck) {
+  int b = 0;
+  for (int t = 0; t < qt; ++t) b += split_chunks((t + 1) * mt, ck);
+  return b;
+}
+// Key tiles (of 64) in the causal range of query tile qt of `rows` = 64 * mt rows, for a sequence of length L.
+__host__ __device__ inline int causal_key_tiles(int qt, int rows, int L) {
+  const int last_row = (qt + 1) * rows < L ? (qt + 1) * rows : L;
+  return (last_row - 1) / kTile + 1;
+}
+
+// Merges the split chunks of every query tile that was split. part f32 [slots][rows][128] (per (s, h):
+// slots_per_sh slots), part_lse f32 [slots][rows] (log2 domain, used when kSoftmax). kSoftmax: out = sum over
+// chunks of exp2(lse_c - lse) * part_c with lse = log2 sum exp2(lse_c), lse_out[h, t] = lse * ln 2 (the forward);
+// else out = sum of part_c (dq). Sums run in chunk order. out bf16 [T,H,128]. Grid (query tiles * rows / 8, S, H),
+// 256 threads: one warp per row, 4 columns per thread; the loads of 8 chunks are issued together.
+template <bool kSoftmax>
+__global__ void __launch_bounds__(256)
+    split_merge_kernel(const float* part, const float* part_lse, __nv_bfloat16* out, float* lse_out,
+                       const int32_t* cu_seqlens, int T, int H, int rows, int mt, int ck, int slots_per_sh) {
+  const int groups = rows / 8;
+  const int qt = blockIdx.x / groups, row = (blockIdx.x % groups) * 8 + threadIdx.x / 32;
+  const int s = blockIdx.y, h = blockIdx.z;
+  const int begin = cu_seqlens[s], L = cu_seqlens[s + 1] - begin;
+  const int qpos = qt * rows + row;
+  if (qpos >= L) return;
+  const int nch = split_chunks(causal_key_tiles(qt, rows, L), ck);
+  if (nch <= 1) return;
+  const int64_t slot0 = static_cast<int64_t>(s * H + h) * slots_per_sh + split_slot_base(qt, mt, ck);
+  const float* lrow = kSoftmax ? part_lse + slot0 * rows + row : nullptr;  // chunk c at lrow[c * rows]
+  const float* prow = part + (slot0 * rows + row) * kD + (threadIdx.x % 32) * 4;  // chunk c at prow[c * rows * kD]
+  float lse = 0.0f;
+  if (kSoftmax) {  // one pass: running max and rescaled sum
+    float mx = -INFINITY, tot = 0.0f;
+    for (int c0 = 0; c0 < nch; c0 += 8) {
+      float lv[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) lv[j] = c0 + j < nch ? lrow[static_cast<int64_t>(c0 + j) * rows] : -INFINITY;
+      float m8 = lv[0];
+#pragma unroll
+      for (int j = 1; j < 8; ++j) m8 = fmaxf(m8, lv[j]);
+      const float mn = fmaxf(mx, m8);  // finite: chunk 0 holds key 0 <= qpos
+      tot *= exp2f(mx - mn);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) tot += exp2f(lv[j] - mn);
+      mx = mn;
+    }
+    lse = mx + log2f(tot);
+  }
+  float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  for (int c0 = 0; c0 < nch; c0 += 8) {
+    float4 x[8];
+    float w[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const bool ok = c0 + j < nch;
+      x[j] = ok ? *reinterpret_cast<const float4*>(prow + static_cast<int64_t>(c0 + j) * rows * kD)
+                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      w[j] = !ok ? 0.0f : (kSoftmax ? exp2f(lrow[static_cast<int64_t>(c0 + j) * rows] - lse) : 1.0f);
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      acc.x += w[j] * x[j].x;
+      acc.y += w[j] * x[j].y;
+      acc.z += w[j] * x[j].z;
+      acc.w += w[j] * x[j].w;
+    }
+  }
+  __nv_bfloat16* o = out + ((begin + static_cast<int64_t>(qpos)) * H + h) * kD + (threadIdx.x % 32) * 4;
+  *reinterpret_cast<__nv_bfloat162*>(o) = __floats2bfloat162_rn(acc.x, acc.y);
+  *reinterpret_cast<__nv_bfloat162*>(o + 2) = __floats2bfloat162_rn(acc.z, acc.w);
+  if (kSoftmax && threadIdx.x % 32 == 0) lse_out[static_cast<int64_t>(h) * T + begin + qpos] = lse * 0.69314718055994530942f;
 }
 
 }  // namespace cotune::kernels::cuda::flash

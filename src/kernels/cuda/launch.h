@@ -55,9 +55,22 @@ struct AttentionArgs {
   void* dk = nullptr;
   void* dv = nullptr;
   float* dvec = nullptr;       // backward workspace: rowsum(dout * out), f32 [H,T]
-  float* dkv_partial = nullptr;  // flash backward workspace when H > KV: f32 [2][H/KV][T,KV,D]
+  float* dkv_partial = nullptr;  // flash backward workspace: f32 [2][dkdv_chunks][T,KV,D] (see flash_dkdv_kernel)
   int S = 0, T = 0, H = 0, KV = 0, D = 0, max_seqlen = 0;
   float scale = 1.0f;
+  // Flash work splits (set by the dispatcher, see flash_split_plan). fwd_ck / dq_ck: key tiles (of 64) per block of
+  // the forward / dq kernels, 0 = the whole causal range in one block; a query tile split into several chunks
+  // writes fp32 partials to fwd_partial / dq_partial (slots of flash_split_slots each (sequence, head)) that a
+  // merge kernel combines in chunk order. dkdv_w: (query head, query tile) pairs per dk/dv block (> 0).
+  int fwd_ck = 0, dq_ck = 0, dkdv_w = 0;
+  int fwd_slots = 0, dq_slots = 0;  // partial slots per (sequence, head): flash_split_slots of the tile shape
+  float* fwd_partial = nullptr;  // f32 [S*H*slots][rows][D] then f32 [S*H*slots][rows] (log2-domain lse)
+  float* dq_partial = nullptr;   // f32 [S*H*slots][64][D]
+  // Flash backward with dS kept: the dk/dv kernel stores dS (bf16, in the A-fragment order of the dq GEMM) of every
+  // causal (query tile, key tile) pair, ds_tri = nq * (nq + 1) / 2 tiles of 8 KiB per (sequence, head) for nq =
+  // ceil(max_seqlen / 64), and the dq kernel only computes dQ = dS K. Null: the dq kernel recomputes dS.
+  void* ds = nullptr;
+  int64_t ds_tri = 0;
 };
 constexpr int kSimpleAttentionMaxD = 256;  // simple kernels: D % 32 == 0, D <= 256
 constexpr int kFlashHeadDim = 128;         // flash kernels: D == 128
@@ -65,8 +78,13 @@ void simple_attention_forward(const AttentionArgs& a);
 void simple_attention_backward(const AttentionArgs& a);  // needs dvec filled
 void attention_dvec(const AttentionArgs& a);              // dvec[h,t] = sum_d dout[t,h,d] * out[t,h,d]
 // wide: 128-row query tiles, 32 rows per warp (less shared-memory traffic); else 64-row tiles, 16 rows per warp.
-void flash_attention_forward(const AttentionArgs& a, bool wide);
-void flash_attention_backward(const AttentionArgs& a);   // needs dvec filled (and dkv_partial when H > KV)
+void flash_attention_forward(const AttentionArgs& a, bool wide);  // needs fwd_partial when fwd_ck splits
+void flash_attention_backward(const AttentionArgs& a);   // needs dvec, dkv_partial (when split), dq_partial
+// Partial slots per (sequence, head) when query tiles of `rows_per_tile / 64` key tiles each (1: 64-row tiles,
+// 2: 128-row tiles) are split into chunks of ck key tiles, over `qtiles` query tiles: sum of the chunk counts.
+int64_t flash_split_slots(int qtiles, int key_tiles_per_qtile, int ck);
+// Chunks of the dk/dv kernel for the longest key tile (query tiles ceil(max_seqlen / 64), group H / KV).
+int flash_dkdv_chunks(int max_seqlen, int group, int w);
 
 // ---- train_ops.cu ----------------------------------------------------------------------------------------------
 struct AdamWScalars {

@@ -1,6 +1,7 @@
 // Tensor-level CUDA entry points of cuda_ops.h (except the GEMM-based ones in gemm.cpp): dtype checks with
 // messages that name the op, then the raw launchers of the .cu files (launch.h).
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -167,7 +168,9 @@ bool flash_ok(int64_t D) { return D == kFlashHeadDim; }
 
 // automatic: flash for head dim 128 (else simple). Of the two flash forwards, the 128-row one is ~5% faster when
 // it has enough blocks to fill the GPU (4 x 2048 tokens, H100: 0.266 vs 0.280 ms) and slower when it does not
-// (1 x 1024: 0.050 vs 0.046 ms), so it is taken when it launches at least two blocks per SM.
+// (1 x 1024: 0.050 vs 0.046 ms), so it is taken when it launches at least two blocks per SM. (Split over more
+// blocks, the 128-row forward of one sequence is no faster than the 64-row one: H200, 1 x 1536: 0.065 vs 0.062 ms,
+// 1 x 2048: 0.103 vs 0.105.)
 AttentionImpl choose(AttentionImpl impl, const AttentionArgs& a) {
   const int64_t D = a.D;
   if (impl == AttentionImpl::automatic) {
@@ -187,6 +190,56 @@ AttentionImpl choose(AttentionImpl impl, const AttentionArgs& a) {
   return impl;
 }
 
+// Work splits of the flash kernels (see AttentionArgs). With few sequences the grid is small and uneven (one
+// sequence: ceil(L / 64) x 12 blocks, the longest doing all L / 64 key tiles, key tile 0 of dk/dv visiting every
+// query tile), so long causal ranges are cut into chunks whose fp32 partials are merged in a fixed order. The
+// kernels run two blocks per SM (239-255 registers a thread). Chunk sizes (H200 sweeps over one sequence of 512 to
+// 2048 tokens; splitting never pays once the plain grid has ~two waves):
+//   forward: chunks of work / (2 * SMs) key tiles, at least 8, only when the plain grid is under two blocks per SM;
+//   dq:      chunks of work / (6 * SMs) key tiles, at least 4 (1 x 2048: 8);
+//   dk/dv:   (head, query tile) pairs / (6 * SMs) pairs per block, at least 4 and at most the longest range of one
+//            head (the packed batch: one head's range per block, as before).
+// COTUNE_ATTENTION_SPLIT="fwd_ck,dq_ck,dkdv_w" overrides (negative: automatic; 0 for fwd_ck / dq_ck: no split),
+// for benchmarks and tests.
+// The most scratch the backward spends on keeping dS (one sequence of 2048 tokens, 12 heads: 52 MB; 4 x 2048
+// would need 207 MB and recomputes it instead).
+constexpr size_t kMaxDsBytes = size_t{64} << 20;
+
+struct SplitPlan {
+  int fwd_ck = 0, dq_ck = 0, dkdv_w = 0;
+  bool dq_forced = false;  // dq_ck set by COTUNE_ATTENTION_SPLIT
+};
+
+// Key tiles per chunk for query tiles of 64 * mt rows: the causal work in key-tile steps over per_sm * SMs blocks,
+// at least min_ck; 0 (no split) when that covers the longest tile anyway.
+int auto_ck(const AttentionArgs& a, int mt, int per_sm, int min_ck) {
+  const int rows = 64 * mt;
+  const int64_t qtiles = (a.max_seqlen + rows - 1) / rows, sms = sm_count();
+  const int64_t work = static_cast<int64_t>(a.S) * a.H * mt * qtiles * (qtiles + 1) / 2;
+  const int64_t ck = std::max<int64_t>(min_ck, (work + sms * per_sm - 1) / (sms * per_sm));
+  return ck >= qtiles * mt ? 0 : static_cast<int>(ck);
+}
+
+SplitPlan split_plan(const AttentionArgs& a, bool wide) {
+  SplitPlan p;
+  const int64_t nq = (a.max_seqlen + 63) / 64, group = a.H / a.KV, sms = sm_count();
+  const int mt = wide ? 2 : 1;
+  const int64_t fwd_blocks = static_cast<int64_t>(a.S) * a.H * ((a.max_seqlen + 64 * mt - 1) / (64 * mt));
+  p.fwd_ck = fwd_blocks >= 2 * sms ? 0 : auto_ck(a, mt, 2, 8);
+  p.dq_ck = auto_ck(a, 1, 6, 4);
+  const int64_t pairs = static_cast<int64_t>(a.S) * a.KV * group * nq * (nq + 1) / 2;
+  p.dkdv_w = static_cast<int>(std::clamp<int64_t>((pairs + 6 * sms - 1) / (6 * sms), 4, std::max<int64_t>(nq, 1)));
+  if (const char* e = std::getenv("COTUNE_ATTENTION_SPLIT")) {
+    int f = -1, q = -1, w = -1;
+    if (std::sscanf(e, "%d,%d,%d", &f, &q, &w) >= 1) {
+      if (f >= 0) p.fwd_ck = f;
+      if (q >= 0) p.dq_ck = q, p.dq_forced = true;
+      if (w > 0) p.dkdv_w = w;
+    }
+  }
+  return p;
+}
+
 }  // namespace
 
 void attention_forward_impl(AttentionImpl impl, const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
@@ -197,8 +250,21 @@ void attention_forward_impl(AttentionImpl impl, const Tensor& out, const Tensor&
   AttentionArgs a = make_args(q, k, v, lse, cu_seqlens, max_seqlen, scale);
   a.out_w = out.data;
   const AttentionImpl chosen = choose(impl, a);
-  if (chosen == AttentionImpl::simple) simple_attention_forward(a);
-  else flash_attention_forward(a, chosen == AttentionImpl::flash);
+  if (chosen == AttentionImpl::simple) {
+    simple_attention_forward(a);
+    return;
+  }
+  const bool wide = chosen == AttentionImpl::flash;
+  const int mt = wide ? 2 : 1;
+  a.fwd_ck = split_plan(a, wide).fwd_ck;
+  if (a.fwd_ck > 0) {
+    // fp32 partials: [S*H*slots][rows][D] outputs, then [S*H*slots][rows] lse.
+    const int qtiles = (a.max_seqlen + 64 * mt - 1) / (64 * mt);
+    a.fwd_slots = static_cast<int>(flash_split_slots(qtiles, mt, a.fwd_ck));
+    const size_t rows = static_cast<size_t>(a.S) * static_cast<size_t>(a.H) * static_cast<size_t>(a.fwd_slots) * 64 * mt;
+    a.fwd_partial = static_cast<float*>(scratch(rows * (static_cast<size_t>(a.D) + 1) * sizeof(float)));
+  }
+  flash_attention_forward(a, wide);
 }
 
 void attention_backward_impl(AttentionImpl impl, const Tensor& dq, const Tensor& dk, const Tensor& dv,
@@ -214,17 +280,41 @@ void attention_backward_impl(AttentionImpl impl, const Tensor& dq, const Tensor&
   a.dk = dk.data;
   a.dv = dv.data;
   const AttentionImpl chosen = choose(impl, a);
-  // One scratch request for both workspaces: dvec f32 [H,T], then (flash with GQA) the fp32 dK/dV shares
-  // [2][H/KV][T,KV,D] that are reduced over each group in a fixed order (no atomics).
-  const size_t dvec_bytes = (static_cast<size_t>(a.H) * static_cast<size_t>(a.T) * sizeof(float) + 255) / 256 * 256;
+  // One scratch request for all workspaces: dvec f32 [H,T]; (flash) the fp32 dK/dV shares [2][chunks][T,KV,D]
+  // of key tiles split over several blocks, reduced in chunk order (no atomics); the fp32 dQ shares of split
+  // query tiles [S*H*slots][64][D]; dS kept for the dq kernel (bf16, 8 KiB per causal tile pair and head) when
+  // that fits kMaxDsBytes: the dq kernel then does one GEMM per tile instead of three, and is cheap enough not to
+  // need splitting (H200, 1 x 2048: backward 0.252 ms unsplit, 0.264 with chunks of 8).
+  const auto round256 = [](size_t b) { return (b + 255) / 256 * 256; };
+  const size_t dvec_bytes = round256(static_cast<size_t>(a.H) * static_cast<size_t>(a.T) * sizeof(float));
   const bool flash = chosen != AttentionImpl::simple;
-  const bool gqa_partials = flash && a.H != a.KV;
-  const size_t part_bytes = gqa_partials ? 2 * static_cast<size_t>(a.H) * static_cast<size_t>(a.T) *
-                                               static_cast<size_t>(a.D) * sizeof(float)
-                                         : 0;  // 2 * group * T * KV * D = 2 * H * T * D
-  char* ws = static_cast<char*>(scratch(dvec_bytes + part_bytes));
+  size_t part_bytes = 0, dq_bytes = 0, ds_bytes = 0;
+  if (flash) {
+    const int64_t nq = (a.max_seqlen + 63) / 64;
+    a.ds_tri = nq * (nq + 1) / 2;
+    const size_t bytes = static_cast<size_t>(a.S) * static_cast<size_t>(a.H) * static_cast<size_t>(a.ds_tri) * 8192;
+    const char* e = std::getenv("COTUNE_ATTENTION_DS");  // "0": recompute dS in the dq kernel (benchmarks, tests)
+    const char* mb = std::getenv("COTUNE_ATTENTION_DS_MB");  // the limit in MiB (benchmarks)
+    const size_t limit = mb ? static_cast<size_t>(std::atol(mb)) << 20 : kMaxDsBytes;
+    if (bytes <= limit && !(e && std::strcmp(e, "0") == 0)) ds_bytes = round256(bytes);
+    const SplitPlan plan = split_plan(a, false);
+    a.dq_ck = ds_bytes && !plan.dq_forced ? 0 : plan.dq_ck;
+    a.dkdv_w = plan.dkdv_w;
+    const int chunks = flash_dkdv_chunks(a.max_seqlen, a.H / a.KV, a.dkdv_w);
+    if (chunks > 1)
+      part_bytes = round256(2 * static_cast<size_t>(chunks) * static_cast<size_t>(a.T) * static_cast<size_t>(a.KV) *
+                            static_cast<size_t>(a.D) * sizeof(float));
+    if (a.dq_ck > 0) {
+      a.dq_slots = static_cast<int>(flash_split_slots(static_cast<int>(nq), 1, a.dq_ck));
+      dq_bytes = round256(static_cast<size_t>(a.S) * static_cast<size_t>(a.H) * static_cast<size_t>(a.dq_slots) * 64 *
+                          static_cast<size_t>(a.D) * sizeof(float));
+    }
+  }
+  char* ws = static_cast<char*>(scratch(dvec_bytes + part_bytes + dq_bytes + ds_bytes));
   a.dvec = reinterpret_cast<float*>(ws);
-  a.dkv_partial = gqa_partials ? reinterpret_cast<float*>(ws + dvec_bytes) : nullptr;
+  a.dkv_partial = part_bytes ? reinterpret_cast<float*>(ws + dvec_bytes) : nullptr;
+  a.dq_partial = dq_bytes ? reinterpret_cast<float*>(ws + dvec_bytes + part_bytes) : nullptr;
+  a.ds = ds_bytes ? static_cast<void*>(ws + dvec_bytes + part_bytes + dq_bytes) : nullptr;
   attention_dvec(a);
   if (flash) flash_attention_backward(a);
   else simple_attention_backward(a);
