@@ -7,7 +7,7 @@
 //           accumulates dQ, so results are bit-identical run to run. Head dim 128 only.
 //           Small grids (a single sequence: ceil(L / 64) x 12 blocks, the longest doing every key tile) are
 //           rebalanced by splitting long causal ranges over several blocks (fp32 partials merged in a fixed
-//           order), and when it fits 64 MiB the backward keeps dS (bf16) so that the dq kernel does one GEMM per
+//           order), and when it fits 128 MiB the backward keeps dS (bf16) so that the dq kernel does one GEMM per
 //           tile instead of recomputing S and dP (ops_cuda.cpp: split_plan, kMaxDsBytes).
 // attention_forward/backward in cuda_ops.h pick flash when D == 128, else simple; the environment variable
 // COTUNE_ATTENTION=simple forces the simple kernels (a debugging switch). Benchmark/test switches:

@@ -166,11 +166,24 @@ AttentionArgs make_args(const Tensor& q, const Tensor& k, const Tensor& v, const
 
 bool flash_ok(int64_t D) { return D == kFlashHeadDim; }
 
+// The host knows T, S and the longest length, not each sequence's. A batch padded for a CUDA graph is one long
+// sequence plus a short one of ignored tokens (S = 2), so shape estimates bound the tiles by the tokens as well:
+// query tiles of `rows` rows over all sequences (each sequence adds at most one partial tile), and causal (query
+// tile, key tile) pairs, at most nq (nq + 1) / 2 per sequence and (nq + 1) / 2 per query tile.
+int64_t query_tiles(const AttentionArgs& a, int rows) {
+  const int64_t nq = (a.max_seqlen + rows - 1) / rows;
+  return std::min<int64_t>(a.S * nq, (a.T + rows - 1) / rows + a.S);
+}
+int64_t causal_tile_pairs(const AttentionArgs& a, int rows) {
+  const int64_t nq = (a.max_seqlen + rows - 1) / rows;
+  return std::min<int64_t>(a.S * nq * (nq + 1) / 2, (query_tiles(a, rows) * (nq + 1) + 1) / 2);
+}
+
 // automatic: flash for head dim 128 (else simple). Of the two flash forwards, the 128-row one is ~5% faster when
 // it has enough blocks to fill the GPU (4 x 2048 tokens, H100: 0.266 vs 0.280 ms) and slower when it does not
-// (1 x 1024: 0.050 vs 0.046 ms), so it is taken when it launches at least two blocks per SM. (Split over more
-// blocks, the 128-row forward of one sequence is no faster than the 64-row one: H200, 1 x 1536: 0.065 vs 0.062 ms,
-// 1 x 2048: 0.103 vs 0.105.)
+// (1 x 1024: 0.050 vs 0.046 ms), so it is taken when it launches at least two blocks per SM (H200, 1 x 2048: 0.086
+// vs 0.076 ms; 4 x 2048: 0.212 vs 0.241). Blocks are counted with query_tiles, so that a batch padded for a graph
+// (one sequence + a short padding one) is judged as the one sequence.
 AttentionImpl choose(AttentionImpl impl, const AttentionArgs& a) {
   const int64_t D = a.D;
   if (impl == AttentionImpl::automatic) {
@@ -178,7 +191,7 @@ AttentionImpl choose(AttentionImpl impl, const AttentionArgs& a) {
     if ((e && std::strcmp(e, "simple") == 0) || !flash_ok(D)) {
       impl = AttentionImpl::simple;
     } else {
-      const int64_t wide_blocks = static_cast<int64_t>(a.S) * ((a.max_seqlen + 127) / 128) * a.H;
+      const int64_t wide_blocks = query_tiles(a, 128) * a.H;
       impl = wide_blocks >= 2 * static_cast<int64_t>(sm_count()) ? AttentionImpl::flash : AttentionImpl::flash_m64;
     }
   }
@@ -201,9 +214,10 @@ AttentionImpl choose(AttentionImpl impl, const AttentionArgs& a) {
 //            head (the packed batch: one head's range per block, as before).
 // COTUNE_ATTENTION_SPLIT="fwd_ck,dq_ck,dkdv_w" overrides (negative: automatic; 0 for fwd_ck / dq_ck: no split),
 // for benchmarks and tests.
-// The most scratch the backward spends on keeping dS (one sequence of 2048 tokens, 12 heads: 52 MB; 4 x 2048
-// would need 207 MB and recomputes it instead).
-constexpr size_t kMaxDsBytes = size_t{64} << 20;
+// The most scratch the backward spends on keeping dS, S * H * nq (nq + 1) / 2 tiles of 8 KiB: one sequence of 2048
+// tokens and 12 heads: 52 MiB, 104 MiB as a CUDA-graph batch (plus its padding sequence); 4 x 2048 would need
+// 207 MiB and recomputes dS instead (H200: backward 0.955 ms, 0.767 with dS kept).
+constexpr size_t kMaxDsBytes = size_t{128} << 20;
 
 struct SplitPlan {
   int fwd_ck = 0, dq_ck = 0, dkdv_w = 0;
@@ -215,7 +229,7 @@ struct SplitPlan {
 int auto_ck(const AttentionArgs& a, int mt, int per_sm, int min_ck) {
   const int rows = 64 * mt;
   const int64_t qtiles = (a.max_seqlen + rows - 1) / rows, sms = sm_count();
-  const int64_t work = static_cast<int64_t>(a.S) * a.H * mt * qtiles * (qtiles + 1) / 2;
+  const int64_t work = a.H * mt * causal_tile_pairs(a, rows);
   const int64_t ck = std::max<int64_t>(min_ck, (work + sms * per_sm - 1) / (sms * per_sm));
   return ck >= qtiles * mt ? 0 : static_cast<int>(ck);
 }
@@ -224,11 +238,12 @@ SplitPlan split_plan(const AttentionArgs& a, bool wide) {
   SplitPlan p;
   const int64_t nq = (a.max_seqlen + 63) / 64, group = a.H / a.KV, sms = sm_count();
   const int mt = wide ? 2 : 1;
-  const int64_t fwd_blocks = static_cast<int64_t>(a.S) * a.H * ((a.max_seqlen + 64 * mt - 1) / (64 * mt));
+  const int64_t fwd_blocks = a.H * query_tiles(a, 64 * mt);
   p.fwd_ck = fwd_blocks >= 2 * sms ? 0 : auto_ck(a, mt, 2, 8);
   p.dq_ck = auto_ck(a, 1, 6, 4);
-  const int64_t pairs = static_cast<int64_t>(a.S) * a.KV * group * nq * (nq + 1) / 2;
-  p.dkdv_w = static_cast<int>(std::clamp<int64_t>((pairs + 6 * sms - 1) / (6 * sms), 4, std::max<int64_t>(nq, 1)));
+  const int64_t pairs = a.KV * group * causal_tile_pairs(a, 64);
+  p.dkdv_w = static_cast<int>(std::min<int64_t>(std::max<int64_t>((pairs + 6 * sms - 1) / (6 * sms), 4),
+                                                 std::max<int64_t>(nq, 1)));  // at most nq, even when nq < 4
   if (const char* e = std::getenv("COTUNE_ATTENTION_SPLIT")) {
     int f = -1, q = -1, w = -1;
     if (std::sscanf(e, "%d,%d,%d", &f, &q, &w) >= 1) {
