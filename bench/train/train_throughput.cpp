@@ -354,11 +354,12 @@ int main(int argc, char** argv) {
       ro.gradient_checkpointing = !no_ckpt;
       ro.cuda_graphs = !no_graphs;
       model::Qwen2Runner runner(m, &lora, ro);
-      // The CUDA graphs of every length bucket, captured before timing (a training run captures each once, at
-      // its first use; see RunnerOptions::cuda_graphs).
+      // The guide's CUDA graphs of every length bucket, captured before timing (a training run captures each once,
+      // at its first use; see RunnerOptions::cuda_graphs).
       const double tg = now_s();
-      const int n_graphs = runner.prepare_graphs();
-      if (profile) fmt::print(stderr, "{}: {} CUDA graphs prepared in {:.2f} s\n", s, n_graphs, now_s() - tg);
+      const int n_graphs = guide ? runner.prepare_graphs() : 0;  // packed: its one shape is captured while warming up
+      const double prepare_s = now_s() - tg;
+      if (profile) fmt::print(stderr, "{}: {} CUDA graphs prepared in {:.2f} s\n", s, n_graphs, prepare_s);
       double timed = 0, flops = 0, loss = 0;
       int64_t tokens = 0;
       double peak_gib = 0;
@@ -415,10 +416,11 @@ int main(int argc, char** argv) {
         fmt::print("{{\"system\": \"{}\", \"setting\": \"{}\", \"optim\": \"{}\", \"grad_ckpt\": {}, \"tokens_per_step\": {}, "
                    "\"step_s\": {:.4f}, \"tokens_per_s\": {:.1f}, \"peak_gib\": {:.2f}, \"mfu\": {:.4f}, "
                    "\"mfu_datasheet\": {:.4f}, \"achieved_tflops\": {:.1f}, \"measured_peak_tflops\": {:.1f}, "
-                   "\"loss\": {:.4f}, \"gpu\": \"{}\", \"context_gib\": {:.2f}, \"load_s\": {:.1f}}}\n",
+                   "\"loss\": {:.4f}, \"gpu\": \"{}\", \"context_gib\": {:.2f}, \"load_s\": {:.1f}, "
+                   "\"cuda_graphs\": {}, \"graphs_prepare_s\": {:.2f}, \"graph_steps\": {}}}\n",
                    system, s, optim, no_ckpt ? "false" : "true", r.tokens_per_step, r.step_s,
                    r.tokens_per_s, r.peak_gib, r.mfu_measured, r.mfu_datasheet, achieved, peak, r.loss, gpu_name,
-                   base_gib, load_s);
+                   base_gib, load_s, runner.graphs(), prepare_s, runner.graph_launches());
       } else {
         fmt::print("{:7s} {:>9.0f} tok/s  step {:.3f} s  peak {:.2f} GiB  MFU {:.1f}% (measured peak {:.0f} TFLOP/s), "
                    "{:.1f}% of datasheet  loss {:.3f}\n",

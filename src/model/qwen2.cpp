@@ -369,6 +369,7 @@ struct Qwen2Runner::Buffers {
   Nf4LayerCache nf4;             // NF4 base: one layer's projections in bf16
   int64_t T = 0;                 // tokens of the current batch
   int S = 0, max_seqlen = 0;
+  bool keep_attention = false;   // checkpointing keeps every layer's attention outputs (acts has L entries)
   Tensor scalars;                // f32 [2] on CUDA: {gradient scale of the step, 0} (read by the LM-head GEMM)
   std::map<GraphKey, void*> graphs;       // instantiated CUDA graphs (cudaGraphExec_t) of whole steps
   std::map<GraphKey, int> capture_failures;
@@ -463,6 +464,36 @@ void Qwen2Runner::allocate() {
         if (lora->config().targets(static_cast<Proj>(p))) x.xa[p] = a.alloc(DType::f32, {T, R}, "lora xa");
     }
     b.acts.push_back(x);
+  }
+  // Checkpointing that keeps each layer's attention outputs (see RunnerOptions::keep_attention): layers 1..L-1 get
+  // their own q, k, v, attention output, lse and LoRA xa; everything else (the MLP's wide tensors above all) stays
+  // one shared set, recomputed in the backward.
+  b.keep_attention = opts_.training && opts_.gradient_checkpointing && b.lora16 && L > 1;
+  if (b.keep_attention) {
+    int mode = opts_.keep_attention;
+    if (const char* e = std::getenv("COTUNE_KEEP_ATTENTION")) mode = std::atoi(e);
+    if (mode == 0) b.keep_attention = false;
+    if (mode < 0) {
+#ifdef COTUNE_WITH_CUDA
+      // Automatic: only when it costs at most an eighth of the free memory (short sequences; a very long one
+      // needs the memory more than the speed).
+      const int64_t per_layer = T * (2 * QD + 2 * KVD) * 2 + H * T * 4 + T * b.xa_ld * 2;
+      const size_t extra = static_cast<size_t>(per_layer) * static_cast<size_t>(L - 1);
+      b.keep_attention = extra <= kernels::cuda::device_info().free_bytes / 8;
+#endif
+    }
+  }
+  if (b.keep_attention) {
+    for (int64_t l = 1; l < L; ++l) {
+      LayerActs x = b.acts[0];
+      x.q = a.alloc(act, {T, QD}, "q (kept)");
+      x.k = a.alloc(act, {T, KVD}, "k (kept)");
+      x.v = a.alloc(act, {T, KVD}, "v (kept)");
+      x.att = a.alloc(act, {T, QD}, "attention out (kept)");
+      x.lse = a.alloc(DType::f32, {H, T}, "lse (kept)");
+      x.xa16 = a.alloc(DType::bf16, {T, b.xa_ld}, "lora xa (kept)");
+      b.acts.push_back(x);
+    }
   }
   b.hf = a.alloc(act, {T, C}, "final norm out");
   b.rstdf = a.alloc(DType::f32, {T}, "final rstd");
@@ -692,13 +723,16 @@ void Qwen2Runner::layer_forward(int64_t l, const Tensor& x_in, const Tensor& x_o
   Tensor tmp = rows(b.tmp_c, T), pos = rows(b.pos, T), cu = rows(b.cu, b.S + 1);
 
   ops::rmsnorm_forward(h1, rows(a.rstd1, T), x_in, w.input_norm, eps);
-  const Tensor qkv[3] = {q, k, v};
-  projs_forward(l, Proj::q, 3, qkv, h1, ai, seed);
-  Tensor q3 = q.view({T, H, D}), k3 = k.view({T, KV, D}), v3 = v.view({T, KV, D});
-  ops::rope_forward(q3, pos, theta);
-  ops::rope_forward(k3, pos, theta);
-  ops::attention_forward(att.view({T, H, D}), lse_view(a.lse, T), q3, k3, v3, cu, b.max_seqlen,
-                         1.0f / std::sqrt(static_cast<float>(D)));
+  // A recomputation with the attention outputs kept (q, k, v, out, lse and the q/k/v LoRA xa) starts at o.
+  if (!(recompute && b.keep_attention)) {
+    const Tensor qkv[3] = {q, k, v};
+    projs_forward(l, Proj::q, 3, qkv, h1, ai, seed);
+    Tensor q3 = q.view({T, H, D}), k3 = k.view({T, KV, D}), v3 = v.view({T, KV, D});
+    ops::rope_forward(q3, pos, theta);
+    ops::rope_forward(k3, pos, theta);
+    ops::attention_forward(att.view({T, H, D}), lse_view(a.lse, T), q3, k3, v3, cu, b.max_seqlen,
+                           1.0f / std::sqrt(static_cast<float>(D)));
+  }
   if (b.lora16) {
     projs_forward(l, Proj::o, 1, &x2, att, ai, seed, false, &x_in);  // x2 = x_in + o(att), added in the GEMM
   } else {
@@ -759,7 +793,7 @@ void Qwen2Runner::run_layers_forward(bool keep_all, uint64_t seed) {
   ops::embedding_forward(rows(b.residual[0], T), rows(b.ids, T), w.embed);
   for (int64_t l = 0; l < L; ++l)
     layer_forward(l, rows(b.residual[static_cast<size_t>(l)], T), rows(b.residual[static_cast<size_t>(l + 1)], T),
-                  keep_all ? static_cast<size_t>(l) : 0, seed);
+                  keep_all || b.keep_attention ? static_cast<size_t>(l) : 0, seed);
   ops::rmsnorm_forward(rows(b.hf, T), rows(b.rstdf, T), rows(b.residual[static_cast<size_t>(L)], T), w.final_norm,
                        static_cast<float>(model_.config().rms_norm_eps));
 }
@@ -790,9 +824,9 @@ void Qwen2Runner::enqueue_step(bool backward, uint64_t dropout_seed) {
                         rows(b.rstdf, T), false);
   for (int64_t l = L - 1; l >= 0; --l) {
     const Tensor x_in = rows(b.residual[static_cast<size_t>(l)], T);
-    size_t ai = keep_all ? static_cast<size_t>(l) : 0;
+    size_t ai = keep_all || b.keep_attention ? static_cast<size_t>(l) : 0;
     // Recompute (checkpointing); the last layer's activations are still those of the forward pass.
-    if (!keep_all && l != L - 1) layer_forward(l, x_in, rows(b.tmp_c, T), 0, dropout_seed, true);
+    if (!keep_all && l != L - 1) layer_forward(l, x_in, rows(b.tmp_c, T), ai, dropout_seed, true);
     layer_backward(l, x_in, ai, dropout_seed, l > 0);
   }
 }
@@ -829,16 +863,17 @@ Qwen2Runner::GraphKey Qwen2Runner::pad_for_graph(const PackedBatch& batch, Packe
   const int64_t T = batch.tokens();
   const int64_t Tp = std::min((T + bucket - 1) / bucket * bucket, opts_.max_tokens);
   padded = batch;
-  if (Tp > T) {
-    // One trailing sequence of ignored tokens (shorter than a bucket, so never the longest sequence's bucket).
-    for (int64_t i = 0; i < Tp - T; ++i) {
-      padded.input_ids.push_back(0);
-      padded.position_ids.push_back(static_cast<int32_t>(i));
-      padded.targets.push_back(-100);
-    }
-    padded.cu_seqlens.push_back(static_cast<int32_t>(Tp));
+  // The padding extends the last sequence: causal attention never lets a token see later ones, and the padding's
+  // targets are ignored, so no real token's loss or gradient changes (the padding's gradients are exactly zero)
+  // and the batch keeps its number of sequences.
+  int32_t pos = batch.position_ids.empty() ? 0 : batch.position_ids.back() + 1;
+  for (int64_t i = T; i < Tp; ++i) {
+    padded.input_ids.push_back(0);
+    padded.position_ids.push_back(pos++);
+    padded.targets.push_back(-100);
   }
-  const int64_t longest = std::max<int64_t>(batch.max_seqlen(), 1);
+  padded.cu_seqlens.back() = static_cast<int32_t>(Tp);
+  const int64_t longest = std::max<int64_t>(padded.max_seqlen(), 1);
   GraphKey key;
   key.tokens = Tp;
   key.sequences = static_cast<int>(padded.cu_seqlens.size()) - 1;
@@ -934,17 +969,13 @@ int Qwen2Runner::prepare_graphs() {
 #endif
   const int64_t bucket = std::max<int64_t>(opts_.graph_bucket, 1);
   for (int64_t t = bucket; t < opts_.max_tokens + bucket; t += bucket) {
-    const int64_t tokens = std::min(t, opts_.max_tokens);
-    // A sequence that fills the bucket exactly, and one that needs padding.
-    for (int64_t n : {tokens, tokens - 1}) {
-      if (n < 1 || static_cast<int>(b.graphs.size()) >= opts_.max_graphs) continue;
-      PackedBatch padded;
-      const GraphKey key = pad_for_graph(sequence(n), padded);
-      if (b.graphs.count(key)) continue;
-      upload(padded, 0.0f);
-      b.max_seqlen = key.max_seqlen;
-      capture(key);
-    }
+    if (static_cast<int>(b.graphs.size()) >= opts_.max_graphs) break;
+    PackedBatch padded;
+    const GraphKey key = pad_for_graph(sequence(std::min(t, opts_.max_tokens)), padded);
+    if (b.graphs.count(key)) continue;
+    upload(padded, 0.0f);
+    b.max_seqlen = key.max_seqlen;
+    capture(key);
   }
   return static_cast<int>(b.graphs.size());
 }

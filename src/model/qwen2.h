@@ -117,15 +117,21 @@ struct PackedBatch {
 struct RunnerOptions {
   int64_t max_tokens = 2048;          // token budget of one micro-batch (all buffers sized for it)
   bool gradient_checkpointing = true;  // keep each layer's input, recompute the layer in backward
+  // With checkpointing on the CUDA bf16-LoRA path: also keep each layer's attention outputs (q, k, v after RoPE,
+  // the attention output and its log-sum-exp, the LoRA xa: ~7.4 KB a token a layer at the 1.5B shape, against
+  // ~60 KB for the MLP's tensors), so the backward recomputes only from the o projection on (the MLP) and not
+  // the q/k/v projections, RoPE and attention. -1: when that costs at most an eighth of the free GPU memory
+  // (short sequences; not the longest ones); 0: off; 1: on. Environment override: COTUNE_KEEP_ATTENTION.
+  int keep_attention = -1;
   int64_t ce_chunk = 0;               // tokens per LM-head chunk (0: chosen from the vocabulary size)
   bool training = true;               // allocate backward buffers
   // CUDA, training with the bf16 LoRA path (no LoRA dropout): each forward + backward runs as a CUDA graph, one
-  // per (padded tokens, sequences, padded longest sequence), captured at its first use. A batch is padded up to
-  // a multiple of graph_bucket tokens (a trailing sequence of ignored tokens, never counted) so that varying
-  // lengths share a few graphs; the host then launches one graph instead of thousands of kernels. The
-  // environment variable COTUNE_TRAIN_GRAPHS=0 turns them off.
+  // per (padded tokens, sequences, padded longest sequence), captured at its first use. A batch's last sequence
+  // is padded up to a multiple of graph_bucket tokens with ignored tokens (causal attention: no real token sees
+  // them; they are never counted) so that varying lengths share a few graphs; the host then launches one graph
+  // instead of thousands of kernels. The environment variable COTUNE_TRAIN_GRAPHS=0 turns them off.
   bool cuda_graphs = true;
-  int64_t graph_bucket = 128;
+  int64_t graph_bucket = 64;
   int max_graphs = 64;                // more distinct shapes than this run without graphs
 };
 
@@ -157,10 +163,10 @@ class Qwen2Runner {
   // Full logits [T, V] (f32, host) of a batch, for tests and small-scale evaluation.
   std::vector<float> forward_logits(const PackedBatch& batch);
 
-  // Captures, up front, the CUDA graphs of single-sequence batches of every bucket length up to max_tokens (what
-  // a first step of each length would otherwise capture); runs one zero-scaled step first so that every
-  // workspace has its final size. LoRA gradients are unchanged. Returns the number of graphs held; 0 when the
-  // runner does not use graphs.
+  // Captures, up front, the CUDA graphs of one-sequence batches of every bucket length up to max_tokens (what the
+  // first step of each length would otherwise capture; worth it where batches are single sequences); runs one
+  // zero-scaled step first so that every workspace has its final size. LoRA gradients are unchanged. Returns the
+  // number of graphs held; 0 when the runner does not use graphs.
   int prepare_graphs();
   // Graphs held, and forward + backward calls that ran as one.
   int graphs() const;

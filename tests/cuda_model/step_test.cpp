@@ -150,6 +150,31 @@ TEST_F(GpuStep, CudaGraphStepsMatchStepsWithoutGraphs) {
   }
 }
 
+// Checkpointing that keeps each layer's attention outputs recomputes less, and gives bit-identical results.
+TEST_F(GpuStep, KeptAttentionOutputsGiveIdenticalGradients) {
+  model::Qwen2Model m = model::Qwen2Model::load(dir, {Device::cuda, true});
+  auto run = [&](int keep, model::LoraWeights& lora) {
+    model::RunnerOptions ro;
+    ro.max_tokens = 64;
+    ro.keep_attention = keep;
+    model::Qwen2Runner runner(m, &lora, ro);
+    int64_t n = 0;
+    for (const auto& mb : spec["steps"][0]) n += batch_from_json(mb).counted();
+    lora.zero_grads();
+    double loss = 0;
+    for (const auto& mb : spec["steps"][0])
+      loss += runner.forward_backward(batch_from_json(mb), true, 1.0f / static_cast<float>(n)).loss_sum;
+    return std::make_pair(loss, runner.plan().activations);
+  };
+  auto kept = adapter(m, Device::cuda), recomputed = adapter(m, Device::cuda);
+  const auto [lk, bytes_kept] = run(1, kept);
+  const auto [lr, bytes_recomputed] = run(0, recomputed);
+  EXPECT_GT(bytes_kept, bytes_recomputed);
+  EXPECT_EQ(lk, lr);
+  auto a = kept.params(), b = recomputed.params();
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(to_host(a[i].grad), to_host(b[i].grad)) << a[i].peft_name;
+}
+
 TEST_F(GpuStep, Nf4BaseMatchesCpuNf4Reference) {
   model::Qwen2Model cpu_m = model::Qwen2Model::load(dir, {Device::cpu, true});
   model::Qwen2Model gpu_m = model::Qwen2Model::load(dir, {Device::cuda, true});
