@@ -347,10 +347,10 @@ void lora_backward(const Tensor& dinp, const Tensor& dA, const Tensor& dB, const
   lora_grad_a(dA.ptr<float>(), dinp, g16, R, R, inp, a16);
 }
 
-void lm_head_cross_entropy_dev_scale(const Tensor& losses, const Tensor& correct, const Tensor& dhidden,
-                                     const Tensor& hidden, const Tensor& weight, const Tensor& targets,
-                                     const float* scalars, const Tensor& workspace, int64_t chunk) {
-  const char* op = "lm_head_cross_entropy_dev_scale";
+void lm_head_ce_chunks(const Tensor& losses, const Tensor& correct, const Tensor& dhidden, const Tensor& hidden,
+                       const Tensor& weight, const Tensor& targets, float ce_scale, const float* scalars,
+                       const Tensor& workspace, int64_t chunk) {
+  const char* op = "lm_head_cross_entropy";
   need_dtype(hidden, DType::bf16, op, "hidden");
   need_dtype(weight, DType::bf16, op, "weight");
   need_dtype(workspace, DType::f32, op, "workspace");
@@ -365,11 +365,17 @@ void lm_head_cross_entropy_dev_scale(const Tensor& losses, const Tensor& correct
     gemm(ws, DType::f32, h, DType::bf16, weight.data, DType::bf16, n, V, C, false, true, C, C, V, 1.0f, 0.0f);
     void* grad = dhidden.data ? static_cast<void*>(ws) : nullptr;  // bf16 rows written over the f32 logits in place
     launch_ce_rows(losses.ptr<float>() + t0, correct.data ? correct.ptr<int32_t>() + t0 : nullptr, grad, true, 2 * V,
-                   ws, false, V, targets.ptr<int32_t>() + t0, n, V, 1.0f);
+                   ws, false, V, targets.ptr<int32_t>() + t0, n, V, ce_scale);
     if (grad)
       gemm(static_cast<uint16_t*>(dhidden.data) + t0 * C, DType::bf16, grad, DType::bf16, weight.data, DType::bf16, n,
            C, V, false, false, 2 * V, C, C, 1.0f, 0.0f, nullptr, nullptr, scalars);
   }
+}
+
+void lm_head_cross_entropy_dev_scale(const Tensor& losses, const Tensor& correct, const Tensor& dhidden,
+                                     const Tensor& hidden, const Tensor& weight, const Tensor& targets,
+                                     const float* scalars, const Tensor& workspace, int64_t chunk) {
+  lm_head_ce_chunks(losses, correct, dhidden, hidden, weight, targets, 1.0f, scalars, workspace, chunk);
 }
 
 }  // namespace cotune::kernels::cuda

@@ -25,4 +25,11 @@ void gemm(void* d, DType d_type, const void* a, DType a_type, const void* b, DTy
           int64_t K, bool trans_a, bool trans_b, int64_t lda, int64_t ldb, int64_t ldd, float alpha, float beta,
           const void* bias = nullptr, const void* c = nullptr, const float* scalars = nullptr);
 
+// The chunked LM head + cross-entropy of ops.h's lm_head_cross_entropy (gemm.cpp): per chunk of rows, fp32 logits,
+// the row kernel (losses, correct, bf16 gradient ce_scale * (softmax - onehot) over the f32 rows), then
+// dhidden = gradient @ weight, with alpha / beta from the device float[2] `scalars` when given (else 1, 0).
+void lm_head_ce_chunks(const Tensor& losses, const Tensor& correct, const Tensor& dhidden, const Tensor& hidden,
+                       const Tensor& weight, const Tensor& targets, float ce_scale, const float* scalars,
+                       const Tensor& workspace, int64_t chunk);
+
 }  // namespace cotune::kernels::cuda

@@ -122,23 +122,7 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& logits, const T
 void lm_head_cross_entropy(const Tensor& losses, const Tensor& correct, const Tensor& dhidden, const Tensor& hidden,
                            const Tensor& weight, const Tensor& targets, float grad_scale, const Tensor& workspace,
                            int64_t chunk) {
-  const char* op = "lm_head_cross_entropy";
-  need_dtype(hidden, DType::bf16, op, "hidden");
-  need_dtype(weight, DType::bf16, op, "weight");
-  if (dhidden.data) need_dtype(dhidden, DType::bf16, op, "dhidden");
-  const int64_t T = hidden.dim(0), C = hidden.dim(1), V = weight.dim(0);
-  float* ws = workspace.ptr<float>();
-  for (int64_t t0 = 0; t0 < T; t0 += chunk) {
-    const int64_t n = std::min(chunk, T - t0);
-    const uint16_t* h = static_cast<const uint16_t*>(hidden.data) + t0 * C;
-    gemm(ws, DType::f32, h, DType::bf16, weight.data, DType::bf16, n, V, C, false, true, C, C, V, 1.0f, 0.0f);
-    void* grad = dhidden.data ? static_cast<void*>(ws) : nullptr;
-    launch_ce_rows(losses.ptr<float>() + t0, correct.data ? correct.ptr<int32_t>() + t0 : nullptr, grad, true, 2 * V,
-                   ws, false, V, targets.ptr<int32_t>() + t0, n, V, grad_scale);
-    if (grad)
-      gemm(static_cast<uint16_t*>(dhidden.data) + t0 * C, DType::bf16, grad, DType::bf16, weight.data, DType::bf16, n,
-           C, V, false, false, 2 * V, C, C, 1.0f, 0.0f);
-  }
+  lm_head_ce_chunks(losses, correct, dhidden, hidden, weight, targets, grad_scale, nullptr, workspace, chunk);
 }
 
 // ---- attention ------------------------------------------------------------------------------------------------
