@@ -55,12 +55,8 @@ class GpuStep : public ::testing::Test {
   std::string lora_dir = dir + "/lora";
   nlohmann::json spec = nlohmann::json::parse(read_file(lora_dir + "/training.json"));
 
-  // Runs the golden's first step (2 micro-batches) and returns the loss; gradients are left in `lora`.
-  double step(const model::Qwen2Model& m, model::LoraWeights& lora, bool checkpointing) {
-    model::RunnerOptions ro;
-    ro.max_tokens = 64;
-    ro.gradient_checkpointing = checkpointing;
-    model::Qwen2Runner runner(m, &lora, ro);
+  // Runs the golden's first step (2 micro-batches) on `runner` and returns the loss; gradients are left in `lora`.
+  double run_step(model::Qwen2Runner& runner, model::LoraWeights& lora) {
     int64_t n = 0;
     for (const auto& mb : spec["steps"][0]) n += batch_from_json(mb).counted();
     lora.zero_grads();
@@ -68,6 +64,13 @@ class GpuStep : public ::testing::Test {
     for (const auto& mb : spec["steps"][0])
       loss += runner.forward_backward(batch_from_json(mb), true, 1.0f / static_cast<float>(n)).loss_sum;
     return loss / static_cast<double>(n);
+  }
+  double step(const model::Qwen2Model& m, model::LoraWeights& lora, bool checkpointing) {
+    model::RunnerOptions ro;
+    ro.max_tokens = 64;
+    ro.gradient_checkpointing = checkpointing;
+    model::Qwen2Runner runner(m, &lora, ro);
+    return run_step(runner, lora);
   }
   model::LoraWeights adapter(const model::Qwen2Model& m, Device d) {
     model::LoraWeights w(m.config(), model::LoraConfig::from_peft(formats::load_peft_adapter_config(lora_dir + "/adapter_init")), d);
@@ -112,15 +115,7 @@ TEST_F(GpuStep, CudaGraphStepsMatchStepsWithoutGraphs) {
   for (bool nf4 : {false, true}) {
     SCOPED_TRACE(nf4 ? "NF4 base" : "bf16 base");
     model::Qwen2Model m = model::Qwen2Model::load(dir, {Device::cuda, nf4});
-    auto run = [&](model::LoraWeights& lora, model::Qwen2Runner& runner) {
-      int64_t n = 0;
-      for (const auto& mb : spec["steps"][0]) n += batch_from_json(mb).counted();
-      lora.zero_grads();
-      double loss = 0;
-      for (const auto& mb : spec["steps"][0])
-        loss += runner.forward_backward(batch_from_json(mb), true, 1.0f / static_cast<float>(n)).loss_sum;
-      return loss / static_cast<double>(n);
-    };
+    auto run = [&](model::LoraWeights& lora, model::Qwen2Runner& runner) { return run_step(runner, lora); };
     model::RunnerOptions ro;
     ro.max_tokens = 64;
     ro.graph_bucket = 16;
@@ -158,12 +153,7 @@ TEST_F(GpuStep, KeptAttentionOutputsGiveIdenticalGradients) {
     ro.max_tokens = 64;
     ro.keep_attention = keep;
     model::Qwen2Runner runner(m, &lora, ro);
-    int64_t n = 0;
-    for (const auto& mb : spec["steps"][0]) n += batch_from_json(mb).counted();
-    lora.zero_grads();
-    double loss = 0;
-    for (const auto& mb : spec["steps"][0])
-      loss += runner.forward_backward(batch_from_json(mb), true, 1.0f / static_cast<float>(n)).loss_sum;
+    const double loss = run_step(runner, lora);
     return std::make_pair(loss, runner.plan().activations);
   };
   auto kept = adapter(m, Device::cuda), recomputed = adapter(m, Device::cuda);
