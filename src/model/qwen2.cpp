@@ -370,7 +370,8 @@ struct Qwen2Runner::Buffers {
   int64_t T = 0;                 // tokens of the current batch
   int S = 0, max_seqlen = 0;
   bool keep_attention = false;   // checkpointing keeps every layer's attention outputs (acts has L entries)
-  Tensor scalars;                // f32 [2] on CUDA: {gradient scale of the step, 0} (read by the LM-head GEMM)
+  float grad_scale = 1.0f;       // the step's gradient scale (host), and on CUDA in `scalars`:
+  Tensor scalars;                // f32 [2] {grad_scale, 0}, read on the device by the LM-head GEMM
   std::map<GraphKey, void*> graphs;       // instantiated CUDA graphs (cudaGraphExec_t) of whole steps
   std::map<GraphKey, int> capture_failures;
   int64_t graph_launches = 0;
@@ -380,6 +381,13 @@ struct Qwen2Runner::Buffers {
     for (auto& [key, exec] : graphs) kernels::cuda::graph_destroy(exec);
 #endif
     graphs.clear();
+  }
+  // Graphs hold the kernels' scratch pointer: once the scratch has moved they are stale (recaptured on use).
+  void drop_stale_graphs() {
+#ifdef COTUNE_WITH_CUDA
+    if (!graphs.empty() && graphs_scratch != kernels::cuda::scratch_generation()) drop_graphs();
+    if (graphs.empty()) graphs_scratch = kernels::cuda::scratch_generation();
+#endif
   }
   explicit Buffers(Device d) : arena(d) {}
   ~Buffers() { drop_graphs(); }
@@ -550,6 +558,7 @@ void Qwen2Runner::upload(const PackedBatch& batch, float grad_scale) {
   copy_bytes(b.pos.slice_rows(0, T), host(batch.position_ids));
   copy_bytes(b.targets.slice_rows(0, T), host(batch.targets));
   copy_bytes(b.cu.slice_rows(0, b.S + 1), host(batch.cu_seqlens));
+  b.grad_scale = grad_scale;
   if (b.scalars.data) {
     float sc[2] = {grad_scale, 0.0f};
     copy_bytes(b.scalars, Tensor(sc, DType::f32, {2}));
@@ -814,7 +823,7 @@ void Qwen2Runner::enqueue_step(bool backward, uint64_t dropout_seed) {
 #endif
   } else {
     ops::lm_head_cross_entropy(rows(b.losses, T), rows(b.correct, T), dhf, rows(b.hf, T), w.lm_head,
-                               rows(b.targets, T), host_grad_scale_, b.ce_ws, opts_.ce_chunk);
+                               rows(b.targets, T), b.grad_scale, b.ce_ws, opts_.ce_chunk);
   }
   if (!backward) return;
 
@@ -887,7 +896,7 @@ bool Qwen2Runner::capture(const GraphKey& key) {
   // The graph must dequantize (NF4) whatever it uses: start from an empty layer cache, and leave it empty, since
   // the host cannot know which layer the scratch holds when a graph replays.
   b.nf4.invalidate();
-  if (b.graphs.empty()) b.graphs_scratch = kc::scratch_generation();
+  b.drop_stale_graphs();
   kc::graph_begin_capture();
   void* exec = nullptr;
   try {
@@ -921,10 +930,7 @@ StepStats Qwen2Runner::forward_backward(const PackedBatch& batch, bool backward,
     const GraphKey key = pad_for_graph(batch, padded);
     upload(padded, grad_scale);
     b.max_seqlen = key.max_seqlen;
-#ifdef COTUNE_WITH_CUDA
-    // Graphs hold the kernels' scratch pointer: if the scratch moved since, they are stale (recaptured on use).
-    if (!b.graphs.empty() && b.graphs_scratch != kc::scratch_generation()) b.drop_graphs();
-#endif
+    b.drop_stale_graphs();
     auto it = b.graphs.find(key);
     if (it == b.graphs.end() && static_cast<int>(b.graphs.size()) < opts_.max_graphs) {
       auto f = b.capture_failures.find(key);
@@ -941,7 +947,6 @@ StepStats Qwen2Runner::forward_backward(const PackedBatch& batch, bool backward,
     // The per-token losses are read back after everything is enqueued (the copy waits for the GPU).
     return read_stats(batch);
   }
-  host_grad_scale_ = grad_scale;
   upload(batch, grad_scale);
   enqueue_step(backward, dropout_seed);
   return read_stats(batch);
@@ -963,10 +968,6 @@ int Qwen2Runner::prepare_graphs() {
   // One zero-scaled step at the full token budget: every workspace reaches its largest size outside a capture.
   upload(sequence(opts_.max_tokens), 0.0f);
   enqueue_step(true, 0);
-  read_stats(sequence(1));
-#ifdef COTUNE_WITH_CUDA
-  if (!b.graphs.empty() && b.graphs_scratch != kc::scratch_generation()) b.drop_graphs();
-#endif
   const int64_t bucket = std::max<int64_t>(opts_.graph_bucket, 1);
   for (int64_t t = bucket; t < opts_.max_tokens + bucket; t += bucket) {
     if (static_cast<int>(b.graphs.size()) >= opts_.max_graphs) break;

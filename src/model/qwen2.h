@@ -187,7 +187,6 @@ class Qwen2Runner {
   RunnerOptions opts_;
   MemoryPlan plan_;
   std::unique_ptr<Buffers> buf_;
-  float host_grad_scale_ = 1.0f;  // the step's gradient scale where the LM head takes it from the host
   void allocate();
   void upload(const PackedBatch& batch, float grad_scale);
   bool use_graphs() const;

@@ -21,6 +21,27 @@ std::vector<int32_t> make_targets(int64_t T, int64_t V, uint32_t seed) {
   return t;
 }
 
+// The unfused CUDA cross-entropy (forward and backward, f32 and bf16 logits) of [T, V] logits against the CPU's.
+void expect_unfused_matches_cpu(Arena& arena, std::vector<float> logits, std::vector<int32_t> targets,
+                                int64_t T, int64_t V, float grad_scale) {
+  std::vector<float> losses(static_cast<size_t>(T)), dl(static_cast<size_t>(T * V));
+  kernels::cross_entropy_forward(host(losses, Shape{T}), host(logits, Shape{T, V}), host_i32(targets, Shape{T}));
+  kernels::cross_entropy_backward(host(dl, Shape{T, V}), host(logits, Shape{T, V}), host_i32(targets, Shape{T}),
+                                  grad_scale);
+  Tensor dtg = upload_i32(arena, targets, Shape{T});
+  for (DType dt : {DType::f32, DType::bf16}) {
+    Tensor dlog = upload(arena, logits, Shape{T, V}, dt);
+    Tensor dloss = arena.alloc(DType::f32, Shape{T}), dgrad = arena.alloc(dt, Shape{T, V});
+    poison(dloss);
+    poison(dgrad);
+    kernels::cross_entropy_forward(dloss, dlog, dtg);
+    kernels::cross_entropy_backward(dgrad, dlog, dtg, grad_scale);
+    std::printf("V %ld logits %s\n", static_cast<long>(V), dt == DType::f32 ? "f32" : "bf16");
+    EXPECT_REL(download(dloss), losses, 1e-5);
+    EXPECT_REL(download(dgrad), dl, dt == DType::f32 ? 1e-4 : 1e-2);
+  }
+}
+
 TEST(CudaCrossEntropy, Unfused) {
   COTUNE_REQUIRE_GPU();
   Arena arena(Device::cuda, gib(1.0));
@@ -29,21 +50,7 @@ TEST(CudaCrossEntropy, Unfused) {
   auto targets = make_targets(T, V, 102);
   // Make one row's target the argmax by far, so its loss is tiny (precision at small losses).
   logits[static_cast<size_t>(0 * V + targets[0])] = 40.0f;
-  std::vector<float> losses(static_cast<size_t>(T)), dl(static_cast<size_t>(T * V));
-  kernels::cross_entropy_forward(host(losses, Shape{T}), host(logits, Shape{T, V}), host_i32(targets, Shape{T}));
-  kernels::cross_entropy_backward(host(dl, Shape{T, V}), host(logits, Shape{T, V}), host_i32(targets, Shape{T}), 0.5f);
-  Tensor dtg = upload_i32(arena, targets, Shape{T});
-  for (DType dt : {DType::f32, DType::bf16}) {
-    Tensor dlog = upload(arena, logits, Shape{T, V}, dt);
-    Tensor dloss = arena.alloc(DType::f32, Shape{T}), dgrad = arena.alloc(dt, Shape{T, V});
-    poison(dloss);
-    poison(dgrad);
-    kernels::cross_entropy_forward(dloss, dlog, dtg);
-    kernels::cross_entropy_backward(dgrad, dlog, dtg, 0.5f);
-    std::printf("logits %s\n", dt == DType::f32 ? "f32" : "bf16");
-    EXPECT_REL(download(dloss), losses, 1e-5);
-    EXPECT_REL(download(dgrad), dl, dt == DType::f32 ? 1e-4 : 1e-2);
-  }
+  expect_unfused_matches_cpu(arena, logits, targets, T, V, 0.5f);
 }
 
 // Other vocabulary sizes: rows split over 1, 2 or 5 blocks of a cluster (uneven last segment), and V % 8 != 0 (the
@@ -56,22 +63,7 @@ TEST(CudaCrossEntropy, UnfusedOtherSizes) {
     auto logits = randn(static_cast<size_t>(T * V), 121, 3.0f);
     auto targets = make_targets(T, V, 122);
     logits[static_cast<size_t>(1 * V + V - 1)] = 30.0f;  // the maximum in the last segment
-    std::vector<float> losses(static_cast<size_t>(T)), dl(static_cast<size_t>(T * V));
-    kernels::cross_entropy_forward(host(losses, Shape{T}), host(logits, Shape{T, V}), host_i32(targets, Shape{T}));
-    kernels::cross_entropy_backward(host(dl, Shape{T, V}), host(logits, Shape{T, V}), host_i32(targets, Shape{T}),
-                                    0.25f);
-    Tensor dtg = upload_i32(arena, targets, Shape{T});
-    for (DType dt : {DType::f32, DType::bf16}) {
-      Tensor dlog = upload(arena, logits, Shape{T, V}, dt);
-      Tensor dloss = arena.alloc(DType::f32, Shape{T}), dgrad = arena.alloc(dt, Shape{T, V});
-      poison(dloss);
-      poison(dgrad);
-      kernels::cross_entropy_forward(dloss, dlog, dtg);
-      kernels::cross_entropy_backward(dgrad, dlog, dtg, 0.25f);
-      std::printf("V %ld logits %s\n", static_cast<long>(V), dt == DType::f32 ? "f32" : "bf16");
-      EXPECT_REL(download(dloss), losses, 1e-5);
-      EXPECT_REL(download(dgrad), dl, dt == DType::f32 ? 1e-4 : 1e-2);
-    }
+    expect_unfused_matches_cpu(arena, logits, targets, T, V, 0.25f);
   }
 }
 

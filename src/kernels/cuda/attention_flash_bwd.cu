@@ -250,6 +250,36 @@ __global__ void dkdv_reduce_kernel(__nv_bfloat16* dk, __nv_bfloat16* dv, const f
   *reinterpret_cast<__nv_bfloat162*>(dv + i + 2) = __floats2bfloat162_rn(sv.z, sv.w);
 }
 
+// The dq epilogue of both dq kernels: this warp's 16 rows of dQ (times the softmax scale) to dq (bf16), or, when
+// the query tile's key range is split into nch > 1 chunks, the chunk's fp32 share (summed in chunk order by
+// split_merge_kernel<false>). row0: the tile row that row g of `dq` stands for.
+__device__ __forceinline__ void store_dq(const AttentionArgs& a, const float (&dq)[16][4], int s, int h, int qt,
+                                         int chunk, int nch, int begin, int L, int qrow0, int row0, int c2) {
+  if (nch > 1) {
+    const int64_t slot = static_cast<int64_t>(s * a.H + h) * a.dq_slots + split_slot_base(qt, 1, a.dq_ck) + chunk;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      if (qrow0 + r * 8 >= L) continue;
+      float* prow = a.dq_partial + (slot * kTile + row0 + r * 8) * kD;
+#pragma unroll
+      for (int i = 0; i < 16; ++i)
+        *reinterpret_cast<float2*>(prow + i * 8 + c2) = make_float2(dq[i][r * 2] * a.scale, dq[i][r * 2 + 1] * a.scale);
+    }
+    return;
+  }
+  auto* dqp = static_cast<__nv_bfloat16*>(a.dq);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int qpos = qrow0 + r * 8;
+    if (qpos >= L) continue;
+    __nv_bfloat16* row = dqp + ((begin + static_cast<int64_t>(qpos)) * a.H + h) * kD;
+#pragma unroll
+    for (int i = 0; i < 16; ++i)
+      *reinterpret_cast<__nv_bfloat162*>(row + i * 8 + c2) =
+          __floats2bfloat162_rn(dq[i][r * 2] * a.scale, dq[i][r * 2 + 1] * a.scale);
+  }
+}
+
 // q, dout bf16 [T,H,128]; k, v bf16 [T,KV,128]; lse, dvec f32 [H,T] -> dq bf16 [T,H,128].
 // Grid (query tiles of the longest sequence, S, H), 128 threads, 96 KiB dynamic shared memory: Q, dO, and two
 // buffers of the K, V tiles (the next key tile loads while this one is computed).
@@ -338,29 +368,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_kernel(AttentionArgs a) {
     __syncthreads();  // everyone is done with this buffer before tile kt+2's loads overwrite it
   }
 
-  if (nch > 1) {  // fp32 share of this chunk, summed in chunk order by split_merge_kernel<false>
-    const int64_t slot = static_cast<int64_t>(s * a.H + h) * a.dq_slots + split_slot_base(qt, 1, a.dq_ck) + chunk;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      if (qrow0 + r * 8 >= L) continue;
-      float* prow = a.dq_partial + (slot * kTile + warp * 16 + g + r * 8) * kD;
-#pragma unroll
-      for (int i = 0; i < 16; ++i)
-        *reinterpret_cast<float2*>(prow + i * 8 + c2) = make_float2(dq[i][r * 2] * a.scale, dq[i][r * 2 + 1] * a.scale);
-    }
-    return;
-  }
-  auto* dqp = static_cast<__nv_bfloat16*>(a.dq);
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int qpos = qrow0 + r * 8;
-    if (qpos >= L) continue;
-    __nv_bfloat16* row = dqp + ((begin + static_cast<int64_t>(qpos)) * a.H + h) * kD;
-#pragma unroll
-    for (int i = 0; i < 16; ++i)
-      *reinterpret_cast<__nv_bfloat162*>(row + i * 8 + c2) =
-          __floats2bfloat162_rn(dq[i][r * 2] * a.scale, dq[i][r * 2 + 1] * a.scale);
-  }
+  store_dq(a, dq, s, h, qt, chunk, nch, begin, L, qrow0, warp * 16 + g, c2);
 }
 
 // ds (see AttentionArgs::ds), k bf16 [T,KV,128] -> dq bf16 [T,H,128]: dQ = dS K with dS read from the dk/dv
@@ -432,29 +440,7 @@ __global__ void __launch_bounds__(kThreads) flash_dq_ds_kernel(AttentionArgs a) 
     __syncthreads();  // everyone is done with this buffer before tile kt+2's loads overwrite it
   }
 
-  if (nch > 1) {
-    const int64_t slot = static_cast<int64_t>(s * a.H + h) * a.dq_slots + split_slot_base(qt, 1, a.dq_ck) + chunk;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      if (qrow0 + r * 8 >= L) continue;
-      float* prow = a.dq_partial + (slot * kTile + warp * 16 + g + r * 8) * kD;
-#pragma unroll
-      for (int i = 0; i < 16; ++i)
-        *reinterpret_cast<float2*>(prow + i * 8 + c2) = make_float2(dq[i][r * 2] * a.scale, dq[i][r * 2 + 1] * a.scale);
-    }
-    return;
-  }
-  auto* dqp = static_cast<__nv_bfloat16*>(a.dq);
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int qpos = qrow0 + r * 8;
-    if (qpos >= L) continue;
-    __nv_bfloat16* row = dqp + ((begin + static_cast<int64_t>(qpos)) * a.H + h) * kD;
-#pragma unroll
-    for (int i = 0; i < 16; ++i)
-      *reinterpret_cast<__nv_bfloat162*>(row + i * 8 + c2) =
-          __floats2bfloat162_rn(dq[i][r * 2] * a.scale, dq[i][r * 2 + 1] * a.scale);
-  }
+  store_dq(a, dq, s, h, qt, chunk, nch, begin, L, qrow0, warp * 16 + g, c2);
 }
 
 }  // namespace
