@@ -16,7 +16,7 @@ std::optional<std::string> fixtures_dir() {
   namespace fs = std::filesystem;
   std::string p;
   if (const char* e = std::getenv("COTUNE_FIXTURES"); e && *e) p = e;
-  else p = source_dir() + "/../shared/fixtures";
+  else p = source_dir() + "/tests/fixtures";
   std::error_code ec;
   if (!fs::is_directory(p, ec)) return std::nullopt;
   return fs::canonical(p, ec).string();

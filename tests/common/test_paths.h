@@ -8,12 +8,12 @@ namespace cotune::testing {
 
 std::string source_dir();               // the repository root
 std::string golden_dir();               // source_dir()/tests/golden
-std::optional<std::string> fixtures_dir();  // $COTUNE_FIXTURES, else source_dir()/../shared/fixtures; nullopt if absent
+std::optional<std::string> fixtures_dir();  // $COTUNE_FIXTURES, else source_dir()/tests/fixtures (in the repo); nullopt if absent
 
 }  // namespace cotune::testing
 
-// Skips the current test with a message when the shared fixtures are not available; else sets `var`.
+// Fails the current test (never skips: the fixtures live in the repository) when the fixtures are not found; else sets `var`.
 #define COTUNE_REQUIRE_FIXTURES(var)                                                                  \
   auto var##_opt = ::cotune::testing::fixtures_dir();                                                  \
-  if (!var##_opt) GTEST_SKIP() << "shared fixtures not found: set COTUNE_FIXTURES or provide ../shared/fixtures"; \
+  if (!var##_opt) GTEST_FAIL() << "fixtures not found: set COTUNE_FIXTURES or restore tests/fixtures"; \
   const std::string var = *var##_opt

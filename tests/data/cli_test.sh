@@ -1,12 +1,12 @@
 #!/bin/sh
 # `cotune data stats|preview` end to end: JSON stats of the demo dataset, the masked prompt in preview, and a bad
-# record failing with its file, line and field. Exit 77 (skip) when the shared fixtures are missing.
+# record failing with its file, line and field. Fails when the fixtures (tests/fixtures) are missing.
 set -u
 COTUNE="$1"
 SRC="${COTUNE_SOURCE_DIR:?}"
-FX="${COTUNE_FIXTURES:-$SRC/../shared/fixtures}"
+FX="${COTUNE_FIXTURES:-$SRC/tests/fixtures}"
 TOK="$FX/deepseek-r1-distill-qwen-1.5b"
-[ -f "$TOK/tokenizer.json" ] || { echo "shared fixtures not found: set COTUNE_FIXTURES"; exit 77; }
+[ -f "$TOK/tokenizer.json" ] || { echo "FAIL: fixtures not found at $TOK (tests/fixtures, or COTUNE_FIXTURES)"; exit 1; }
 TMP=$(mktemp -d) || exit 1
 trap 'rm -rf "$TMP"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }

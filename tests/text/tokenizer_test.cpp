@@ -93,7 +93,7 @@ class DeepSeekTokenizer : public ::testing::Test {
     tok_ = nullptr;
   }
   void SetUp() override {
-    if (tok_ == nullptr) GTEST_SKIP() << "shared fixtures not found: set COTUNE_FIXTURES or provide ../shared/fixtures";
+    if (tok_ == nullptr) GTEST_FAIL() << "fixtures not found: set COTUNE_FIXTURES or restore tests/fixtures";
   }
   static Tokenizer* tok_;
 };
