@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 
 #include "base/error.h"
 #include "kernels/decode_ops.h"
@@ -65,6 +66,7 @@ Generator::Generator(const model::Qwen2Model& model, const model::LoraWeights* l
   if (opts_.max_batch <= 0) fail("generator max_batch must be positive, got {}", opts_.max_batch);
   if (opts_.prefill_chunk <= 0) fail("generator prefill_chunk must be positive, got {}", opts_.prefill_chunk);
   const auto& c = model.config();
+  argmax_vocab_ = c.vocab_size;
   if (lora && lora->num_layers() != c.num_hidden_layers)
     fail("LoRA weights have {} layers, the model {}", lora->num_layers(), c.num_hidden_layers);
   const int64_t T = std::max(opts_.prefill_chunk, opts_.max_batch), B = opts_.max_batch;
@@ -272,7 +274,7 @@ void Generator::device_step() {
   Buffers& b = *buf_;
   run_layers(1);
   compute_logits(b.x.slice_rows(0, 1), 1);
-  kernels::cuda::launch_argmax_advance(b.logits.ptr<float>(), model_.config().vocab_size, b.am_v.ptr<float>(),
+  kernels::cuda::launch_argmax_advance(b.logits.ptr<float>(), argmax_vocab_, b.am_v.ptr<float>(),
                                        b.am_i.ptr<int32_t>(), b.ids.ptr<int32_t>(), b.pos.ptr<int32_t>(),
                                        b.dec_tokens.ptr<int32_t>(), b.dec_count.ptr<int32_t>());
 #else
@@ -456,6 +458,19 @@ std::vector<GenerationOutput> Generator::generate_group(const std::vector<std::v
     streams.emplace_back(opts.stop_strings);
     rngs.emplace_back(opts.sampling.seed, 0);
   }
+  // Ids the tokenizer lacks are never picked (the model's vocabulary is padded past the tokenizer's: 151,936 rows
+  // for 151,665 ids in DeepSeek-R1-Distill-Qwen; an untrained row can still win the arg-max). Their logits become
+  // -inf before selection; the device arg-max searches [0, argmax_vocab_) when the missing ids are that tail.
+  std::vector<int32_t> masked;
+  int64_t selectable = V;
+  if (tok) {
+    for (int64_t id = 0; id < V; ++id)
+      if (!tok->has_id(static_cast<int32_t>(id))) masked.push_back(static_cast<int32_t>(id));
+    while (selectable > 0 && !tok->has_id(static_cast<int32_t>(selectable - 1))) --selectable;
+    if (selectable == 0) fail("generate: the tokenizer has none of the model's {} token ids", V);
+  }
+  const bool masked_is_tail = static_cast<int64_t>(masked.size()) == V - selectable;
+  argmax_vocab_ = selectable;
   auto elapsed = [&] { return std::chrono::duration<double>(clock::now() - t0).count(); };
   auto finish = [&](size_t i, const char* reason) {
     out[i].finish_reason = reason;
@@ -479,7 +494,7 @@ std::vector<GenerationOutput> Generator::generate_group(const std::vector<std::v
     out[i].ids.push_back(id);
     context[i].push_back(id);
     const bool is_eos = std::find(opts.eos_ids.begin(), opts.eos_ids.end(), id) != opts.eos_ids.end();
-    if (tok && !is_eos && !(opts.skip_special && tok->is_special(id))) {
+    if (tok && tok->has_id(id) && !is_eos && !(opts.skip_special && tok->is_special(id))) {
       std::string piece = streams[i].push(tok->token_bytes(id));
       if (!piece.empty() && on_text) on_text(index_base + i, piece);
     }
@@ -490,13 +505,15 @@ std::vector<GenerationOutput> Generator::generate_group(const std::vector<std::v
     return false;
   };
   const bool device_greedy = opts_.device_loop && model_.device() == Device::cuda && !opts.sampling.do_sample &&
-                             !(opts.sampling.repetition_penalty < 1.0f) && !(opts.sampling.repetition_penalty > 1.0f);
+                             !(opts.sampling.repetition_penalty < 1.0f) && !(opts.sampling.repetition_penalty > 1.0f) &&
+                             masked_is_tail;
   while (!active.empty()) {
     std::vector<int32_t> slots, tokens;
     std::vector<size_t> next;
     for (size_t j = 0; j < active.size(); ++j) {
       const size_t i = active[j];
       std::span<float> row(logits.data() + static_cast<int64_t>(j) * V, static_cast<size_t>(V));
+      for (int32_t id : masked) row[static_cast<size_t>(id)] = -std::numeric_limits<float>::infinity();
       const int32_t id = select_token(row, context[i], opts.sampling, rngs[i]);
       if (accept(i, id)) {
         next.push_back(i);

@@ -97,6 +97,7 @@ class Generator {
   std::unique_ptr<Buffers> buf_;
   std::vector<int64_t> lengths_;  // tokens in the cache per slot
   bool fused_ = false;            // one-token forwards use the fused decode step
+  int64_t argmax_vocab_ = 0;      // the device arg-max searches ids [0, argmax_vocab_) (set per generate call)
 
   const model::LayerWeights& layer_weights(int64_t l);  // NF4 base: dequantized into a scratch
   void reserve_cache(int64_t slots, int64_t positions);

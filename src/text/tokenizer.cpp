@@ -799,6 +799,9 @@ bool Tokenizer::is_special(int32_t id) const {
   return id >= 0 && static_cast<size_t>(id) < impl_->special.size() && impl_->special[static_cast<size_t>(id)];
 }
 int32_t Tokenizer::vocab_size() const { return static_cast<int32_t>(impl_->valid.size()); }
+bool Tokenizer::has_id(int32_t id) const {
+  return id >= 0 && static_cast<size_t>(id) < impl_->valid.size() && impl_->valid[static_cast<size_t>(id)];
+}
 int32_t Tokenizer::bos_id() const { return impl_->bos; }
 int32_t Tokenizer::eos_id() const { return impl_->eos; }
 int32_t Tokenizer::pad_id() const { return impl_->pad; }

@@ -37,6 +37,9 @@ class Tokenizer {
   std::string id_to_token(int32_t id) const;                           // the token's string form
   bool is_special(int32_t id) const;
   int32_t vocab_size() const;  // highest id + 1 (base vocab plus added tokens)
+  // Whether `id` names a token (a model's embedding is often padded past the tokenizer: 151,936 rows for
+  // 151,665 ids in DeepSeek-R1-Distill-Qwen; the ids in between have no text).
+  bool has_id(int32_t id) const;
 
   // From tokenizer_config.json where present (bos_token / eos_token / pad_token), else from the
   // post-processor / added tokens; -1 when the tokenizer has none.

@@ -6,12 +6,15 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <unistd.h>
 
 #include "common/test_paths.h"
 #include "infer/generator.h"
 #include "model/qwen2.h"
+#include "text/train_bpe.h"
 
 namespace cotune {
 namespace {
@@ -212,6 +215,47 @@ TEST(Generate, RejectsBadInput) {
   o.sampling.do_sample = true;
   o.sampling.temperature = 0.0f;
   EXPECT_THROW(gen.generate({{1, 2}}, o, nullptr), Error);
+}
+
+}  // namespace
+}  // namespace cotune
+
+namespace cotune {
+namespace {
+
+// A model whose vocabulary is padded past its tokenizer's (DeepSeek-R1-Distill-Qwen: 151,936 rows, 151,665 ids)
+// never picks an id the tokenizer lacks: here the padded rows are made to win the arg-max outright, and the
+// generator must still choose among the tokenizer's ids and decode them.
+TEST(Generate, NeverPicksIdsTheTokenizerLacks) {
+  const std::string dir = (std::filesystem::temp_directory_path() / ("cotune-gen-pad-" + std::to_string(::getpid()))).string();
+  std::filesystem::create_directories(dir);
+  text::BpeTrainOptions bo;
+  bo.vocab_size = 256;  // the 256 byte tokens only; the added tokens of the spec come on top
+  std::vector<std::string> texts = {"hello world"};
+  text::write_tokenizer_files(dir, text::train_bpe(texts, bo), text::r1_distill_tokenizer_spec());
+  text::Tokenizer tok = text::Tokenizer::load(dir);
+  model::Qwen2Model m = model::Qwen2Model::load(model_dir());
+  const int64_t V = m.config().vocab_size, C = m.config().hidden_size, n = tok.vocab_size();
+  ASSERT_LT(n, V);
+  // Rows n..V-1 of the LM head := 4 x the row that wins the first step, so without the mask they win instead.
+  const std::vector<int32_t> prompt = {1, 5, 17, 42, 99};
+  infer::Generator probe(m, nullptr);
+  const int32_t first = probe.generate({prompt}, greedy(1), nullptr)[0].ids.at(0);
+  ASSERT_LT(first, n) << "the golden model's first greedy id should be a tokenizer id";
+  float* head = m.weights().lm_head.ptr<float>();
+  for (int64_t r = n; r < V; ++r)
+    for (int64_t c = 0; c < C; ++c) head[r * C + c] = 4.0f * head[static_cast<int64_t>(first) * C + c];
+  infer::Generator gen(m, nullptr);
+  auto unmasked = gen.generate({prompt}, greedy(1), nullptr);  // no tokenizer: nothing to mask by
+  ASSERT_GE(unmasked[0].ids.at(0), n) << "the padded rows should win without the tokenizer's mask";
+  auto out = gen.generate({prompt}, greedy(12), &tok);
+  for (int32_t id : out[0].ids) EXPECT_TRUE(tok.has_id(id)) << "picked id " << id << " the tokenizer lacks";
+  infer::GenerationOptions sampled = greedy(12);
+  sampled.sampling.do_sample = true;
+  sampled.sampling.seed = 7;
+  auto drawn = gen.generate({prompt}, sampled, &tok);
+  for (int32_t id : drawn[0].ids) EXPECT_TRUE(tok.has_id(id)) << "sampled id " << id;
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
