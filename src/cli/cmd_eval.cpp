@@ -3,15 +3,13 @@
 // the base and of base + adapter, and answers to N questions before (base) and after (base + adapter), side by
 // side in OUTPUT/report.html (self-contained), OUTPUT/report.md and OUTPUT/eval.json.
 #include <cstdio>
-#ifdef COTUNE_WITH_CUDA
-#include <cuda_runtime.h>
-#endif
 #include <memory>
 #include <string>
 
 #include "base/error.h"
 #include "base/log.h"
 #include "cli/command.h"
+#include "cli/device.h"
 #include "data/batch.h"
 #include "data/dataset.h"
 #include "hub/hf_cache.h"
@@ -33,21 +31,6 @@ struct EvalArgs {
   uint64_t seed = 0;
   CLI::Option *o_max = nullptr, *o_temp = nullptr, *o_top_p = nullptr, *o_seed = nullptr;
 };
-
-Device parse_device(const std::string& d) {
-  if (d == "cpu") return Device::cpu;
-  if (d != "cuda" && d != "auto") fail("--device must be auto, cpu or cuda, got \"{}\"", d);
-#ifdef COTUNE_WITH_CUDA
-  int n = 0;
-  const bool gpu = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-  if (!gpu) cudaGetLastError();
-  if (d == "cuda" && !gpu) fail("--device cuda: no CUDA GPU is visible");
-  return gpu ? Device::cuda : Device::cpu;
-#else
-  if (d == "cuda") fail("--device cuda: this build of cotune has no CUDA backend (configure with -DCOTUNE_CUDA=ON)");
-  return Device::cpu;
-#endif
-}
 
 void run_eval(const EvalArgs& a) {
   const std::string model_dir = hub::resolve(a.model).path.string();

@@ -6,9 +6,6 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
-#ifdef COTUNE_WITH_CUDA
-#include <cuda_runtime.h>
-#endif
 #include <map>
 #include <memory>
 #include <string>
@@ -17,6 +14,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "cli/command.h"
+#include "cli/device.h"
 #include "data/source.h"
 #include "hub/hf_cache.h"
 #include "infer/generator.h"
@@ -38,21 +36,6 @@ struct GenerateArgs {
   CLI::Option *o_max = nullptr, *o_temp = nullptr, *o_top_p = nullptr, *o_top_k = nullptr, *o_rep = nullptr,
               *o_seed = nullptr;
 };
-
-Device parse_device(const std::string& d) {
-  if (d == "cpu") return Device::cpu;
-  if (d != "cuda" && d != "auto") fail("--device must be auto, cpu or cuda, got \"{}\"", d);
-#ifdef COTUNE_WITH_CUDA
-  int n = 0;
-  const bool gpu = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-  if (!gpu) cudaGetLastError();
-  if (d == "cuda" && !gpu) fail("--device cuda: no CUDA GPU is visible");
-  return gpu ? Device::cuda : Device::cpu;
-#else
-  if (d == "cuda") fail("--device cuda: this build of cotune has no CUDA backend (configure with -DCOTUNE_CUDA=ON)");
-  return Device::cpu;
-#endif
-}
 
 // Prompt texts and the labels shown for them.
 struct Prompts {

@@ -4,10 +4,8 @@
 #include <fmt/ranges.h>
 
 #include "base/error.h"
+#include "cli/device.h"
 
-#ifdef COTUNE_WITH_CUDA
-#include <cuda_runtime.h>
-#endif
 
 namespace cotune::cli {
 
@@ -80,21 +78,7 @@ void TrainConfig::validate() const {
   if (loss_on != "all" && loss_on != "response") fail("loss_on must be all or response, got '{}'", loss_on);
 }
 
-Device resolved_device_impl(const std::string& d) {
-  if (d == "cpu") return Device::cpu;
-#ifdef COTUNE_WITH_CUDA
-  int n = 0;
-  const bool gpu = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-  if (!gpu) cudaGetLastError();
-  if (d == "cuda" && !gpu) fail("device cuda: no CUDA GPU is visible");
-  return gpu ? Device::cuda : Device::cpu;
-#else
-  if (d == "cuda") fail("device cuda: this build of cotune has no CUDA backend (configure with -DCOTUNE_CUDA=ON)");
-  return Device::cpu;
-#endif
-}
-
-Device TrainConfig::resolved_device() const { return resolved_device_impl(device); }
+Device TrainConfig::resolved_device() const { return parse_device(device, "device"); }
 
 train::TrainOptions TrainConfig::train_options() const {
   train::TrainOptions o;

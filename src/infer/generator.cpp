@@ -397,6 +397,41 @@ std::vector<float> Generator::prefill(const std::vector<std::vector<int32_t>>& s
   return out;
 }
 
+void Generator::reserve(int64_t positions) {
+  if (positions <= 0) fail("generator: reserve needs a positive number of positions, got {}", positions);
+  reserve_cache(opts_.max_batch, positions);
+  lengths_.assign(static_cast<size_t>(opts_.max_batch), 0);
+}
+
+int64_t Generator::capacity() const { return buf_->cache_positions; }
+
+std::vector<float> Generator::prefill_slot(int32_t slot, const std::vector<int32_t>& ids) {
+  if (slot < 0 || slot >= opts_.max_batch || static_cast<size_t>(slot) >= lengths_.size())
+    fail("prefill_slot: slot {} is not one of the {} reserved slots (call reserve first)", slot, lengths_.size());
+  if (ids.empty()) fail("cannot generate from an empty prompt (no tokens)");
+  const auto n = static_cast<int64_t>(ids.size());
+  if (n > buf_->cache_positions)
+    fail("prefill_slot: a prompt of {} tokens does not fit the {} positions reserved per sequence", n,
+         buf_->cache_positions);
+  lengths_[static_cast<size_t>(slot)] = 0;
+  std::vector<float> logits;
+  for (int64_t begin = 0; begin < n; begin += opts_.prefill_chunk) {
+    const int64_t end = std::min(n, begin + opts_.prefill_chunk);
+    std::vector<int32_t> chunk(ids.begin() + begin, ids.begin() + end), slots(static_cast<size_t>(end - begin), slot),
+        positions;
+    for (int64_t p = begin; p < end; ++p) positions.push_back(static_cast<int32_t>(p));
+    std::vector<int64_t> want;
+    if (end == n) want.push_back(end - begin - 1);
+    logits = forward(chunk, slots, positions, want);
+  }
+  lengths_[static_cast<size_t>(slot)] = n;
+  return logits;
+}
+
+void Generator::release_slot(int32_t slot) {
+  if (slot >= 0 && static_cast<size_t>(slot) < lengths_.size()) lengths_[static_cast<size_t>(slot)] = 0;
+}
+
 std::vector<float> Generator::decode(const std::vector<int32_t>& slots, const std::vector<int32_t>& tokens) {
   if (slots.size() != tokens.size()) fail("decode: {} slots for {} tokens", slots.size(), tokens.size());
   if (static_cast<int64_t>(slots.size()) > opts_.max_batch)

@@ -86,6 +86,17 @@ class Generator {
   std::vector<float> decode(const std::vector<int32_t>& slots, const std::vector<int32_t>& tokens);
   int64_t length(int32_t slot) const { return lengths_[static_cast<size_t>(slot)]; }
 
+  // ---- continuous batching (serve): sequences start and end independently in the max_batch slots ----------
+  // Reserves the cache for every slot at `positions` positions each and empties every slot. Call before starting
+  // sequences: a larger reservation later drops what the cache holds.
+  void reserve(int64_t positions);
+  // Starts `ids` in `slot` (whatever it held is dropped; the other slots are untouched) and returns the logits [V]
+  // of its last token. The prompt runs in chunks of prefill_chunk tokens.
+  std::vector<float> prefill_slot(int32_t slot, const std::vector<int32_t>& ids);
+  void release_slot(int32_t slot);  // the slot holds nothing (its positions are reused by the next prefill_slot)
+  int64_t max_batch() const { return opts_.max_batch; }
+  int64_t capacity() const;        // positions reserved per slot
+
   const model::Qwen2Model& model() const { return model_; }
   const model::LoraWeights* lora() const { return lora_; }
 

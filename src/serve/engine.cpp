@@ -1,0 +1,262 @@
+#include "serve/engine.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/rng.h"
+#include "infer/text_stream.h"
+
+namespace cotune::serve {
+
+std::optional<Event> RequestHandle::next(int timeout_ms) {
+  std::unique_lock lk(mu_);
+  if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return !events_.empty(); })) return std::nullopt;
+  Event e = std::move(events_.front());
+  events_.pop_front();
+  return e;
+}
+
+void RequestHandle::push(Event e) {
+  {
+    std::lock_guard lk(mu_);
+    events_.push_back(std::move(e));
+  }
+  cv_.notify_all();
+}
+
+struct Engine::Sequence {
+  std::shared_ptr<RequestHandle> handle;
+  CompletionRequest req;
+  int32_t slot = -1;
+  infer::TextStream stream;
+  Rng rng;
+  std::vector<int32_t> context;  // prompt + generated ids (the repetition penalty looks at both)
+  int64_t generated = 0;
+  int32_t next_token = -1;  // fed to the model at the next decode step
+};
+
+struct Engine::Lane {
+  ServedModel served;
+  std::unique_ptr<infer::Generator> gen;
+  std::deque<std::unique_ptr<Sequence>> queue;     // guarded by Engine::mu_
+  std::vector<std::unique_ptr<Sequence>> running;  // the scheduler thread's alone
+  std::vector<int32_t> free_slots;
+};
+
+Engine::Engine(const model::Qwen2Model& model, const text::Tokenizer& tok, std::vector<ServedModel> models,
+               EngineOptions opts)
+    : model_(model), tok_(tok), models_(std::move(models)), opts_(std::move(opts)) {
+  if (models_.empty()) fail("serve: no model to serve");
+  if (opts_.max_batch <= 0) fail("serve: max_batch must be positive, got {}", opts_.max_batch);
+  if (opts_.context <= 1) fail("serve: context must be at least 2 positions, got {}", opts_.context);
+  const int64_t V = model_.config().vocab_size;
+  for (int64_t id = 0; id < V; ++id)
+    if (!tok_.has_id(static_cast<int32_t>(id))) masked_ids_.push_back(static_cast<int32_t>(id));
+  if (static_cast<int64_t>(masked_ids_.size()) == V) fail("serve: the tokenizer has none of the model's {} ids", V);
+  for (const auto& m : models_) {
+    for (const auto& l : lanes_)
+      if (l->served.name == m.name) fail("serve: the model name '{}' is given twice", m.name);
+    auto lane = std::make_unique<Lane>();
+    lane->served = m;
+    infer::GeneratorOptions go;
+    go.max_batch = opts_.max_batch;
+    go.prefill_chunk = opts_.prefill_chunk;
+    lane->gen = std::make_unique<infer::Generator>(model_, m.lora, go);
+    lane->gen->reserve(opts_.context);
+    for (int64_t s = opts_.max_batch - 1; s >= 0; --s) lane->free_slots.push_back(static_cast<int32_t>(s));
+    lanes_.push_back(std::move(lane));
+  }
+  thread_ = std::thread([this] { loop(); });
+}
+
+Engine::~Engine() {
+  try {
+    shutdown(false);
+  } catch (const std::exception& e) {
+    log::error("serve: shutting the engine down: {}", e.what());
+  }
+}
+
+bool Engine::has_model(const std::string& name) const {
+  return std::any_of(models_.begin(), models_.end(), [&](const ServedModel& m) { return m.name == name; });
+}
+
+std::shared_ptr<RequestHandle> Engine::submit(CompletionRequest req) {
+  Lane* lane = nullptr;
+  for (auto& l : lanes_)
+    if (l->served.name == req.model) lane = l.get();
+  if (!lane) fail("serve: the model '{}' is not served here", req.model);
+  if (req.prompt_ids.empty()) fail("serve: the prompt has no tokens");
+  if (req.max_tokens <= 0) fail("serve: max_tokens must be at least 1, got {}", req.max_tokens);
+  const auto n = static_cast<int64_t>(req.prompt_ids.size());
+  if (n + req.max_tokens > opts_.context)
+    fail("serve: the prompt ({} tokens) plus max_tokens ({}) exceeds the context of {} tokens", n, req.max_tokens,
+         opts_.context);
+  const int64_t V = model_.config().vocab_size;
+  for (int32_t id : req.prompt_ids)
+    if (id < 0 || id >= V) fail("serve: token id {} is outside the model's vocabulary of {}", id, V);
+  req.sampling.validate();
+  auto seq = std::make_unique<Sequence>();
+  seq->handle = std::make_shared<RequestHandle>();
+  seq->stream = infer::TextStream(req.stop);
+  seq->rng = Rng(req.sampling.seed, 0);
+  seq->context = req.prompt_ids;
+  seq->req = std::move(req);
+  auto handle = seq->handle;
+  {
+    std::lock_guard lk(mu_);
+    if (stopping_) fail("serve: the server is shutting down");
+    lane->queue.push_back(std::move(seq));
+    ++in_flight_;
+  }
+  cv_.notify_all();
+  return handle;
+}
+
+void Engine::shutdown(bool finish) {
+  {
+    std::lock_guard lk(mu_);
+    if (!stopping_) finish_on_stop_ = finish;
+    else finish_on_stop_ = finish_on_stop_ && finish;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Engine::finish(Lane& lane, Sequence& seq, const std::string& reason) {
+  std::string rest = seq.stream.finish();
+  if (!rest.empty() && reason != "cancelled") seq.handle->push(Event{Event::Kind::text, std::move(rest), "", 0, 0});
+  Event done;
+  done.kind = Event::Kind::done;
+  done.finish_reason = reason;
+  done.prompt_tokens = static_cast<int64_t>(seq.req.prompt_ids.size());
+  done.completion_tokens = seq.generated;
+  if (seq.slot >= 0) {
+    lane.gen->release_slot(seq.slot);
+    lane.free_slots.push_back(seq.slot);
+    seq.slot = -1;
+  }
+  ++completed_;
+  --in_flight_;  // before the last event: whoever sees the request done sees it counted as done
+  seq.handle->push(std::move(done));
+}
+
+bool Engine::advance(Lane& lane, Sequence& seq, std::span<float> logits) {
+  for (int32_t id : masked_ids_) logits[static_cast<size_t>(id)] = -std::numeric_limits<float>::infinity();
+  const int32_t id = infer::select_token(logits, seq.context, seq.req.sampling, seq.rng);
+  ++seq.generated;
+  seq.context.push_back(id);
+  const bool eos = std::find(opts_.eos_ids.begin(), opts_.eos_ids.end(), id) != opts_.eos_ids.end();
+  if (!eos && !tok_.is_special(id)) {
+    std::string piece = seq.stream.push(tok_.token_bytes(id));
+    if (!piece.empty()) seq.handle->push(Event{Event::Kind::text, std::move(piece), "", 0, 0});
+  }
+  if (eos || seq.stream.stopped()) {
+    finish(lane, seq, "stop");
+    return false;
+  }
+  if (seq.generated >= seq.req.max_tokens || lane.gen->length(seq.slot) >= lane.gen->capacity()) {
+    finish(lane, seq, "length");
+    return false;
+  }
+  seq.next_token = id;
+  return true;
+}
+
+void Engine::admit(Lane& lane) {
+  const int64_t V = model_.config().vocab_size;
+  while (!lane.free_slots.empty()) {
+    std::unique_ptr<Sequence> seq;
+    {
+      std::lock_guard lk(mu_);
+      if (lane.queue.empty()) return;
+      seq = std::move(lane.queue.front());
+      lane.queue.pop_front();
+    }
+    if (seq->handle->cancelled()) {
+      finish(lane, *seq, "cancelled");
+      continue;
+    }
+    seq->slot = lane.free_slots.back();
+    lane.free_slots.pop_back();
+    std::vector<float> logits;
+    try {
+      logits = lane.gen->prefill_slot(seq->slot, seq->req.prompt_ids);
+    } catch (const std::exception& e) {
+      seq->handle->push(Event{Event::Kind::error, e.what(), "", 0, 0});
+      finish(lane, *seq, "error");
+      continue;
+    }
+    if (advance(lane, *seq, std::span<float>(logits.data(), static_cast<size_t>(V))))
+      lane.running.push_back(std::move(seq));
+  }
+}
+
+void Engine::step(Lane& lane) {
+  auto& run = lane.running;
+  for (auto& s : run)
+    if (s->handle->cancelled()) finish(lane, *s, "cancelled");
+  std::erase_if(run, [](const std::unique_ptr<Sequence>& s) { return s->slot < 0; });
+  if (run.empty()) return;
+  std::vector<int32_t> slots, tokens;
+  for (const auto& s : run) {
+    slots.push_back(s->slot);
+    tokens.push_back(s->next_token);
+  }
+  std::vector<float> logits;
+  try {
+    logits = lane.gen->decode(slots, tokens);
+  } catch (const std::exception& e) {
+    log::error("serve: decode step failed: {}", e.what());
+    for (auto& s : run) {
+      s->handle->push(Event{Event::Kind::error, e.what(), "", 0, 0});
+      finish(lane, *s, "error");
+    }
+    run.clear();
+    return;
+  }
+  const int64_t V = model_.config().vocab_size;
+  for (size_t j = 0; j < run.size(); ++j)
+    advance(lane, *run[j], std::span<float>(logits.data() + static_cast<int64_t>(j) * V, static_cast<size_t>(V)));
+  std::erase_if(run, [](const std::unique_ptr<Sequence>& s) { return s->slot < 0; });
+}
+
+void Engine::loop() {
+  for (;;) {
+    bool cancel_all = false;
+    {
+      std::unique_lock lk(mu_);
+      auto has_work = [&] {
+        for (const auto& l : lanes_)
+          if (!l->queue.empty() || !l->running.empty()) return true;
+        return false;
+      };
+      cv_.wait(lk, [&] { return stopping_ || has_work(); });
+      if (stopping_ && !has_work()) {
+        done_ = true;
+        return;
+      }
+      cancel_all = stopping_ && !finish_on_stop_;
+    }
+    if (cancel_all) {
+      for (auto& l : lanes_) {
+        std::deque<std::unique_ptr<Sequence>> queued;
+        {
+          std::lock_guard lk(mu_);
+          queued.swap(l->queue);
+        }
+        for (auto& s : queued) finish(*l, *s, "cancelled");
+        for (auto& s : l->running) finish(*l, *s, "cancelled");
+        l->running.clear();
+      }
+      continue;
+    }
+    for (auto& l : lanes_) admit(*l);
+    for (auto& l : lanes_) step(*l);
+  }
+}
+
+}  // namespace cotune::serve
