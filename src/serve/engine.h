@@ -102,8 +102,10 @@ class Engine {
   void loop();
   void admit(Lane& lane);
   void step(Lane& lane);
-  // Chooses the next id of `seq` from its logits row and emits it; false once the sequence finished.
-  bool advance(Lane& lane, Sequence& seq, std::span<float> logits);
+  // The next id of `seq` from its logits row (ids the tokenizer lacks masked; the row is scratch afterwards).
+  int32_t select(Sequence& seq, std::span<float> logits) const;
+  // Appends `id` to `seq` and emits its text; false once the sequence finished.
+  bool advance(Lane& lane, Sequence& seq, int32_t id);
   void finish(Lane& lane, Sequence& seq, const std::string& reason);
 
   const model::Qwen2Model& model_;
