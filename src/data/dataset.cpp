@@ -263,14 +263,9 @@ TokenizedDataset tokenize_records(const DataOptions& opt, const text::PromptTemp
   ds.max_seq_length = opt.max_seq_length;
   int64_t first = 0, last = INT64_MAX;
   if (opt.selection.needs_row_count()) {
-    // Percentages need the row count: one cheap pass that only finds record boundaries.
+    // Percentages need the row count: Parquet's footer says it, text files get one pass finding record boundaries.
     int64_t rows = 0;
-    for (const auto& f : list_data_files(opt.data_path)) {
-      JsonRecordReader r(f);
-      std::string_view json;
-      RecordLocation loc;
-      while (r.next(json, loc)) ++rows;
-    }
+    for (const auto& f : list_data_files(opt.data_path)) rows += count_records(f);
     std::tie(first, last) = opt.selection.resolve(rows);
   } else if (!opt.selection.is_all()) {
     first = opt.selection.begin;

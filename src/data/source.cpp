@@ -26,20 +26,15 @@ std::vector<std::string> list_data_files(const std::string& path) {
   if (fs::is_directory(path, ec)) {
     std::vector<std::string> files;
     for (const auto& e : fs::directory_iterator(path, ec)) {
-      auto ext = e.path().extension().string();
-      if (e.is_regular_file() && (ext == ".json" || ext == ".jsonl")) files.push_back(e.path().string());
+      if (e.is_regular_file() && is_data_file_name(e.path().filename().string())) files.push_back(e.path().string());
     }
     if (ec) fail("{}: cannot list folder: {}", path, ec.message());
     std::sort(files.begin(), files.end());
-    if (files.empty()) fail("{}: the folder holds no .json or .jsonl files", path);
+    if (files.empty()) fail("{}: the folder holds no .json, .jsonl, .csv or .parquet files", path);
     return files;
   }
   if (!fs::exists(path, ec)) fail("{}: no such data file or folder", path);
   return {path};
-}
-
-std::string RecordLocation::describe() const {
-  return fmt::format("{}:{} (byte {}): record {}", file, line, byte_offset, index);
 }
 
 int64_t find_invalid_utf8(std::string_view s) {
@@ -362,7 +357,7 @@ simdjson::error_code validate_value(simdjson::ondemand::value v, int depth) {
 struct RecordSource::Impl {
   std::vector<std::string> files;
   size_t next_file = 0;
-  std::unique_ptr<JsonRecordReader> reader;
+  std::unique_ptr<RecordReader> reader;
   std::vector<std::string> fields;
   OnBadRecord policy;
   simdjson::ondemand::parser parser;
@@ -381,9 +376,7 @@ struct RecordSource::Impl {
     scratch.assign(json);
     scratch.resize(json.size() + SIMDJSON_PADDING, '\0');
     padded_string_view view(scratch.data(), json.size(), scratch.size());
-    const char* hint = reader->format() == JsonRecordReader::Format::json_lines
-                           ? " (JSON Lines needs one complete object a line)"
-                           : "";
+    std::string_view hint = reader->malformed_hint();
     ondemand::document doc;
     // Names where in the record parsing stopped (simdjson's current location), when it knows.
     auto malformed = [&](std::string_view where, error_code e) {
@@ -460,7 +453,15 @@ bool RecordSource::next(Record& r) {
         }
         return false;
       }
-      m.reader = std::make_unique<JsonRecordReader>(m.files[m.next_file++]);
+      m.reader = open_record_reader(m.files[m.next_file++]);
+    }
+    if (m.row < m.first) {  // rows before the range: skipped without being parsed (Parquet: whole row groups)
+      int64_t skipped = m.reader->skip(m.first - m.row);
+      m.row += skipped;
+      if (m.row < m.first) {
+        m.reader.reset();
+        continue;
+      }
     }
     if (m.row >= m.last) {
       m.reader.reset();

@@ -1,9 +1,11 @@
-// Dataset sources: a JSON array of objects, JSON Lines (one object a line), or a folder of such files, read as a
-// stream. Memory stays bounded by the largest record (plus a read buffer), never by the file: the reader scans the
-// file in chunks for record boundaries and hands one record at a time to simdjson On-Demand.
+// Dataset sources: a JSON array of objects, JSON Lines (one object a line), CSV, Parquet, or a folder of such files,
+// read as a stream. Memory stays bounded by the largest record (plus a read buffer; for Parquet one page a column),
+// never by the file: each format's RecordReader (record_reader.h) hands one record at a time, as JSON text, to
+// simdjson On-Demand.
 //
-// A file is JSON Lines when its first non-space byte is `{`, a JSON array when it is `[` (the extension does not
-// matter). A folder contributes its *.json and *.jsonl files (not recursive), sorted by name.
+// Parquet is told by its magic 'PAR1' (or the .parquet extension), CSV by the .csv extension; any other file is
+// JSON Lines when its first non-space byte is `{`, a JSON array when it is `[`. A folder contributes its *.json,
+// *.jsonl, *.csv and *.parquet files (not recursive), sorted by name.
 #pragma once
 #include <cstdint>
 #include <cstdio>
@@ -12,6 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "data/record_reader.h"
+
 namespace cotune::data {
 
 // What to do with a record that is not usable (malformed JSON, missing / non-string / empty field, bad UTF-8).
@@ -19,34 +23,29 @@ enum class OnBadRecord { error, skip };
 OnBadRecord parse_on_bad_record(std::string_view s);  // "error" | "skip"
 std::string_view to_string(OnBadRecord p);
 
-// The files a --data path stands for: the file itself, or a folder's *.json / *.jsonl sorted by name.
+// The files a --data path stands for: the file itself, or a folder's *.json / *.jsonl / *.csv / *.parquet sorted by
+// name.
 std::vector<std::string> list_data_files(const std::string& path);
-
-// Where a record starts, for error messages ("file:line (byte N): record K").
-struct RecordLocation {
-  std::string file;
-  int64_t line = 0;         // 1-based line of the record's first byte
-  int64_t byte_offset = 0;  // of the record's first byte in the file
-  int64_t index = 0;        // 0-based record index within the file
-  std::string describe() const;
-};
 
 // Splits one file into raw record texts (each one JSON value), streaming. Structural errors that leave no way to
 // find the next record (unterminated string, unbalanced brackets in an array file, missing ',') throw Error
 // naming file, line and byte offset; a JSON Lines file resynchronises at the next line, so its errors are
 // per-record and reported by RecordSource.
-class JsonRecordReader {
+class JsonRecordReader final : public RecordReader {
  public:
   enum class Format { json_array, json_lines };
   explicit JsonRecordReader(std::string path, size_t chunk_bytes = size_t{4} << 20);
-  ~JsonRecordReader();
+  ~JsonRecordReader() override;
   JsonRecordReader(const JsonRecordReader&) = delete;
   JsonRecordReader& operator=(const JsonRecordReader&) = delete;
 
   // Next record: `json` views the internal buffer and stays valid until the next call. False at end of file.
-  bool next(std::string_view& json, RecordLocation& loc);
+  bool next(std::string_view& json, RecordLocation& loc) override;
   Format format() const { return format_; }
-  const std::string& path() const { return path_; }
+  const std::string& path() const override { return path_; }
+  std::string_view malformed_hint() const override {
+    return format_ == Format::json_lines ? " (JSON Lines needs one complete object a line)" : "";
+  }
   // Bytes currently held by the read buffer (for memory tests).
   size_t buffer_capacity() const { return buf_.capacity(); }
 
