@@ -96,7 +96,7 @@ TEST(Source, FolderInNameOrder) {
   EXPECT_EQ(rs[1].values[0], "b0");
   EXPECT_EQ(rs[2].row, 2);
   std::filesystem::create_directories(d.sub("empty"));
-  EXPECT_NE(error_of([&] { read_all(d.sub("empty")); }).find("holds no .json or .jsonl files"), std::string::npos);
+  EXPECT_NE(error_of([&] { read_all(d.sub("empty")); }).find("holds no .json, .jsonl, .csv or .parquet files"), std::string::npos);
   EXPECT_NE(error_of([&] { read_all(d.sub("nope.json")); }).find("no such data file"), std::string::npos);
 }
 
