@@ -25,7 +25,7 @@ struct DataArgs {
 };
 
 void add_common(CLI::App& app, DataArgs& a) {
-  app.add_option("--data", a.data, "Dataset: a JSON array file, a JSON Lines file, or a folder of .json/.jsonl files")
+  app.add_option("--data", a.data, "Dataset: a JSON array, JSON Lines, CSV or Parquet file, or a folder of .json/.jsonl/.csv/.parquet files")
       ->required();
   app.add_option("--tokenizer", a.tokenizer, "tokenizer.json, or the model folder holding it")->required();
   auto* t = app.add_option("--template", a.template_name,

@@ -107,7 +107,7 @@ void setup_eval(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
   app.add_option("--model,-m", a->model, "Base model folder or Hub name")->required();
   app.add_option("--adapter", a->adapter, "PEFT LoRA adapter: compared with the base (after vs before)");
-  app.add_option("--data", a->data, "Held-out data: JSON / JSONL file, folder, or Hub dataset")->required();
+  app.add_option("--data", a->data, "Held-out data: JSON / JSONL / CSV / Parquet file, folder, or Hub dataset")->required();
   auto* t = app.add_option("--template", a->template_name, "Built-in template: medical-o1-zh | medical-o1-en");
   app.add_option("--template-file", a->template_file, "Custom template JSON")->excludes(t);
   app.add_option("--selection", a->selection, "Rows of the data, e.g. train[500:600] (default train)");

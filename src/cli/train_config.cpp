@@ -12,7 +12,7 @@ namespace cotune::cli {
 void TrainConfig::bind(RecipeBinder& b) {
   b.bind("model", model, "Model folder, or org/name in the local Hugging Face cache");
   b.bind("tokenizer", tokenizer, "Tokenizer folder or tokenizer.json (default: the model folder)");
-  b.bind("data", data, "Dataset: JSON array, JSON Lines, or a folder of them");
+  b.bind("data", data, "Dataset: a JSON array, JSON Lines, CSV or Parquet file, a folder of them, or a dataset repo");
   b.bind("data_files", data_files, "File inside the data folder / dataset repo to use (e.g. medical_o1_sft_Chinese.json)");
   b.bind("template", template_name, "Built-in prompt template (medical-o1-zh, medical-o1-en)");
   b.bind("template_file", template_file, "JSON template file {\"train\": ..., \"prompt\": ...} (overrides --template)");

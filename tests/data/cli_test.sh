@@ -32,4 +32,28 @@ echo "$err" | grep -q "bad.jsonl:2 (byte 50): record 1: field 'Complex_CoT' is a
 out=$("$COTUNE" data stats --data "$TMP/bad.jsonl" --tokenizer "$TOK" --no-cache --on-bad-record skip 2>/dev/null) ||
   fail "skip policy exited non-zero"
 echo "$out" | grep -q '"skipped": 1' || fail "skip policy: $out"
+# Parquet and CSV read like JSON Lines: the same records give the same stats (the golden Parquet file holds the first
+# 12 demo records; the CSV is written here from the same records).
+PQ="$SRC/tests/golden/data/parquet/medical.parquet"
+out=$("$COTUNE" data stats --data "$PQ" --tokenizer "$TOK" --template medical-o1-en --no-cache) || fail "parquet stats exited non-zero"
+echo "$out" | grep -q '"records": 12' || fail "parquet stats: expected 12 records: $out"
+head -n 12 "$SRC/recipes/data/demo_medical.jsonl" > "$TMP/first12.jsonl"
+want=$("$COTUNE" data stats --data "$TMP/first12.jsonl" --tokenizer "$TOK" --template medical-o1-en --no-cache) ||
+  fail "jsonl stats exited non-zero"
+[ "$out" = "$want" ] || fail "parquet stats differ from the same records as JSON Lines: $out vs $want"
+out=$("$COTUNE" data stats --data "$PQ" --tokenizer "$TOK" --template medical-o1-en --no-cache --split 'train[:50%]') ||
+  fail "parquet percent split exited non-zero"
+echo "$out" | grep -q '"records": 6' || fail "parquet train[:50%]: expected 6 records: $out"
+out=$("$COTUNE" data preview --data "$PQ" --tokenizer "$TOK" --template medical-o1-en --no-cache -n 1 --color never) ||
+  fail "parquet preview exited non-zero"
+echo "$out" | grep -q '^\[\[<｜begin▁of▁sentence｜>Below is an instruction' || fail "parquet preview: $out"
+printf 'Question,Complex_CoT,Response\n"What, if anything, is wrong?","Think ""twice"".\nThen answer.",Nothing.\n' > "$TMP/d.csv"
+out=$("$COTUNE" data stats --data "$TMP/d.csv" --tokenizer "$TOK" --template medical-o1-en --no-cache) ||
+  fail "csv stats exited non-zero"
+echo "$out" | grep -q '"records": 1' || fail "csv stats: expected 1 record: $out"
+printf 'PAR1 but not really' > "$TMP/fake.parquet"
+if err=$("$COTUNE" data stats --data "$TMP/fake.parquet" --tokenizer "$TOK" --no-cache 2>&1); then
+  fail "broken parquet: expected a non-zero exit"
+fi
+echo "$err" | grep -q "fake.parquet: truncated or corrupt Parquet file" || fail "broken parquet message: $err"
 echo "cli data: OK"
