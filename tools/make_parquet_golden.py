@@ -3,7 +3,7 @@
 
 Writes small Parquet files with pyarrow covering what datasets use -- every codec cotune reads (UNCOMPRESSED,
 SNAPPY, GZIP, ZSTD), data pages v1 and v2, dictionary and PLAIN encodings (and a dictionary that falls back to PLAIN
-mid-chunk), RLE booleans, nulls, empty lists, a `messages` column (list<struct<role, content>>), nested lists,
+mid-chunk), RLE booleans, DELTA_BINARY_PACKED / DELTA_BYTE_ARRAY / DELTA_LENGTH_BYTE_ARRAY / BYTE_STREAM_SPLIT, nulls, empty lists, a `messages` column (list<struct<role, content>>), nested lists,
 structs and maps, several row groups and pages, a zero-row row group -- and beside each `NAME.parquet` a
 `NAME.jsonl` (`all.jsonl` for the files holding the same table): the rows as pyarrow reads them (Table.to_pylist), one JSON object a line, in cotune's rendering:
 dates / times / timestamps as ISO 8601 strings (UTC-adjusted timestamps end in Z), decimals as numbers, NaN / Inf as
@@ -122,6 +122,15 @@ def main():
     for version in ["1.0", "2.0"]:
         write(a.out, f"plain_snappy_v{version[0]}", t, "all", compression="SNAPPY", data_page_version=version,
               use_dictionary=False, column_encoding={"flag": "RLE"}, **common)
+    # The v2-era encodings (Spark / DuckDB write them): DELTA_BINARY_PACKED integers, DELTA_BYTE_ARRAY and
+    # DELTA_LENGTH_BYTE_ARRAY strings (nested ones too), BYTE_STREAM_SPLIT floats.
+    delta = {"id": "DELTA_BINARY_PACKED", "big": "DELTA_BINARY_PACKED", "small": "DELTA_BINARY_PACKED",
+             "count": "DELTA_BINARY_PACKED", "text": "DELTA_BYTE_ARRAY", "blob": "DELTA_LENGTH_BYTE_ARRAY",
+             "messages.list.element.content": "DELTA_LENGTH_BYTE_ARRAY", "messages.list.element.role": "DELTA_BYTE_ARRAY",
+             "ratio": "BYTE_STREAM_SPLIT", "score": "BYTE_STREAM_SPLIT", "matrix.list.element.list.element": "DELTA_BINARY_PACKED"}
+    for codec, version in [("NONE", "1.0"), ("ZSTD", "2.0")]:
+        write(a.out, f"delta_{codec.lower()}_v{version[0]}", t, "all", compression=codec, data_page_version=version,
+              use_dictionary=False, column_encoding=delta, **common)
     # A dictionary that outgrows its limit: dictionary pages first, then PLAIN pages in the same chunk.
     words = pa.table({"word": pa.array([f"word-{i % 97}-{'x' * (i % 13)}" for i in range(600)], pa.string()),
                       "n": pa.array([i % 5 for i in range(600)], pa.int32())})

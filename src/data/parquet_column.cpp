@@ -169,6 +169,68 @@ void append_float(std::string& out, F v) {
   fmt::format_to(std::back_inserter(out), "{}", v);
 }
 
+
+// DELTA_BINARY_PACKED: a header <block size> <miniblocks a block> <value count> <first value (zigzag)>, then blocks
+// of <min delta (zigzag)> <one bit width a miniblock> <miniblocks of bit-packed deltas>. Decodes up to `max_count`
+// values (the header's count must not exceed it) into `out` (wrapping arithmetic, as the encoder's), returns the
+// bytes consumed (the data that follows belongs to DELTA_LENGTH_BYTE_ARRAY / DELTA_BYTE_ARRAY).
+size_t decode_delta_binary_packed(const uint8_t* p, size_t n, size_t max_count, std::vector<uint64_t>& out,
+                                  const std::string& what) {
+  size_t pos = 0;
+  auto varint = [&]() -> uint64_t {
+    uint64_t v = 0;
+    for (int shift = 0;; shift += 7) {
+      if (pos >= n || shift > 63) fail("{}: DELTA_BINARY_PACKED data ends inside a header", what);
+      uint8_t b = p[pos++];
+      v |= uint64_t{b & 0x7Fu} << shift;
+      if (!(b & 0x80)) return v;
+    }
+  };
+  auto zigzag = [](uint64_t u) { return (u >> 1) ^ (~(u & 1) + 1); };
+  uint64_t block = varint(), miniblocks = varint(), total = varint();
+  uint64_t value = zigzag(varint());
+  if (block == 0 || block % 128 != 0 || block > (uint64_t{1} << 20) || miniblocks == 0 || block % miniblocks != 0 ||
+      (block / miniblocks) % 32 != 0)
+    fail("{}: DELTA_BINARY_PACKED block of {} values in {} miniblocks (expected a multiple of 128 in miniblocks of a "
+         "multiple of 32)", what, block, miniblocks);
+  if (total > max_count) fail("{}: DELTA_BINARY_PACKED holds {} values where at most {} are expected", what, total, max_count);
+  out.clear();
+  if (total == 0) return pos;
+  out.reserve(static_cast<size_t>(total));
+  out.push_back(value);
+  const uint64_t per_mini = block / miniblocks;
+  std::vector<uint8_t> widths(static_cast<size_t>(miniblocks));
+  while (out.size() < total) {
+    uint64_t min_delta = zigzag(varint());
+    if (n - pos < miniblocks) fail("{}: DELTA_BINARY_PACKED data ends inside a block header", what);
+    std::memcpy(widths.data(), p + pos, widths.size());
+    pos += widths.size();
+    for (size_t m = 0; m < widths.size() && out.size() < total; ++m) {
+      int bw = widths[m];
+      if (bw > 64) fail("{}: DELTA_BINARY_PACKED miniblock bit width {} (at most 64)", what, bw);
+      size_t bytes = static_cast<size_t>(per_mini) * static_cast<size_t>(bw) / 8;
+      if (n - pos < bytes) fail("{}: DELTA_BINARY_PACKED data ends inside a miniblock", what);
+      const uint8_t* q = p + pos;
+      size_t take = static_cast<size_t>(std::min<uint64_t>(per_mini, total - out.size()));
+      for (size_t i = 0; i < take; ++i) {
+        uint64_t delta = 0;
+        if (bw > 0) {
+          size_t bit = i * static_cast<size_t>(bw);
+          unsigned __int128 acc = 0;
+          size_t first = bit / 8, last = (bit + static_cast<size_t>(bw) + 7) / 8;  // bytes [first, last)
+          for (size_t k = first; k < last; ++k) acc |= static_cast<unsigned __int128>(q[k]) << (8 * (k - first));
+          delta = static_cast<uint64_t>(acc >> (bit % 8));
+          if (bw < 64) delta &= (uint64_t{1} << bw) - 1;
+        }
+        value += min_delta + delta;
+        out.push_back(value);
+      }
+      pos += bytes;
+    }
+  }
+  return pos;
+}
+
 }  // namespace
 
 ColumnDescriptor describe_leaf(const SchemaElement& e, std::string path, int16_t max_def, int16_t max_rep,
@@ -488,6 +550,73 @@ void ColumnChunkReader::decode_values(Encoding enc, const uint8_t* p, size_t n, 
       decode_hybrid(p + 1, n - 1, bits, count, max_index, indices_, what + " (dictionary indices)");
       return;
     }
+    case Encoding::delta_binary_packed: {
+      if (col_.type != PhysicalType::int32 && col_.type != PhysicalType::int64) break;
+      std::vector<uint64_t> v;
+      decode_delta_binary_packed(p, n, count, v, what);
+      if (v.size() != count) corrupt(fmt::format("DELTA_BINARY_PACKED holds {} values, the levels say {}", v.size(), count));
+      decoded_.resize(count * width_ + 1);
+      for (size_t i = 0; i < count; ++i) {
+        if (width_ == 4) {
+          auto x = static_cast<uint32_t>(v[i]);
+          std::memcpy(decoded_.data() + i * 4, &x, 4);
+        } else {
+          std::memcpy(decoded_.data() + i * 8, &v[i], 8);
+        }
+      }
+      source_ = Source::plain_fixed;
+      plain_ = decoded_.data();
+      return;
+    }
+    case Encoding::delta_length_byte_array:
+    case Encoding::delta_byte_array: {
+      if (col_.type != PhysicalType::byte_array) break;
+      std::vector<uint64_t> prefix, length;
+      size_t pos = 0;
+      if (enc == Encoding::delta_byte_array) {
+        pos = decode_delta_binary_packed(p, n, count, prefix, what + " (prefix lengths)");
+        if (prefix.size() != count) corrupt(fmt::format("DELTA_BYTE_ARRAY holds {} prefixes, the levels say {}", prefix.size(), count));
+      }
+      pos += decode_delta_binary_packed(p + pos, n - pos, count, length, what + " (lengths)");
+      if (length.size() != count) corrupt(fmt::format("{} holds {} lengths, the levels say {}", to_string(enc), length.size(), count));
+      // Suffixes (or whole values) follow back to back; every length is checked against the bytes left.
+      std::vector<std::pair<size_t, size_t>> spans(count);  // (offset, size) into arena_ or the page
+      arena_.clear();
+      size_t prev_begin = 0, prev_size = 0;
+      for (size_t i = 0; i < count; ++i) {
+        if (length[i] > n - pos) corrupt(fmt::format("byte array {} of {} bytes runs past the page", i, length[i]));
+        auto len = static_cast<size_t>(length[i]);
+        if (enc == Encoding::delta_length_byte_array) {
+          spans[i] = {pos, len};
+        } else {
+          if (prefix[i] > prev_size) corrupt(fmt::format("byte array {}: prefix of {} bytes, the previous value has {}", i, prefix[i], prev_size));
+          auto pre = static_cast<size_t>(prefix[i]);
+          if (arena_.size() + pre + len > static_cast<size_t>(kMaxPageBytes)) corrupt("DELTA_BYTE_ARRAY values larger than a page may be");
+          size_t begin = arena_.size();
+          arena_.append(arena_, prev_begin, pre);
+          arena_.append(reinterpret_cast<const char*>(p + pos), len);
+          spans[i] = {begin, pre + len};
+          prev_begin = begin, prev_size = pre + len;
+        }
+        pos += len;
+      }
+      bytes_.resize(count);
+      const char* base = enc == Encoding::delta_length_byte_array ? reinterpret_cast<const char*>(p) : arena_.data();
+      for (size_t i = 0; i < count; ++i) bytes_[i] = std::string_view(base + spans[i].first, spans[i].second);
+      source_ = Source::plain_bytes;
+      return;
+    }
+    case Encoding::byte_stream_split: {
+      if (!width_ || col_.type == PhysicalType::int96) break;
+      if (count > n / width_) corrupt(fmt::format("{} BYTE_STREAM_SPLIT values of {} bytes do not fit the page's {} bytes", count, width_, n));
+      decoded_.resize(count * width_ + 1);
+      // Byte k of value i is stored at k * count + i.
+      for (size_t k = 0; k < width_; ++k)
+        for (size_t i = 0; i < count; ++i) decoded_[i * width_ + k] = p[k * count + i];
+      source_ = Source::plain_fixed;
+      plain_ = decoded_.data();
+      return;
+    }
     case Encoding::rle:
       if (col_.type != PhysicalType::boolean) break;
       if (n < 4) corrupt("RLE booleans without their length");
@@ -498,7 +627,9 @@ void ColumnChunkReader::decode_values(Encoding enc, const uint8_t* p, size_t n, 
     default: break;
   }
   corrupt(fmt::format("unsupported encoding {} for {} values (supported: PLAIN, PLAIN_DICTIONARY, RLE_DICTIONARY, "
-                      "RLE for booleans)", to_string(enc), to_string(col_.type)));
+                      "RLE for booleans, DELTA_BINARY_PACKED for integers, DELTA_LENGTH_BYTE_ARRAY and "
+                      "DELTA_BYTE_ARRAY for byte arrays, BYTE_STREAM_SPLIT for fixed-width values)",
+                      to_string(enc), to_string(col_.type)));
 }
 
 void ColumnChunkReader::render_fixed(const uint8_t* p, std::string& out) const {

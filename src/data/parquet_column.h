@@ -1,7 +1,8 @@
 // Reading one column chunk of a Parquet row group, page by page: page headers, decompression (Snappy / GZIP / ZSTD
 // through Debian's libraries), repetition / definition levels (RLE / bit-packed hybrid), and values (PLAIN,
 // PLAIN_DICTIONARY / RLE_DICTIONARY, RLE booleans), each value rendered as JSON text. Memory: one decompressed page
-// and the chunk's dictionary (pre-rendered), never the whole chunk.
+// and the chunk's dictionary (pre-rendered), never the whole chunk. The DELTA_* encodings and BYTE_STREAM_SPLIT
+// (written by Spark / DuckDB with format v2, and pyarrow on request) are decoded too.
 #pragma once
 #include <zstd.h>
 
@@ -104,6 +105,8 @@ class ColumnChunkReader {
   size_t plain_count_ = 0;
   std::vector<std::string_view> bytes_;
   std::vector<uint32_t> indices_;
+  std::vector<uint8_t> decoded_;  // DELTA_BINARY_PACKED / BYTE_STREAM_SPLIT values as PLAIN little-endian bytes
+  std::string arena_;             // DELTA_BYTE_ARRAY values, rebuilt from prefixes and suffixes
 };
 
 }  // namespace cotune::data::parquet
