@@ -50,10 +50,10 @@ void decode_hybrid(const uint8_t* p, size_t n, int bit_width, size_t count, uint
     }
     if (header & 1) {  // bit-packed: (header >> 1) groups of 8 values, bit_width bytes a group
       uint64_t groups = header >> 1;
+      if (groups > (uint64_t{1} << 60)) ran_out();  // so that groups * 8 cannot overflow
       if (bit_width > 0 && groups > (n - pos) / static_cast<uint64_t>(bit_width)) ran_out();
       size_t bytes = static_cast<size_t>(groups) * static_cast<size_t>(bit_width);
       size_t take = static_cast<size_t>(std::min<uint64_t>(groups * 8, count - done));
-      if (groups > (uint64_t{1} << 60)) ran_out();
       const uint8_t* q = p + pos;
       uint64_t acc = 0;
       int bits = 0;
