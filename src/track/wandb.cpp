@@ -587,7 +587,7 @@ void WandbSink::worker() {
   const bool online = settings_.mode == Mode::online;
   const double interval = options_.stream_interval_s;
   double next_stream = steady_now() + interval;
-  double next_stats = steady_now() + std::min(options_.stats_interval_s, 1.0);
+  double next_stats = steady_now();  // a first sample at once, as the client does
   double retry_at = 0, last_post = steady_now();
   int failures = 0;
   std::mt19937 jitter_rng(std::random_device{}());
