@@ -163,6 +163,7 @@ WandbSink::WandbSink(WandbOptions options) : options_(std::move(options)) {
     print(fmt::format("Logging offline to {}; upload it later with: wandb sync {}", run_dir_.string(),
                       run_dir_.string()));
   }
+  sample_system();  // a first sample at once, as the client does (so even a short run has one)
   worker_ = std::thread([this] { worker(); });
 }
 
@@ -587,7 +588,7 @@ void WandbSink::worker() {
   const bool online = settings_.mode == Mode::online;
   const double interval = options_.stream_interval_s;
   double next_stream = steady_now() + interval;
-  double next_stats = steady_now();  // a first sample at once, as the client does
+  double next_stats = steady_now() + options_.stats_interval_s;
   double retry_at = 0, last_post = steady_now();
   int failures = 0;
   std::mt19937 jitter_rng(std::random_device{}());
