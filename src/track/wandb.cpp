@@ -149,10 +149,6 @@ WandbSink::WandbSink(WandbOptions options) : options_(std::move(options)) {
   open_run_dir();
   write_start_files();
   if (options_.system_metrics) monitor_ = std::make_unique<SystemMonitor>();
-  log::set_listener([this](log::Level, std::string_view message) {
-    std::lock_guard<std::mutex> lock(console_mu_);
-    console_lines_.emplace_back(unix_now(), std::string(message));
-  });
   if (settings_.mode == Mode::online) {
     api_ = std::make_unique<Api>(settings_.base_url, settings_.api_key, options_.request_timeout_s,
                                  "cotune/" COTUNE_VERSION_STRING);
@@ -164,6 +160,11 @@ WandbSink::WandbSink(WandbOptions options) : options_(std::move(options)) {
                       run_dir_.string()));
   }
   sample_system();  // a first sample at once, as the client does (so even a short run has one)
+  // Last, so that nothing after it can throw: the listener and the worker hold `this` until close().
+  log::set_listener([this](log::Level, std::string_view message) {
+    std::lock_guard<std::mutex> lock(console_mu_);
+    console_lines_.emplace_back(unix_now(), std::string(message));
+  });
   worker_ = std::thread([this] { worker(); });
 }
 

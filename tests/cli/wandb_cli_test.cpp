@@ -45,13 +45,13 @@ class WandbCli : public ::testing::Test {
     ASSERT_EQ(rc, 0) << read(model_dir_->path() / "init.log");
   }
   static void TearDownTestSuite() { delete model_dir_; }
-  std::string train_cmd(const FakeWandbServer& server, const std::string& key, const fs::path& out) const {
+  std::string train_cmd(const FakeWandbServer& server, const std::string& key, const fs::path& out,
+                        const std::string& extra = "--eval-steps 2 --sample-questions 2 --sample-max-new-tokens 4") const {
     return "env WANDB_API_KEY=" + key + " WANDB_BASE_URL=" + server.url() + " HOME=" + quote(out.string()) +
            " WANDB_PROJECT=cli-test " + COTUNE_BINARY + " train --recipe recipes/demo.toml --model " +
            quote((model_dir_->path() / "m").string()) + " --output " + quote((out / "run").string()) +
-           " --max-steps 4 --eval-steps 2 --logging-steps 2 --max-seq-length 64 --batch-size 2 --grad-accum 1"
-           " --data-cache false --sample-questions 2 --sample-max-new-tokens 4 --report-to jsonl,wandb"
-           " --wandb-tags cli,demo --run-name cli-run";
+           " --max-steps 4 --logging-steps 2 --max-seq-length 64 --batch-size 2 --grad-accum 1"
+           " --data-cache false --report-to jsonl,wandb --wandb-tags cli,demo --run-name cli-run " + extra;
   }
   static TempDir* model_dir_;
 };
@@ -119,6 +119,32 @@ TEST_F(WandbCli, TrainCreatesOneRunWithConfigStepsSystemMetricsSamplesAndSummary
   EXPECT_EQ(r.exitcode, 0);
   for (const auto& b : server.bodies()) EXPECT_EQ(b.find(kKey), std::string::npos);
   EXPECT_EQ(log.find(kKey), std::string::npos);
+}
+
+TEST_F(WandbCli, ResumeContinuesTheSameRunWithoutDuplicateSteps) {
+  TempDir tmp;
+  FakeWandbServer server(kKey);
+  const std::string cmd = train_cmd(server, kKey, tmp.path(), "--save-steps 2 --sample-questions 0 --eval-steps 0");
+  ASSERT_EQ(run(cmd, tmp.path() / "log1"), 0) << read(tmp.path() / "log1");
+  // A run that died after step 4 but before its last checkpoint: resume from checkpoint-2.
+  fs::remove_all(tmp.path() / "run" / "checkpoint-4");
+  fs::remove_all(tmp.path() / "run" / "adapter");
+  ASSERT_EQ(run(cmd + " --resume", tmp.path() / "log2"), 0) << read(tmp.path() / "log2");
+  EXPECT_NE(read(tmp.path() / "log2").find("Resuming run"), std::string::npos) << read(tmp.path() / "log2");
+  EXPECT_EQ(server.problems(), std::vector<std::string>{});
+  const auto names = server.run_names();
+  ASSERT_EQ(names.size(), 1u);  // the same W&B run
+  const auto r = *server.run(names[0]);
+  std::vector<int64_t> steps;
+  const auto& lines = r.lines.at("wandb-history.jsonl");
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const json row = json::parse(lines[i]);
+    EXPECT_EQ(row["_step"], i);
+    if (row.contains("train/loss")) steps.push_back(row["train/global_step"]);
+  }
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4}));  // steps 3 and 4 were replayed, not logged twice
+  EXPECT_TRUE(r.complete);
+  EXPECT_EQ(r.upserts, 2);
 }
 
 TEST_F(WandbCli, WrongKeyStopsBeforeAnyModelWork) {
