@@ -375,6 +375,7 @@ void WandbSink::write_history_locked(json row) {
   append_record(encode_history_record(++record_num_, step, items));
   append_record(encode_summary_record(++record_num_, items));
   summary_dirty_ = true;
+  ++summary_version_;
   queue_line(history_, row.dump());
   ++totals_.history_rows;
   ++next_step_;
@@ -426,6 +427,7 @@ void WandbSink::log_summary(const Scalars& scalars) {
   }
   append_record(encode_summary_record(++record_num_, items));
   summary_dirty_ = true;
+  ++summary_version_;
 }
 
 void WandbSink::log_console(std::string_view text) {
@@ -473,7 +475,7 @@ void WandbSink::sample_system() {
   line["_timestamp"] = t;
   line["_runtime"] = runtime_s();
   std::lock_guard<std::mutex> lock(mu_);
-  if (!log_) return;
+  if (!log_ || closing_) return;  // close() has written the exit record
   try {
     append_record(encode_stats_record(++record_num_, t, items));
   } catch (const Error& e) {
@@ -489,6 +491,7 @@ bool WandbSink::stream_once(bool final_request) {
   json files = json::object();
   size_t n_history = 0, n_events = 0, n_output = 0;
   bool sent_summary = false;
+  int64_t sent_summary_version = 0;
   constexpr size_t kMaxLinesPerRequest = 2000;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -507,6 +510,7 @@ bool WandbSink::stream_once(bool final_request) {
       summary["_wandb"] = {{"runtime", static_cast<int64_t>(runtime_s())}};
       files["wandb-summary.json"] = {{"offset", 0}, {"content", json::array({redact(summary.dump())})}};
       sent_summary = summary_dirty_;
+      sent_summary_version = summary_version_;
     }
   }
   json body = {{"files", files}};
@@ -536,7 +540,7 @@ bool WandbSink::stream_once(bool final_request) {
   done(history_, n_history, totals_.history_uploaded);
   done(events_, n_events, totals_.events_uploaded);
   done(output_, n_output, totals_.console_uploaded);
-  if (sent_summary) summary_dirty_ = false;
+  if (sent_summary && sent_summary_version == summary_version_) summary_dirty_ = false;  // else a newer one waits
   if (final_request) totals_.finished_on_server = true;
   return true;
 }
@@ -704,6 +708,7 @@ void WandbSink::close() {
     log_->close();
     closing_ = true;
     summary_dirty_ = true;
+    ++summary_version_;
   }
   wake_.notify_all();
   if (worker_.joinable()) worker_.join();
@@ -715,11 +720,11 @@ void WandbSink::close() {
     print(fmt::format("upload it with: wandb sync {}", dir));
     return;
   }
-  const bool complete = t.finished_on_server && t.history_uploaded + t.history_skipped == t.history_rows &&
+  const bool complete = t.finished_on_server && t.history_uploaded == t.history_rows &&
                         t.events_uploaded == t.events_rows && t.console_uploaded == t.console_lines &&
                         t.files_uploaded == static_cast<int64_t>(files_.size());
   print(fmt::format("uploaded {}/{} history rows, {}/{} system-metric samples, {}/{} console lines, {}/{} files{}",
-                    t.history_uploaded, t.history_rows - t.history_skipped, t.events_uploaded, t.events_rows,
+                    t.history_uploaded, t.history_rows, t.events_uploaded, t.events_rows,
                     t.console_uploaded, t.console_lines, t.files_uploaded, files_.size(),
                     t.failed_requests > 0 ? fmt::format(" ({} failed requests retried)", t.failed_requests) : ""));
   if (complete) {

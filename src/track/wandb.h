@@ -126,6 +126,7 @@ class WandbSink : public MetricsSink {
   Stream output_{"output.log"};
   nlohmann::json summary_ = nlohmann::json::object();
   bool summary_dirty_ = false;
+  int64_t summary_version_ = 0;          // bumped on every change, so an upload racing a change keeps it dirty
   std::vector<std::string> files_;       // run files (relative to files/) to upload at the end
   std::vector<std::string> uploaded_files_;
   bool overflowed_ = false;              // a queue passed max_pending_lines: the rest is for `wandb sync`

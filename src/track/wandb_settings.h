@@ -39,7 +39,7 @@ struct WandbOptions {
   double request_timeout_s = 30.0;  // one HTTP request, connect included
   double retry_initial_s = 1.0;     // back-off after a failed request: doubles up to retry_max_s
   double retry_max_s = 30.0;
-  double finish_timeout_s = 120.0;  // at close: how long to keep trying to upload what is left
+  double finish_timeout_s = 60.0;  // at close: how long to keep trying to upload what is left
   size_t max_pending_lines = 200000;  // lines held for upload; past it the run is left to `wandb sync`
   bool system_metrics = true;
 

@@ -309,6 +309,8 @@ TEST(WandbRun, ResumeContinuesTheSameRunWithoutDuplicateSteps) {
   server.add_run("fake-entity", "cotune-test", "resumeme", old);
   auto o = options_for(server.url(), tmp.path(), {{"WANDB_RUN_ID", "resumeme"}});
   o.resume = true;
+  std::vector<std::string> printed;
+  o.print = [&](const std::string& line) { printed.push_back(line); };
   {
     WandbSink sink(o);
     EXPECT_EQ(sink.run_id(), "resumeme");
@@ -316,6 +318,13 @@ TEST(WandbRun, ResumeContinuesTheSameRunWithoutDuplicateSteps) {
     sink.close();
     EXPECT_EQ(sink.totals().history_skipped, 2);  // steps 3 and 4 are on the server already
   }
+  bool reported = false, incomplete = false;
+  for (const auto& l : printed) {
+    reported |= l.rfind("wandb: uploaded 2/2 history rows", 0) == 0;
+    incomplete |= l.find("incomplete") != std::string::npos;
+  }
+  EXPECT_TRUE(reported) << ::testing::PrintToString(printed);
+  EXPECT_FALSE(incomplete) << ::testing::PrintToString(printed);
   EXPECT_EQ(server.problems(), std::vector<std::string>{});
   EXPECT_EQ(server.run_names(), std::vector<std::string>{"resumeme"});
   const auto h = history_of(*server.run("resumeme"));
