@@ -8,6 +8,7 @@ namespace cotune::log {
 namespace {
 std::atomic<Level> g_level{Level::info};
 std::mutex g_mutex;
+Listener g_listener;  // guarded by g_mutex
 }  // namespace
 
 void set_level(Level l) { g_level.store(l); }
@@ -19,6 +20,12 @@ void write(Level l, std::string_view message) {
   std::fprintf(stderr, "%s%.*s\n", kPrefix[static_cast<int>(l)], static_cast<int>(message.size()),
                message.data());
   std::fflush(stderr);
+  if (g_listener) g_listener(l, message);
+}
+
+void set_listener(Listener listener) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_listener = std::move(listener);
 }
 
 }  // namespace cotune::log

@@ -2,6 +2,7 @@
 #pragma once
 #include <fmt/format.h>
 
+#include <functional>
 #include <string_view>
 
 namespace cotune::log {
@@ -11,6 +12,12 @@ enum class Level { debug = 0, info = 1, warn = 2, error = 3, quiet = 4 };
 void set_level(Level level);
 Level level();
 void write(Level level, std::string_view message);
+
+// A listener that also receives every message written (after the level filter), e.g. the W&B sink,
+// which uploads the run's console output. Called under the logger's lock, from the thread that logs: it
+// must be quick and must not log. Pass an empty function to remove it.
+using Listener = std::function<void(Level, std::string_view)>;
+void set_listener(Listener listener);
 
 template <typename... Args>
 void debug(fmt::format_string<Args...> f, Args&&... args) {

@@ -1,6 +1,10 @@
 // cotune train: the LoRA SFT run. Orchestration only (DESIGN.md): resolve the model, build the data,
 // set up the adapter, run train::train with progress and metrics, export the adapter and the report.
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "base/fs.h"
@@ -26,12 +30,43 @@
 #include "track/progress.h"
 #include "track/report.h"
 #include "track/stop_flag.h"
+#include "track/wandb.h"
 #include "train/trainer.h"
 
 namespace cotune::cli {
 namespace {
 
 namespace fs = std::filesystem;
+
+// The W&B run's settings and config: every recipe key with its value, and the model and data identity.
+track::wandb::WandbOptions wandb_options(const TrainConfig& c, const RecipeBinder& binder, const hub::Resolved& model,
+                                         const hub::Resolved& data) {
+  track::wandb::WandbOptions o;
+  o.project = c.wandb_project;
+  o.entity = c.wandb_entity;
+  o.run_name = c.run_name.empty() ? c.output : c.run_name;  // transformers names the run after output_dir
+  o.notes = c.wandb_notes;
+  o.tags = c.wandb_tags;
+  o.mode = c.wandb_mode;
+  o.output_dir = c.output;
+  o.resume = c.resume;
+  o.config = binder.values();
+  auto identity = [](const hub::Resolved& r) {
+    nlohmann::json j = {{"path", r.path.string()}};
+    if (!r.repo_id.empty()) j["repo_id"] = r.repo_id;
+    if (!r.revision.empty()) j["revision"] = r.revision;
+    if (!r.commit.empty()) j["commit"] = r.commit;
+    return j;
+  };
+  o.config["model_identity"] = identity(model);
+  o.config["data_identity"] = identity(data);
+  std::ifstream mc(model.path / "config.json");  // the model's config.json, as transformers' callback logs it
+  if (mc) {
+    auto j = nlohmann::json::parse(mc, nullptr, false);
+    if (j.is_object()) o.config["model_config"] = j;
+  }
+  return o;
+}
 
 struct TrainCommand {
   TrainConfig cfg;
@@ -56,13 +91,22 @@ void run_train(TrainCommand& cmd) {
       c.template_file.empty() ? text::PromptTemplate::builtin(c.template_name) : text::PromptTemplate::load_file(c.template_file);
 
   data::DataOptions dopt;
-  dopt.data_path = hub::resolve(c.data, hub::RepoType::dataset).path.string();
+  const hub::Resolved data_ref = hub::resolve(c.data, hub::RepoType::dataset);
+  dopt.data_path = data_ref.path.string();
   if (!c.data_files.empty()) {
     if (!fs::is_directory(dopt.data_path))
       fail("data_files = \"{}\" needs `data` to be a folder or dataset repo, but {} is a file", c.data_files, dopt.data_path);
     dopt.data_path = (fs::path(dopt.data_path) / c.data_files).string();
     if (!fs::exists(dopt.data_path)) fail("data_files: {} does not exist", dopt.data_path);
   }
+  // W&B first: a wrong key must fail before the data is tokenized and the model loaded.
+  std::vector<std::string> sink_names = c.report_to;
+  std::unique_ptr<track::WandbSink> wandb_sink;
+  if (auto it = std::find(sink_names.begin(), sink_names.end(), "wandb"); it != sink_names.end()) {
+    sink_names.erase(it);
+    wandb_sink = track::make_wandb_sink(wandb_options(c, *cmd.binder, model_ref, data_ref));
+  }
+  track::WandbSink* wandb = wandb_sink.get();  // owned by the hub below
   dopt.max_seq_length = c.max_seq_length;
   dopt.on_bad_record = data::parse_on_bad_record(c.on_bad_record);
   dopt.selection = data::parse_selection(c.selection);
@@ -131,7 +175,8 @@ void run_train(TrainCommand& cmd) {
   if (to.resume)
     if (auto ck = train::latest_checkpoint(to.output_dir))
       resume_step = std::stoll(fs::path(*ck).filename().string().substr(11));
-  track::MetricsHub hub = track::MetricsHub::open(c.report_to, to.output_dir, resume_step);
+  track::MetricsHub hub = track::MetricsHub::open(sink_names, to.output_dir, resume_step);
+  if (wandb_sink) hub.add_sink(std::move(wandb_sink));
 
   train::TrainInputs in;
   in.model = &model;
@@ -169,13 +214,21 @@ void run_train(TrainCommand& cmd) {
     }
 #endif
     progress.update(s);
+    if (wandb && (r.step % to.logging_steps == 0 || r.step == total))  // the progress line, for the run's console
+      wandb->log_console(fmt::format("step {}/{} | loss {:.4f} | lr {:.2e} | grad_norm {:.3f} | {:.0f} tok/s", r.step,
+                                     total, r.loss, r.lr, r.grad_norm, r.tokens_per_s));
   };
   hooks.on_eval = [&](const train::EvalRecord& e) {
     last_eval = e.loss;
-    progress.message(fmt::format("step {}: eval_loss {:.4f}, eval_mean_token_accuracy {:.3f}", e.step, e.loss,
-                                 e.mean_token_accuracy));
+    const std::string line = fmt::format("step {}: eval_loss {:.4f}, eval_mean_token_accuracy {:.3f}", e.step, e.loss,
+                                         e.mean_token_accuracy);
+    progress.message(line);
+    if (wandb) wandb->log_console(line);
   };
-  hooks.on_message = [&](const std::string& m) { progress.message(m); };
+  hooks.on_message = [&](const std::string& m) {
+    progress.message(m);
+    if (wandb) wandb->log_console(m);
+  };
   hooks.should_stop = [&] { return stop.requested(); };
 
   train::TrainResult res = train::train(in, to, hooks);
@@ -195,6 +248,12 @@ void run_train(TrainCommand& cmd) {
     const std::string sdir = (fs::path(to.output_dir) / "samples").string();
     infer::write_comparison_report(sdir, samples);
     log::info("before/after answers: {}/report.html", sdir);
+    track::Table table;  // the W&B "samples" table, one row a question
+    table.columns = {"question", "before", "after"};
+    for (size_t i = 0; i < samples.questions.size(); ++i)
+      table.rows.push_back({samples.questions[i].question, i < samples.before.size() ? samples.before[i].text : "",
+                            i < samples.after.size() ? samples.after[i].text : ""});
+    hub.log_table(res.steps_done, "samples", table);
   }
   if (c.save_merged && !res.stopped_early) {
     const std::string merged = (fs::path(to.output_dir) / "merged").string();
@@ -215,6 +274,19 @@ void run_train(TrainCommand& cmd) {
               {"LoRA parameters", fmt::format("{}", lora.parameter_count())},
               {"adapter", adapter_dir}};
   track::ReportFiles rf = track::write_report(to.output_dir, hub.history(), ri);
+  // transformers' end-of-training figures, for the W&B summary (train/train_runtime, ...).
+  const track::RunTotals totals = track::compute_totals(hub.history(), ri);
+  track::Scalars final_figures = {{"train_runtime", res.seconds},
+                                  {"train_tokens_per_second", totals.tokens_per_s},
+                                  {"total_tokens", static_cast<double>(res.input_tokens)},
+                                  {"global_step", static_cast<double>(res.steps_done)}};
+  if (const auto& losses = hub.history().series("loss"); !losses.empty()) {  // the mean, as transformers reports
+    double sum = 0;
+    for (const auto& p : losses) sum += p.value;
+    final_figures["train_loss"] = sum / static_cast<double>(losses.size());
+  }
+  hub.log_summary(final_figures);
+  if (res.stopped_early) hub.set_exit_code(130);
   hub.close();
   std::fprintf(stderr, "%s\n", track::summary_table(hub.history(), ri, rf.index_html).c_str());
   // A run stopped by Ctrl-C has written its checkpoint and outputs; the exit status says it did not finish

@@ -90,6 +90,7 @@ void RecipeBinder::bind_value(const std::string& key, T& target, const std::stri
         target = *tmp;
         return true;
       }});
+  fields_.back().value = [&target] { return nlohmann::json(target); };
 }
 
 void RecipeBinder::bind(const std::string& k, std::string& t, const std::string& h) { bind_value(k, t, h); }
@@ -112,6 +113,7 @@ void RecipeBinder::bind(const std::string& key, bool& target, const std::string&
         target = *tmp == "true" || *tmp == "1" || *tmp == "yes" || *tmp == "on";
         return true;
       }});
+  fields_.back().value = [&target] { return nlohmann::json(target); };
 }
 
 void RecipeBinder::bind_switch(const std::string& key, const std::string& flag, bool& target, bool value,
@@ -126,6 +128,7 @@ void RecipeBinder::bind_switch(const std::string& key, const std::string& flag, 
         target = value;
         return true;
       }});
+  fields_.back().value = [&target] { return nlohmann::json(target); };
 }
 
 void RecipeBinder::accept(const std::string& key, const std::string& why) { accepted_.emplace_back(key, why); }
@@ -161,6 +164,13 @@ void RecipeBinder::apply(const std::string& recipe_path) {
   }
   for (auto& f : fields_)
     if (f.from_cli()) f.set = true;
+}
+
+nlohmann::json RecipeBinder::values() const {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& f : fields_)
+    if (f.value && !out.contains(f.key)) out[f.key] = f.value();  // a key bound twice (value + switch): first
+  return out;
 }
 
 bool RecipeBinder::was_set(const std::string& key) const {

@@ -3,6 +3,7 @@
 // were given. Unknown recipe keys are errors naming the file and key (a typo must not be silently ignored).
 #pragma once
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <functional>
 #include <memory>
@@ -40,6 +41,8 @@ class RecipeBinder {
   void apply(const std::string& recipe_path);
   // True when the key was set by the recipe or a flag.
   bool was_set(const std::string& key) const;
+  // Every bound key and its current value (after apply(): the run's settings), e.g. for the W&B config.
+  nlohmann::json values() const;
 
  private:
   struct Field {
@@ -47,6 +50,7 @@ class RecipeBinder {
     std::function<void(const toml::node&, const std::string& where)> from_toml;
     std::function<bool()> from_cli;  // applies the flag when given; returns whether it was
     bool set = false;
+    std::function<nlohmann::json()> value{};
   };
   CLI::App& app_;
   std::vector<Field> fields_;

@@ -57,7 +57,15 @@ void TrainConfig::bind(RecipeBinder& b) {
   b.bind("gradient_checkpointing", gradient_checkpointing, "Recompute each layer in backward");
   b.bind("load_in_4bit", load_in_4bit, "NF4 base weights (QLoRA)");
   b.bind("output", output, "Output folder (checkpoints, adapter, metrics, report)");
-  b.bind("report_to", report_to, "Metric sinks: jsonl, tensorboard");
+  b.bind("report_to", report_to, "Metric sinks: jsonl, tensorboard, wandb (or none)");
+  b.bind("wandb_project", wandb_project, "W&B project (default $WANDB_PROJECT, else cotune)");
+  b.bind("wandb_entity", wandb_entity, "W&B entity: user or team (default $WANDB_ENTITY, else the key's default)");
+  b.bind("run_name", run_name, "W&B run name (default $WANDB_NAME, else the output folder)");
+  b.bind("wandb_tags", wandb_tags, "W&B run tags, comma-separated (default $WANDB_TAGS)");
+  b.bind("wandb_notes", wandb_notes, "W&B run notes (default $WANDB_NOTES)");
+  b.bind("wandb_mode", wandb_mode,
+         "W&B mode: online, offline (write wandb/offline-run-*/ for `wandb sync`) or disabled (default $WANDB_MODE, "
+         "else online)");
   b.bind_switch("resume", "resume", resume, true, "Continue from the newest checkpoint in the output folder");
   b.bind("save_merged", save_merged, "Also write a merged 16-bit model to OUTPUT/merged");
   b.bind("sample_questions", sample_questions,
@@ -76,6 +84,8 @@ void TrainConfig::validate() const {
   if (validation_split < 0 || validation_split >= 1) fail("validation_split must be in [0, 1), got {}", validation_split);
   if (device != "auto" && device != "cpu" && device != "cuda") fail("device must be cpu, cuda or auto, got '{}'", device);
   if (loss_on != "all" && loss_on != "response") fail("loss_on must be all or response, got '{}'", loss_on);
+  if (!wandb_mode.empty() && wandb_mode != "online" && wandb_mode != "offline" && wandb_mode != "disabled")
+    fail("wandb_mode must be online, offline or disabled, got '{}'", wandb_mode);
 }
 
 Device TrainConfig::resolved_device() const { return parse_device(device, "device"); }

@@ -43,6 +43,9 @@ struct TrainConfig {
   // outputs
   std::string output = "runs/cotune";
   std::vector<std::string> report_to{"jsonl", "tensorboard"};
+  // Weights & Biases (report_to = ["wandb", ...]); empty values defer to WANDB_* and the client's defaults.
+  std::string wandb_project, wandb_entity, run_name, wandb_notes, wandb_mode;
+  std::vector<std::string> wandb_tags;
   bool resume = false, save_merged = false;
   int64_t sample_questions = 0, sample_max_new_tokens = 256;  // before/after answers (the guide's steps 3 and 7)
 

@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "track/tensorboard.h"
+#include "track/wandb.h"
 
 namespace cotune::track {
 namespace fs = std::filesystem;
@@ -195,7 +196,7 @@ History read_metrics_jsonl(const fs::path& file, std::optional<int64_t> max_step
 
 // ---- factory and hub ------------------------------------------------------------------------
 
-std::vector<std::string> known_sink_names() { return {"jsonl", "tensorboard"}; }
+std::vector<std::string> known_sink_names() { return {"jsonl", "tensorboard", "wandb"}; }
 
 std::unique_ptr<MetricsSink> make_sink(std::string_view name, const fs::path& output_dir,
                                        std::optional<int64_t> resume_step) {
@@ -205,10 +206,14 @@ std::unique_ptr<MetricsSink> make_sink(std::string_view name, const fs::path& ou
     tb.resume_step = resume_step;
     return std::make_unique<TensorBoardSink>(output_dir / "tb", tb);
   }
+  if (name == "wandb") {  // settings from the environment only (the cli passes its own, see cmd_train)
+    wandb::WandbOptions wo;
+    wo.output_dir = output_dir;
+    wo.resume = resume_step.has_value();
+    return make_wandb_sink(wo);  // nullptr when disabled
+  }
   std::string known;
   for (const auto& n : known_sink_names()) known += (known.empty() ? "" : ", ") + n;
-  if (name == "wandb")
-    fail("report_to: \"wandb\" is not available yet (it comes with the Weights & Biases sink); known: {}", known);
   fail("report_to: unknown sink \"{}\"; known: {}", name, known);
 }
 
@@ -232,7 +237,8 @@ MetricsHub MetricsHub::open(const std::vector<std::string>& report_to, const fs:
       }
     }
   }
-  for (const auto& n : report_to) hub.add_sink(make_sink(n, output_dir, resume_step));
+  for (const auto& n : report_to)
+    if (auto sink = make_sink(n, output_dir, resume_step)) hub.add_sink(std::move(sink));
   return hub;
 }
 
@@ -256,6 +262,18 @@ void MetricsHub::log(int64_t step, const Scalars& scalars) {
 
 void MetricsHub::log_text(int64_t step, std::string_view tag, std::string_view text) {
   for (auto& s : sinks_) s->log_text(step, tag, text);
+}
+
+void MetricsHub::log_table(int64_t step, std::string_view key, const Table& table) {
+  for (auto& s : sinks_) s->log_table(step, key, table);
+}
+
+void MetricsHub::log_summary(const Scalars& scalars) {
+  for (auto& s : sinks_) s->log_summary(scalars);
+}
+
+void MetricsHub::set_exit_code(int code) {
+  for (auto& s : sinks_) s->set_exit_code(code);
 }
 
 void MetricsHub::flush() {

@@ -37,6 +37,12 @@ namespace cotune::track {
 // the JSONL sink puts the well-known keys first for readability.
 using Scalars = std::map<std::string, double, std::less<>>;
 
+// A small table of text (e.g. the before/after answers): column names and rows of cells.
+struct Table {
+  std::vector<std::string> columns;
+  std::vector<std::vector<std::string>> rows;
+};
+
 class MetricsSink {
  public:
   virtual ~MetricsSink() = default;
@@ -44,6 +50,12 @@ class MetricsSink {
   virtual void log(int64_t step, const Scalars& scalars) = 0;
   // A piece of text (e.g. a sampled answer) under `tag`. Sinks that cannot show text ignore it.
   virtual void log_text(int64_t /*step*/, std::string_view /*tag*/, std::string_view /*text*/) {}
+  // A table under `key` (W&B shows it as a table). Sinks that cannot show tables ignore it.
+  virtual void log_table(int64_t /*step*/, std::string_view /*key*/, const Table& /*table*/) {}
+  // End-of-run figures (e.g. train_runtime) that belong in a run summary rather than in the step history.
+  virtual void log_summary(const Scalars& /*scalars*/) {}
+  // How the run ended (0: completed; 130: stopped by Ctrl-C), for sinks that record it. Before close().
+  virtual void set_exit_code(int /*code*/) {}
   virtual void flush() {}
   // Ends the sink; later calls to log() are errors. Calling close() twice is fine.
   virtual void close() {}
@@ -71,8 +83,8 @@ class History {
 
 // Sink names the factory knows, in the order they are documented.
 std::vector<std::string> known_sink_names();
-// Makes one sink by name: "jsonl" (OUTPUT/metrics.jsonl) or "tensorboard" (OUTPUT/tb/); an unknown name
-// fails listing the known ones.
+// Makes one sink by name: "jsonl" (OUTPUT/metrics.jsonl), "tensorboard" (OUTPUT/tb/) or "wandb" (with the
+// WANDB_* environment only; nullptr when WANDB_MODE=disabled); an unknown name fails listing the known ones.
 // resume_step: when resuming from a checkpoint taken after step N, the JSONL file keeps the records with
 // step <= N (later ones belong to the abandoned tail of the old run) and appends; TensorBoard starts a
 // new event file whose first record tells TensorBoard to discard the old files' events after step N.
@@ -96,6 +108,9 @@ class MetricsHub : public MetricsSink {
   void add_sink(std::unique_ptr<MetricsSink> sink);
   void log(int64_t step, const Scalars& scalars) override;
   void log_text(int64_t step, std::string_view tag, std::string_view text) override;
+  void log_table(int64_t step, std::string_view key, const Table& table) override;
+  void log_summary(const Scalars& scalars) override;
+  void set_exit_code(int code) override;
   void flush() override;
   void close() override;
   std::string_view name() const override { return "hub"; }

@@ -12,6 +12,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "track/protobuf.h"
 
 namespace cotune::track {
 namespace fs = std::filesystem;
@@ -50,12 +51,9 @@ uint32_t masked_crc32c(const void* data, size_t size) {
 
 namespace {
 
-void put_le32(std::string& out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFFu));
-}
-void put_le64(std::string& out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFFu));
-}
+using protobuf::put_le32;
+using protobuf::put_le64;
+
 uint64_t get_le(const unsigned char* p, int n) {
   uint64_t v = 0;
   for (int i = 0; i < n; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
@@ -110,36 +108,10 @@ std::vector<std::string> read_tfrecords(const fs::path& file, bool allow_torn_ta
 
 namespace {
 
-// Wire types: 0 varint, 1 fixed64, 2 length-delimited, 5 fixed32.
-void put_varint(std::string& out, uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back(static_cast<char>((v & 0x7F) | 0x80));
-    v >>= 7;
-  }
-  out.push_back(static_cast<char>(v));
-}
-void put_key(std::string& out, uint32_t field, uint32_t wire_type) { put_varint(out, (field << 3) | wire_type); }
-void put_double(std::string& out, uint32_t field, double v) {
-  uint64_t bits;
-  std::memcpy(&bits, &v, 8);
-  put_key(out, field, 1);
-  put_le64(out, bits);
-}
-void put_float(std::string& out, uint32_t field, float v) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, 4);
-  put_key(out, field, 5);
-  put_le32(out, bits);
-}
-void put_int(std::string& out, uint32_t field, int64_t v) {
-  put_key(out, field, 0);
-  put_varint(out, static_cast<uint64_t>(v));  // int64: negative values as 10-byte two's complement
-}
-void put_bytes(std::string& out, uint32_t field, std::string_view v) {
-  put_key(out, field, 2);
-  put_varint(out, v.size());
-  out.append(v);
-}
+using protobuf::put_bytes;
+using protobuf::put_double;
+using protobuf::put_float;
+using protobuf::put_int;
 
 // Event header: wall_time (1), step (2).
 std::string event_head(double wall_time, int64_t step) {
