@@ -1,4 +1,5 @@
-// The Qwen2 decoder family (Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen; Llama by flags): weights,
+// The decoder families (Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen, Llama 3.x, Qwen3, Mistral; what differs is
+// model/architecture.h's description, read by the layer code here and in infer/): weights,
 // and an explicit forward and backward over packed variable-length batches (llm.c style: every op a
 // call into kernels/ops.h, no autograd graph). The frozen base may carry LoRA adapters (model/lora.h);
 // the backward pass produces gradients for the LoRA weights only.
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "formats/model_config.h"
+#include "model/architecture.h"
 #include "kernels/quant.h"
 #include "model/lora.h"
 #include "tensor/arena.h"
@@ -21,14 +23,17 @@ class Checkpoint;
 
 namespace cotune::model {
 
+// One decoder layer's weights; which optional tensors are defined follows the Architecture.
 struct LayerWeights {
   Tensor input_norm;                     // [C]
   Tensor q_w, q_b, k_w, k_b, v_w, v_b;   // [H*D, C] (+[H*D]), [KV*D, C] (+[KV*D]); biases undefined if absent
-  Tensor o_w;                            // [C, H*D]
+  Tensor q_norm, k_norm;                 // [D] (Qwen3's per-head q/k RMSNorm), undefined if absent
+  Tensor o_w, o_b;                       // [C, H*D] (+[C]: Llama/Qwen3 attention_bias)
   Tensor post_norm;                      // [C]
   Tensor gate_w, up_w, down_w;           // [I, C], [I, C], [C, I]
+  Tensor gate_b, up_b, down_b;           // [I], [I], [C] (Llama mlp_bias), undefined if absent
   const Tensor& proj(Proj p) const;
-  const Tensor& bias(Proj p) const;      // undefined for o/gate/up/down (and q/k/v without bias)
+  const Tensor& bias(Proj p) const;      // undefined where the architecture has none
 };
 
 struct Weights {
@@ -59,6 +64,7 @@ class Qwen2Model {
                            float init_std = 0.02f);
 
   const formats::ModelConfig& config() const { return config_; }
+  const Architecture& arch() const { return arch_; }  // what the layer computes (model/architecture.h)
   // On CUDA with load_in_4bit, the seven projections of each layer are held only as NF4 (weights().layers[l]
   // then has undefined projection tensors): dequantize_layer() writes them to a bf16 scratch before use.
   const Weights& weights() const { return weights_; }
@@ -74,6 +80,7 @@ class Qwen2Model {
 
  private:
   formats::ModelConfig config_;
+  Architecture arch_;
   Device device_ = Device::cpu;
   std::unique_ptr<Arena> arena_;
   Weights weights_;

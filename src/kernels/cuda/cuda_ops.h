@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/rope.h"
 #include "tensor/tensor.h"
 
 namespace cotune::kernels::cuda {
@@ -13,8 +14,8 @@ void embedding_forward(const Tensor& out, const Tensor& ids, const Tensor& table
 void rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& inp, const Tensor& weight, float eps);
 void rmsnorm_backward(const Tensor& dinp, const Tensor& dout, const Tensor& inp, const Tensor& weight,
                       const Tensor& rstd, bool accumulate);
-void rope_forward(const Tensor& x, const Tensor& positions, float theta);
-void rope_backward(const Tensor& dx, const Tensor& positions, float theta);
+void rope_forward(const Tensor& x, const Tensor& positions, const RopeSpec& rope);
+void rope_backward(const Tensor& dx, const Tensor& positions, const RopeSpec& rope);
 void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& cu_seqlens, int max_seqlen, float scale);
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,

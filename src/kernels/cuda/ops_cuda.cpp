@@ -45,17 +45,19 @@ void rmsnorm_backward(const Tensor& dinp, const Tensor& dout, const Tensor& inp,
                           accumulate);
 }
 
-static void rope(const char* op, const Tensor& x, const Tensor& positions, float theta, float sign) {
+static void rope(const char* op, const Tensor& x, const Tensor& positions, const RopeSpec& spec, float sign) {
   need_dtype(x, DType::bf16, op, "x");
   float inv_freq[512];
-  cpu::rope_inv_freq(inv_freq, x.dim(2), theta);  // bit-identical to the CPU reference (HF computes it in fp32)
+  rope_inv_freq(inv_freq, x.dim(2), spec);  // bit-identical to the CPU reference (HF computes it in fp32)
   launch_rope(x.data, positions.ptr<int32_t>(), x.dim(0), x.dim(1), x.dim(2), inv_freq, sign);
 }
 
-void rope_forward(const Tensor& x, const Tensor& positions, float theta) { rope("rope_forward", x, positions, theta, 1.0f); }
+void rope_forward(const Tensor& x, const Tensor& positions, const RopeSpec& spec) {
+  rope("rope_forward", x, positions, spec, 1.0f);
+}
 
-void rope_backward(const Tensor& dx, const Tensor& positions, float theta) {
-  rope("rope_backward", dx, positions, theta, -1.0f);
+void rope_backward(const Tensor& dx, const Tensor& positions, const RopeSpec& spec) {
+  rope("rope_backward", dx, positions, spec, -1.0f);
 }
 
 void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) {
