@@ -90,16 +90,10 @@ void cached_attention_forward(const Tensor& out, const Tensor& q, const Tensor& 
   if (!(out.shape == q.shape)) fail("{}: out {} must match q {}", op, out.str(), q.str());
   check_index(op, slot, pos, T, k_cache);
   if (on_cuda(op, {&out, &q, &k_cache, &v_cache}, slot, pos)) {
-    // The CUDA kernel attends to every cached position up to pos: a window is only exact while the cache is no longer
-    // than the window.
-    if (window > 0 && k_cache.dim(1) > window)
-      fail("{}: sliding-window attention (window {}) over a cache of {} positions is not implemented on CUDA; keep the "
-           "context at most {} tokens",
-           op, window, k_cache.dim(1), window);
     if (D % 32 != 0 || D > 256) fail("{}: the CUDA kernel needs a head dim that is a multiple of 32 up to 256, got {}", op, D);
 #ifdef COTUNE_WITH_CUDA
     cuda::launch_cached_attention(out.data, q.data, k_cache.data, v_cache.data, slot.ptr<int32_t>(), pos.ptr<int32_t>(),
-                                  T, k_cache.dim(1), H, KV, D, scale);
+                                  T, k_cache.dim(1), H, KV, D, scale, window);
 #endif
     return;
   }

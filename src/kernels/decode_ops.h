@@ -17,8 +17,8 @@ void kv_cache_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& 
 
 // out[T,H,D]: query t attends causally to the cached keys/values of its slot at positions [0, pos[t]]
 // (so a token's own k/v must be written first). Grouped-query: query head h reads KV head h / (H / KV).
-// window > 0 (sliding window): only positions (pos[t] - window, pos[t]]; on CUDA only when the cache holds at most
-// `window` positions (then it changes nothing). Softmax in fp32. This is attention_forward (ops.h) for tokens whose earlier keys sit in the cache:
+// window > 0 (sliding window): only positions (pos[t] - window, pos[t]] (the cache keeps every position). Softmax
+// in fp32. This is attention_forward (ops.h) for tokens whose earlier keys sit in the cache:
 // prefill (many tokens of a sequence), chunked prefill and one-token decode steps are all this one op.
 void cached_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                               const Tensor& slot, const Tensor& pos, float scale, int64_t window = 0);

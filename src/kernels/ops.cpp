@@ -171,22 +171,12 @@ static void check_cu_seqlens_host(const char* op, const Tensor& cu_seqlens, int6
   }
 }
 
-// The CUDA attention kernels are full causal: a sliding window is accepted only where no sequence is longer than it.
-// Returns true (the caller then dispatches to CUDA) or throws.
-static bool cuda_window_ok(const char* op, int64_t window, int max_seqlen) {
-  if (window > 0 && max_seqlen > window)
-    fail("{}: sliding-window attention (window {}) over sequences of up to {} tokens is not implemented on CUDA; keep "
-         "max_seq_length at most {} (or train on the CPU)",
-         op, window, max_seqlen, window);
-  return true;
-}
-
 void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& cu_seqlens, int max_seqlen, float scale, int64_t window) {
   const char* op = "attention_forward";
   check_attention(op, out, lse, q, k, v, cu_seqlens);
-  if (on_cuda(op, {&out, &lse, &q, &k, &v, &cu_seqlens}) && cuda_window_ok(op, window, max_seqlen))
-    COTUNE_CUDA_CALL(attention_forward(out, lse, q, k, v, cu_seqlens, max_seqlen, scale));
+  if (on_cuda(op, {&out, &lse, &q, &k, &v, &cu_seqlens}) )
+    COTUNE_CUDA_CALL(attention_forward(out, lse, q, k, v, cu_seqlens, max_seqlen, scale, window));
   cpu_f32(op, {&out, &q, &k, &v});
   check_cu_seqlens_host(op, cu_seqlens, q.dim(0), max_seqlen);
   cpu::attention_forward(f32(out), f32(lse), f32(q), f32(k), f32(v), i32(cu_seqlens), cu_seqlens.dim(0) - 1, q.dim(0),
@@ -202,8 +192,8 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
   expect_same_shape(op, "dk", dk, k);
   expect_same_shape(op, "dv", dv, v);
   expect_same_shape(op, "dout", dout, q);
-  if (on_cuda(op, {&dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse, &cu_seqlens}) && cuda_window_ok(op, window, max_seqlen))
-    COTUNE_CUDA_CALL(attention_backward(dq, dk, dv, dout, q, k, v, out, lse, cu_seqlens, max_seqlen, scale));
+  if (on_cuda(op, {&dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse, &cu_seqlens}) )
+    COTUNE_CUDA_CALL(attention_backward(dq, dk, dv, dout, q, k, v, out, lse, cu_seqlens, max_seqlen, scale, window));
   cpu_f32(op, {&dq, &dk, &dv, &dout, &q, &k, &v, &out});
   check_cu_seqlens_host(op, cu_seqlens, q.dim(0), max_seqlen);
   cpu::attention_backward(f32(dq), f32(dk), f32(dv), f32(dout), f32(q), f32(k), f32(v), f32(out), f32(lse),

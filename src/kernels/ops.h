@@ -54,8 +54,8 @@ void rope_backward(const Tensor& dx, const Tensor& positions, const RopeSpec& ro
 // to keys of its own sequence at positions <= its own (no attention across sequence boundaries).
 // cu_seqlens i32 [S+1], cu_seqlens[0] = 0, cu_seqlens[S] = T. scale = 1/sqrt(D) normally.
 // window > 0: sliding-window attention (Mistral): a query sees only the `window` newest keys of its sequence, itself
-// included. The CUDA kernels implement no window: there it is accepted only where it changes nothing
-// (max_seqlen <= window) and is an error otherwise.
+// included. On CUDA a window that matters (max_seqlen > window) runs the simple kernels (exact, slower than flash);
+// otherwise the window changes nothing and flash runs as usual.
 void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                        const Tensor& cu_seqlens, int max_seqlen, float scale, int64_t window = 0);
 // dq[T,H,D], dk[T,KV,D], dv[T,KV,D] from dout[T,H,D] and the forward's q, k, v, out, lse.

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -522,8 +521,7 @@ void Qwen2Runner::allocate() {
   // one shared set, recomputed in the backward.
   b.keep_attention = opts_.training && opts_.gradient_checkpointing && b.lora16 && L > 1;
   if (b.keep_attention) {
-    int mode = opts_.keep_attention;
-    if (const char* e = std::getenv("COTUNE_KEEP_ATTENTION")) mode = std::atoi(e);
+    const int mode = opts_.keep_attention;
     if (mode == 0) b.keep_attention = false;
     if (mode < 0) {
 #ifdef COTUNE_WITH_CUDA
@@ -913,12 +911,7 @@ StepStats Qwen2Runner::read_stats(const PackedBatch& batch) {
 }
 
 bool Qwen2Runner::use_graphs() const {
-  if (!opts_.cuda_graphs || !opts_.training || model_.device() != Device::cuda || !buf_->lora16) return false;
-  static const bool disabled = [] {
-    const char* e = std::getenv("COTUNE_TRAIN_GRAPHS");
-    return e && std::strcmp(e, "0") == 0;
-  }();
-  return !disabled;
+  return opts_.cuda_graphs && opts_.training && model_.device() == Device::cuda && buf_->lora16;
 }
 
 Qwen2Runner::GraphKey Qwen2Runner::pad_for_graph(const PackedBatch& batch, PackedBatch& padded) const {

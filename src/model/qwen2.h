@@ -128,7 +128,7 @@ struct RunnerOptions {
   // the attention output and its log-sum-exp, the LoRA xa: ~7.4 KB a token a layer at the 1.5B shape, against
   // ~60 KB for the MLP's tensors), so the backward recomputes only from the o projection on (the MLP) and not
   // the q/k/v projections, RoPE and attention. -1: when that costs at most an eighth of the free GPU memory
-  // (short sequences; not the longest ones); 0: off; 1: on. Environment override: COTUNE_KEEP_ATTENTION.
+  // (short sequences; not the longest ones); 0: off; 1: on.
   int keep_attention = -1;
   int64_t ce_chunk = 0;               // tokens per LM-head chunk (0: chosen from the vocabulary size)
   bool training = true;               // allocate backward buffers
@@ -136,7 +136,7 @@ struct RunnerOptions {
   // per (padded tokens, sequences, padded longest sequence), captured at its first use. A batch's last sequence
   // is padded up to a multiple of graph_bucket tokens with ignored tokens (causal attention: no real token sees
   // them; they are never counted) so that varying lengths share a few graphs; the host then launches one graph
-  // instead of thousands of kernels. The environment variable COTUNE_TRAIN_GRAPHS=0 turns them off.
+  // instead of thousands of kernels. false: every step runs kernel by kernel.
   bool cuda_graphs = true;
   int64_t graph_bucket = 64;
   int max_graphs = 64;                // more distinct shapes than this run without graphs
