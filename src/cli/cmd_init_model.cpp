@@ -1,6 +1,7 @@
 // `cotune init-model --output DIR [--preset tiny|demo] [shape flags] [--vocab-from FILE --vocab-size N]
-// [--seed S] [--tied]`: a tiny random Qwen2 model folder (config.json, model.safetensors in BF16,
-// generation_config.json, tokenizer.json + tokenizer_config.json) that transformers loads as is.
+// [--seed S] [--tied] [--arch qwen2|llama|qwen3|mistral]`: a tiny random model folder of that family
+// (config.json, model.safetensors in BF16, generation_config.json, tokenizer.json + tokenizer_config.json) that
+// transformers loads as is.
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -22,6 +23,11 @@ void setup_init_model(CLI::App& app) {
   app.add_option("--output,-o", o->output, "Folder to write the model into (created if missing)")->required();
   app.add_option("--preset", o->opts.preset, "Shape preset: tiny (hidden 64) or demo (hidden 128)")
       ->check(CLI::IsMember({"tiny", "demo"}))
+      ->capture_default_str();
+  app.add_option("--arch", o->opts.arch,
+                 "Decoder family: qwen2 (q/k/v bias), llama (no bias, rope llama3), qwen3 (q/k norm), mistral "
+                 "(sliding window)")
+      ->check(CLI::IsMember({"qwen2", "llama", "qwen3", "mistral"}))
       ->capture_default_str();
   app.add_option("--hidden", o->opts.hidden_size, "Hidden size (overrides the preset)");
   app.add_option("--layers", o->opts.num_layers, "Decoder layers");
@@ -57,5 +63,5 @@ void setup_init_model(CLI::App& app) {
 }  // namespace
 }  // namespace cotune::cli
 
-COTUNE_COMMAND(init_model, "init-model", "Write a tiny random Qwen2 model + trained BPE tokenizer (demo, tests)", 5,
+COTUNE_COMMAND(init_model, "init-model", "Write a tiny random model (Qwen2, Llama, Qwen3 or Mistral) + trained BPE tokenizer (demo, tests)", 5,
                cotune::cli::setup_init_model);

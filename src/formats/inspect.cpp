@@ -107,9 +107,17 @@ std::string inspect_text(const InspectReport& r) {
   line("vocabulary", std::to_string(c.vocab_size));
   line("max positions", std::to_string(c.max_position_embeddings));
   line("rope theta", fmt::format("{}", c.rope_theta));
+  if (c.rope_type == "linear") line("rope scaling", fmt::format("linear, factor {}", c.rope_factor));
+  if (c.rope_type == "llama3")
+    line("rope scaling", fmt::format("llama3, factor {}, low/high frequency factors {}/{}, original max positions {}",
+                                     c.rope_factor, c.rope_low_freq_factor, c.rope_high_freq_factor,
+                                     c.rope_original_max_position_embeddings));
   line("rms norm eps", fmt::format("{}", c.rms_norm_eps));
   line("tied embeddings", c.tie_word_embeddings ? "yes" : "no");
-  line("qkv bias", c.attention_bias ? "yes" : "no");
+  line("qkv bias", c.attention_bias ? (c.o_proj_bias() ? "yes (o_proj too)" : "yes") : "no");
+  if (c.mlp_bias) line("mlp bias", "yes");
+  if (c.qk_norm) line("q/k norm", "yes (per-head RMSNorm before RoPE)");
+  if (c.attention_window() > 0) line("sliding window", std::to_string(c.attention_window()));
   line("dtype", c.torch_dtype);
   line("parameters", fmt::format("{} ({:.2f} B)", with_commas(r.parameters), r.parameters / 1e9));
   line("  without embeddings", fmt::format("{} (embed_tokens{} excluded)", with_commas(r.parameters_without_embeddings),
@@ -160,6 +168,11 @@ std::string inspect_json(const InspectReport& r) {
   j["rms_norm_eps"] = c.rms_norm_eps;
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   j["attention_bias"] = c.attention_bias;
+  j["mlp_bias"] = c.mlp_bias;
+  j["qk_norm"] = c.qk_norm;
+  j["rope_type"] = c.rope_type;
+  if (c.rope_type != "default") j["rope_factor"] = c.rope_factor;
+  j["sliding_window"] = c.attention_window();
   j["torch_dtype"] = c.torch_dtype;
   j["parameters"] = r.parameters;
   j["parameters_without_embeddings"] = r.parameters_without_embeddings;

@@ -100,23 +100,53 @@ class Fields {
   std::string prefix_;
 };
 
-// Rope settings cotune implements: plain RoPE only. transformers 4.x writes `rope_scaling` (null, or an
-// object with `rope_type`/`type`); 5.x writes `rope_parameters` {rope_theta, rope_type}.
-void check_rope_type(object o, const std::string& source, const char* field) {
-  bool typed = false;
-  for (const char* key : {"rope_type", "type"}) {
-    element e;
-    if (o[key].get(e) || e.is_null()) continue;
-    std::string_view t;
-    if (e.get_string().get(t)) fail("{}: field \"{}.{}\" must be a string, found {}", source, field, key, type_name(e));
-    if (t != "default")
-      fail("{}: field \"{}.{}\" is \"{}\": cotune implements only plain RoPE (rope_type \"default\")", source, field,
-           key, t);
-    typed = true;
+// RoPE scaling: transformers 4.x writes `rope_scaling` (null, or an object with `rope_type`/`type`); 5.x writes
+// `rope_parameters` {rope_theta, rope_type, ...}. Implemented: "default", "linear", "llama3"; any other type (yarn,
+// dynamic, longrope, ...) changes the math and is an error naming the field.
+void parse_rope_scaling(object o, const std::string& source, const char* field, ModelConfig& c) {
+  const std::string prefix = std::string(field) + ".";
+  Fields f(o, source, prefix);
+  std::string type;
+  for (const char* key : {"rope_type", "type"})
+    if (f.has(key)) type = f.string(key);
+  if (type.empty()) {
+    // A legacy rope_scaling object without a type still asks for scaling (e.g. {"factor": 2}).
+    if (std::string_view(field) == "rope_scaling" && o.size() > 0)
+      fail("{}: field \"rope_scaling\" is set without a rope_type: cotune implements rope types \"default\", "
+           "\"linear\" and \"llama3\"",
+           source);
+    return;
   }
-  // A legacy rope_scaling object without a type still asks for scaling (e.g. {"factor": 2}).
-  if (!typed && std::string_view(field) == "rope_scaling" && o.size() > 0)
-    fail("{}: field \"rope_scaling\" is set without a rope_type: cotune implements only plain RoPE", source);
+  if (type != "default" && type != "linear" && type != "llama3")
+    fail("{}: field \"{}rope_type\" is \"{}\": cotune implements rope types \"default\", \"linear\" and \"llama3\"",
+         source, prefix, type);
+  c.rope_type = type;
+  if (type == "default") return;
+  c.rope_factor = f.number("factor");
+  if (!(c.rope_factor >= 1.0))
+    fail("{}: field \"{}factor\" must be at least 1, found {}", source, prefix, c.rope_factor);
+  if (type == "llama3") {
+    c.rope_low_freq_factor = f.number("low_freq_factor");
+    c.rope_high_freq_factor = f.number("high_freq_factor");
+    c.rope_original_max_position_embeddings = f.positive("original_max_position_embeddings");
+    if (!(c.rope_high_freq_factor > c.rope_low_freq_factor) || !(c.rope_low_freq_factor > 0))
+      fail("{}: fields \"{}low_freq_factor\" ({}) and \"high_freq_factor\" ({}) must satisfy 0 < low < high", source,
+           prefix, c.rope_low_freq_factor, c.rope_high_freq_factor);
+  }
+  // A scaling that also scales the attention (yarn's attention_factor) is not among these types; a type we
+  // implement with an explicit attention_factor != 1 would change the math.
+  if (f.has("attention_factor") && f.number("attention_factor") != 1.0)
+    fail("{}: field \"{}attention_factor\" is {}: cotune implements no attention scaling", source, prefix,
+         f.number("attention_factor"));
+}
+
+// The families cotune implements: model_type -> the architecture name transformers writes.
+const char* architecture_of(const std::string& model_type) {
+  if (model_type == "qwen2") return "Qwen2ForCausalLM";
+  if (model_type == "llama") return "LlamaForCausalLM";
+  if (model_type == "qwen3") return "Qwen3ForCausalLM";
+  if (model_type == "mistral") return "MistralForCausalLM";
+  return nullptr;
 }
 
 }  // namespace
@@ -127,7 +157,8 @@ int64_t ModelConfig::parameter_count() const {
                   + 3 * H * intermediate_size  // gate, up, down
                   + 2 * H;                     // input / post-attention RMSNorm
   if (attention_bias) layer += q + 2 * kv;
-  if (attention_bias && model_type == "llama") layer += H;  // Llama's attention_bias also covers o_proj
+  if (o_proj_bias()) layer += H;
+  if (qk_norm) layer += 2 * head_dim;
   if (mlp_bias) layer += 2 * intermediate_size + H;
   int64_t n = vocab_size * H + num_hidden_layers * layer + H;  // embeddings, layers, final norm
   if (!tie_word_embeddings) n += vocab_size * H;
@@ -153,11 +184,11 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   ModelConfig c;
 
   c.model_type = f.string("model_type");
-  if (c.model_type != "qwen2" && c.model_type != "llama")
-    fail("{}: field \"model_type\" is \"{}\": cotune supports \"qwen2\" (Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen) "
-         "and \"llama\"",
+  if (!architecture_of(c.model_type))
+    fail("{}: field \"model_type\" is \"{}\": cotune supports \"qwen2\" (Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen), "
+         "\"llama\" (Llama 2/3.x, DeepSeek-R1-Distill-Llama), \"qwen3\" and \"mistral\"",
          src, c.model_type);
-  const std::string expected_arch = c.model_type == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
+  const std::string expected_arch = architecture_of(c.model_type);
   c.architecture = expected_arch;
   if (f.has("architectures")) {
     simdjson::dom::array a;
@@ -177,7 +208,9 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   c.num_attention_heads = f.positive("num_attention_heads");
   // transformers' defaults for optional fields (Qwen2Config / LlamaConfig).
   c.num_key_value_heads = f.has("num_key_value_heads") ? f.positive("num_key_value_heads") : c.num_attention_heads;
-  if (f.has("head_dim")) {
+  if (c.model_type == "qwen3" && !f.has("head_dim")) {
+    c.head_dim = 128;  // Qwen3Config's default, whatever hidden_size / num_attention_heads is
+  } else if (f.has("head_dim")) {
     // An explicit head_dim may differ from hidden/heads (Llama allows it); then no divisibility is implied.
     c.head_dim = f.positive("head_dim");
   } else {
@@ -199,13 +232,15 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   if (c.hidden_act != "silu")
     fail("{}: field \"hidden_act\" is \"{}\": cotune implements only \"silu\"", src, c.hidden_act);
 
-  // Qwen2's attention always carries q/k/v biases (the config has no switch); Llama's follows attention_bias.
+  // Qwen2's attention always carries q/k/v biases (the config has no switch); Llama's and Qwen3's follow
+  // attention_bias (q/k/v and o); Mistral's never has one. Only Llama has mlp_bias.
   if (c.model_type == "qwen2") {
     c.attention_bias = true;
-  } else {
+  } else if (c.model_type == "llama" || c.model_type == "qwen3") {
     if (f.has("attention_bias")) c.attention_bias = f.boolean("attention_bias");
-    if (f.has("mlp_bias")) c.mlp_bias = f.boolean("mlp_bias");
   }
+  if (c.model_type == "llama" && f.has("mlp_bias")) c.mlp_bias = f.boolean("mlp_bias");
+  c.qk_norm = c.model_type == "qwen3";
 
   if (f.has("torch_dtype")) c.torch_dtype = f.string("torch_dtype");
   else if (f.has("dtype")) c.torch_dtype = f.string("dtype");
@@ -213,11 +248,29 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   if (f.has("bos_token_id")) c.bos_token_id = f.token_id("bos_token_id");
   if (f.has("eos_token_id")) c.eos_token_id = f.token_id("eos_token_id");
 
+  // Sliding windows. Mistral: sliding_window (MistralConfig's default 4096 when absent, null for none) applies to
+  // every layer. Qwen2/Qwen3: sliding_window and max_window_layers apply only with use_sliding_window, which cotune
+  // rejects; with it off they are read and ignored.
+  if (c.model_type == "mistral") {
+    c.sliding_window = 4096;
+    element e;
+    if (!root["sliding_window"].get(e)) c.sliding_window = e.is_null() ? 0 : f.positive("sliding_window");
+  } else if (f.has("sliding_window")) {
+    c.sliding_window = f.integer("sliding_window");
+  }
+  if (f.has("max_window_layers")) c.max_window_layers = f.integer("max_window_layers");
   if (f.has("use_sliding_window")) c.use_sliding_window = f.boolean("use_sliding_window");
-  if (f.has("sliding_window")) c.sliding_window = f.integer("sliding_window");
   if (c.use_sliding_window)
-    fail("{}: field \"use_sliding_window\" is true: cotune implements only full causal attention", src);
-  // transformers 5.x states the attention kind per layer; only full attention is implemented.
+    fail("{}: field \"use_sliding_window\" is true: cotune implements sliding-window attention only for Mistral "
+         "(every layer); the Qwen2/Qwen3 layer-dependent window is not implemented",
+         src);
+  // Keys of other families that change the math, present in configs that otherwise look like ours.
+  if (f.has("partial_rotary_factor") && f.number("partial_rotary_factor") != 1.0)
+    fail("{}: field \"partial_rotary_factor\" is {}: cotune implements RoPE over the whole head", src,
+         f.number("partial_rotary_factor"));
+  for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar"})
+    if (f.has(key)) fail("{}: field \"{}\" is set: cotune does not implement it", src, key);
+  // transformers 5.x states the attention kind per layer; full attention everywhere, or Mistral's window.
   if (f.has("layer_types")) {
     simdjson::dom::array a;
     if (f.at("layer_types").get_array().get(a)) fail("{}: field \"layer_types\" must be a list of strings", src);
@@ -225,7 +278,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     for (auto e : a) {
       std::string_view t;
       if (e.get_string().get(t)) fail("{}: field \"layer_types[{}]\" must be a string", src, i);
-      if (t != "full_attention")
+      if (t != "full_attention" && !(t == "sliding_attention" && c.attention_window() > 0))
         fail("{}: field \"layer_types[{}]\" is \"{}\": cotune implements only \"full_attention\"", src, i, t);
       ++i;
     }
@@ -233,19 +286,19 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
       fail("{}: field \"layer_types\" has {} entries, expected num_hidden_layers = {}", src, i, c.num_hidden_layers);
   }
 
-  // RoPE: theta at the top level (4.x) or inside rope_parameters (5.x); any scaling is unsupported.
+  // RoPE: theta at the top level (4.x) or inside rope_parameters (5.x); scaling in rope_scaling or rope_parameters.
   if (f.has("rope_theta")) c.rope_theta = f.number("rope_theta");
   if (f.has("rope_scaling")) {
     object o;
     if (f.at("rope_scaling").get_object().get(o))
       fail("{}: field \"rope_scaling\" must be an object or null, found {}", src, type_name(f.at("rope_scaling")));
-    check_rope_type(o, src, "rope_scaling");
+    parse_rope_scaling(o, src, "rope_scaling", c);
   }
   if (f.has("rope_parameters")) {
     object o;
     if (f.at("rope_parameters").get_object().get(o))
       fail("{}: field \"rope_parameters\" must be an object, found {}", src, type_name(f.at("rope_parameters")));
-    check_rope_type(o, src, "rope_parameters");
+    parse_rope_scaling(o, src, "rope_parameters", c);
     Fields rp(o, src, "rope_parameters.");
     if (rp.has("rope_theta")) c.rope_theta = rp.number("rope_theta");
   }
@@ -267,11 +320,11 @@ ModelConfig load_model_config(const std::string& path) {
 std::string model_config_to_json(const ModelConfig& c) {
   // transformers 4.x keys, sorted and indented as `PretrainedConfig.to_json_file` writes them.
   nlohmann::json j;
-  const bool qwen2 = c.model_type == "qwen2";
+  const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
   j["architectures"] = {c.architecture};
   j["attention_dropout"] = 0.0;
-  if (!qwen2) {
-    j["attention_bias"] = c.attention_bias;
+  if (c.model_type == "llama" || c.model_type == "qwen3") j["attention_bias"] = c.attention_bias;
+  if (c.model_type == "llama") {
     j["mlp_bias"] = c.mlp_bias;
     j["pretraining_tp"] = 1;
   }
@@ -283,17 +336,31 @@ std::string model_config_to_json(const ModelConfig& c) {
   j["initializer_range"] = 0.02;
   j["intermediate_size"] = c.intermediate_size;
   j["max_position_embeddings"] = c.max_position_embeddings;
-  if (qwen2) {
-    j["max_window_layers"] = c.num_hidden_layers;
+  if (qwen) {
+    j["max_window_layers"] = c.max_window_layers > 0 ? c.max_window_layers : c.num_hidden_layers;
     j["sliding_window"] = c.sliding_window > 0 ? nlohmann::json(c.sliding_window) : nlohmann::json(nullptr);
     j["use_sliding_window"] = c.use_sliding_window;
   }
+  if (c.model_type == "mistral")
+    j["sliding_window"] = c.sliding_window > 0 ? nlohmann::json(c.sliding_window) : nlohmann::json(nullptr);
   j["model_type"] = c.model_type;
   j["num_attention_heads"] = c.num_attention_heads;
   j["num_hidden_layers"] = c.num_hidden_layers;
   j["num_key_value_heads"] = c.num_key_value_heads;
   j["rms_norm_eps"] = c.rms_norm_eps;
-  j["rope_scaling"] = nullptr;
+  if (c.rope_type == "default") {
+    j["rope_scaling"] = nullptr;
+  } else {
+    nlohmann::json r;
+    r["rope_type"] = c.rope_type;
+    r["factor"] = c.rope_factor;
+    if (c.rope_type == "llama3") {
+      r["low_freq_factor"] = c.rope_low_freq_factor;
+      r["high_freq_factor"] = c.rope_high_freq_factor;
+      r["original_max_position_embeddings"] = c.rope_original_max_position_embeddings;
+    }
+    j["rope_scaling"] = r;
+  }
   j["rope_theta"] = c.rope_theta;
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   j["torch_dtype"] = c.torch_dtype;

@@ -38,9 +38,12 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c) {
       if (c.attention_bias) v.push_back({p + "self_attn." + name + ".bias", {out}, TensorRole::bias, l});
     }
     v.push_back({p + "self_attn.o_proj.weight", {H, q}, TensorRole::linear, l});
-    // Llama's attention_bias also puts a bias on o_proj; Qwen2's o_proj never has one.
-    if (c.attention_bias && c.model_type == "llama")
-      v.push_back({p + "self_attn.o_proj.bias", {H}, TensorRole::bias, l});
+    // Llama's and Qwen3's attention_bias also puts a bias on o_proj; Qwen2's o_proj never has one.
+    if (c.o_proj_bias()) v.push_back({p + "self_attn.o_proj.bias", {H}, TensorRole::bias, l});
+    if (c.qk_norm) {  // Qwen3: per-head RMSNorm weights of q and k
+      v.push_back({p + "self_attn.q_norm.weight", {c.head_dim}, TensorRole::norm, l});
+      v.push_back({p + "self_attn.k_norm.weight", {c.head_dim}, TensorRole::norm, l});
+    }
     v.push_back({p + "post_attention_layernorm.weight", {H}, TensorRole::norm, l});
     v.push_back({p + "mlp.gate_proj.weight", {I, H}, TensorRole::linear, l});
     if (c.mlp_bias) v.push_back({p + "mlp.gate_proj.bias", {I}, TensorRole::bias, l});

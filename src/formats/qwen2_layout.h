@@ -1,4 +1,4 @@
-// The tensor layout of a Qwen2-family / Llama checkpoint in Hugging Face naming: which tensors a
+// The tensor layout of a Qwen2 / Llama / Qwen3 / Mistral checkpoint in Hugging Face naming: which tensors a
 // ModelConfig implies and their shapes. The model loader and `cotune inspect` both check files against it.
 #pragma once
 #include <cstdint>

@@ -8,6 +8,7 @@
 #include "base/error.h"
 #include "kernels/decode_ops.h"
 #include "kernels/ops.h"
+#include "model/attention_inputs.h"
 #ifdef COTUNE_WITH_CUDA
 #include "kernels/cuda/decode_launch.h"
 #endif
@@ -16,6 +17,10 @@ namespace cotune::infer {
 
 namespace ops = cotune::kernels;
 using model::Proj;
+
+namespace {
+Tensor rows(const Tensor& t, int64_t T) { return t.data ? t.slice_rows(0, T) : t; }
+}  // namespace
 
 GenerationOptions GenerationOptions::from_model_folder(const std::string& model_dir, const text::Tokenizer* tok) {
   GenerationOptions o;
@@ -50,6 +55,7 @@ struct Generator::Buffers {
   std::vector<Tensor> k_cache, v_cache;  // L x [S, N, KV, D]
   int64_t cache_slots = 0, cache_positions = 0;
   model::Nf4LayerCache nf4;  // NF4 base on CUDA: one layer's projections dequantized (bf16)
+  model::QkNormActs qkn;     // Qwen3's q/k norm: pre-norm q, k [Tmax, H*D], [Tmax, KV*D] and their rstd
   explicit Buffers(Device d) : arena(d) {}
 };
 
@@ -87,6 +93,12 @@ Generator::Generator(const model::Qwen2Model& model, const model::LoraWeights* l
   b.k = a.alloc(act, {T, KVD}, "k");
   b.v = a.alloc(act, {T, KVD}, "v");
   b.att = a.alloc(act, {T, QD}, "attention out");
+  if (model.arch().qk_norm) {
+    b.qkn.q_pre = a.alloc(act, {T, QD}, "q before q_norm");
+    b.qkn.k_pre = a.alloc(act, {T, KVD}, "k before k_norm");
+    b.qkn.rstd_q = a.alloc(DType::f32, {T * c.num_attention_heads}, "q_norm rstd");
+    b.qkn.rstd_k = a.alloc(DType::f32, {T * c.num_key_value_heads}, "k_norm rstd");
+  }
   b.g = a.alloc(act, {T, I}, "gate");
   b.u = a.alloc(act, {T, I}, "up");
   b.m = a.alloc(act, {T, I}, "swiglu");
@@ -103,7 +115,9 @@ Generator::Generator(const model::Qwen2Model& model, const model::LoraWeights* l
   if (model.device() == Device::cuda && cuda_parts_ok() == false) fail("generator: arg-max partials do not fit");
 #endif
   b.nf4.allocate(model, a);
+  // The fused step implements the Qwen2-era layer (q/k/v bias only, no q/k norm, no window; any rope variant).
   fused_ = opts_.fused_decode && model.device() == Device::cuda && act == DType::bf16 && !lora &&
+           model.arch().plain_layer() &&
            ops::decode_step_fusable(C, I, c.num_attention_heads, c.num_key_value_heads, c.head_dim,
                                     model.nf4() ? model.nf4_weight(0, Proj::q).blocksize : 0);
   if (fused_) {
@@ -190,8 +204,9 @@ void Generator::run_layers_fused() {
   Buffers& b = *buf_;
   const auto& c = model_.config();
   const int64_t H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim;
-  const float eps = static_cast<float>(c.rms_norm_eps), theta = static_cast<float>(c.rope_theta);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const float eps = model_.arch().rms_eps;
+  const kernels::RopeSpec& rope = model_.arch().rope;
+  const float scale = model_.arch().attention_scale();
   Tensor idt = b.ids.slice_rows(0, 1), st = b.slot.slice_rows(0, 1), pt = b.pos.slice_rows(0, 1);
   Tensor x = b.x.slice_rows(0, 1), q = b.q.slice_rows(0, 1), k = b.k.slice_rows(0, 1), v = b.v.slice_rows(0, 1);
   Tensor att = b.att.slice_rows(0, 1), m = b.m.slice_rows(0, 1);
@@ -203,7 +218,7 @@ void Generator::run_layers_fused() {
     ops::decode_norm_qkv(q, k, v, x, lw.input_norm, eps, decode_proj(l, Proj::q), decode_proj(l, Proj::k),
                          decode_proj(l, Proj::v));
     ops::decode_rope_attention(att.view({1, H, D}), q.view({1, H, D}), k.view({1, KV, D}), v.view({1, KV, D}),
-                               b.k_cache[li], b.v_cache[li], st, pt, theta, scale, b.att_work);
+                               b.k_cache[li], b.v_cache[li], st, pt, rope, scale, b.att_work);
     ops::decode_linear_residual(x, att, decode_proj(l, Proj::o));
     ops::decode_norm_swiglu(m, x, lw.post_norm, eps, decode_proj(l, Proj::gate), decode_proj(l, Proj::up));
     ops::decode_linear_residual(x, m, decode_proj(l, Proj::down));
@@ -217,9 +232,10 @@ void Generator::run_layers(int64_t T) {
   }
   Buffers& b = *buf_;
   const auto& c = model_.config();
+  const model::Architecture& arch = model_.arch();
   const int64_t H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim;
-  const float eps = static_cast<float>(c.rms_norm_eps), theta = static_cast<float>(c.rope_theta);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const float eps = arch.rms_eps;
+  const float scale = arch.attention_scale();
   Tensor idt = b.ids.slice_rows(0, T), st = b.slot.slice_rows(0, T), pt = b.pos.slice_rows(0, T);
   Tensor x = b.x.slice_rows(0, T), h = b.h.slice_rows(0, T), tmp = b.tmp.slice_rows(0, T);
   Tensor rstd = b.rstd.slice_rows(0, T);
@@ -231,15 +247,17 @@ void Generator::run_layers(int64_t T) {
     const model::LayerWeights& lw = w.layers[static_cast<size_t>(l)];  // norms (NF4: the base keeps them too)
     // Attention: x += o(attn(rope(q(h)), cache <- rope(k(h)), v(h))), h = rmsnorm(x)
     ops::rmsnorm_forward(h, rstd, x, lw.input_norm, eps);
-    proj(l, Proj::q, q, h, T);
-    proj(l, Proj::k, k, h, T);
+    // q, k = attention_inputs(q(h), k(h)): the family's q/k norm and rope (model/attention_inputs.h)
+    const model::QkNormActs qkn = {rows(b.qkn.q_pre, T), rows(b.qkn.k_pre, T), rows(b.qkn.rstd_q, T * H),
+                                   rows(b.qkn.rstd_k, T * KV)};
+    proj(l, Proj::q, arch.qk_norm ? qkn.q_pre : q, h, T);
+    proj(l, Proj::k, arch.qk_norm ? qkn.k_pre : k, h, T);
     proj(l, Proj::v, v, h, T);
+    model::attention_inputs_forward(arch, layer_weights(l), q, k, pt, qkn);
     Tensor q3 = q.view({T, H, D}), k3 = k.view({T, KV, D}), v3 = v.view({T, KV, D});
-    ops::rope_forward(q3, pt, theta);
-    ops::rope_forward(k3, pt, theta);
     ops::kv_cache_write(b.k_cache[static_cast<size_t>(l)], b.v_cache[static_cast<size_t>(l)], k3, v3, st, pt);
     ops::cached_attention_forward(att.view({T, H, D}), q3, b.k_cache[static_cast<size_t>(l)],
-                                  b.v_cache[static_cast<size_t>(l)], st, pt, scale);
+                                  b.v_cache[static_cast<size_t>(l)], st, pt, scale, arch.sliding_window);
     proj(l, Proj::o, tmp, att, T);
     ops::add(x, x, tmp);
     // MLP: x += down(swiglu(gate(h), up(h))), h = rmsnorm(x)
@@ -255,7 +273,7 @@ void Generator::run_layers(int64_t T) {
 void Generator::compute_logits(const Tensor& sel, int64_t n) {
   Buffers& b = *buf_;
   const auto& w = model_.weights();
-  const float eps = static_cast<float>(model_.config().rms_norm_eps);
+  const float eps = model_.arch().rms_eps;
   Tensor sel_h = b.sel_h.slice_rows(0, n), logits = b.logits.slice_rows(0, n);
   ops::rmsnorm_forward(sel_h, b.sel_rstd.slice_rows(0, n), sel, w.final_norm, eps);
   if (model_.device() == Device::cpu) {

@@ -15,10 +15,9 @@ namespace cotune::kernels {
 namespace cpu {
 void kv_cache_write(float* k_cache, float* v_cache, const float* k, const float* v, const int32_t* slot,
                     const int32_t* pos, int64_t T, int64_t N, int64_t KV, int64_t D);
-void rope_inv_freq(float* inv_freq, int64_t D, float theta);
 void cached_attention_forward(float* out, const float* q, const float* k_cache, const float* v_cache,
                               const int32_t* slot, const int32_t* pos, int64_t T, int64_t N, int64_t H, int64_t KV,
-                              int64_t D, float scale);
+                              int64_t D, float scale, int64_t window);
 }  // namespace cpu
 
 namespace {
@@ -81,7 +80,7 @@ void kv_cache_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& 
 }
 
 void cached_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                              const Tensor& slot, const Tensor& pos, float scale) {
+                              const Tensor& slot, const Tensor& pos, float scale, int64_t window) {
   const char* op = "cached_attention_forward";
   check_cache(op, k_cache, v_cache);
   const int64_t KV = k_cache.dim(2), D = k_cache.dim(3);
@@ -94,12 +93,12 @@ void cached_attention_forward(const Tensor& out, const Tensor& q, const Tensor& 
     if (D % 32 != 0 || D > 256) fail("{}: the CUDA kernel needs a head dim that is a multiple of 32 up to 256, got {}", op, D);
 #ifdef COTUNE_WITH_CUDA
     cuda::launch_cached_attention(out.data, q.data, k_cache.data, v_cache.data, slot.ptr<int32_t>(), pos.ptr<int32_t>(),
-                                  T, k_cache.dim(1), H, KV, D, scale);
+                                  T, k_cache.dim(1), H, KV, D, scale, window);
 #endif
     return;
   }
   cpu::cached_attention_forward(out.ptr<float>(), q.ptr<float>(), k_cache.ptr<float>(), v_cache.ptr<float>(),
-                                slot.ptr<int32_t>(), pos.ptr<int32_t>(), T, k_cache.dim(1), H, KV, D, scale);
+                                slot.ptr<int32_t>(), pos.ptr<int32_t>(), T, k_cache.dim(1), H, KV, D, scale, window);
 }
 
 #ifdef COTUNE_WITH_CUDA
@@ -268,7 +267,7 @@ int64_t decode_attention_partial_floats(int64_t T, int64_t H, int64_t D) {
 }
 
 void decode_rope_attention(const Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& k_cache,
-                           const Tensor& v_cache, const Tensor& slot, const Tensor& pos, float theta, float scale,
+                           const Tensor& v_cache, const Tensor& slot, const Tensor& pos, const RopeSpec& rope, float scale,
                            const DecodeAttentionWork& work) {
   const char* op = "decode_rope_attention";
   check_cache(op, k_cache, v_cache);
@@ -292,12 +291,12 @@ void decode_rope_attention(const Tensor& out, const Tensor& q, const Tensor& k, 
     fail("{}: the counters must be CUDA i32 of >= {} entries, got {}", op, T * H, wc.str());
 #ifdef COTUNE_WITH_CUDA
   cuda::RopeFreq f{};
-  cpu::rope_inv_freq(f.v, D, theta);  // as rope_forward
+  rope_inv_freq(f.v, D, rope);  // as rope_forward
   cuda::launch_decode_attention(out.data, q.data, k.data, v.data, k_cache.data, v_cache.data, slot.ptr<int32_t>(),
                                 pos.ptr<int32_t>(), wp.ptr<float>(), wc.ptr<int32_t>(), T, k_cache.dim(1), H, KV, D,
                                 scale, f);
 #else
-  (void)theta, (void)scale;
+  (void)rope, (void)scale;
 #endif
 }
 

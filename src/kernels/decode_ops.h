@@ -6,6 +6,7 @@
 // is addressed by (slot, position); slot and position tensors are i32 [T].
 #pragma once
 #include "kernels/quant.h"
+#include "kernels/rope.h"
 #include "tensor/tensor.h"
 
 namespace cotune::kernels {
@@ -16,10 +17,11 @@ void kv_cache_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& 
 
 // out[T,H,D]: query t attends causally to the cached keys/values of its slot at positions [0, pos[t]]
 // (so a token's own k/v must be written first). Grouped-query: query head h reads KV head h / (H / KV).
-// Softmax in fp32. This is attention_forward (ops.h) for tokens whose earlier keys sit in the cache:
+// window > 0 (sliding window): only positions (pos[t] - window, pos[t]] (the cache keeps every position). Softmax
+// in fp32. This is attention_forward (ops.h) for tokens whose earlier keys sit in the cache:
 // prefill (many tokens of a sequence), chunked prefill and one-token decode steps are all this one op.
 void cached_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                              const Tensor& slot, const Tensor& pos, float scale);
+                              const Tensor& slot, const Tensor& pos, float scale, int64_t window = 0);
 
 // Decode-size linear layers on CUDA (at most 8 rows): out [T, N] = inp [T, K] @ weight [N, K]^T (+ bias [N]) by a
 // GEMV kernel (one warp a row) instead of a cuBLASLt GEMM. bf16 inp / weight / bias, out bf16 or f32. Returns
@@ -56,7 +58,7 @@ struct DecodeAttentionWork {
 };
 int64_t decode_attention_partial_floats(int64_t T, int64_t H, int64_t D);
 void decode_rope_attention(const Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& k_cache,
-                           const Tensor& v_cache, const Tensor& slot, const Tensor& pos, float theta, float scale,
+                           const Tensor& v_cache, const Tensor& slot, const Tensor& pos, const RopeSpec& rope, float scale,
                            const DecodeAttentionWork& work);
 // x [1, N] = bf16(x + bf16(inp [1, K] @ W^T))  (linear_forward then add; W has no bias).
 void decode_linear_residual(const Tensor& x, const Tensor& inp, const DecodeProj& w);

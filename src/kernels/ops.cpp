@@ -128,18 +128,18 @@ static void check_rope(const char* op, const Tensor& x, const Tensor& positions)
   expect_dim(op, "positions", positions, 0, x.dim(0));
 }
 
-void rope_forward(const Tensor& x, const Tensor& positions, float theta) {
+void rope_forward(const Tensor& x, const Tensor& positions, const RopeSpec& rope) {
   check_rope("rope_forward", x, positions);
-  if (on_cuda("rope_forward", {&x, &positions})) COTUNE_CUDA_CALL(rope_forward(x, positions, theta));
+  if (on_cuda("rope_forward", {&x, &positions})) COTUNE_CUDA_CALL(rope_forward(x, positions, rope));
   cpu_f32("rope_forward", {&x});
-  cpu::rope_apply(f32(x), i32(positions), x.dim(0), x.dim(1), x.dim(2), theta, 1.0f);
+  cpu::rope_apply(f32(x), i32(positions), x.dim(0), x.dim(1), x.dim(2), rope, 1.0f);
 }
 
-void rope_backward(const Tensor& dx, const Tensor& positions, float theta) {
+void rope_backward(const Tensor& dx, const Tensor& positions, const RopeSpec& rope) {
   check_rope("rope_backward", dx, positions);
-  if (on_cuda("rope_backward", {&dx, &positions})) COTUNE_CUDA_CALL(rope_backward(dx, positions, theta));
+  if (on_cuda("rope_backward", {&dx, &positions})) COTUNE_CUDA_CALL(rope_backward(dx, positions, rope));
   cpu_f32("rope_backward", {&dx});
-  cpu::rope_apply(f32(dx), i32(positions), dx.dim(0), dx.dim(1), dx.dim(2), theta, -1.0f);
+  cpu::rope_apply(f32(dx), i32(positions), dx.dim(0), dx.dim(1), dx.dim(2), rope, -1.0f);
 }
 
 static void check_attention(const char* op, const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
@@ -172,32 +172,32 @@ static void check_cu_seqlens_host(const char* op, const Tensor& cu_seqlens, int6
 }
 
 void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
-                       const Tensor& cu_seqlens, int max_seqlen, float scale) {
+                       const Tensor& cu_seqlens, int max_seqlen, float scale, int64_t window) {
   const char* op = "attention_forward";
   check_attention(op, out, lse, q, k, v, cu_seqlens);
-  if (on_cuda(op, {&out, &lse, &q, &k, &v, &cu_seqlens}))
-    COTUNE_CUDA_CALL(attention_forward(out, lse, q, k, v, cu_seqlens, max_seqlen, scale));
+  if (on_cuda(op, {&out, &lse, &q, &k, &v, &cu_seqlens}) )
+    COTUNE_CUDA_CALL(attention_forward(out, lse, q, k, v, cu_seqlens, max_seqlen, scale, window));
   cpu_f32(op, {&out, &q, &k, &v});
   check_cu_seqlens_host(op, cu_seqlens, q.dim(0), max_seqlen);
   cpu::attention_forward(f32(out), f32(lse), f32(q), f32(k), f32(v), i32(cu_seqlens), cu_seqlens.dim(0) - 1, q.dim(0),
-                         q.dim(1), k.dim(1), q.dim(2), scale);
+                         q.dim(1), k.dim(1), q.dim(2), scale, window);
 }
 
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                        const Tensor& cu_seqlens, int max_seqlen, float scale) {
+                        const Tensor& cu_seqlens, int max_seqlen, float scale, int64_t window) {
   const char* op = "attention_backward";
   check_attention(op, out, lse, q, k, v, cu_seqlens);
   expect_same_shape(op, "dq", dq, q);
   expect_same_shape(op, "dk", dk, k);
   expect_same_shape(op, "dv", dv, v);
   expect_same_shape(op, "dout", dout, q);
-  if (on_cuda(op, {&dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse, &cu_seqlens}))
-    COTUNE_CUDA_CALL(attention_backward(dq, dk, dv, dout, q, k, v, out, lse, cu_seqlens, max_seqlen, scale));
+  if (on_cuda(op, {&dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse, &cu_seqlens}) )
+    COTUNE_CUDA_CALL(attention_backward(dq, dk, dv, dout, q, k, v, out, lse, cu_seqlens, max_seqlen, scale, window));
   cpu_f32(op, {&dq, &dk, &dv, &dout, &q, &k, &v, &out});
   check_cu_seqlens_host(op, cu_seqlens, q.dim(0), max_seqlen);
   cpu::attention_backward(f32(dq), f32(dk), f32(dv), f32(dout), f32(q), f32(k), f32(v), f32(out), f32(lse),
-                          i32(cu_seqlens), cu_seqlens.dim(0) - 1, q.dim(0), q.dim(1), k.dim(1), q.dim(2), scale);
+                          i32(cu_seqlens), cu_seqlens.dim(0) - 1, q.dim(0), q.dim(1), k.dim(1), q.dim(2), scale, window);
 }
 
 void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) {

@@ -16,6 +16,7 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/rope.h"
 #include "tensor/tensor.h"
 
 namespace cotune::kernels {
@@ -40,23 +41,27 @@ void rmsnorm_backward(const Tensor& dinp, const Tensor& dout, const Tensor& inp,
 
 // ---- rotary embedding (HF convention: rotate halves) ---------------------------------------------
 // In place on x[T,NH,D] for any head count NH: x = x*cos + rotate_half(x)*sin, with
-// inv_freq[j] = 1 / theta^(2j/D), angle = positions[t] * inv_freq[j], cos/sin in fp32 rounded to the
-// activation dtype (HF builds its tables in the activation dtype). positions i32 [T].
-void rope_forward(const Tensor& x, const Tensor& positions, float theta);
+// inv_freq = rope_inv_freq(D, rope) (kernels/rope.h: 1 / theta^(2j/D), optionally scaled), angle = positions[t] *
+// inv_freq[j], cos/sin in fp32 rounded to the activation dtype (HF builds its tables in the activation dtype).
+// positions i32 [T]. A plain float converts to unscaled RoPE of that base.
+void rope_forward(const Tensor& x, const Tensor& positions, const RopeSpec& rope);
 // In place on dx[T,NH,D]: the transpose of the rotation (rotation by -angle).
-void rope_backward(const Tensor& dx, const Tensor& positions, float theta);
+void rope_backward(const Tensor& dx, const Tensor& positions, const RopeSpec& rope);
 
 // ---- causal grouped-query attention over packed variable-length sequences -----------------------
 // q[T,H,D], k[T,KV,D], v[T,KV,D] -> out[T,H,D]; lse[H,T] (f32) = log-sum-exp of each query's scaled
 // scores (saved for backward). Sequence s spans tokens [cu_seqlens[s], cu_seqlens[s+1]); a query attends
 // to keys of its own sequence at positions <= its own (no attention across sequence boundaries).
 // cu_seqlens i32 [S+1], cu_seqlens[0] = 0, cu_seqlens[S] = T. scale = 1/sqrt(D) normally.
+// window > 0: sliding-window attention (Mistral): a query sees only the `window` newest keys of its sequence, itself
+// included. On CUDA a window that matters (max_seqlen > window) runs the simple kernels (exact, slower than flash);
+// otherwise the window changes nothing and flash runs as usual.
 void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
-                       const Tensor& cu_seqlens, int max_seqlen, float scale);
+                       const Tensor& cu_seqlens, int max_seqlen, float scale, int64_t window = 0);
 // dq[T,H,D], dk[T,KV,D], dv[T,KV,D] from dout[T,H,D] and the forward's q, k, v, out, lse.
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                        const Tensor& cu_seqlens, int max_seqlen, float scale);
+                        const Tensor& cu_seqlens, int max_seqlen, float scale, int64_t window = 0);
 
 // ---- SwiGLU --------------------------------------------------------------------------------------
 // out[T,I] = silu(gate) * up, silu(x) = x * sigmoid(x).

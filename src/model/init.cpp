@@ -3,6 +3,7 @@
 // folder interrupted half-way never looks like a complete model.
 #include "model/init.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -79,6 +80,31 @@ formats::ModelConfig config_from_options(const InitModelOptions& o) {
   }
   if (o.vocab_size) c.vocab_size = o.vocab_size;
   c.tie_word_embeddings = o.tied;
+  // The family: what its config.json would say (model_config.h), at the preset's shape.
+  if (o.arch == "llama") {
+    c.model_type = "llama";
+    c.architecture = "LlamaForCausalLM";
+    c.attention_bias = false;
+    c.rope_theta = 500000.0;
+    c.rope_type = "llama3";
+    c.rope_factor = 8.0;
+    c.rope_low_freq_factor = 1.0;
+    c.rope_high_freq_factor = 4.0;
+    c.rope_original_max_position_embeddings = std::max<int64_t>(c.max_position_embeddings / 4, 1);
+  } else if (o.arch == "qwen3") {
+    c.model_type = "qwen3";
+    c.architecture = "Qwen3ForCausalLM";
+    c.attention_bias = false;
+    c.qk_norm = true;
+    c.rope_theta = 1000000.0;
+  } else if (o.arch == "mistral") {
+    c.model_type = "mistral";
+    c.architecture = "MistralForCausalLM";
+    c.attention_bias = false;
+    c.sliding_window = std::max<int64_t>(c.max_position_embeddings / 2, 1);
+  } else if (o.arch != "qwen2") {
+    fail("init-model: unknown --arch \"{}\" (expected qwen2, llama, qwen3 or mistral)", o.arch);
+  }
   require_positive(c.hidden_size, "--hidden");
   require_positive(c.num_hidden_layers, "--layers");
   require_positive(c.num_attention_heads, "--heads");

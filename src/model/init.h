@@ -1,4 +1,4 @@
-// A tiny randomly initialised Qwen2 model folder that every Hugging Face tool loads: config.json,
+// A tiny randomly initialised model folder (Qwen2 by default; Llama, Qwen3 or Mistral with --arch) that every Hugging Face tool loads: config.json,
 // model.safetensors (BF16), generation_config.json and a byte-level BPE tokenizer trained on the demo data.
 // It lets the whole pipeline (tokenize, train, sample, export) run on a CPU in seconds, and its loss
 // starts at about ln(vocab) — the README demo until real weights are downloaded.
@@ -14,6 +14,10 @@ namespace cotune::model {
 
 struct InitModelOptions {
   std::string preset = "demo";  // "tiny" | "demo"
+  // The decoder family (config.json's model_type): "qwen2" (q/k/v bias), "llama" (no bias, rope theta 500000,
+  // rope_scaling llama3 as Llama 3.1), "qwen3" (q/k norm, no bias, rope theta 1e6), "mistral" (no bias, a sliding
+  // window of max_position_embeddings / 2).
+  std::string arch = "qwen2";
   // Overrides of the preset's shape (0: keep the preset's value).
   int64_t hidden_size = 0, num_layers = 0, num_heads = 0, num_kv_heads = 0, head_dim = 0, intermediate_size = 0;
   int64_t max_position_embeddings = 0;

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -16,6 +15,7 @@
 #include "formats/safetensors.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
+#include "model/attention_inputs.h"
 #ifdef COTUNE_WITH_CUDA
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/decode_launch.h"
@@ -42,13 +42,16 @@ const Tensor& LayerWeights::proj(Proj p) const {
 }
 
 const Tensor& LayerWeights::bias(Proj p) const {
-  static const Tensor kNone;
   switch (p) {
     case Proj::q: return q_b;
     case Proj::k: return k_b;
     case Proj::v: return v_b;
-    default: return kNone;
+    case Proj::o: return o_b;
+    case Proj::gate: return gate_b;
+    case Proj::up: return up_b;
+    case Proj::down: return down_b;
   }
+  return q_b;
 }
 
 namespace {
@@ -109,11 +112,13 @@ Qwen2Model Qwen2Model::from_checkpoint(const formats::ModelConfig& cfg, const fo
                                        const LoadOptions& opts) {
   Qwen2Model m;
   m.config_ = cfg;
+  m.arch_ = Architecture::from_config(cfg);
   m.device_ = opts.device;
   m.arena_ = std::make_unique<Arena>(opts.device);
   const DType st = m.act_dtype();
-  const int64_t C = cfg.hidden_size, V = cfg.vocab_size, I = cfg.intermediate_size;
+  const int64_t C = cfg.hidden_size, V = cfg.vocab_size, I = cfg.intermediate_size, D = cfg.head_dim;
   const int64_t QD = cfg.num_attention_heads * cfg.head_dim, KVD = cfg.num_key_value_heads * cfg.head_dim;
+  const Architecture& arch = m.arch_;
   Arena& a = *m.arena_;
   // A 4-bit base on the GPU is quantized from a host copy of each projection, which never reaches the device.
   const bool stage = opts.load_in_4bit && opts.device != Device::cpu;
@@ -136,15 +141,25 @@ Qwen2Model Qwen2Model::from_checkpoint(const formats::ModelConfig& cfg, const fo
     w.q_w = load_tensor(pa, ckpt, p + "self_attn.q_proj.weight", {QD, C}, pst);
     w.k_w = load_tensor(pa, ckpt, p + "self_attn.k_proj.weight", {KVD, C}, pst);
     w.v_w = load_tensor(pa, ckpt, p + "self_attn.v_proj.weight", {KVD, C}, pst);
-    if (cfg.attention_bias) {
+    if (arch.qkv_bias) {
       w.q_b = load_tensor(a, ckpt, p + "self_attn.q_proj.bias", {QD}, st);
       w.k_b = load_tensor(a, ckpt, p + "self_attn.k_proj.bias", {KVD}, st);
       w.v_b = load_tensor(a, ckpt, p + "self_attn.v_proj.bias", {KVD}, st);
     }
+    if (arch.qk_norm) {
+      w.q_norm = load_tensor(a, ckpt, p + "self_attn.q_norm.weight", {D}, st);
+      w.k_norm = load_tensor(a, ckpt, p + "self_attn.k_norm.weight", {D}, st);
+    }
     w.o_w = load_tensor(pa, ckpt, p + "self_attn.o_proj.weight", {C, QD}, pst);
+    if (arch.o_bias) w.o_b = load_tensor(a, ckpt, p + "self_attn.o_proj.bias", {C}, st);
     w.gate_w = load_tensor(pa, ckpt, p + "mlp.gate_proj.weight", {I, C}, pst);
     w.up_w = load_tensor(pa, ckpt, p + "mlp.up_proj.weight", {I, C}, pst);
     w.down_w = load_tensor(pa, ckpt, p + "mlp.down_proj.weight", {C, I}, pst);
+    if (arch.mlp_bias) {
+      w.gate_b = load_tensor(a, ckpt, p + "mlp.gate_proj.bias", {I}, st);
+      w.up_b = load_tensor(a, ckpt, p + "mlp.up_proj.bias", {I}, st);
+      w.down_b = load_tensor(a, ckpt, p + "mlp.down_proj.bias", {C}, st);
+    }
     m.finish_layer(w, opts.load_in_4bit);
     m.weights_.layers.push_back(w);
   }
@@ -154,11 +169,13 @@ Qwen2Model Qwen2Model::from_checkpoint(const formats::ModelConfig& cfg, const fo
 Qwen2Model Qwen2Model::random(const formats::ModelConfig& cfg, const LoadOptions& opts, uint64_t seed, float init_std) {
   Qwen2Model m;
   m.config_ = cfg;
+  m.arch_ = Architecture::from_config(cfg);
   m.device_ = opts.device;
   m.arena_ = std::make_unique<Arena>(opts.device);
   const DType st = m.act_dtype();
-  const int64_t C = cfg.hidden_size, V = cfg.vocab_size, I = cfg.intermediate_size;
+  const int64_t C = cfg.hidden_size, V = cfg.vocab_size, I = cfg.intermediate_size, D = cfg.head_dim;
   const int64_t QD = cfg.num_attention_heads * cfg.head_dim, KVD = cfg.num_key_value_heads * cfg.head_dim;
+  const Architecture& arch = m.arch_;
   uint64_t stream = 0;
   // Each tensor is filled on the host in parallel (Philox by element index), converted, then copied over.
   const bool stage = opts.load_in_4bit && opts.device != Device::cpu;
@@ -199,15 +216,25 @@ Qwen2Model Qwen2Model::random(const formats::ModelConfig& cfg, const LoadOptions
     w.q_w = make({QD, C}, false, true);
     w.k_w = make({KVD, C}, false, true);
     w.v_w = make({KVD, C}, false, true);
-    if (cfg.attention_bias) {
+    if (arch.qkv_bias) {
       w.q_b = make({QD}, false);
       w.k_b = make({KVD}, false);
       w.v_b = make({KVD}, false);
     }
+    if (arch.qk_norm) {
+      w.q_norm = make({D}, true);
+      w.k_norm = make({D}, true);
+    }
     w.o_w = make({C, QD}, false, true);
+    if (arch.o_bias) w.o_b = make({C}, false);
     w.gate_w = make({I, C}, false, true);
     w.up_w = make({I, C}, false, true);
     w.down_w = make({C, I}, false, true);
+    if (arch.mlp_bias) {
+      w.gate_b = make({I}, false);
+      w.up_b = make({I}, false);
+      w.down_b = make({C}, false);
+    }
     m.finish_layer(w, opts.load_in_4bit);
     m.weights_.layers.push_back(w);
   }
@@ -275,6 +302,12 @@ const LayerWeights& Nf4LayerCache::get(const Qwen2Model& model, int64_t layer) {
     scratch_.q_b = base.q_b;
     scratch_.k_b = base.k_b;
     scratch_.v_b = base.v_b;
+    scratch_.q_norm = base.q_norm;
+    scratch_.k_norm = base.k_norm;
+    scratch_.o_b = base.o_b;
+    scratch_.gate_b = base.gate_b;
+    scratch_.up_b = base.up_b;
+    scratch_.down_b = base.down_b;
     model.dequantize_layer(layer, scratch_);
     loaded_ = layer;
   }
@@ -337,6 +370,7 @@ std::string MemoryPlan::str() const {
 struct LayerActs {
   Tensor h1, rstd1;    // [T,C], [T]
   Tensor q, k, v;      // [T,H*D], [T,KV*D] x2 (q and k after RoPE)
+  QkNormActs qkn;      // q_pre, k_pre, rstd_q, rstd_k (Qwen3's q/k norm; undefined otherwise)
   Tensor att, lse;     // [T,H*D], [H,T]
   Tensor x2;           // [T,C] residual after attention
   Tensor h2, rstd2;    // [T,C], [T]
@@ -357,6 +391,7 @@ struct Qwen2Runner::Buffers {
   // backward
   Tensor dres, dh, dtmp_c;       // [T,C]
   Tensor dq, dk, dv, datt;       // [T,H*D], [T,KV*D] x2, [T,H*D]
+  Tensor dq_pre, dk_pre;         // [T,H*D], [T,KV*D]: gradients of the q/k projections' outputs (q/k norm only)
   Tensor dm, dg, du;             // [T,I]
   Tensor lora_g;                 // [T,R] f32
   // CUDA without LoRA dropout ("bf16 LoRA"): the LoRA GEMMs take the bf16 copies of A/B (model/lora.h) and keep
@@ -450,6 +485,13 @@ void Qwen2Runner::allocate() {
         b.xa_ld += R;
       }
   }
+  const int64_t KVH = c.num_key_value_heads;
+  auto alloc_qk_norm = [&](QkNormActs& n, const char* kept) {
+    n.q_pre = a.alloc(act, {T, QD}, fmt::format("q before q_norm{}", kept));
+    n.k_pre = a.alloc(act, {T, KVD}, fmt::format("k before k_norm{}", kept));
+    n.rstd_q = a.alloc(DType::f32, {T * H}, fmt::format("q_norm rstd{}", kept));
+    n.rstd_k = a.alloc(DType::f32, {T * KVH}, fmt::format("k_norm rstd{}", kept));
+  };
   for (size_t i = 0; i < n_acts; ++i) {
     LayerActs x;
     x.h1 = a.alloc(act, {T, C}, "h1");
@@ -457,6 +499,7 @@ void Qwen2Runner::allocate() {
     x.q = a.alloc(act, {T, QD}, "q");
     x.k = a.alloc(act, {T, KVD}, "k");
     x.v = a.alloc(act, {T, KVD}, "v");
+    if (c.qk_norm) alloc_qk_norm(x.qkn, "");
     x.att = a.alloc(act, {T, QD}, "attention out");
     x.lse = a.alloc(DType::f32, {H, T}, "lse");
     x.x2 = a.alloc(act, {T, C}, "x2");
@@ -478,14 +521,14 @@ void Qwen2Runner::allocate() {
   // one shared set, recomputed in the backward.
   b.keep_attention = opts_.training && opts_.gradient_checkpointing && b.lora16 && L > 1;
   if (b.keep_attention) {
-    int mode = opts_.keep_attention;
-    if (const char* e = std::getenv("COTUNE_KEEP_ATTENTION")) mode = std::atoi(e);
+    const int mode = opts_.keep_attention;
     if (mode == 0) b.keep_attention = false;
     if (mode < 0) {
 #ifdef COTUNE_WITH_CUDA
       // Automatic: only when it costs at most an eighth of the free memory (short sequences; a very long one
       // needs the memory more than the speed).
-      const int64_t per_layer = T * (2 * QD + 2 * KVD) * 2 + H * T * 4 + T * b.xa_ld * 2;
+      int64_t per_layer = T * (2 * QD + 2 * KVD) * 2 + H * T * 4 + T * b.xa_ld * 2;
+      if (c.qk_norm) per_layer += T * (QD + KVD) * 2 + T * (H + KVH) * 4;
       const size_t extra = static_cast<size_t>(per_layer) * static_cast<size_t>(L - 1);
       b.keep_attention = extra <= kernels::cuda::device_info().free_bytes / 8;
 #endif
@@ -497,6 +540,7 @@ void Qwen2Runner::allocate() {
       x.q = a.alloc(act, {T, QD}, "q (kept)");
       x.k = a.alloc(act, {T, KVD}, "k (kept)");
       x.v = a.alloc(act, {T, KVD}, "v (kept)");
+      if (c.qk_norm) alloc_qk_norm(x.qkn, " (kept)");
       x.att = a.alloc(act, {T, QD}, "attention out (kept)");
       x.lse = a.alloc(DType::f32, {H, T}, "lse (kept)");
       x.xa16 = a.alloc(DType::bf16, {T, b.xa_ld}, "lora xa (kept)");
@@ -520,6 +564,10 @@ void Qwen2Runner::allocate() {
     b.dq = a.alloc(act, {T, QD}, "dq");
     b.dk = a.alloc(act, {T, KVD}, "dk");
     b.dv = a.alloc(act, {T, KVD}, "dv");
+    if (c.qk_norm) {
+      b.dq_pre = a.alloc(act, {T, QD}, "dq before q_norm");
+      b.dk_pre = a.alloc(act, {T, KVD}, "dk before k_norm");
+    }
     b.datt = a.alloc(act, {T, QD}, "d attention out");
     b.dm = a.alloc(act, {T, I}, "d swiglu");
     b.dg = a.alloc(act, {T, I}, "d gate");
@@ -567,6 +615,10 @@ void Qwen2Runner::upload(const PackedBatch& batch, float grad_scale) {
 
 namespace {
 Tensor rows(const Tensor& t, int64_t T) { return t.data ? t.slice_rows(0, T) : t; }
+// The q/k norm buffers of T tokens (rstd_q / rstd_k hold one entry a token and head).
+QkNormActs qk_norm_rows(const QkNormActs& n, int64_t T, int64_t H, int64_t KV) {
+  return {rows(n.q_pre, T), rows(n.k_pre, T), rows(n.rstd_q, T * H), rows(n.rstd_k, T * KV)};
+}
 // lse is [H, Tmax]: re-view the leading H*T elements as [H, T].
 Tensor lse_view(const Tensor& lse, int64_t T) { return Tensor(lse.data, lse.dtype, {lse.dim(0), T}, lse.device); }
 uint64_t mix_seed(uint64_t seed, int64_t layer, int p) {
@@ -721,12 +773,12 @@ void Qwen2Runner::projs_backward(int64_t l, Proj first, int n, const Tensor& din
 
 void Qwen2Runner::layer_forward(int64_t l, const Tensor& x_in, const Tensor& x_out, size_t ai, uint64_t seed,
                                 bool recompute) {
-  const auto& c = model_.config();
+  const Architecture& arch = model_.arch();
   const LayerWeights& w = layer_weights(l);
   Buffers& b = *buf_;
-  const int64_t T = b.T, H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim;
+  const int64_t T = b.T, H = arch.heads, KV = arch.kv_heads, D = arch.head_dim;
   LayerActs& a = b.acts[ai];
-  const float eps = static_cast<float>(c.rms_norm_eps), theta = static_cast<float>(c.rope_theta);
+  const float eps = arch.rms_eps;
   Tensor h1 = rows(a.h1, T), q = rows(a.q, T), k = rows(a.k, T), v = rows(a.v, T), att = rows(a.att, T);
   Tensor x2 = rows(a.x2, T), h2 = rows(a.h2, T), g = rows(a.g, T), u = rows(a.u, T), m = rows(a.m, T);
   Tensor tmp = rows(b.tmp_c, T), pos = rows(b.pos, T), cu = rows(b.cu, b.S + 1);
@@ -734,15 +786,17 @@ void Qwen2Runner::layer_forward(int64_t l, const Tensor& x_in, const Tensor& x_o
   ops::rmsnorm_forward(h1, rows(a.rstd1, T), x_in, w.input_norm, eps);
   // A recomputation with the attention outputs kept (q, k, v, out, lse and the q/k/v LoRA xa) starts at o.
   if (!(recompute && b.keep_attention)) {
-    const Tensor qkv[3] = {q, k, v};
+    const QkNormActs qkn = qk_norm_rows(a.qkn, T, H, KV);
+    // With q/k norm the projections write the pre-norm values; attention_inputs_forward then writes q and k.
+    const Tensor qkv[3] = {arch.qk_norm ? qkn.q_pre : q, arch.qk_norm ? qkn.k_pre : k, v};
     projs_forward(l, Proj::q, 3, qkv, h1, ai, seed);
-    Tensor q3 = q.view({T, H, D}), k3 = k.view({T, KV, D}), v3 = v.view({T, KV, D});
-    ops::rope_forward(q3, pos, theta);
-    ops::rope_forward(k3, pos, theta);
-    ops::attention_forward(att.view({T, H, D}), lse_view(a.lse, T), q3, k3, v3, cu, b.max_seqlen,
-                           1.0f / std::sqrt(static_cast<float>(D)));
+    attention_inputs_forward(arch, w, q, k, pos, qkn);
+    ops::attention_forward(att.view({T, H, D}), lse_view(a.lse, T), q.view({T, H, D}), k.view({T, KV, D}),
+                           v.view({T, KV, D}), cu, b.max_seqlen, arch.attention_scale(), arch.sliding_window);
   }
-  if (b.lora16) {
+  // The bf16 LoRA path adds the residual in the GEMM; a projection with a bias (Llama/Qwen3 attention_bias, Llama
+  // mlp_bias) takes the unfused route.
+  if (b.lora16 && !w.o_b.data) {
     projs_forward(l, Proj::o, 1, &x2, att, ai, seed, false, &x_in);  // x2 = x_in + o(att), added in the GEMM
   } else {
     projs_forward(l, Proj::o, 1, &tmp, att, ai, seed);
@@ -752,7 +806,7 @@ void Qwen2Runner::layer_forward(int64_t l, const Tensor& x_in, const Tensor& x_o
   const Tensor gu[2] = {g, u};
   projs_forward(l, Proj::gate, 2, gu, h2, ai, seed);
   ops::swiglu_forward(m, g, u);
-  if (b.lora16) {
+  if (b.lora16 && !w.down_b.data) {
     // x_out = x2 + down(m), added in the GEMM. The backward of down reads only m and its LoRA xa: a
     // recomputation stops there.
     projs_forward(l, Proj::down, 1, &x_out, m, ai, seed, recompute, &x2);
@@ -764,11 +818,10 @@ void Qwen2Runner::layer_forward(int64_t l, const Tensor& x_in, const Tensor& x_o
 
 // On entry b.dres holds the gradient of the layer's output; on exit, of its input (when need_dinput).
 void Qwen2Runner::layer_backward(int64_t l, const Tensor& x_in, size_t ai, uint64_t seed, bool need_dinput) {
-  const auto& c = model_.config();
+  const Architecture& arch = model_.arch();
   const LayerWeights& w = layer_weights(l);
   Buffers& b = *buf_;
-  const int64_t T = b.T, H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim;
-  const float theta = static_cast<float>(c.rope_theta);
+  const int64_t T = b.T, H = arch.heads, KV = arch.kv_heads, D = arch.head_dim;
   LayerActs& a = b.acts[ai];
   Tensor h1 = rows(a.h1, T), q = rows(a.q, T), k = rows(a.k, T), v = rows(a.v, T), att = rows(a.att, T);
   Tensor x2 = rows(a.x2, T), h2 = rows(a.h2, T), g = rows(a.g, T), u = rows(a.u, T), m = rows(a.m, T);
@@ -782,15 +835,14 @@ void Qwen2Runner::layer_backward(int64_t l, const Tensor& x_in, size_t ai, uint6
   const Tensor dgu[2] = {dg, du};
   projs_backward(l, Proj::gate, 2, dh, false, dgu, h2, ai, seed);
   ops::rmsnorm_backward(dres, dh, x2, w.post_norm, rows(a.rstd2, T), true);  // dres = d x2
-  // Attention: x2 = x_in + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = rmsnorm(x_in)
+  // Attention: x2 = x_in + o(attn(q', k', v(h1))), q', k' = attention_inputs(q(h1), k(h1)), h1 = rmsnorm(x_in)
   projs_backward(l, Proj::o, 1, datt, false, &dres, att, ai, seed);
-  Tensor dq3 = dq.view({T, H, D}), dk3 = dk.view({T, KV, D});
-  ops::attention_backward(dq3, dk3, dv.view({T, KV, D}), datt.view({T, H, D}), q.view({T, H, D}), k.view({T, KV, D}),
-                          v.view({T, KV, D}), att.view({T, H, D}), lse_view(a.lse, T), cu, b.max_seqlen,
-                          1.0f / std::sqrt(static_cast<float>(D)));
-  ops::rope_backward(dq3, pos, theta);
-  ops::rope_backward(dk3, pos, theta);
-  const Tensor dqkv[3] = {dq, dk, dv};
+  ops::attention_backward(dq.view({T, H, D}), dk.view({T, KV, D}), dv.view({T, KV, D}), datt.view({T, H, D}),
+                          q.view({T, H, D}), k.view({T, KV, D}), v.view({T, KV, D}), att.view({T, H, D}),
+                          lse_view(a.lse, T), cu, b.max_seqlen, arch.attention_scale(), arch.sliding_window);
+  const QkGrads dqk = attention_inputs_backward(arch, w, dq, dk, pos, qk_norm_rows(a.qkn, T, H, KV),
+                                                rows(b.dq_pre, T), rows(b.dk_pre, T));
+  const Tensor dqkv[3] = {dqk.dq, dqk.dk, dv};
   projs_backward(l, Proj::q, 3, dh, false, dqkv, h1, ai, seed);
   if (need_dinput) ops::rmsnorm_backward(dres, dh, x_in, w.input_norm, rows(a.rstd1, T), true);  // dres = d x_in
 }
@@ -804,7 +856,7 @@ void Qwen2Runner::run_layers_forward(bool keep_all, uint64_t seed) {
     layer_forward(l, rows(b.residual[static_cast<size_t>(l)], T), rows(b.residual[static_cast<size_t>(l + 1)], T),
                   keep_all || b.keep_attention ? static_cast<size_t>(l) : 0, seed);
   ops::rmsnorm_forward(rows(b.hf, T), rows(b.rstdf, T), rows(b.residual[static_cast<size_t>(L)], T), w.final_norm,
-                       static_cast<float>(model_.config().rms_norm_eps));
+                       model_.arch().rms_eps);
 }
 
 void Qwen2Runner::enqueue_step(bool backward, uint64_t dropout_seed) {
@@ -859,12 +911,7 @@ StepStats Qwen2Runner::read_stats(const PackedBatch& batch) {
 }
 
 bool Qwen2Runner::use_graphs() const {
-  if (!opts_.cuda_graphs || !opts_.training || model_.device() != Device::cuda || !buf_->lora16) return false;
-  static const bool disabled = [] {
-    const char* e = std::getenv("COTUNE_TRAIN_GRAPHS");
-    return e && std::strcmp(e, "0") == 0;
-  }();
-  return !disabled;
+  return opts_.cuda_graphs && opts_.training && model_.device() == Device::cuda && buf_->lora16;
 }
 
 Qwen2Runner::GraphKey Qwen2Runner::pad_for_graph(const PackedBatch& batch, PackedBatch& padded) const {

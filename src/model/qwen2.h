@@ -1,4 +1,5 @@
-// The Qwen2 decoder family (Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen; Llama by flags): weights,
+// The decoder families (Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen, Llama 3.x, Qwen3, Mistral; what differs is
+// model/architecture.h's description, read by the layer code here and in infer/): weights,
 // and an explicit forward and backward over packed variable-length batches (llm.c style: every op a
 // call into kernels/ops.h, no autograd graph). The frozen base may carry LoRA adapters (model/lora.h);
 // the backward pass produces gradients for the LoRA weights only.
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "formats/model_config.h"
+#include "model/architecture.h"
 #include "kernels/quant.h"
 #include "model/lora.h"
 #include "tensor/arena.h"
@@ -21,14 +23,17 @@ class Checkpoint;
 
 namespace cotune::model {
 
+// One decoder layer's weights; which optional tensors are defined follows the Architecture.
 struct LayerWeights {
   Tensor input_norm;                     // [C]
   Tensor q_w, q_b, k_w, k_b, v_w, v_b;   // [H*D, C] (+[H*D]), [KV*D, C] (+[KV*D]); biases undefined if absent
-  Tensor o_w;                            // [C, H*D]
+  Tensor q_norm, k_norm;                 // [D] (Qwen3's per-head q/k RMSNorm), undefined if absent
+  Tensor o_w, o_b;                       // [C, H*D] (+[C]: Llama/Qwen3 attention_bias)
   Tensor post_norm;                      // [C]
   Tensor gate_w, up_w, down_w;           // [I, C], [I, C], [C, I]
+  Tensor gate_b, up_b, down_b;           // [I], [I], [C] (Llama mlp_bias), undefined if absent
   const Tensor& proj(Proj p) const;
-  const Tensor& bias(Proj p) const;      // undefined for o/gate/up/down (and q/k/v without bias)
+  const Tensor& bias(Proj p) const;      // undefined where the architecture has none
 };
 
 struct Weights {
@@ -59,6 +64,7 @@ class Qwen2Model {
                            float init_std = 0.02f);
 
   const formats::ModelConfig& config() const { return config_; }
+  const Architecture& arch() const { return arch_; }  // what the layer computes (model/architecture.h)
   // On CUDA with load_in_4bit, the seven projections of each layer are held only as NF4 (weights().layers[l]
   // then has undefined projection tensors): dequantize_layer() writes them to a bf16 scratch before use.
   const Weights& weights() const { return weights_; }
@@ -74,6 +80,7 @@ class Qwen2Model {
 
  private:
   formats::ModelConfig config_;
+  Architecture arch_;
   Device device_ = Device::cpu;
   std::unique_ptr<Arena> arena_;
   Weights weights_;
@@ -121,7 +128,7 @@ struct RunnerOptions {
   // the attention output and its log-sum-exp, the LoRA xa: ~7.4 KB a token a layer at the 1.5B shape, against
   // ~60 KB for the MLP's tensors), so the backward recomputes only from the o projection on (the MLP) and not
   // the q/k/v projections, RoPE and attention. -1: when that costs at most an eighth of the free GPU memory
-  // (short sequences; not the longest ones); 0: off; 1: on. Environment override: COTUNE_KEEP_ATTENTION.
+  // (short sequences; not the longest ones); 0: off; 1: on.
   int keep_attention = -1;
   int64_t ce_chunk = 0;               // tokens per LM-head chunk (0: chosen from the vocabulary size)
   bool training = true;               // allocate backward buffers
@@ -129,7 +136,7 @@ struct RunnerOptions {
   // per (padded tokens, sequences, padded longest sequence), captured at its first use. A batch's last sequence
   // is padded up to a multiple of graph_bucket tokens with ignored tokens (causal attention: no real token sees
   // them; they are never counted) so that varying lengths share a few graphs; the host then launches one graph
-  // instead of thousands of kernels. The environment variable COTUNE_TRAIN_GRAPHS=0 turns them off.
+  // instead of thousands of kernels. false: every step runs kernel by kernel.
   bool cuda_graphs = true;
   int64_t graph_bucket = 64;
   int max_graphs = 64;                // more distinct shapes than this run without graphs

@@ -21,13 +21,16 @@ struct Problem {
   std::vector<int32_t> cu;
   int64_t T = 0, H = 12, KV = 2, D = 128;
   int max_seqlen = 0;
+  int64_t window = 0;  // sliding window (0: full causal)
   std::vector<float> q, k, v, dout;
   // CPU reference results
   std::vector<float> out, lse, dq, dk, dv;
 };
 
-Problem make_problem(const std::vector<int>& lens, int64_t H, int64_t KV, int64_t D, uint32_t seed) {
+Problem make_problem(const std::vector<int>& lens, int64_t H, int64_t KV, int64_t D, uint32_t seed,
+                     int64_t window = 0) {
   Problem p;
+  p.window = window;
   p.H = H;
   p.KV = KV;
   p.D = D;
@@ -52,12 +55,12 @@ Problem make_problem(const std::vector<int>& lens, int64_t H, int64_t KV, int64_
   const int64_t S = static_cast<int64_t>(lens.size());
   kernels::attention_forward(host(p.out, Shape{p.T, H, D}), host(p.lse, Shape{H, p.T}), host(p.q, Shape{p.T, H, D}),
                              host(p.k, Shape{p.T, KV, D}), host(p.v, Shape{p.T, KV, D}),
-                             host_i32(p.cu, Shape{S + 1}), p.max_seqlen, scale);
+                             host_i32(p.cu, Shape{S + 1}), p.max_seqlen, scale, window);
   kernels::attention_backward(host(p.dq, Shape{p.T, H, D}), host(p.dk, Shape{p.T, KV, D}),
                               host(p.dv, Shape{p.T, KV, D}), host(p.dout, Shape{p.T, H, D}),
                               host(p.q, Shape{p.T, H, D}), host(p.k, Shape{p.T, KV, D}), host(p.v, Shape{p.T, KV, D}),
                               host(p.out, Shape{p.T, H, D}), host(p.lse, Shape{H, p.T}), host_i32(p.cu, Shape{S + 1}),
-                              p.max_seqlen, scale);
+                              p.max_seqlen, scale, window);
   return p;
 }
 
@@ -70,7 +73,7 @@ void run_and_check(const Problem& p, AttentionImpl impl, Arena& arena) {
   Tensor out = arena.alloc(DType::bf16, Shape{T, H, D}), lse = arena.alloc(DType::f32, Shape{H, T});
   poison(out);
   poison(lse);
-  kernels::cuda::attention_forward_impl(impl, out, lse, q, k, v, cu, p.max_seqlen, scale);
+  kernels::cuda::attention_forward_impl(impl, out, lse, q, k, v, cu, p.max_seqlen, scale, p.window);
   std::printf("%s attention, T = %ld\n",
               impl == AttentionImpl::flash ? "flash" : (impl == AttentionImpl::flash_m64 ? "flash_m64" : "simple"),
               static_cast<long>(T));
@@ -84,7 +87,7 @@ void run_and_check(const Problem& p, AttentionImpl impl, Arena& arena) {
   poison(dq);
   poison(dk);
   poison(dv);
-  kernels::cuda::attention_backward_impl(impl, dq, dk, dv, dout, q, k, v, out, lse, cu, p.max_seqlen, scale);
+  kernels::cuda::attention_backward_impl(impl, dq, dk, dv, dout, q, k, v, out, lse, cu, p.max_seqlen, scale, p.window);
   EXPECT_REL(download(dq), p.dq, 2e-2);
   EXPECT_REL(download(dk), p.dk, 2e-2);
   EXPECT_REL(download(dv), p.dv, 2e-2);
@@ -92,7 +95,7 @@ void run_and_check(const Problem& p, AttentionImpl impl, Arena& arena) {
   poison(dq);
   poison(dk);
   poison(dv);
-  kernels::cuda::attention_backward_impl(impl, dq, dk, dv, dout, q, k, v, out, lse, cu, p.max_seqlen, scale);
+  kernels::cuda::attention_backward_impl(impl, dq, dk, dv, dout, q, k, v, out, lse, cu, p.max_seqlen, scale, p.window);
   EXPECT_TRUE(download_bytes(dq) == bq) << "dq not bit-identical across runs";
   EXPECT_TRUE(download_bytes(dk) == bk) << "dk not bit-identical across runs";
   EXPECT_TRUE(download_bytes(dv) == bv) << "dv not bit-identical across runs";
@@ -130,6 +133,28 @@ TEST_P(CudaAttention, OneLongSequence) {
   static const Problem p = make_problem({2027}, 12, 2, 128, 451);
   Arena arena(Device::cuda, gib(0.5));
   run_and_check(p, GetParam(), arena);
+}
+
+// Mistral's sliding window: a window shorter than the longest sequences runs the simple kernels (the automatic
+// choice), against the CPU's windowed reference; a window no sequence reaches changes nothing (flash stays); the
+// flash kernels refuse a window that matters.
+TEST(CudaAttentionWindow, SlidingWindowMatchesCpu) {
+  COTUNE_REQUIRE_GPU();
+  static const Problem p = make_problem({1, 17, 300, 64, 129}, 8, 2, 128, 551, 100);
+  Arena arena(Device::cuda, gib(0.25));
+  run_and_check(p, AttentionImpl::automatic, arena);
+  run_and_check(p, AttentionImpl::simple, arena);
+  static const Problem wide = make_problem({1, 17, 300, 64, 129}, 8, 2, 128, 551, 300);  // = max_seqlen
+  static const Problem full = make_problem({1, 17, 300, 64, 129}, 8, 2, 128, 551);
+  EXPECT_EQ(wide.out, full.out);  // the CPU reference: a window of max_seqlen is full causal attention
+  run_and_check(wide, AttentionImpl::flash, arena);
+  const int64_t T = p.T;
+  Tensor q = upload(arena, p.q, Shape{T, 8, 128}, DType::bf16), k = upload(arena, p.k, Shape{T, 2, 128}, DType::bf16);
+  Tensor v = upload(arena, p.v, Shape{T, 2, 128}, DType::bf16);
+  Tensor cu = upload_i32(arena, p.cu, Shape{static_cast<int64_t>(p.cu.size())});
+  Tensor out = arena.alloc(DType::bf16, Shape{T, 8, 128}), lse = arena.alloc(DType::f32, Shape{8, T});
+  EXPECT_THROW(kernels::cuda::attention_forward_impl(AttentionImpl::flash, out, lse, q, k, v, cu, p.max_seqlen, 0.1f, 100),
+               Error);
 }
 
 // Sets COTUNE_ATTENTION_SPLIT for one scope (the flash kernels' work split, read at every call).

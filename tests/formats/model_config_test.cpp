@@ -30,8 +30,8 @@ const char* kQwen2 = R"({
   "use_sliding_window": false})";
 
 // kQwen2 with `key` replaced (or added) by the JSON `value`; value "" removes the key.
-std::string patched(const std::string& key, const std::string& value) {
-  std::string s = kQwen2;
+// `base` with field `key` set to `value` (JSON text; empty: removed).
+std::string patched_in(std::string s, const std::string& key, const std::string& value) {
   const std::string k = "\"" + key + "\":";
   size_t at = s.find(k);
   if (at != std::string::npos) {
@@ -60,6 +60,8 @@ std::string patched(const std::string& key, const std::string& value) {
   for (size_t p; (p = s.find(",}")) != std::string::npos;) s.erase(p, 1);
   return s;
 }
+
+std::string patched(const std::string& key, const std::string& value) { return patched_in(kQwen2, key, value); }
 
 ModelConfig parse(const std::string& text) { return parse_model_config(text, "test/config.json"); }
 
@@ -170,6 +172,41 @@ TEST(ModelConfig, RoundTripsThroughJson) {
   EXPECT_NE(text.find("\"rope_theta\": 10000.0"), std::string::npos) << text;
 }
 
+// The families' own keys, as transformers 4.x writes them (the 5.x forms are in tests/golden/families).
+TEST(ModelConfig, FamiliesOwnKeys) {
+  // Llama 3.1: rope_scaling llama3, no biases unless asked.
+  std::string llama = patched("model_type", "\"llama\"");
+  llama = patched_in(llama, "architectures", "[\"LlamaForCausalLM\"]");
+  llama = patched_in(llama, "rope_scaling",
+                     "{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
+                     "\"original_max_position_embeddings\": 8192}");
+  ModelConfig l = parse(llama);
+  EXPECT_EQ(l.rope_type, "llama3");
+  EXPECT_EQ(l.rope_factor, 8.0);
+  EXPECT_EQ(l.rope_original_max_position_embeddings, 8192);
+  EXPECT_FALSE(l.attention_bias || l.mlp_bias || l.o_proj_bias() || l.qk_norm);
+  ModelConfig lr = parse_model_config(model_config_to_json(l), "written");  // the writer keeps the scaling
+  EXPECT_EQ(lr.rope_type, "llama3");
+  EXPECT_EQ(lr.rope_high_freq_factor, 4.0);
+  l = parse(patched_in(llama, "attention_bias", "true"));
+  EXPECT_TRUE(l.attention_bias && l.o_proj_bias());
+  // Qwen3: q/k norm, head_dim 128 by default whatever hidden / heads is, bias off by default.
+  std::string qwen3 = patched_in(patched("model_type", "\"qwen3\""), "architectures", "[\"Qwen3ForCausalLM\"]");
+  ModelConfig q = parse(qwen3);
+  EXPECT_TRUE(q.qk_norm);
+  EXPECT_FALSE(q.attention_bias);
+  EXPECT_EQ(q.head_dim, 128);
+  EXPECT_EQ(q.attention_window(), 0);  // sliding_window 4096 is present but off (use_sliding_window false)
+  EXPECT_EQ(parse_model_config(model_config_to_json(q), "written").qk_norm, true);
+  // Mistral: the window applies; null means none; absent means MistralConfig's 4096.
+  std::string mistral = patched_in(patched("model_type", "\"mistral\""), "architectures", "[\"MistralForCausalLM\"]");
+  EXPECT_EQ(parse(mistral).attention_window(), 4096);
+  EXPECT_EQ(parse(patched_in(mistral, "sliding_window", "null")).attention_window(), 0);
+  EXPECT_EQ(parse(patched_in(mistral, "sliding_window", "")).attention_window(), 4096);
+  EXPECT_EQ(parse(patched_in(mistral, "sliding_window", "128")).attention_window(), 128);
+  EXPECT_FALSE(parse(mistral).attention_bias);
+}
+
 TEST(ModelConfig, LoadErrorsNameFileAndField) {
   test::TempDir dir;
   expect_error([&] { load_model_config(dir.path().string()); }, {dir.path().string(), "config.json"});
@@ -193,16 +230,29 @@ TEST(ModelConfig, BadConfigsNameTheField) {
       {"vocab_size", "0", {"\"vocab_size\"", "positive"}},
       {"tie_word_embeddings", "1", {"\"tie_word_embeddings\"", "true or false"}},
       {"rope_theta", "\"big\"", {"\"rope_theta\"", "number"}},
-      {"model_type", "\"mistral\"", {"\"model_type\"", "mistral"}},
+      {"model_type", "\"gemma\"", {"\"model_type\"", "gemma"}},
+      {"model_type", "\"mistral\"", {"\"architectures\"", "MistralForCausalLM"}},
       {"architectures", "[\"Qwen2MoeForCausalLM\"]", {"\"architectures\"", "Qwen2MoeForCausalLM"}},
       {"architectures", "[]", {"\"architectures\""}},
       {"num_attention_heads", "5", {"hidden_size 64", "num_attention_heads 5"}},
       {"num_key_value_heads", "3", {"num_attention_heads 4", "num_key_value_heads 3"}},
       {"use_sliding_window", "true", {"\"use_sliding_window\""}},
       {"rope_scaling", "{\"rope_type\": \"yarn\", \"factor\": 4.0}", {"\"rope_scaling.rope_type\"", "yarn"}},
-      {"rope_scaling", "{\"type\": \"linear\", \"factor\": 2.0}", {"\"rope_scaling.type\"", "linear"}},
+      {"rope_scaling", "{\"type\": \"dynamic\", \"factor\": 2.0}", {"\"rope_scaling.rope_type\"", "dynamic"}},
+      {"rope_scaling", "{\"type\": \"linear\"}", {"\"rope_scaling.factor\""}},
+      {"rope_scaling", "{\"rope_type\": \"linear\", \"factor\": 0.5}", {"\"rope_scaling.factor\"", "at least 1"}},
+      {"rope_scaling",
+       "{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 4.0, \"high_freq_factor\": 1.0, "
+       "\"original_max_position_embeddings\": 8192}",
+       {"\"rope_scaling.low_freq_factor\"", "high_freq_factor"}},
+      {"rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0}",
+       {"\"rope_scaling.original_max_position_embeddings\""}},
+      {"partial_rotary_factor", "0.5", {"\"partial_rotary_factor\""}},
+      {"final_logit_softcapping", "30.0", {"\"final_logit_softcapping\""}},
       {"rope_scaling", "{\"factor\": 2.0}", {"\"rope_scaling\"", "rope_type"}},
-      {"rope_parameters", "{\"rope_theta\": 5.0, \"rope_type\": \"llama3\"}", {"\"rope_parameters.rope_type\"", "llama3"}},
+      {"rope_parameters", "{\"rope_theta\": 5.0, \"rope_type\": \"llama3\"}", {"\"rope_parameters.factor\""}},
+      {"rope_parameters", "{\"rope_theta\": 5.0, \"rope_type\": \"yarn\", \"factor\": 4.0}",
+       {"\"rope_parameters.rope_type\"", "yarn"}},
       {"rope_parameters", "{\"rope_theta\": \"x\"}", {"\"rope_parameters.rope_theta\"", "number"}},
       {"hidden_act", "\"gelu\"", {"\"hidden_act\"", "gelu"}},
       {"eos_token_id", "\"</s>\"", {"\"eos_token_id\""}},

@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/rope.h"
+
 namespace cotune::kernels::cpu {
 
 // out[M,N] = alpha * op(a) @ op(b) + beta * out (cblas_sgemm).
@@ -17,15 +19,15 @@ void rmsnorm_backward(float* dinp, const float* dout, const float* inp, const fl
                       int64_t T, int64_t C, bool accumulate);
 
 // x[T,NH,D] in place; sign = +1 forward, -1 backward (rotation by -angle).
-void rope_apply(float* x, const int32_t* positions, int64_t T, int64_t NH, int64_t D, float theta, float sign);
-// inv_freq[D/2] exactly as HF computes it in fp32.
-void rope_inv_freq(float* inv_freq, int64_t D, float theta);
+void rope_apply(float* x, const int32_t* positions, int64_t T, int64_t NH, int64_t D, const RopeSpec& rope, float sign);
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                       const int32_t* cu_seqlens, int64_t S, int64_t T, int64_t H, int64_t KV, int64_t D, float scale);
+                       const int32_t* cu_seqlens, int64_t S, int64_t T, int64_t H, int64_t KV, int64_t D, float scale,
+                       int64_t window);
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const int32_t* cu_seqlens, int64_t S,
-                        int64_t T, int64_t H, int64_t KV, int64_t D, float scale);
+                        int64_t T, int64_t H, int64_t KV, int64_t D, float scale,
+                        int64_t window);
 
 void swiglu_forward(float* out, const float* gate, const float* up, int64_t n);
 void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, int64_t n);

@@ -23,7 +23,7 @@ void kv_cache_write(float* k_cache, float* v_cache, const float* k, const float*
 // out[T,H,D], q[T,H,D]; query t reads slot[t]'s cache rows [0, pos[t]].
 void cached_attention_forward(float* out, const float* q, const float* k_cache, const float* v_cache,
                               const int32_t* slot, const int32_t* pos, int64_t T, int64_t N, int64_t H, int64_t KV,
-                              int64_t D, float scale) {
+                              int64_t D, float scale, int64_t window) {
   const int64_t group = H / KV;
 #pragma omp parallel
   {
@@ -32,12 +32,14 @@ void cached_attention_forward(float* out, const float* q, const float* k_cache, 
     for (int64_t t = 0; t < T; ++t) {
       for (int64_t h = 0; h < H; ++h) {
         const int64_t n = static_cast<int64_t>(pos[t]) + 1, kvh = h / group;
+        // Sliding window W > 0: only the W newest positions (as attention_forward).
+        const int64_t j0 = window > 0 ? std::max<int64_t>(0, n - window) : 0;
         const float* kbase = k_cache + static_cast<int64_t>(slot[t]) * N * KV * D;
         const float* vbase = v_cache + static_cast<int64_t>(slot[t]) * N * KV * D;
         scores.resize(static_cast<size_t>(n));
         const float* qi = q + (t * H + h) * D;
         float mx = -INFINITY;
-        for (int64_t j = 0; j < n; ++j) {
+        for (int64_t j = j0; j < n; ++j) {
           const float* kj = kbase + (j * KV + kvh) * D;
           float dot = 0.0f;
           for (int64_t d = 0; d < D; ++d) dot += qi[d] * kj[d];
@@ -46,7 +48,7 @@ void cached_attention_forward(float* out, const float* q, const float* k_cache, 
           mx = std::max(mx, dot);
         }
         double sum = 0.0;
-        for (int64_t j = 0; j < n; ++j) {
+        for (int64_t j = j0; j < n; ++j) {
           const float e = std::exp(scores[static_cast<size_t>(j)] - mx);
           scores[static_cast<size_t>(j)] = e;
           sum += e;
@@ -54,7 +56,7 @@ void cached_attention_forward(float* out, const float* q, const float* k_cache, 
         const float inv = static_cast<float>(1.0 / sum);
         float* oi = out + (t * H + h) * D;
         for (int64_t d = 0; d < D; ++d) oi[d] = 0.0f;
-        for (int64_t j = 0; j < n; ++j) {
+        for (int64_t j = j0; j < n; ++j) {
           const float p = scores[static_cast<size_t>(j)] * inv;
           const float* vj = vbase + (j * KV + kvh) * D;
           for (int64_t d = 0; d < D; ++d) oi[d] += p * vj[d];

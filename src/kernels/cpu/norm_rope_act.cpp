@@ -45,18 +45,51 @@ void rmsnorm_backward(float* dinp, const float* dout, const float* inp, const fl
   }
 }
 
-void rope_inv_freq(float* inv_freq, int64_t D, float theta) {
+}  // namespace cotune::kernels::cpu
+
+namespace cotune::kernels {
+
+void rope_inv_freq(float* inv_freq, int64_t D, const RopeSpec& rope) {
   // HF: 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim)), all in fp32.
   for (int64_t j = 0; j < D / 2; ++j) {
     float expo = static_cast<float>(2 * j) / static_cast<float>(D);
-    inv_freq[j] = 1.0f / std::pow(theta, expo);
+    inv_freq[j] = 1.0f / std::pow(rope.theta, expo);
+  }
+  switch (rope.scaling) {
+    case RopeScaling::none: break;
+    case RopeScaling::linear:  // _compute_linear_scaling_rope_parameters: inv_freq /= factor
+      for (int64_t j = 0; j < D / 2; ++j) inv_freq[j] /= rope.factor;
+      break;
+    case RopeScaling::llama3: {
+      // _compute_llama3_parameters: wavelengths longer than original/low_freq_factor are divided by factor, shorter
+      // than original/high_freq_factor kept, those between blended by smooth = (original/wavelen - low) / (high - low).
+      const float low_wavelen = rope.original_max_position / rope.low_freq_factor;
+      const float high_wavelen = rope.original_max_position / rope.high_freq_factor;
+      const auto two_pi = static_cast<float>(2.0 * 3.14159265358979323846);
+      for (int64_t j = 0; j < D / 2; ++j) {
+        const float f = inv_freq[j];
+        const float wavelen = two_pi / f;
+        float scaled = wavelen > low_wavelen ? f / rope.factor : f;
+        if (!(wavelen < high_wavelen) && !(wavelen > low_wavelen)) {
+          const float smooth = (rope.original_max_position / wavelen - rope.low_freq_factor) /
+                               (rope.high_freq_factor - rope.low_freq_factor);
+          scaled = (1.0f - smooth) * scaled / rope.factor + smooth * scaled;
+        }
+        inv_freq[j] = scaled;
+      }
+      break;
+    }
   }
 }
 
-void rope_apply(float* x, const int32_t* positions, int64_t T, int64_t NH, int64_t D, float theta, float sign) {
+}  // namespace cotune::kernels
+
+namespace cotune::kernels::cpu {
+
+void rope_apply(float* x, const int32_t* positions, int64_t T, int64_t NH, int64_t D, const RopeSpec& rope, float sign) {
   const int64_t half = D / 2;
   float inv_freq[512];
-  rope_inv_freq(inv_freq, D, theta);
+  rope_inv_freq(inv_freq, D, rope);
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < T; ++t) {
     float pos = static_cast<float>(positions[t]);

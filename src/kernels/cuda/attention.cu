@@ -1,5 +1,6 @@
 // Causal GQA attention over packed varlen sequences: the simple kernels (scalar fp32, one warp per row), the
-// correctness twin of the flash kernels, and the dvec pre-pass of both backward passes.
+// correctness twin of the flash kernels and the only ones with a sliding window, and the dvec pre-pass of both
+// backward passes.
 #include "kernels/cuda/common.cuh"
 
 namespace cotune::kernels::cuda {
@@ -18,6 +19,11 @@ __device__ __forceinline__ int find_seq(const int32_t* cu, int S, int t) {
     else hi = mid - 1;
   }
   return lo;
+}
+
+// The first key query i sees: its sequence's first (causal), or with a sliding window the `window` newest keys.
+__device__ __forceinline__ int first_key(const AttentionArgs& a, int begin, int i) {
+  return a.window > 0 ? max(begin, i - a.window + 1) : begin;
 }
 
 // ---- forward: one warp per (token i, head h) ---------------------------------------------------------
@@ -39,7 +45,7 @@ __global__ void simple_forward_kernel(AttentionArgs a) {
     acc[c] = 0.0f;
   }
   float m = -INFINITY, l = 0.0f;
-  for (int j = begin; j <= i; ++j) {
+  for (int j = first_key(a, begin, i); j <= i; ++j) {
     const bf16* kj = static_cast<const bf16*>(a.k) + (static_cast<int64_t>(j) * a.KV + kvh) * a.D;
     const bf16* vj = static_cast<const bf16*>(a.v) + (static_cast<int64_t>(j) * a.KV + kvh) * a.D;
     float dot = 0.0f;
@@ -77,7 +83,7 @@ __global__ void dvec_kernel(AttentionArgs a) {
   if (lane == 0) a.dvec[static_cast<int64_t>(h) * a.T + t] = acc;
 }
 
-// dq bf16 [T,H,D]: one warp per (query i, head h), over keys j <= i of its sequence.
+// dq bf16 [T,H,D]: one warp per (query i, head h), over keys j <= i of its sequence (within the window).
 __global__ void simple_dq_kernel(AttentionArgs a) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -96,7 +102,7 @@ __global__ void simple_dq_kernel(AttentionArgs a) {
     acc[c] = 0.0f;
   }
   const float lse = a.lse[static_cast<int64_t>(h) * a.T + i], di = a.dvec[static_cast<int64_t>(h) * a.T + i];
-  for (int j = begin; j <= i; ++j) {
+  for (int j = first_key(a, begin, i); j <= i; ++j) {
     const bf16* kj = static_cast<const bf16*>(a.k) + (static_cast<int64_t>(j) * a.KV + kvh) * a.D;
     const bf16* vj = static_cast<const bf16*>(a.v) + (static_cast<int64_t>(j) * a.KV + kvh) * a.D;
     float dot = 0.0f, dp = 0.0f;
@@ -120,14 +126,16 @@ __global__ void simple_dq_kernel(AttentionArgs a) {
     if (c < nd) dq[lane + 32 * c] = __float2bfloat16_rn(acc[c]);
 }
 
-// dk, dv bf16 [T,KV,D]: one warp per (key j, kv head), over the group's heads and the queries i >= j.
+// dk, dv bf16 [T,KV,D]: one warp per (key j, kv head), over the group's heads and the queries i >= j (within the
+// window).
 __global__ void simple_dkdv_kernel(AttentionArgs a) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= static_cast<int64_t>(a.T) * a.KV) return;
   const int j = static_cast<int>(row / a.KV), kvh = static_cast<int>(row % a.KV);
   const int group = a.H / a.KV;
-  const int end = a.cu_seqlens[find_seq(a.cu_seqlens, a.S, j) + 1];
+  const int seq_end = a.cu_seqlens[find_seq(a.cu_seqlens, a.S, j) + 1];
+  const int end = a.window > 0 ? min(seq_end, j + a.window) : seq_end;  // queries that see key j
   const int nd = a.D / 32;
   const bf16* kj = static_cast<const bf16*>(a.k) + row * a.D;
   const bf16* vj = static_cast<const bf16*>(a.v) + row * a.D;

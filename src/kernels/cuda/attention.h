@@ -12,8 +12,11 @@
 // attention_forward/backward in cuda_ops.h pick flash when D == 128, else simple; the environment variable
 // COTUNE_ATTENTION=simple forces the simple kernels (a debugging switch). Benchmark/test switches:
 // COTUNE_ATTENTION_SPLIT="fwd_ck,dq_ck,dkdv_w" (work splits), COTUNE_ATTENTION_DS=0 (recompute dS),
-// COTUNE_ATTENTION_DS_MB (the dS limit).
+// COTUNE_ATTENTION_DS_MB (the dS limit). A sliding window (window > 0) shorter than the longest sequence runs the
+// simple kernels, the only ones that implement it.
 #pragma once
+#include <cstdint>
+
 #include "tensor/tensor.h"
 
 namespace cotune::kernels::cuda {
@@ -23,9 +26,11 @@ namespace cotune::kernels::cuda {
 enum class AttentionImpl { automatic, simple, flash, flash_m64 };
 
 void attention_forward_impl(AttentionImpl impl, const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
-                            const Tensor& v, const Tensor& cu_seqlens, int max_seqlen, float scale);
+                            const Tensor& v, const Tensor& cu_seqlens, int max_seqlen, float scale,
+                            int64_t window = 0);
 void attention_backward_impl(AttentionImpl impl, const Tensor& dq, const Tensor& dk, const Tensor& dv,
                              const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                             const Tensor& lse, const Tensor& cu_seqlens, int max_seqlen, float scale);
+                             const Tensor& lse, const Tensor& cu_seqlens, int max_seqlen, float scale,
+                             int64_t window = 0);
 
 }  // namespace cotune::kernels::cuda

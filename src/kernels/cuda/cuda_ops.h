@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/rope.h"
 #include "tensor/tensor.h"
 
 namespace cotune::kernels::cuda {
@@ -13,13 +14,15 @@ void embedding_forward(const Tensor& out, const Tensor& ids, const Tensor& table
 void rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& inp, const Tensor& weight, float eps);
 void rmsnorm_backward(const Tensor& dinp, const Tensor& dout, const Tensor& inp, const Tensor& weight,
                       const Tensor& rstd, bool accumulate);
-void rope_forward(const Tensor& x, const Tensor& positions, float theta);
-void rope_backward(const Tensor& dx, const Tensor& positions, float theta);
+void rope_forward(const Tensor& x, const Tensor& positions, const RopeSpec& rope);
+void rope_backward(const Tensor& dx, const Tensor& positions, const RopeSpec& rope);
 void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
-                       const Tensor& cu_seqlens, int max_seqlen, float scale);
+                       const Tensor& cu_seqlens, int max_seqlen, float scale,
+                       int64_t window = 0);
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                        const Tensor& cu_seqlens, int max_seqlen, float scale);
+                        const Tensor& cu_seqlens, int max_seqlen, float scale,
+                        int64_t window = 0);
 void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up);
 void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout, const Tensor& gate, const Tensor& up);
 void linear_forward(const Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& bias);

@@ -25,7 +25,7 @@ constexpr int kMaxPerLane = 8;  // D <= 256
 // grid (T, H), block 32 * kWarps. Lane l of a warp owns elements d = l + 32 * i of the head dim.
 __global__ void cached_attention_kernel(bf16* out, const bf16* q, const bf16* k_cache, const bf16* v_cache,
                                         const int32_t* slot, const int32_t* pos, int64_t N, int64_t H, int64_t KV,
-                                        int64_t D, float scale) {
+                                        int64_t D, float scale, int64_t window) {
   const int64_t t = blockIdx.x, h = blockIdx.y;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int per_lane = static_cast<int>(D / 32);
@@ -40,7 +40,8 @@ __global__ void cached_attention_kernel(bf16* out, const bf16* q, const bf16* k_
     acc[i] = 0.0f;
   }
   float m = -INFINITY, l = 0.0f;
-  for (int64_t j = warp; j < n; j += kWarps) {
+  const int64_t first = window > 0 && n > window ? n - window : 0;  // sliding window: the `window` newest positions
+  for (int64_t j = first + warp; j < n; j += kWarps) {
     const bf16* kj = kb + j * row;
     float dot = 0.0f;
     for (int i = 0; i < per_lane; ++i) dot += qr[i] * to_f(kj[lane + 32 * i]);
@@ -336,12 +337,13 @@ void launch_kv_cache_write(void* k_cache, void* v_cache, const void* k, const vo
 }
 
 void launch_cached_attention(void* out, const void* q, const void* k_cache, const void* v_cache, const int32_t* slot,
-                             const int32_t* pos, int64_t T, int64_t N, int64_t H, int64_t KV, int64_t D, float scale) {
+                             const int32_t* pos, int64_t T, int64_t N, int64_t H, int64_t KV, int64_t D, float scale,
+                             int64_t window) {
   if (T == 0) return;
   dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(H));
   cached_attention_kernel<<<grid, 32 * kWarps, 0, stream()>>>(
       static_cast<bf16*>(out), static_cast<const bf16*>(q), static_cast<const bf16*>(k_cache),
-      static_cast<const bf16*>(v_cache), slot, pos, N, H, KV, D, scale);
+      static_cast<const bf16*>(v_cache), slot, pos, N, H, KV, D, scale, window);
   check_launch("cached_attention");
 }
 

@@ -58,6 +58,9 @@ struct AttentionArgs {
   float* dkv_partial = nullptr;  // flash backward workspace: f32 [2][dkdv_chunks][T,KV,D] (see flash_dkdv_kernel)
   int S = 0, T = 0, H = 0, KV = 0, D = 0, max_seqlen = 0;
   float scale = 1.0f;
+  // > 0: sliding window (Mistral): query i sees keys (i - window, i] of its sequence. Only the simple kernels
+  // implement it; the dispatcher sends a window that matters (max_seqlen > window) to them.
+  int window = 0;
   // Flash work splits (set by the dispatcher, see flash_split_plan). fwd_ck / dq_ck: key tiles (of 64) per block of
   // the forward / dq kernels, 0 = the whole causal range in one block; a query tile split into several chunks
   // writes fp32 partials to fwd_partial / dq_partial (slots of flash_split_slots each (sequence, head)) that a

@@ -45,17 +45,19 @@ void rmsnorm_backward(const Tensor& dinp, const Tensor& dout, const Tensor& inp,
                           accumulate);
 }
 
-static void rope(const char* op, const Tensor& x, const Tensor& positions, float theta, float sign) {
+static void rope(const char* op, const Tensor& x, const Tensor& positions, const RopeSpec& spec, float sign) {
   need_dtype(x, DType::bf16, op, "x");
   float inv_freq[512];
-  cpu::rope_inv_freq(inv_freq, x.dim(2), theta);  // bit-identical to the CPU reference (HF computes it in fp32)
+  rope_inv_freq(inv_freq, x.dim(2), spec);  // bit-identical to the CPU reference (HF computes it in fp32)
   launch_rope(x.data, positions.ptr<int32_t>(), x.dim(0), x.dim(1), x.dim(2), inv_freq, sign);
 }
 
-void rope_forward(const Tensor& x, const Tensor& positions, float theta) { rope("rope_forward", x, positions, theta, 1.0f); }
+void rope_forward(const Tensor& x, const Tensor& positions, const RopeSpec& spec) {
+  rope("rope_forward", x, positions, spec, 1.0f);
+}
 
-void rope_backward(const Tensor& dx, const Tensor& positions, float theta) {
-  rope("rope_backward", dx, positions, theta, -1.0f);
+void rope_backward(const Tensor& dx, const Tensor& positions, const RopeSpec& spec) {
+  rope("rope_backward", dx, positions, spec, -1.0f);
 }
 
 void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) {
@@ -163,6 +165,12 @@ int64_t causal_tile_pairs(const AttentionArgs& a, int rows) {
   return std::min<int64_t>(a.S * nq * (nq + 1) / 2, (query_tiles(a, rows) * (nq + 1) + 1) / 2);
 }
 
+// The window the kernels apply: none when no sequence is longer than it (then it changes nothing, and the flash
+// kernels stay in use).
+int window_that_matters(int64_t window, int max_seqlen) {
+  return window > 0 && window < max_seqlen ? static_cast<int>(window) : 0;
+}
+
 // automatic: flash for head dim 128 (else simple). Of the two flash forwards, the 128-row one is ~5% faster when
 // it has enough blocks to fill the GPU (4 x 2048 tokens, H100: 0.266 vs 0.280 ms) and slower when it does not
 // (1 x 1024: 0.050 vs 0.046 ms), so it is taken when it launches at least two blocks per SM (H200, 1 x 2048: 0.086
@@ -170,6 +178,12 @@ int64_t causal_tile_pairs(const AttentionArgs& a, int rows) {
 // (one sequence + a short padding one) is judged as the one sequence.
 AttentionImpl choose(AttentionImpl impl, const AttentionArgs& a) {
   const int64_t D = a.D;
+  // A sliding window that matters: only the simple kernels implement it (exact; slower than flash at long lengths).
+  if (a.window > 0) {
+    if (impl == AttentionImpl::flash || impl == AttentionImpl::flash_m64)
+      fail("attention (CUDA): the flash kernels implement no sliding window (window {})", a.window);
+    impl = AttentionImpl::simple;
+  }
   if (impl == AttentionImpl::automatic) {
     const char* e = std::getenv("COTUNE_ATTENTION");
     if ((e && std::strcmp(e, "simple") == 0) || !flash_ok(D)) {
@@ -242,11 +256,12 @@ SplitPlan split_plan(const AttentionArgs& a, bool wide) {
 }  // namespace
 
 void attention_forward_impl(AttentionImpl impl, const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
-                            const Tensor& v, const Tensor& cu_seqlens, int max_seqlen, float scale) {
+                            const Tensor& v, const Tensor& cu_seqlens, int max_seqlen, float scale, int64_t window) {
   const char* op = "attention_forward";
   for (const Tensor* t : {&out, &q, &k, &v}) need_dtype(*t, DType::bf16, op, "q/k/v/out");
   if (q.dim(0) == 0) return;
   AttentionArgs a = make_args(q, k, v, lse, cu_seqlens, max_seqlen, scale);
+  a.window = window_that_matters(window, max_seqlen);
   a.out_w = out.data;
   const AttentionImpl chosen = choose(impl, a);
   if (chosen == AttentionImpl::simple) {
@@ -268,11 +283,13 @@ void attention_forward_impl(AttentionImpl impl, const Tensor& out, const Tensor&
 
 void attention_backward_impl(AttentionImpl impl, const Tensor& dq, const Tensor& dk, const Tensor& dv,
                              const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                             const Tensor& lse, const Tensor& cu_seqlens, int max_seqlen, float scale) {
+                             const Tensor& lse, const Tensor& cu_seqlens, int max_seqlen, float scale,
+                             int64_t window) {
   const char* op = "attention_backward";
   for (const Tensor* t : {&dq, &dk, &dv, &dout, &q, &k, &v, &out}) need_dtype(*t, DType::bf16, op, "argument");
   if (q.dim(0) == 0) return;
   AttentionArgs a = make_args(q, k, v, lse, cu_seqlens, max_seqlen, scale);
+  a.window = window_that_matters(window, max_seqlen);
   a.out = out.data;
   a.dout = dout.data;
   a.dq = dq.data;
@@ -320,14 +337,15 @@ void attention_backward_impl(AttentionImpl impl, const Tensor& dq, const Tensor&
 }
 
 void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
-                       const Tensor& cu_seqlens, int max_seqlen, float scale) {
-  attention_forward_impl(AttentionImpl::automatic, out, lse, q, k, v, cu_seqlens, max_seqlen, scale);
+                       const Tensor& cu_seqlens, int max_seqlen, float scale, int64_t window) {
+  attention_forward_impl(AttentionImpl::automatic, out, lse, q, k, v, cu_seqlens, max_seqlen, scale, window);
 }
 
 void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                        const Tensor& cu_seqlens, int max_seqlen, float scale) {
-  attention_backward_impl(AttentionImpl::automatic, dq, dk, dv, dout, q, k, v, out, lse, cu_seqlens, max_seqlen, scale);
+                        const Tensor& cu_seqlens, int max_seqlen, float scale, int64_t window) {
+  attention_backward_impl(AttentionImpl::automatic, dq, dk, dv, dout, q, k, v, out, lse, cu_seqlens, max_seqlen, scale,
+                          window);
 }
 
 }  // namespace cotune::kernels::cuda
