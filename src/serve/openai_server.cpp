@@ -170,6 +170,10 @@ OpenAiServer::OpenAiServer(Engine& engine, const text::Tokenizer& tok, const tex
   // One worker per open connection: streaming requests hold theirs until the last token.
   const size_t workers = static_cast<size_t>(std::max<int64_t>(16, 4 * engine_.options().max_batch * static_cast<int64_t>(engine_.models().size())));
   http_->new_task_queue = [workers] { return new httplib::ThreadPool(workers); };
+  // cpp-httplib's 5 s socket timeouts fail slow but live clients (a loaded machine, a long prompt being typed in
+  // by a proxy); a streaming answer can also pause while a long prefill of another request runs.
+  http_->set_read_timeout(120, 0);
+  http_->set_write_timeout(120, 0);
   routes();
 }
 

@@ -169,7 +169,9 @@ struct RunningServer {
   }
   httplib::Client client() const {
     httplib::Client c("127.0.0.1", port);
-    c.set_read_timeout(30, 0);
+    c.set_read_timeout(300, 0);
+    c.set_connection_timeout(60, 0);
+    c.set_write_timeout(60, 0);
     return c;
   }
 };
