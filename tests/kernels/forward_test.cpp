@@ -189,6 +189,58 @@ TEST(KernelAttentionMask, FirstTokenOfEverySequenceCopiesItsValue) {
   }
 }
 
+// A sliding window of 1 leaves each query only its own key: out = its value. A window of W: changing a key W or
+// more positions back changes nothing (bit for bit), one inside the window does.
+TEST(KernelAttentionMask, SlidingWindowSeesOnlyTheNewestKeys) {
+  const std::vector<int32_t> lens{5, 17};
+  I32 cu(cu_seqlens_of(lens));
+  const int64_t T = 22, H = 4, KV = 2, D = 16;
+  F32 q = random({T, H, D}, 64), k = random({T, KV, D}, 65), v = random({T, KV, D}, 66);
+  F32 out({T, H, D}), lse({H, T});
+  ops::attention_forward(out.t, lse.t, q.t, k.t, v.t, cu.t, 17, 0.25f, 1);
+  for (int64_t i = 0; i < T; ++i)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t d = 0; d < D; ++d) ASSERT_FLOAT_EQ(out[(i * H + h) * D + d], v[(i * KV + h / 2) * D + d]);
+  const int64_t W = 4, i = 5 + 12;  // query 12 of the second sequence
+  F32 base({T, H, D}), moved({T, H, D});
+  ops::attention_forward(base.t, lse.t, q.t, k.t, v.t, cu.t, 17, 0.25f, W);
+  k[((i - W) * KV + 1) * D + 3] += 5.0f;  // outside the window
+  ops::attention_forward(moved.t, lse.t, q.t, k.t, v.t, cu.t, 17, 0.25f, W);
+  for (int64_t d = 0; d < D; ++d) EXPECT_EQ(moved[(i * H + 3) * D + d], base[(i * H + 3) * D + d]);
+  k[((i - W + 1) * KV + 1) * D + 3] += 5.0f;  // the oldest key inside it
+  ops::attention_forward(moved.t, lse.t, q.t, k.t, v.t, cu.t, 17, 0.25f, W);
+  double diff = 0;
+  for (int64_t d = 0; d < D; ++d) diff += std::fabs(moved[(i * H + 3) * D + d] - base[(i * H + 3) * D + d]);
+  EXPECT_GT(diff, 1e-3);
+}
+
+// The rope variants' frequencies against transformers' ROPE_INIT_FUNCTIONS (head dim 128; values printed by
+// transformers 5.24): llama3 (Llama 3.1: theta 5e5, factor 8, low 1, high 4, original 8192: wavelengths under 2048
+// kept (j <= 28), 2048..8192 blended (j = 30, 32, 34), longer divided by 8 (j >= 35)) and linear (theta 1e5,
+// factor 2).
+TEST(KernelRope, ScaledFrequenciesMatchTransformers) {
+  float f[64];
+  ops::RopeSpec llama3(500000.0f);
+  llama3.scaling = ops::RopeScaling::llama3;
+  llama3.factor = 8.0f;
+  llama3.low_freq_factor = 1.0f;
+  llama3.high_freq_factor = 4.0f;
+  llama3.original_max_position = 8192.0f;
+  ops::rope_inv_freq(f, 128, llama3);
+  const std::pair<int, double> want[] = {{0, 1.0}, {20, 0.016560440883040428}, {28, 0.0032114461064338684},
+                                         {30, 0.0013718936825171113}, {32, 0.0005248460220173001},
+                                         {34, 0.0001785077911335975}, {35, 9.556212171446532e-05},
+                                         {40, 3.428102354519069e-05}, {45, 1.2297638932068367e-05},
+                                         {63, 3.068925877869333e-07}};
+  for (auto [j, v] : want) EXPECT_NEAR(f[j], v, 2e-7 * v) << "llama3 j = " << j;
+  ops::RopeSpec linear(100000.0f);
+  linear.scaling = ops::RopeScaling::linear;
+  linear.factor = 2.0f;
+  ops::rope_inv_freq(f, 128, linear);
+  const std::pair<int, double> want_linear[] = {{0, 0.5}, {20, 0.0136920977383852}, {63, 5.98542510488187e-06}};
+  for (auto [j, v] : want_linear) EXPECT_NEAR(f[j], v, 2e-7 * v) << "linear j = " << j;
+}
+
 // Changing keys/values of other sequences, or of later tokens of the same sequence, must not change a
 // query's output at all (bit for bit): no attention across sequence boundaries, causal within one.
 TEST(KernelAttentionMask, NoAttentionAcrossSequencesOrToTheFuture) {
