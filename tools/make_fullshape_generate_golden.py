@@ -63,6 +63,7 @@ def main():
     ap.add_argument("--steps", type=int, default=48)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--no-nf4", action="store_true")
+    ap.add_argument("--prompts", type=int, default=len(PROMPTS), help="how many of the built-in prompts")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     mdir, adir = os.path.join(a.out, "model"), os.path.join(a.out, "adapter")
@@ -86,7 +87,7 @@ def main():
     for f in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         shutil.copy(os.path.join(a.fixtures, f), mdir)
     tok = AutoTokenizer.from_pretrained(mdir)
-    prompts = [tok(p)["input_ids"] for p in PROMPTS]
+    prompts = [tok(p)["input_ids"] for p in PROMPTS[:a.prompts]]
     eos = tok.eos_token_id
     golden = {f"prompt.{i}": torch.tensor(ids, dtype=torch.int32) for i, ids in enumerate(prompts)}
 
