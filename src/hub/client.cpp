@@ -143,9 +143,13 @@ std::string HubClient::http_error_message(const HttpResponse& r, const std::stri
                       "that account ({})",
                       repo_type_word(type), repo_id, repo_page, login);
   } else if (r.status == 401) {
-    msg = fmt::format("{} {} needs authentication (a private or gated repo, or it does not exist): {}; check that "
-                      "the name is right and that your account can see {}",
-                      repo_type_word(type), repo_id, login, repo_page);
+    msg = settings_.token
+              ? fmt::format("{}: the Hub did not accept the token from {} for {} {} (expired or revoked, or the repo is "
+                            "private to another account or does not exist); make a new token at {}/settings/tokens",
+                            what, settings_.token_source, repo_type_word(type), repo_id, settings_.endpoint)
+              : fmt::format("{}: {} {} needs authentication (a private or gated repo, or it does not exist): {}; check "
+                            "that the name is right and that your account can see {}",
+                            what, repo_type_word(type), repo_id, login, repo_page);
   } else if (r.status == 403) {
     msg = fmt::format("{}: access to {} {} is forbidden with the token from {}: the token may be read-only (an "
                       "upload needs a write token) or your account lacks access to {}",

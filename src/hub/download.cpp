@@ -299,8 +299,10 @@ DownloadResult download_files(HubClient& hub, const std::string& repo_id, RepoTy
               std::vector<std::string> errors(static_cast<size_t>(n));
               for (int k = 0; k < n; ++k) {
                 parts.push_back(blob.string() + fmt::format(".incomplete.part{}", k));
-                const int64_t b = k * step, e = std::min(size, (k + 1) * step);
                 progress.add(file_size_or_zero(parts.back()));
+              }
+              for (int k = 0; k < n; ++k) {  // (parts is complete before any thread reads it)
+                const int64_t b = k * step, e = std::min(size, (k + 1) * step);
                 threads.emplace_back([&, k, b, e] {
                   try {
                     fetch_range(cx, meta.location, parts[static_cast<size_t>(k)], b, e);
