@@ -197,7 +197,7 @@ std::vector<std::string> list_folder_files(const std::string& dir) {
       it.disable_recursion_pending();
       continue;
     }
-    if (it->is_regular_file()) out.push_back(fs::relative(it->path(), dir).generic_string());
+    if (it->is_regular_file()) out.push_back(it->path().lexically_relative(dir).generic_string());
   }
   if (ec) fail("cannot list {}: {}", dir, ec.message());
   std::sort(out.begin(), out.end());

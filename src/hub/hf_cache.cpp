@@ -79,7 +79,7 @@ std::string list_names(const fs::path& dir, bool recursive) {
   if (!fs::is_directory(dir, ec)) return "none";
   if (recursive) {
     for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
-      if (it->is_regular_file()) names.push_back(fs::relative(it->path(), dir).string());
+      if (it->is_regular_file()) names.push_back(it->path().lexically_relative(dir).string());
   } else {
     for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec))
       names.push_back(it->path().filename().string());

@@ -109,7 +109,7 @@ PushResult push_folder(HubClient& hub, const std::string& dir, const std::string
     if (!fs::is_directory(dir)) fail("push: {} is not a folder", dir);
     for (auto it = fs::recursive_directory_iterator(dir); it != fs::recursive_directory_iterator(); ++it) {
       if (!it->is_regular_file()) continue;
-      const std::string rel = fs::relative(it->path(), dir).generic_string();
+      const std::string rel = it->path().lexically_relative(dir).generic_string();
       if (matches_any(o.exclude, rel) && !o.exclude.empty()) continue;
       files[rel] = LocalFile{rel, it->path().string(), "", 0, "", "", ""};
     }

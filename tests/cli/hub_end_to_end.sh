@@ -70,6 +70,10 @@ dsnap="$d/snapshots/$(cat "$d/refs/main")"
 [ ! -e "$dsnap/medical_o1_sft.json" ] || fail "the en file was downloaded too (only the chosen config should be)"
 [ -s "$cache/CACHEDIR.TAG" ] || fail "no CACHEDIR.TAG"
 
+# The same recipe again, offline: model and the zh config come from the cache alone.
+HF_HUB_OFFLINE=1 "$cotune" -q train --recipe recipes/medical-o1-zh.toml --max-steps 1 --device cpu --output "$work/run2" \
+  --grad-accum 1 --max-seq-length 128 --data-cache false >/dev/null 2>"$work/log" || { cat "$work/log"; fail "offline train from the cache"; }
+
 # What was pushed, read back through the Hub API into another cache.
 export HF_HOME="$work/hf2"
 a=$("$cotune" download me/medical-o1-zh-lora --all 2>/dev/null) || fail "download of the pushed adapter"
