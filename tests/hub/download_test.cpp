@@ -13,6 +13,7 @@
 #include "hub/client.h"
 #include "hub/download.h"
 #include "hub/hf_cache.h"
+#include "hub/progress_bar.h"
 
 namespace cotune::hub {
 namespace {
@@ -186,6 +187,27 @@ TEST_F(HubDownload, ResumesAnIncompleteBlobLeftByAnotherRun) {
     if (q.host == "storage") {
       EXPECT_EQ(q.range, "bytes=123456-299999");
     }
+}
+
+TEST_F(HubDownload, CorruptLfsBlobIsRejectedAndRemoved) {
+  hub_.corrupt_next("/lfs/");
+  HubClient client(settings());
+  DownloadOptions o;
+  o.include = {"model.safetensors"};
+  const std::string m = error_of([&] { download_snapshot(client, "org/tiny", RepoType::model, o); });
+  EXPECT_NE(m.find("does not match the Hub's " + sha256_hex(weights_)), std::string::npos) << m;
+  EXPECT_NE(m.find("run again"), std::string::npos) << m;
+  const fs::path blobs = root_ / "hub" / "models--org--tiny" / "blobs";
+  EXPECT_FALSE(fs::exists(blobs / sha256_hex(weights_)));
+  EXPECT_FALSE(fs::exists(blobs / (sha256_hex(weights_) + ".incomplete")));
+  download_snapshot(client, "org/tiny", RepoType::model, o);  // the next run gets good bytes
+  EXPECT_EQ(read_file(blobs / sha256_hex(weights_)), weights_);
+}
+
+TEST(HubProgress, LineHasBytesRateAndEta) {
+  EXPECT_EQ(TransferProgress::format_line("org/x", 50 << 20, 200 << 20, 10.0),
+            "org/x  50.0 MiB / 200.0 MiB (25%)  5.0 MiB/s  ETA 30s");
+  EXPECT_EQ(TransferProgress::format_line("org/x", 0, 1000, 0.0), "org/x  0 B / 1000 B (0%)  0 B/s");
 }
 
 TEST_F(HubDownload, RetriesServerErrorsAndRateLimits) {

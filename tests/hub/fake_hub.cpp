@@ -75,6 +75,7 @@ struct Fault {
   int times = 0;
   int retry_after = -1;
   int64_t cut_bytes = -1;
+  bool corrupt = false;
 };
 
 }  // namespace
@@ -148,6 +149,12 @@ struct FakeHub::State {
   bool apply_fault(const httplib::Request& req, httplib::Response& res, int64_t& cut_bytes) {
     for (auto& f : faults) {
       if (f.times <= 0 || req.path.find(f.match) == std::string::npos) continue;
+      if (f.corrupt) {
+        if (req.method == "HEAD") continue;
+        --f.times;
+        cut_bytes = -2;  // serve_bytes: corrupt the body
+        return false;
+      }
       if (f.cut_bytes >= 0) {
         if (req.method == "HEAD") continue;
         --f.times;
@@ -192,6 +199,12 @@ struct FakeHub::State {
   void serve_bytes(const httplib::Request& req, httplib::Response& res, std::shared_ptr<const std::string> data,
                    int64_t cut_bytes, const std::string& content_type) {
     const int delay = delay_ms;
+    if (cut_bytes == -2 && !data->empty()) {
+      auto bad = std::make_shared<std::string>(*data);
+      (*bad)[0] = static_cast<char>((*bad)[0] ^ 0x5a);
+      data = bad;
+      cut_bytes = -1;
+    }
     auto sent = std::make_shared<int64_t>(0);
     res.set_content_provider(data->size(), content_type,
                              [data, delay, cut_bytes, sent](size_t offset, size_t length, httplib::DataSink& sink) {
@@ -635,6 +648,12 @@ void FakeHub::fail_next(const std::string& match, int status, int times, int ret
 void FakeHub::cut_after(const std::string& match, int64_t bytes, int times) {
   std::lock_guard lock(state_->mutex);
   state_->faults.push_back(Fault{match, 0, times, -1, bytes});
+}
+void FakeHub::corrupt_next(const std::string& match, int times) {
+  std::lock_guard lock(state_->mutex);
+  Fault f{match, 0, times, -1, -1};
+  f.corrupt = true;
+  state_->faults.push_back(f);
 }
 void FakeHub::set_delay_ms(int ms) {
   std::lock_guard lock(state_->mutex);
