@@ -91,6 +91,16 @@ std::string list_names(const fs::path& dir, bool recursive) {
   return out;
 }
 
+// config.json with weights (or an index), or an adapter: what cotune loads from a model folder.
+bool has_model_files(const fs::path& dir) {
+  std::error_code ec;
+  if (fs::exists(dir / "adapter_config.json", ec)) return true;
+  if (!fs::exists(dir / "config.json", ec)) return false;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec))
+    if (it->path().extension() == ".safetensors" || it->path().filename() == "model.safetensors.index.json") return true;
+  return false;
+}
+
 }  // namespace
 
 fs::path hf_cache_dir(const GetEnv& env) { return cache_dir_and_source(env).first; }
@@ -141,7 +151,11 @@ Resolved resolve(std::string_view spec_in, RepoType type, const ResolveOptions& 
   if (options.cache_dir) cache = *options.cache_dir, source = "the given cache folder";
   const bool offline = env_flag(options.env, "HF_HUB_OFFLINE");
   try {
-    return resolve_cached(repo_id, revision, type, cache, source, offline);
+    Resolved r = resolve_cached(repo_id, revision, type, cache, source, offline);
+    // A model snapshot that another tool filled only partly (hf_hub_download of config.json, say) lacks the
+    // weights: fetch the rest when allowed.
+    if (type == RepoType::model && options.download && !offline && !has_model_files(r.path)) throw Error("incomplete");
+    return r;
   } catch (const Error&) {
     if (!options.download || offline) throw;
     log::info("{} {} ({}) is not complete in the cache; downloading", what, repo_id, revision);

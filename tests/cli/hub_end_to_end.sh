@@ -34,9 +34,16 @@ cp tests/fixtures/medical-o1/medical_o1_sft_en_first10.json "$work/ds/medical_o1
 cp tests/fixtures/medical-o1/medical_o1_sft_en_first10.json "$work/ds/medical_o1_sft_mix.json"
 { echo '['; paste -sd, recipes/data/demo_medical.jsonl; echo ']'; } > "$work/ds/medical_o1_sft_Chinese.json"
 
+# A dataset with a loading script and no data files: only its Parquet conversion can be read.
+mkdir -p "$work/scripted"
+printf '# a script-based dataset\n' > "$work/scripted/README.md"
+printf 'import datasets\n' > "$work/scripted/scripted.py"
+
 "$fake_hub" --port-file "$work/endpoint" --token hf_e2e_secret_token \
   --model deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B="$work/model" \
-  --dataset FreedomIntelligence/medical-o1-reasoning-SFT="$work/ds" &
+  --dataset FreedomIntelligence/medical-o1-reasoning-SFT="$work/ds" \
+  --dataset org/scripted="$work/scripted" \
+  --dataset-ref org/scripted@refs/convert/parquet=tests/fixtures/hub-parquet-conversion &
 hub_pid=$!
 for _ in $(seq 100); do [ -s "$work/endpoint" ] && break; sleep 0.05; done
 [ -s "$work/endpoint" ] || fail "fake_hub did not start"
@@ -73,6 +80,17 @@ dsnap="$d/snapshots/$(cat "$d/refs/main")"
 # The same recipe again, offline: model and the zh config come from the cache alone.
 HF_HUB_OFFLINE=1 "$cotune" -q train --recipe recipes/medical-o1-zh.toml --max-steps 1 --device cpu --output "$work/run2" \
   --grad-accum 1 --max-seq-length 128 --data-cache false >/dev/null 2>"$work/log" || { cat "$work/log"; fail "offline train from the cache"; }
+
+# refs/convert/parquet: the zh config's train split of the conversion is fetched (and read, once cotune has
+# its Parquet reader; until then the reader's error must name the file).
+if "$cotune" train --recipe recipes/medical-o1-zh.toml --data org/scripted --max-steps 1 --device cpu \
+     --grad-accum 1 --max-seq-length 128 --data-cache false --output "$work/pq" >/dev/null 2>"$work/log"; then :
+else grep -q "0000.parquet" "$work/log" || fail "Parquet conversion: $(cat "$work/log")"; fi
+grep -q "using its Parquet conversion (refs/convert/parquet)" "$work/log" || fail "conversion not announced: $(cat "$work/log")"
+p="$cache/datasets--org--scripted"
+[ -s "$p/refs/refs/convert/parquet" ] || fail "no refs/refs/convert/parquet (huggingface_hub's place for that ref)"
+cmp -s "$p/snapshots/$(cat "$p/refs/refs/convert/parquet")/zh/train/0000.parquet" \
+  tests/fixtures/hub-parquet-conversion/zh/train/0000.parquet || fail "the converted Parquet file was not downloaded"
 
 # What was pushed, read back through the Hub API into another cache.
 export HF_HOME="$work/hf2"

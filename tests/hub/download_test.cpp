@@ -303,6 +303,9 @@ TEST_F(HubDownload, ResolveDownloadsWhenMissingUnlessOffline) {
   const Resolved r = resolve("org/tiny", RepoType::model, o);
   EXPECT_EQ(r.commit, commit_);
   EXPECT_EQ(read_file(r.path / "config.json"), "{\"model_type\": \"qwen2\"}");
+  // A snapshot another tool filled only partly (config.json alone) is completed when online.
+  fs::remove(r.path / "model.safetensors");
+  EXPECT_EQ(read_file(resolve("org/tiny", RepoType::model, o).path / "model.safetensors"), weights_);
   // Cached now: offline works.
   vars["HF_HUB_OFFLINE"] = "1";
   hub_.clear_requests();
