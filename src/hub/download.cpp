@@ -100,6 +100,7 @@ struct FetchContext {
   TransferProgress* progress;
   int max_attempts;
   std::string what;      // "<path> of model org/name" for messages
+  long stall_timeout_s = 30;
 };
 
 // Downloads bytes [begin, end) of `url` (end = -1: to the end) into `part`, appending to what it already has.
@@ -116,6 +117,7 @@ void fetch_range(const FetchContext& cx, const std::string& url, const fs::path&
     if (!out) fail("cannot write {}: {}", part.string(), std::strerror(errno));
     HttpRequest rq;
     rq.url = url;
+    rq.stall_timeout_s = cx.stall_timeout_s;
     const int64_t from = begin + have;
     if (from > 0 || end >= 0) rq.range_start = from;
     if (end >= 0) rq.range_end = end - 1;
@@ -287,7 +289,7 @@ DownloadResult download_files(HubClient& hub, const std::string& repo_id, RepoTy
           BlobLock lock(cache / ".locks" / folder / (etag + ".lock"));
           if (!fs::exists(blob)) {
             const fs::path incomplete = blob.string() + ".incomplete";
-            FetchContext cx{&client, &hub.settings().retry, &progress, o.max_attempts_per_file, what};
+            FetchContext cx{&client, &hub.settings().retry, &progress, o.max_attempts_per_file, what, o.stall_timeout_s};
             const int64_t already = file_size_or_zero(incomplete);
             progress.add(already);
             if (size >= o.split_min_bytes && o.split_streams > 1 && already == 0) {

@@ -31,6 +31,7 @@ struct DownloadOptions {
   int64_t split_min_bytes = int64_t{128} << 20;  // files at least this big download in `split_streams` ranges
   int split_streams = 4;
   int max_attempts_per_file = 8;     // resumed attempts after cut connections / 5xx
+  long stall_timeout_s = 30;         // a transfer with no byte for this long is cut and resumed
 };
 
 // What cotune needs of a model: weights, their index, configs and tokenizer files (adapters included).

@@ -31,7 +31,26 @@ struct Transfer {
   bool aborted = false;
   std::FILE* upload = nullptr;
   int64_t upload_left = 0;
+  // Stall detection: the last time a byte moved either way (curl's LOW_SPEED averages over seconds of history,
+  // so a burst followed by silence would keep a connection alive far past the limit).
+  curl_off_t last_down = -1, last_up = -1;
+  std::chrono::steady_clock::time_point last_move = std::chrono::steady_clock::now();
+  bool stalled = false;
 };
+
+int on_progress(void* user, curl_off_t, curl_off_t dlnow, curl_off_t, curl_off_t ulnow) {
+  auto* t = static_cast<Transfer*>(user);
+  const auto now = std::chrono::steady_clock::now();
+  if (dlnow != t->last_down || ulnow != t->last_up) {
+    t->last_down = dlnow, t->last_up = ulnow, t->last_move = now;
+    return 0;
+  }
+  if (now - t->last_move > std::chrono::seconds(t->request->stall_timeout_s)) {
+    t->stalled = true;
+    return 1;  // curl stops with CURLE_ABORTED_BY_CALLBACK
+  }
+  return 0;
+}
 
 size_t on_header(char* data, size_t size, size_t n, void* user) {
   auto* t = static_cast<Transfer*>(user);
@@ -105,8 +124,9 @@ HttpResponse HttpClient::send(const HttpRequest& rq) {
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, rq.connect_timeout_s);
-  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, rq.stall_timeout_s);
+  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+  curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
   curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
@@ -159,6 +179,8 @@ HttpResponse HttpClient::send(const HttpRequest& rq) {
   if (t.upload) std::fclose(t.upload);
   if (rc != CURLE_OK) {
     if (t.aborted) throw TransportError(fmt::format("{} {}: transfer aborted", rq.method, rq.url));
+    if (t.stalled)
+      throw TransportError(fmt::format("{} {}: no data for {} s (stalled connection)", rq.method, rq.url, rq.stall_timeout_s));
     throw TransportError(fmt::format("{} {}: {}", rq.method, rq.url, curl_easy_strerror(rc)));
   }
   long status = 0;

@@ -43,7 +43,7 @@ struct HttpRequest {
   int64_t range_start = -1;          // >= 0: ask for bytes [range_start, end] (Range: bytes=N-)
   int64_t range_end = -1;            // >= 0 with range_start: bytes [range_start, range_end]
   long connect_timeout_s = 10;
-  long stall_timeout_s = 30;         // a body that moves less than 1 byte/s for this long is a TransportError
+  long stall_timeout_s = 30;         // no byte moving for this long is a TransportError (a stalled connection)
   // Streams the body of a 2xx response (`head` holds its status and headers); returning false aborts the
   // transfer (TransportError "aborted"). Left empty, the body is collected into HttpResponse::body (error
   // bodies always are).

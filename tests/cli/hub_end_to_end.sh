@@ -81,6 +81,15 @@ dsnap="$d/snapshots/$(cat "$d/refs/main")"
 HF_HUB_OFFLINE=1 "$cotune" -q train --recipe recipes/medical-o1-zh.toml --max-steps 1 --device cpu --output "$work/run2" \
   --grad-accum 1 --max-seq-length 128 --data-cache false >/dev/null 2>"$work/log" || { cat "$work/log"; fail "offline train from the cache"; }
 
+# A local folder gets the same config logic: three configs and none chosen is an error listing them.
+if HF_HUB_OFFLINE=1 "$cotune" train --recipe recipes/medical-o1-zh.toml --data "$work/ds" --data-config "" \
+     --max-steps 1 --device cpu --output "$work/local" 2>"$work/log"; then fail "a folder with 3 configs and no choice trained"; fi
+grep -q "3 configs and none was chosen.*en, zh, en_mix" "$work/log" || fail "no config list: $(cat "$work/log")"
+HF_HUB_OFFLINE=1 "$cotune" train --recipe recipes/medical-o1-zh.toml --data "$work/ds" --selection "train[0:4]" \
+  --max-steps 1 --device cpu --grad-accum 1 --max-seq-length 128 --data-cache false --output "$work/local" \
+  >/dev/null 2>"$work/log" || { cat "$work/log"; fail "local folder with data_config zh"; }
+grep -q "config zh, split train: medical_o1_sft_Chinese.json" "$work/log" || fail "local zh config not used: $(cat "$work/log")"
+
 # refs/convert/parquet: the zh config's train split of the conversion is fetched (and read, once cotune has
 # its Parquet reader; until then the reader's error must name the file).
 if "$cotune" train --recipe recipes/medical-o1-zh.toml --data org/scripted --max-steps 1 --device cpu \

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <chrono>
 #include <thread>
 
 #include "base/error.h"
@@ -172,6 +173,24 @@ TEST_F(HubDownload, ResumesAfterCutConnectionWithRange) {
   ASSERT_EQ(ranges.size(), 3u);
   EXPECT_EQ(ranges[1], "bytes=100000-299999");
   EXPECT_EQ(ranges[2], "bytes=200000-299999");
+}
+
+TEST_F(HubDownload, AStalledTransferIsCutAndResumed) {
+  hub_.stall_after("/lfs/", 50000, 3000);  // the server goes silent after 50,000 bytes
+  HubClient client(settings());
+  DownloadOptions o;
+  o.include = {"model.safetensors"};
+  o.stall_timeout_s = 1;
+  const auto t0 = std::chrono::steady_clock::now();
+  download_snapshot(client, "org/tiny", RepoType::model, o);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(secs, 2.9);  // gave up on the silent connection before the server woke up
+  EXPECT_EQ(read_file(root_ / "hub" / "models--org--tiny" / "snapshots" / commit_ / "model.safetensors"), weights_);
+  std::vector<std::string> ranges;
+  for (const auto& q : hub_.requests())
+    if (q.host == "storage") ranges.push_back(q.range);
+  ASSERT_EQ(ranges.size(), 2u);
+  EXPECT_EQ(ranges[1], "bytes=50000-299999");
 }
 
 TEST_F(HubDownload, ResumesAnIncompleteBlobLeftByAnotherRun) {

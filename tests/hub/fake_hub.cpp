@@ -76,6 +76,7 @@ struct Fault {
   int retry_after = -1;
   int64_t cut_bytes = -1;
   bool corrupt = false;
+  int stall_ms = 0;  // with cut_bytes: silent this long before the cut
 };
 
 }  // namespace
@@ -90,6 +91,7 @@ struct FakeHub::State {
   std::string token;
   int page_size = 1000;
   int delay_ms = 0;
+  int stall_ms = 0;  // set by apply_fault for the body being served (under the mutex)
   int64_t multipart_threshold = int64_t{1} << 40, multipart_chunk = 5 << 20;
   int counter = 0;
   httplib::Server hub, storage;
@@ -159,6 +161,7 @@ struct FakeHub::State {
         if (req.method == "HEAD") continue;
         --f.times;
         cut_bytes = f.cut_bytes;
+        stall_ms = f.stall_ms;
         return false;
       }
       --f.times;
@@ -199,6 +202,8 @@ struct FakeHub::State {
   void serve_bytes(const httplib::Request& req, httplib::Response& res, std::shared_ptr<const std::string> data,
                    int64_t cut_bytes, const std::string& content_type) {
     const int delay = delay_ms;
+    const int stall = stall_ms;
+    stall_ms = 0;
     if (cut_bytes == -2 && !data->empty()) {
       auto bad = std::make_shared<std::string>(*data);
       (*bad)[0] = static_cast<char>((*bad)[0] ^ 0x5a);
@@ -207,13 +212,14 @@ struct FakeHub::State {
     }
     auto sent = std::make_shared<int64_t>(0);
     res.set_content_provider(data->size(), content_type,
-                             [data, delay, cut_bytes, sent](size_t offset, size_t length, httplib::DataSink& sink) {
+                             [data, delay, stall, cut_bytes, sent](size_t offset, size_t length, httplib::DataSink& sink) {
                                const size_t n = std::min<size_t>(length, 16384);
                                if (delay > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay));
                                if (cut_bytes >= 0 && *sent + static_cast<int64_t>(n) > cut_bytes) {
                                  const size_t part = static_cast<size_t>(std::max<int64_t>(0, cut_bytes - *sent));
                                  if (part > 0) sink.write(data->data() + offset, part);
-                                 return false;  // the connection drops mid-body
+                                 if (stall > 0) std::this_thread::sleep_for(std::chrono::milliseconds(stall));
+                                 return false;  // the connection drops mid-body (after a silence)
                                }
                                sink.write(data->data() + offset, n);
                                *sent += static_cast<int64_t>(n);
@@ -653,6 +659,12 @@ void FakeHub::corrupt_next(const std::string& match, int times) {
   std::lock_guard lock(state_->mutex);
   Fault f{match, 0, times, -1, -1};
   f.corrupt = true;
+  state_->faults.push_back(f);
+}
+void FakeHub::stall_after(const std::string& match, int64_t bytes, int ms, int times) {
+  std::lock_guard lock(state_->mutex);
+  Fault f{match, 0, times, -1, bytes};
+  f.stall_ms = ms;
   state_->faults.push_back(f);
 }
 void FakeHub::set_delay_ms(int ms) {

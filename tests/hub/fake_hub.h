@@ -64,6 +64,7 @@ class FakeHub {
   void cut_after(const std::string& match, int64_t bytes, int times = 1);  // close the connection mid-body
   void set_delay_ms(int ms);                                               // per 16 KiB chunk of file bodies
   void corrupt_next(const std::string& match, int times = 1);              // flip the first byte of a file body
+  void stall_after(const std::string& match, int64_t bytes, int ms, int times = 1);  // go silent mid-body, then cut
 
   std::vector<FakeRequest> requests() const;
   void clear_requests();
