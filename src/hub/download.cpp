@@ -101,6 +101,8 @@ struct FetchContext {
   int max_attempts;
   std::string what;      // "<path> of model org/name" for messages
   long stall_timeout_s = 30;
+  std::string repo_id;
+  RepoType type = RepoType::model;
 };
 
 // Downloads bytes [begin, end) of `url` (end = -1: to the end) into `part`, appending to what it already has.
@@ -161,8 +163,7 @@ void fetch_range(const FetchContext& cx, const std::string& url, const fs::path&
         if (end < 0) return;
         fs::resize_file(part, 0);
       } else if (!is_retryable_status(r.status)) {
-        const auto* hc = cx.hub;
-        throw Error(hc->http_error_message(r, "downloading " + cx.what, "", RepoType::model));
+        throw Error(cx.hub->http_error_message(r, "downloading " + cx.what, cx.repo_id, cx.type));
       }
       last_problem = fmt::format("HTTP {}", r.status);
     }
@@ -289,7 +290,8 @@ DownloadResult download_files(HubClient& hub, const std::string& repo_id, RepoTy
           BlobLock lock(cache / ".locks" / folder / (etag + ".lock"));
           if (!fs::exists(blob)) {
             const fs::path incomplete = blob.string() + ".incomplete";
-            FetchContext cx{&client, &hub.settings().retry, &progress, o.max_attempts_per_file, what, o.stall_timeout_s};
+            FetchContext cx{&client, &hub.settings().retry, &progress, o.max_attempts_per_file, what, o.stall_timeout_s,
+                            repo_id, type};
             const int64_t already = file_size_or_zero(incomplete);
             progress.add(already);
             if (size >= o.split_min_bytes && o.split_streams > 1 && already == 0) {
