@@ -101,7 +101,9 @@ DataChoice resolve_data(const std::string& data, const std::string& data_config,
       if (!data_config.empty()) fail("data_config = \"{}\" needs a dataset folder or repo, but {} is a file", data_config, data);
       if (!data_files.empty()) fail("data_files = \"{}\" needs a dataset folder or repo, but {} is a file", data_files, data);
       if (split != "train") fail("selection '{}': {} is one file, which holds only the 'train' split", selection.spec, data);
-      return DataChoice{local.path.string(), local.path.string(), "", ""};
+      DataChoice c;
+      c.data_path = c.description = local.path.string();
+      return c;
     }
     return choose_in_folder(local.path, local.path.string(), data_config, data_files, split);
   }
