@@ -90,11 +90,11 @@ HF_HUB_OFFLINE=1 "$cotune" train --recipe recipes/medical-o1-zh.toml --data "$wo
   >/dev/null 2>"$work/log" || { cat "$work/log"; fail "local folder with data_config zh"; }
 grep -q "config zh, split train: medical_o1_sft_Chinese.json" "$work/log" || fail "local zh config not used: $(cat "$work/log")"
 
-# refs/convert/parquet: the zh config's train split of the conversion is fetched (and read, once cotune has
-# its Parquet reader; until then the reader's error must name the file).
-if "$cotune" train --recipe recipes/medical-o1-zh.toml --data org/scripted --max-steps 1 --device cpu \
-     --grad-accum 1 --max-seq-length 128 --data-cache false --output "$work/pq" >/dev/null 2>"$work/log"; then :
-else grep -q "0000.parquet" "$work/log" || fail "Parquet conversion: $(cat "$work/log")"; fi
+# refs/convert/parquet: the zh config's train split of the conversion is fetched and read (cotune's Parquet reader).
+"$cotune" train --recipe recipes/medical-o1-zh.toml --data org/scripted --max-steps 1 --device cpu \
+  --grad-accum 1 --max-seq-length 128 --data-cache false --output "$work/pq" >/dev/null 2>"$work/log" \
+  || { cat "$work/log"; fail "training on the Parquet conversion"; }
+grep -q "data: 8 sequences" "$work/log" || fail "the conversion's 8 records were not read: $(cat "$work/log")"
 grep -q "using its Parquet conversion (refs/convert/parquet)" "$work/log" || fail "conversion not announced: $(cat "$work/log")"
 p="$cache/datasets--org--scripted"
 [ -s "$p/refs/refs/convert/parquet" ] || fail "no refs/refs/convert/parquet (huggingface_hub's place for that ref)"
