@@ -10,6 +10,8 @@
 #include "base/fs.h"
 #include "base/log.h"
 #include "cli/command.h"
+#include "cli/hub_data.h"
+#include "cli/hub_push.h"
 #include "cli/recipe.h"
 #include "cli/train_config.h"
 #include "data/batch.h"
@@ -91,14 +93,15 @@ void run_train(TrainCommand& cmd) {
       c.template_file.empty() ? text::PromptTemplate::builtin(c.template_name) : text::PromptTemplate::load_file(c.template_file);
 
   data::DataOptions dopt;
-  const hub::Resolved data_ref = hub::resolve(c.data, hub::RepoType::dataset);
-  dopt.data_path = data_ref.path.string();
-  if (!c.data_files.empty()) {
-    if (!fs::is_directory(dopt.data_path))
-      fail("data_files = \"{}\" needs `data` to be a folder or dataset repo, but {} is a file", c.data_files, dopt.data_path);
-    dopt.data_path = (fs::path(dopt.data_path) / c.data_files).string();
-    if (!fs::exists(dopt.data_path)) fail("data_files: {} does not exist", dopt.data_path);
-  }
+  dopt.selection = data::parse_selection(c.selection);
+  const DataChoice data_choice = resolve_data(c.data, c.data_config, c.data_files, dopt.selection);
+  dopt.data_path = data_choice.data_path;
+  log::info("data {}", data_choice.description);
+  hub::Resolved data_ref;  // the data's identity (for W&B)
+  data_ref.path = data_choice.data_path;
+  data_ref.repo_id = data_choice.repo_id;
+  data_ref.revision = data_choice.revision;
+  data_ref.commit = data_choice.commit;
   // W&B first: a wrong key must fail before the data is tokenized and the model loaded.
   std::vector<std::string> sink_names = c.report_to;
   std::unique_ptr<track::WandbSink> wandb_sink;
@@ -109,7 +112,6 @@ void run_train(TrainCommand& cmd) {
   track::WandbSink* wandb = wandb_sink.get();  // owned by the hub below
   dopt.max_seq_length = c.max_seq_length;
   dopt.on_bad_record = data::parse_on_bad_record(c.on_bad_record);
-  dopt.selection = data::parse_selection(c.selection);
   dopt.use_cache = c.data_cache;
   data::TokenizedDataset ds = data::build_dataset(dopt, tpl, tok);
   data::Split split = data::split_validation(static_cast<int64_t>(ds.size()), c.validation_split, c.validation_count, c.seed);
@@ -289,6 +291,21 @@ void run_train(TrainCommand& cmd) {
   if (res.stopped_early) hub.set_exit_code(130);
   hub.close();
   std::fprintf(stderr, "%s\n", track::summary_table(hub.history(), ri, rf.index_html).c_str());
+  if (!c.push_to_hub.empty() && !res.stopped_early) {  // the guide's last step, after every output is on disk
+    TrainPush tp;
+    tp.repo_id = c.push_to_hub;
+    tp.private_repo = c.hub_private;
+    tp.base_model = c.model;
+    tp.dataset = data_choice.repo_id;
+    tp.output_dir = to.output_dir;
+    tp.recipe_path = cmd.recipe;
+    tp.report = rf;
+    tp.samples = &samples;
+    tp.facts = ri.facts;
+    tp.facts.insert(tp.facts.begin(), {"steps", fmt::format("{}", res.steps_done)});
+    if (auto loss = hub.history().last("loss")) tp.facts.insert(tp.facts.begin() + 1, {"final loss", fmt::format("{:.4f}", *loss)});
+    push_training_outputs(tp);
+  }
   // A run stopped by Ctrl-C has written its checkpoint and outputs; the exit status says it did not finish
   // (130, the shell's convention for SIGINT), so scripts do not go on to merge or upload a partial run.
   if (res.stopped_early) throw CLI::RuntimeError(130);

@@ -10,9 +10,13 @@
 namespace cotune::cli {
 
 void TrainConfig::bind(RecipeBinder& b) {
-  b.bind("model", model, "Model folder, or org/name in the local Hugging Face cache");
+  b.bind("model", model, "Model folder, or org/name (from the Hugging Face cache, downloaded when missing)");
   b.bind("tokenizer", tokenizer, "Tokenizer folder or tokenizer.json (default: the model folder)");
-  b.bind("data", data, "Dataset: a JSON array, JSON Lines, CSV or Parquet file, a folder of them, or a dataset repo");
+  b.bind("data", data,
+         "Dataset: a JSON array, JSON Lines, CSV or Parquet file, a folder of them, or a Hub dataset org/name "
+         "(downloaded when missing)");
+  b.bind("data_config", data_config,
+         "Dataset config (the card's configs: section), as load_dataset's name, e.g. zh for medical-o1-reasoning-SFT");
   b.bind("data_files", data_files, "File inside the data folder / dataset repo to use (e.g. medical_o1_sft_Chinese.json)");
   b.bind("template", template_name, "Built-in prompt template (medical-o1-zh, medical-o1-en)");
   b.bind("template_file", template_file, "JSON template file {\"train\": ..., \"prompt\": ...} (overrides --template)");
@@ -68,6 +72,10 @@ void TrainConfig::bind(RecipeBinder& b) {
          "else online)");
   b.bind_switch("resume", "resume", resume, true, "Continue from the newest checkpoint in the output folder");
   b.bind("save_merged", save_merged, "Also write a merged 16-bit model to OUTPUT/merged");
+  b.bind("push_to_hub", push_to_hub,
+         "After training, upload the adapter (with a model card) to this Hub repo org/name, and the merged model "
+         "(when saved) to org/name-merged; token from $HF_TOKEN or $HF_HOME/token");
+  b.bind("hub_private", hub_private, "Create the push_to_hub repos private");
   b.bind("sample_questions", sample_questions,
          "Answer this many dataset questions with the inference prompt before and after training (OUTPUT/samples)");
   b.bind("sample_max_new_tokens", sample_max_new_tokens, "Token limit of each before/after answer");
@@ -118,7 +126,7 @@ train::TrainOptions TrainConfig::train_options() const {
 
 std::vector<std::pair<std::string, std::string>> TrainConfig::settings_table() const {
   return {{"model", model},
-          {"data", data + (selection != "train" ? " " + selection : "")},
+          {"data", data + (data_config.empty() ? "" : " (" + data_config + ")") + (selection != "train" ? " " + selection : "")},
           {"template", template_file.empty() ? template_name : template_file},
           {"loss on", loss_on},
           {"max_seq_length", std::to_string(max_seq_length)},

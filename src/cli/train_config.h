@@ -14,7 +14,7 @@ namespace cotune::cli {
 
 struct TrainConfig {
   // model and data
-  std::string model, tokenizer, data, data_files, template_name = "medical-o1-zh", template_file;
+  std::string model, tokenizer, data, data_config, data_files, template_name = "medical-o1-zh", template_file;
   std::string selection = "train", loss_on = "all", on_bad_record = "error";
   int64_t max_seq_length = 2048;
   bool shuffle = true, packing = false, data_cache = true;
@@ -47,6 +47,8 @@ struct TrainConfig {
   std::string wandb_project, wandb_entity, run_name, wandb_notes, wandb_mode;
   std::vector<std::string> wandb_tags;
   bool resume = false, save_merged = false;
+  std::string push_to_hub;  // org/name: the adapter goes there, the merged model (when made) to org/name-merged
+  bool hub_private = false;
   int64_t sample_questions = 0, sample_max_new_tokens = 256;  // before/after answers (the guide's steps 3 and 7)
 
   void bind(RecipeBinder& b);

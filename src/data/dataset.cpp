@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <chrono>
@@ -29,7 +30,11 @@ Selection parse_selection(std::string_view spec) {
   };
   size_t lb = spec.find('[');
   std::string_view name = spec.substr(0, lb);
-  if (name != "train") return bad(fmt::format("unknown split '{}': local data files have only 'train'", name));
+  if (name.empty() || !std::all_of(name.begin(), name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+      }))
+    return bad(fmt::format("bad split name '{}'", name));
+  s.split = std::string(name);
   if (lb == std::string_view::npos) return s;
   if (spec.back() != ']') return bad("missing ']'");
   std::string_view inner = spec.substr(lb + 1, spec.size() - lb - 2);
@@ -308,6 +313,10 @@ TokenizedDataset tokenize_records(const DataOptions& opt, const text::PromptTemp
 
 TokenizedDataset build_dataset(const DataOptions& opt, const text::PromptTemplate& tpl, const text::Tokenizer& tok) {
   if (opt.max_seq_length < 2) fail("max_seq_length must be at least 2, got {}", opt.max_seq_length);
+  if (opt.selection.split != "train")
+    fail("selection '{}': {} holds only the 'train' split (a dataset repo's or folder's other splits come from its "
+         "configs: give the repo or folder as data, not a file)",
+         opt.selection.spec, opt.data_path);
   auto t0 = std::chrono::steady_clock::now();
   std::string cache_path;
   if (opt.use_cache) {

@@ -32,6 +32,8 @@ struct Selection {
   std::optional<int64_t> end;  // exclusive; nullopt = to the end
   bool begin_percent = false, end_percent = false;
   std::string spec = "train";  // as given (cache keys, messages)
+  std::string split = "train"; // the split name; a dataset's configs map it to files (dataset_config.h), and
+                               // build_dataset reads only "train" (a local file's one split, or the resolved files)
 
   bool is_all() const { return begin == 0 && !end; }
   bool needs_row_count() const { return begin_percent || end_percent; }

@@ -8,9 +8,15 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/log.h"
+#include "hub/client.h"
+#include "hub/download.h"
 
 namespace cotune::hub {
 namespace fs = std::filesystem;
+
+Resolved resolve_cached(const std::string& repo_id, const std::string& revision, RepoType type, const fs::path& cache,
+                        const std::string& source, bool offline);
 
 GetEnv process_env() {
   return [](const char* name) -> std::optional<std::string> {
@@ -22,7 +28,7 @@ GetEnv process_env() {
 
 namespace {
 
-const char* type_word(RepoType t) { return t == RepoType::model ? "model" : "dataset"; }
+const char* type_word(RepoType t) { return repo_type_word(t); }
 
 fs::path expand_user(const std::string& p, const GetEnv& env) {
   if (p == "~" || p.starts_with("~/")) {
@@ -41,11 +47,6 @@ std::pair<fs::path, std::string> cache_dir_and_source(const GetEnv& env) {
   return {fs::path(".cache") / "huggingface" / "hub", "./.cache/huggingface/hub (no $HOME)"};
 }
 
-bool is_commit_hash(std::string_view s) {
-  return s.size() == 40 && std::all_of(s.begin(), s.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
-}
 
 // Hub rules for a repo id part: letters, digits, '-', '_', '.'; no "--" or ".."; not starting or ending
 // with '-' or '.'.
@@ -78,7 +79,7 @@ std::string list_names(const fs::path& dir, bool recursive) {
   if (!fs::is_directory(dir, ec)) return "none";
   if (recursive) {
     for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
-      if (it->is_regular_file()) names.push_back(fs::relative(it->path(), dir).string());
+      if (it->is_regular_file()) names.push_back(it->path().lexically_relative(dir).string());
   } else {
     for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec))
       names.push_back(it->path().filename().string());
@@ -88,6 +89,16 @@ std::string list_names(const fs::path& dir, bool recursive) {
   std::string out;
   for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
   return out;
+}
+
+// config.json with weights (or an index), or an adapter: what cotune loads from a model folder.
+bool has_model_files(const fs::path& dir) {
+  std::error_code ec;
+  if (fs::exists(dir / "adapter_config.json", ec)) return true;
+  if (!fs::exists(dir / "config.json", ec)) return false;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec))
+    if (it->path().extension() == ".safetensors" || it->path().filename() == "model.safetensors.index.json") return true;
+  return false;
 }
 
 }  // namespace
@@ -138,11 +149,37 @@ Resolved resolve(std::string_view spec_in, RepoType type, const ResolveOptions& 
 
   auto [cache, source] = cache_dir_and_source(options.env);
   if (options.cache_dir) cache = *options.cache_dir, source = "the given cache folder";
+  const bool offline = env_flag(options.env, "HF_HUB_OFFLINE");
+  try {
+    Resolved r = resolve_cached(repo_id, revision, type, cache, source, offline);
+    // A model snapshot that another tool filled only partly (hf_hub_download of config.json, say) lacks the
+    // weights: fetch the rest when allowed.
+    if (type == RepoType::model && options.download && !offline && !has_model_files(r.path)) throw Error("incomplete");
+    return r;
+  } catch (const Error&) {
+    if (!options.download || offline) throw;
+    log::info("{} {} ({}) is not complete in the cache; downloading", what, repo_id, revision);
+    HubSettings s = HubSettings::from_env(options.env, options.token);
+    s.cache_dir = cache;
+    HubClient hub(s);
+    DownloadOptions d;
+    d.revision = revision;
+    d.include = options.include;
+    if (d.include.empty() && type == RepoType::model) d.include = default_model_patterns();
+    return with_context(fmt::format("downloading {} {}", what, repo_id),
+                        [&] { return download_snapshot(hub, repo_id, type, d).resolved; });
+  }
+}
+
+Resolved resolve_cached(const std::string& repo_id, const std::string& revision, RepoType type, const fs::path& cache,
+                        const std::string& source, bool offline) {
+  const char* what = type_word(type);
+  std::error_code ec;
   const fs::path repo_dir = cache / cache_folder_name(repo_id, type);
   const std::string download_hint = fmt::format(
-      "Downloading comes with the Hub feature; for now fetch it with `huggingface-cli download {}{} {}` "
-      "(or give a local folder).",
-      type == RepoType::dataset ? "--repo-type dataset " : "", repo_id, revision == "main" ? "" : "--revision " + revision);
+      "{}Fetch it with `cotune download {}{}{}` (or give a local folder).",
+      offline ? "HF_HUB_OFFLINE is set, so nothing is downloaded. " : "",
+      type == RepoType::dataset ? "--repo-type dataset " : "", repo_id, revision == "main" ? "" : " --revision " + revision);
 
   if (!fs::is_directory(repo_dir, ec)) {
     std::string other_hint;

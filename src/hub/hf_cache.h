@@ -15,14 +15,17 @@
 //   hub::resolve("./my-model");           // an existing local folder or file: returned as is
 //   m.path  // the snapshot folder to read config.json etc. from
 //
-// A name that is not in the cache fails with a message naming the folders searched and saying that
-// downloading comes with the Hub feature (for now: `huggingface-cli download org/name`).
+// A name that is not in the cache (or whose snapshot is incomplete) is downloaded from the Hub
+// (hub/download.h: $HF_ENDPOINT, token from $HF_TOKEN or the login token file), unless $HF_HUB_OFFLINE=1 or
+// ResolveOptions::download is false; then it fails with a message naming the folders searched and the
+// `cotune download` command that fetches it.
 #pragma once
 #include <filesystem>
 #include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace cotune::hub {
 
@@ -46,6 +49,9 @@ struct Resolved {
 struct ResolveOptions {
   std::optional<std::filesystem::path> cache_dir;  // default hf_cache_dir(env)
   GetEnv env = process_env();
+  bool download = true;                 // fetch what is missing from the Hub (never with HF_HUB_OFFLINE=1)
+  std::vector<std::string> include;     // files to fetch; empty: default_model_patterns() for a model, all for a dataset
+  std::optional<std::string> token;     // --token (else $HF_TOKEN / the token file)
 };
 
 // Resolves `spec`: an existing local path (returned as is, `~` expanded), else "org/name" or

@@ -40,7 +40,7 @@ grep -q "lora_rank" "$work/log" || fail "error does not name the key: $(cat "$wo
 
 # The guide's recipe, as written, on a tiny 4-bit base for one step.
 "$cotune" -q train --recipe recipes/medical-o1-zh.toml --model "$work/model" --data recipes/data/demo_medical.jsonl \
-  --data-files "" --selection "train[0:8]" --max-steps 1 --device cpu --output "$work/med" --data-cache false \
+  --data-config "" --selection "train[0:8]" --max-steps 1 --device cpu --output "$work/med" --data-cache false \
   >/dev/null 2>"$work/log" || { cat "$work/log"; fail "medical recipe"; }
 [ -s "$work/med/adapter/adapter_model.safetensors" ] || fail "medical recipe wrote no adapter"
 echo "1 passed, 0 failed"
