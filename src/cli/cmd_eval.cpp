@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "cli/command.h"
 #include "cli/device.h"
+#include "cli/tuning_config.h"
 #include "data/batch.h"
 #include "data/dataset.h"
 #include "hub/hf_cache.h"
@@ -23,6 +24,7 @@ namespace cotune::cli {
 namespace {
 
 struct EvalArgs {
+  TuningConfig tuning;  // kernel variants (--help: Kernel tuning)
   std::string model, adapter, data, template_name = "medical-o1-zh", template_file, selection = "train", output;
   std::string training_output, tokenizer, device = "auto", loss_mask = "response", on_bad_record = "error";
   int64_t questions = 3, max_seq_length = 2048, max_new_tokens = 0;
@@ -33,6 +35,7 @@ struct EvalArgs {
 };
 
 void run_eval(const EvalArgs& a) {
+  a.tuning.apply_kernels("eval");
   const std::string model_dir = hub::resolve(a.model).path.string();
   const std::string data_path = hub::resolve(a.data, hub::RepoType::dataset).path.string();
   text::Tokenizer tok = text::Tokenizer::load(a.tokenizer.empty() ? model_dir : a.tokenizer);
@@ -126,6 +129,7 @@ void setup_eval(CLI::App& app) {
   a->o_seed = app.add_option("--seed", a->seed, "Sampling seed");
   app.add_option("--device", a->device, "auto | cpu | cuda (default auto: cuda when a GPU is visible)");
   app.add_flag("--load-in-4bit", a->load_in_4bit, "Quantize the base's projections to NF4 (QLoRA base)");
+  a->tuning.add_kernel_flags(app);
   app.callback([a] { run_eval(*a); });
 }
 

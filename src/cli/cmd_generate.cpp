@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "cli/command.h"
 #include "cli/device.h"
+#include "cli/tuning_config.h"
 #include "data/source.h"
 #include "hub/hf_cache.h"
 #include "infer/generator.h"
@@ -26,6 +27,7 @@ namespace cotune::cli {
 namespace {
 
 struct GenerateArgs {
+  TuningConfig tuning;  // kernel variants (--help: Kernel tuning)
   std::string model, adapter, template_name, template_file, prompt, questions, tokenizer, device = "auto";
   int64_t max_new_tokens = 0;
   bool greedy = false, json = false, load_in_4bit = false;
@@ -85,6 +87,7 @@ Prompts collect_prompts(const GenerateArgs& a) {
 }
 
 void run_generate(const GenerateArgs& a) {
+  a.tuning.apply_kernels("generate");
   if (a.prompt.empty() == a.questions.empty()) fail("give exactly one of --prompt TEXT or --questions FILE.jsonl");
   if (a.batch <= 0) fail("--batch must be positive, got {}", a.batch);
   const std::string model_dir = hub::resolve(a.model).path.string();
@@ -162,6 +165,7 @@ void setup_generate(CLI::App& app) {
   app.add_option("--device", a->device, "auto | cpu | cuda (default auto: cuda when a GPU is visible)");
   app.add_flag("--load-in-4bit", a->load_in_4bit, "Quantize the base's projections to NF4 (QLoRA base)");
   app.add_option("--batch", a->batch, "Prompts generated together with --json (default 8)");
+  a->tuning.add_kernel_flags(app);
   app.callback([a] { run_generate(*a); });
 }
 

@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "cli/command.h"
 #include "cli/device.h"
+#include "cli/tuning_config.h"
 #include "hub/hf_cache.h"
 #include "infer/generator.h"
 #include "model/qwen2.h"
@@ -26,6 +27,7 @@ namespace cotune::cli {
 namespace {
 
 struct ServeArgs {
+  TuningConfig tuning;  // kernel variants (--help: Kernel tuning)
   std::string model, name, tokenizer, host = "127.0.0.1", device = "auto";
   std::vector<std::string> adapters;
   int port = 8000;
@@ -37,6 +39,7 @@ volatile std::sig_atomic_t g_signals = 0;
 void on_signal(int) { g_signals = g_signals + 1; }
 
 void run_serve(const ServeArgs& a) {
+  a.tuning.apply_kernels("serve");
   const std::string model_dir = hub::resolve(a.model).path.string();
   text::Tokenizer tok = text::Tokenizer::load(a.tokenizer.empty() ? model_dir : hub::resolve(a.tokenizer).path.string());
   std::optional<text::ChatTemplate> chat = text::ChatTemplate::find(a.tokenizer.empty() ? model_dir : a.tokenizer);
@@ -115,6 +118,7 @@ void setup_serve(CLI::App& app) {
       ->check(CLI::Range(int64_t{1}, int64_t{65536}));
   app.add_option("--device", a->device, "auto | cpu | cuda (default auto: cuda when a GPU is visible)");
   app.add_flag("--load-in-4bit", a->load_in_4bit, "Quantize the base's projections to NF4 (less memory)");
+  a->tuning.add_kernel_flags(app);
   app.callback([a] { run_serve(*a); });
 }
 

@@ -88,6 +88,8 @@ void run_train(TrainCommand& cmd) {
   const std::string model_dir = model_ref.path.string();
   const Device device = c.resolved_device();
   log::info("model {} ({}), device {}", c.model, model_dir, device_name(device));
+  c.tuning.apply_kernels("train");
+  log::debug("train: runner tuning: {}", c.tuning.describe_runner());
   text::Tokenizer tok = text::Tokenizer::load(c.tokenizer.empty() ? model_dir : c.tokenizer);
   text::PromptTemplate tpl =
       c.template_file.empty() ? text::PromptTemplate::builtin(c.template_name) : text::PromptTemplate::load_file(c.template_file);
@@ -189,6 +191,7 @@ void run_train(TrainCommand& cmd) {
   in.batch = bo;
   in.runner.max_tokens = bo.max_tokens;
   in.runner.gradient_checkpointing = c.gradient_checkpointing;
+  c.tuning.apply(in.runner);
   in.metrics = &hub;
 
   data::BatchIterator probe(ds, split.train, bo);

@@ -79,6 +79,7 @@ void TrainConfig::bind(RecipeBinder& b) {
   b.bind("sample_questions", sample_questions,
          "Answer this many dataset questions with the inference prompt before and after training (OUTPUT/samples)");
   b.bind("sample_max_new_tokens", sample_max_new_tokens, "Token limit of each before/after answer");
+  tuning.bind(b);
   b.accept("bf16", "cotune computes in bf16 on the GPU and in fp32 on the CPU");
 }
 
@@ -94,6 +95,9 @@ void TrainConfig::validate() const {
   if (loss_on != "all" && loss_on != "response") fail("loss_on must be all or response, got '{}'", loss_on);
   if (!wandb_mode.empty() && wandb_mode != "online" && wandb_mode != "offline" && wandb_mode != "disabled")
     fail("wandb_mode must be online, offline or disabled, got '{}'", wandb_mode);
+  (void)tuning.kernel_tuning();  // the tuning keys' values (errors name the key)
+  model::RunnerOptions probe;
+  tuning.apply(probe);
 }
 
 Device TrainConfig::resolved_device() const { return parse_device(device, "device"); }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cli/recipe.h"
+#include "cli/tuning_config.h"
 #include "tensor/tensor.h"
 #include "train/trainer.h"
 
@@ -50,6 +51,7 @@ struct TrainConfig {
   std::string push_to_hub;  // org/name: the adapter goes there, the merged model (when made) to org/name-merged
   bool hub_private = false;
   int64_t sample_questions = 0, sample_max_new_tokens = 256;  // before/after answers (the guide's steps 3 and 7)
+  TuningConfig tuning;  // kernel variants, CUDA graphs, keep_attention (defaults: the production behaviour)
 
   void bind(RecipeBinder& b);
   void validate() const;                 // throws naming the bad key

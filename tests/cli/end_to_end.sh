@@ -38,6 +38,25 @@ if "$cotune" train --recipe "$work/bad.toml" --model "$work/model" --data recipe
 fi
 grep -q "lora_rank" "$work/log" || fail "error does not name the key: $(cat "$work/log")"
 
+# Tuning keys: a bad value names the key; --verbose prints the tuning a run uses.
+printf 'keep_attention = "sometimes"\n' > "$work/bad_tuning.toml"
+if "$cotune" train --recipe "$work/bad_tuning.toml" --model "$work/model" --data recipes/data/demo_medical.jsonl \
+  2>"$work/log"; then
+  fail "keep_attention = sometimes accepted"
+fi
+grep -q "keep_attention must be auto, on or off" "$work/log" || fail "error does not name keep_attention: $(cat "$work/log")"
+if "$cotune" train --recipe recipes/demo.toml --model "$work/model" --attention-split 1,2 2>"$work/log"; then
+  fail "--attention-split 1,2 accepted"
+fi
+grep -q "attention_split must be three integers" "$work/log" || fail "error does not name attention_split: $(cat "$work/log")"
+printf 'cuda_graphs = false\nattention_kernel = "simple"\n' > "$work/tuning.toml"
+"$cotune" -v train --recipe "$work/tuning.toml" --model "$work/model" --data recipes/data/demo_medical.jsonl \
+  --max-steps 1 --device cpu --output "$work/tuned" --data-cache false --keep-attention off --nf4-kernel v1 \
+  --attention-split=-1,8,-1 >/dev/null 2>"$work/log" || { cat "$work/log"; fail "train with tuning keys"; }
+grep -q "kernel tuning: attention simple, split fwd auto dq 8 dkdv auto, dS kept up to 128 MiB, ce current, nf4 v1" \
+  "$work/log" || fail "--verbose does not show the kernel tuning: $(grep -i tuning "$work/log")"
+grep -q "runner tuning: CUDA graphs off, keep attention off" "$work/log" || fail "--verbose does not show the runner tuning"
+
 # The guide's recipe, as written, on a tiny 4-bit base for one step.
 "$cotune" -q train --recipe recipes/medical-o1-zh.toml --model "$work/model" --data recipes/data/demo_medical.jsonl \
   --data-config "" --selection "train[0:8]" --max-steps 1 --device cpu --output "$work/med" --data-cache false \

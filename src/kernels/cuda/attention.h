@@ -8,11 +8,11 @@
 //           Small grids (a single sequence: ceil(L / 64) x 12 blocks, the longest doing every key tile) are
 //           rebalanced by splitting long causal ranges over several blocks (fp32 partials merged in a fixed
 //           order), and when it fits 128 MiB the backward keeps dS (bf16) so that the dq kernel does one GEMM per
-//           tile instead of recomputing S and dP (ops_cuda.cpp: split_plan, kMaxDsBytes).
-// attention_forward/backward in cuda_ops.h pick flash when D == 128, else simple; the environment variable
-// COTUNE_ATTENTION=simple forces the simple kernels (a debugging switch). Benchmark/test switches:
-// COTUNE_ATTENTION_SPLIT="fwd_ck,dq_ck,dkdv_w" (work splits), COTUNE_ATTENTION_DS=0 (recompute dS),
-// COTUNE_ATTENTION_DS_MB (the dS limit). A sliding window (window > 0) shorter than the longest sequence runs the
+//           tile instead of recomputing S and dP (ops_cuda.cpp: split_plan; the limit is Tuning::attention_ds_limit_mib).
+// attention_forward/backward in cuda_ops.h pick flash when D == 128, else simple; kernels::Tuning (kernels/tuning.h,
+// flags / recipe keys attention_kernel = simple, attention_split = "fwd_ck,dq_ck,dkdv_w", attention_keep_ds,
+// attention_ds_limit_mib) forces the simple kernels (debugging), the work splits or dS recomputation (benchmarks,
+// tests). A sliding window (window > 0) shorter than the longest sequence runs the
 // simple kernels, the only ones that implement it.
 #pragma once
 #include <cstdint>

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/tuning.h"
 
 namespace cotune::kernels::cuda {
 
@@ -294,14 +295,13 @@ __global__ void __launch_bounds__(kClusterThreads) ce_cluster_kernel(float* loss
 
 // The cluster kernel when it applies: an sm_90+ device, V % 8 == 0, 16-byte aligned rows in and out, and a row
 // that fits the shared memory of 8 blocks. Segments of at most kSegTarget bytes (2-3 blocks per SM; the fewest
-// blocks per row that get there), or up to kSegMax with 8 blocks. COTUNE_CE_KERNEL=v1 selects ce_row_kernel
-// (benchmarks).
+// blocks per row that get there), or up to kSegMax with 8 blocks. Tuning::ce_kernel = v1 (key ce_kernel) selects
+// ce_row_kernel (benchmarks).
 constexpr int64_t kSegTarget = 80 * 1024, kSegMax = 200 * 1024;
 
 bool cluster_capable() {
+  if (kernels::tuning().ce_kernel == Tuning::Generation::v1) return false;
   static const bool ok = [] {
-    const char* e = std::getenv("COTUNE_CE_KERNEL");
-    if (e && std::strcmp(e, "v1") == 0) return false;
     int dev = 0, major = 0;
     if (cudaGetDevice(&dev) != cudaSuccess) return false;
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;

@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/tuning.h"
 #include "kernels/cuda/decode_launch.h"
 
 namespace cotune::kernels::cuda {
@@ -492,20 +493,17 @@ void launch_variant(const char* what, const DecodeGemvArgs& a, int64_t rows, siz
 
 template <bool NF4, int MODE, bool NORM>
 void launch_split(const char* what, const DecodeGemvArgs& a, int64_t rows, size_t smem) {
-  // NF4 takes the WIDE kernel only when COTUNE_DECODE_NF4_WIDE=1 (a tuning switch for bench_decode).
-  static const bool nf4_wide = [] {
-    const char* e = std::getenv("COTUNE_DECODE_NF4_WIDE");
-    return e && e[0] == '1';
-  }();
+  // NF4 takes the WIDE kernel only with Tuning::decode_nf4_wide (key decode_nf4_wide; a switch for bench_decode).
+  const bool nf4_wide = kernels::tuning().decode_nf4_wide;
   if ((!NF4 || nf4_wide) && a.K <= 1536) {  // a row in one stage of loads (WIDE)
     launch_variant<NF4, MODE, NORM, 1, true>(what, a, rows, smem);
     return;
   }
   // SPLIT: more warps for short row counts, at most one a stage of 1024 weights; bf16 up to ~32 warps a
   // multiprocessor, NF4 (dequantizing: more work a byte, 4 blocks a multiprocessor) within one wave.
-  const int64_t stages = (a.K + 1023) / 1024;
+  const int64_t stages = (a.K + 1023) / 1024, warp_slots = static_cast<int64_t>(sm_count()) * 32;
   int split = 1;
-  while (split < 4 && split * 2 <= stages && (NF4 ? rows * split * 2 <= 132 * 32 : rows * split < 132 * 32)) split *= 2;
+  while (split < 4 && split * 2 <= stages && (NF4 ? rows * split * 2 <= warp_slots : rows * split < warp_slots)) split *= 2;
   switch (split) {
     case 1: launch_variant<NF4, MODE, NORM, 1, false>(what, a, rows, smem); break;
     case 2: launch_variant<NF4, MODE, NORM, 2, false>(what, a, rows, smem); break;

@@ -11,6 +11,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/internal.h"
 #include "kernels/cuda/launch.h"
+#include "kernels/tuning.h"
 
 namespace cotune::kernels::cuda {
 
@@ -185,8 +186,7 @@ AttentionImpl choose(AttentionImpl impl, const AttentionArgs& a) {
     impl = AttentionImpl::simple;
   }
   if (impl == AttentionImpl::automatic) {
-    const char* e = std::getenv("COTUNE_ATTENTION");
-    if ((e && std::strcmp(e, "simple") == 0) || !flash_ok(D)) {
+    if (kernels::tuning().attention == Tuning::Attention::simple || !flash_ok(D)) {
       impl = AttentionImpl::simple;
     } else {
       const int64_t wide_blocks = query_tiles(a, 128) * a.H;
@@ -210,16 +210,16 @@ AttentionImpl choose(AttentionImpl impl, const AttentionArgs& a) {
 //   dq:      chunks of work / (6 * SMs) key tiles, at least 4 (1 x 2048: 8);
 //   dk/dv:   (head, query tile) pairs / (6 * SMs) pairs per block, at least 4 and at most the longest range of one
 //            head (the packed batch: one head's range per block, as before).
-// COTUNE_ATTENTION_SPLIT="fwd_ck,dq_ck,dkdv_w" overrides (negative: automatic; 0 for fwd_ck / dq_ck: no split),
-// for benchmarks and tests.
+// Tuning::attention_split_* (key attention_split = "fwd_ck,dq_ck,dkdv_w") override them (negative: automatic; 0 for
+// fwd_ck / dq_ck: no split), for benchmarks and tests.
 // The most scratch the backward spends on keeping dS, S * H * nq (nq + 1) / 2 tiles of 8 KiB: one sequence of 2048
 // tokens and 12 heads: 52 MiB, 104 MiB as a CUDA-graph batch (plus its padding sequence); 4 x 2048 would need
-// 207 MiB and recomputes dS instead (H200: backward 0.955 ms, 0.767 with dS kept).
-constexpr size_t kMaxDsBytes = size_t{128} << 20;
+// 207 MiB and recomputes dS instead (H200: backward 0.955 ms, 0.767 with dS kept). The limit is
+// Tuning::attention_ds_limit_mib (default 128 MiB).
 
 struct SplitPlan {
   int fwd_ck = 0, dq_ck = 0, dkdv_w = 0;
-  bool dq_forced = false;  // dq_ck set by COTUNE_ATTENTION_SPLIT
+  bool dq_forced = false;  // dq_ck set by Tuning::attention_split_dq
 };
 
 // Key tiles per chunk for query tiles of 64 * mt rows: the causal work in key-tile steps over per_sm * SMs blocks,
@@ -242,14 +242,10 @@ SplitPlan split_plan(const AttentionArgs& a, bool wide) {
   const int64_t pairs = a.KV * group * causal_tile_pairs(a, 64);
   p.dkdv_w = static_cast<int>(std::min<int64_t>(std::max<int64_t>((pairs + 6 * sms - 1) / (6 * sms), 4),
                                                  std::max<int64_t>(nq, 1)));  // at most nq, even when nq < 4
-  if (const char* e = std::getenv("COTUNE_ATTENTION_SPLIT")) {
-    int f = -1, q = -1, w = -1;
-    if (std::sscanf(e, "%d,%d,%d", &f, &q, &w) >= 1) {
-      if (f >= 0) p.fwd_ck = f;
-      if (q >= 0) p.dq_ck = q, p.dq_forced = true;
-      if (w > 0) p.dkdv_w = w;
-    }
-  }
+  const Tuning& t = kernels::tuning();
+  if (t.attention_split_fwd >= 0) p.fwd_ck = t.attention_split_fwd;
+  if (t.attention_split_dq >= 0) p.dq_ck = t.attention_split_dq, p.dq_forced = true;
+  if (t.attention_split_dkdv > 0) p.dkdv_w = t.attention_split_dkdv;
   return p;
 }
 
@@ -299,7 +295,7 @@ void attention_backward_impl(AttentionImpl impl, const Tensor& dq, const Tensor&
   // One scratch request for all workspaces: dvec f32 [H,T]; (flash) the fp32 dK/dV shares [2][chunks][T,KV,D]
   // of key tiles split over several blocks, reduced in chunk order (no atomics); the fp32 dQ shares of split
   // query tiles [S*H*slots][64][D]; dS kept for the dq kernel (bf16, 8 KiB per causal tile pair and head) when
-  // that fits kMaxDsBytes: the dq kernel then does one GEMM per tile instead of three, and is cheap enough not to
+  // that fits the dS limit: the dq kernel then does one GEMM per tile instead of three, and is cheap enough not to
   // need splitting (H200, 1 x 2048: backward 0.252 ms unsplit, 0.264 with chunks of 8).
   const auto round256 = [](size_t b) { return (b + 255) / 256 * 256; };
   const size_t dvec_bytes = round256(static_cast<size_t>(a.H) * static_cast<size_t>(a.T) * sizeof(float));
@@ -309,10 +305,9 @@ void attention_backward_impl(AttentionImpl impl, const Tensor& dq, const Tensor&
     const int64_t nq = (a.max_seqlen + 63) / 64;
     a.ds_tri = nq * (nq + 1) / 2;
     const size_t bytes = static_cast<size_t>(a.S) * static_cast<size_t>(a.H) * static_cast<size_t>(a.ds_tri) * 8192;
-    const char* e = std::getenv("COTUNE_ATTENTION_DS");  // "0": recompute dS in the dq kernel (benchmarks, tests)
-    const char* mb = std::getenv("COTUNE_ATTENTION_DS_MB");  // the limit in MiB (benchmarks)
-    const size_t limit = mb ? static_cast<size_t>(std::atol(mb)) << 20 : kMaxDsBytes;
-    if (bytes <= limit && !(e && std::strcmp(e, "0") == 0)) ds_bytes = round256(bytes);
+    const Tuning& t = kernels::tuning();  // attention_keep_ds false: recompute dS in the dq kernel
+    const size_t limit = static_cast<size_t>(t.attention_ds_limit_mib) << 20;
+    if (bytes <= limit && t.attention_keep_ds) ds_bytes = round256(bytes);
     const SplitPlan plan = split_plan(a, false);
     a.dq_ck = ds_bytes && !plan.dq_forced ? 0 : plan.dq_ck;
     a.dkdv_w = plan.dkdv_w;

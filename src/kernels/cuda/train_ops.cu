@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/tuning.h"
 
 namespace cotune::kernels::cuda {
 
@@ -344,14 +345,8 @@ __global__ void __launch_bounds__(kNf4Threads) nf4_dequant_batch_v2_kernel(const
   }
 }
 
-// COTUNE_NF4_KERNEL=v1 selects the previous batch kernel (benchmarks).
-bool nf4_use_v1() {
-  static const bool v1 = [] {
-    const char* e = std::getenv("COTUNE_NF4_KERNEL");
-    return e && std::strcmp(e, "v1") == 0;
-  }();
-  return v1;
-}
+// Tuning::nf4_kernel = v1 (key nf4_kernel) selects the previous batch kernel (benchmarks).
+bool nf4_use_v1() { return kernels::tuning().nf4_kernel == Tuning::Generation::v1; }
 
 unsigned capped_blocks(int64_t n) {
   const int64_t b = (n + kThreads - 1) / kThreads;
