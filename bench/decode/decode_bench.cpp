@@ -2,7 +2,9 @@
 // (bf16, and the NF4 base), measured as /work/shared/anchors/hf_generate_baseline.py measures transformers:
 // a 64-token prompt, greedy, 256 new tokens, tokens/s = 256 / wall time (prefill included), after 2 warm-ups.
 //   bench_decode [--device cuda|cpu] [--layers N] [--new N] [--modes bf16,nf4] [--device-loop 1|0]
-//                [--fused 1|0] [--pdl 1|0] [--reps N]
+//                [--fused 1|0] [--pdl 1|0] [--reps N] [--nf4-wide 1|0]
+//  --nf4-wide 1: NF4 rows of <= 1536 weights take the one-stage (wide) GEMV too (kernels::Tuning::decode_nf4_wide,
+//  `cotune generate --decode-nf4-wide`).
 // (--device-loop 0: every step's logits go to the host for selection, the path before the device loop;
 //  --fused 0: the unfused decode step (16 launches a layer); --pdl 0: fused kernels without programmatic dependent
 //  launch.) Timed --reps times (default 3); tok_s is the median, all runs are listed. Prints one JSON object a line.
@@ -18,6 +20,7 @@
 #ifdef COTUNE_WITH_CUDA
 #include "kernels/cuda/decode_launch.h"
 #endif
+#include "kernels/tuning.h"
 #include "model/qwen2.h"
 
 using namespace cotune;
@@ -27,6 +30,7 @@ int main(int argc, char** argv) {
   int64_t layers = 28, new_tokens = 256;
   bool device_loop = true, fused = true, pdl = true;
   int reps = 3;
+  kernels::Tuning tuning;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--device")) device = argv[i + 1];
     else if (!std::strcmp(argv[i], "--layers")) layers = std::stoll(argv[i + 1]);
@@ -36,11 +40,13 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--fused")) fused = std::strcmp(argv[i + 1], "0") != 0;
     else if (!std::strcmp(argv[i], "--pdl")) pdl = std::strcmp(argv[i + 1], "0") != 0;
     else if (!std::strcmp(argv[i], "--reps")) reps = std::max(1, std::stoi(argv[i + 1]));
+    else if (!std::strcmp(argv[i], "--nf4-wide")) tuning.decode_nf4_wide = std::strcmp(argv[i + 1], "0") != 0;
     else {
       std::fprintf(stderr, "bench_decode: unknown option %s\n", argv[i]);
       return 2;
     }
   }
+  kernels::set_tuning(tuning);
 #ifdef COTUNE_WITH_CUDA
   kernels::cuda::set_decode_pdl(pdl);
 #endif

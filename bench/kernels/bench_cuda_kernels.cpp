@@ -1,10 +1,11 @@
 // Micro-benchmarks of the CUDA kernels at the DeepSeek-R1-Distill-Qwen-1.5B shapes (hidden 1536, 12 heads / 2 KV
 // heads of 128, intermediate 8960, vocabulary 151936), packed batch of T tokens (default 4 x 2048).
 // Times are medians of CUDA-event timings after a warm-up; prints one line per op with the achieved TFLOP/s or
-// GB/s. Usage: bench_cuda_kernels [sequences] [seq_len], or bench_cuda_kernels bw (only the memory-bound
-// training kernels: the NF4 dequantization of one layer and one cross-entropy chunk; COTUNE_NF4_KERNEL=v1 /
-// COTUNE_CE_KERNEL=v1 select the previous kernels). [attention]: with `attention`, only the attention timings
-// (the flash ones; COTUNE_ATTENTION_SPLIT overrides their work split, see ops_cuda.cpp).
+// GB/s. Usage: bench_cuda_kernels [--nf4-kernel v1] [--ce-kernel v1] [--attention-split F,Q,W] [sequences] [seq_len]
+// [attention], or bench_cuda_kernels [options] bw (only the memory-bound training kernels: the NF4 dequantization of
+// one layer and one cross-entropy chunk; --nf4-kernel v1 / --ce-kernel v1 select the previous kernels). With
+// `attention`, only the attention timings (the flash ones; --attention-split overrides their work split, see
+// ops_cuda.cpp). The options are kernels::Tuning's, as `cotune train` takes them.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -14,11 +15,11 @@
 #include <functional>
 #include <random>
 #include <string>
-#include <string>
 #include <vector>
 
 #include "base/half.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/tuning.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/train_ops.h"
@@ -173,8 +174,26 @@ void bench_memory_bound(Arena& arena, int64_t C, int64_t I, int64_t V) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc_in, char** argv_in) {
   try {
+    // Tuning options first (kernels/tuning.h), then the positional arguments.
+    std::vector<char*> args{argv_in[0]};
+    kernels::Tuning tuning;
+    for (int i = 1; i < argc_in; ++i) {
+      const std::string a = argv_in[i];
+      if ((a == "--nf4-kernel" || a == "--ce-kernel" || a == "--attention-split") && i + 1 < argc_in) {
+        const std::string v = argv_in[++i];
+        if (a == "--nf4-kernel") tuning.nf4_kernel = kernels::parse_kernel_generation(v, a);
+        if (a == "--ce-kernel") tuning.ce_kernel = kernels::parse_kernel_generation(v, a);
+        if (a == "--attention-split") kernels::parse_attention_split(v, a, tuning);
+      } else {
+        args.push_back(argv_in[i]);
+      }
+    }
+    kernels::set_tuning(tuning);
+    std::printf("kernel tuning: %s\n", tuning.describe().c_str());
+    const int argc = static_cast<int>(args.size());
+    char** argv = args.data();
     if (argc > 1 && std::string(argv[1]) == "bw") {
       const kc::DeviceInfo info = kc::device_info();
       std::printf("device: %s, %d SMs\n", info.name.c_str(), info.sm_count);

@@ -10,6 +10,7 @@
 
 #include "cuda_test_util.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/tuning.h"
 #include "kernels/ops.h"
 
 namespace cotune::testing {
@@ -157,10 +158,15 @@ TEST(CudaAttentionWindow, SlidingWindowMatchesCpu) {
                Error);
 }
 
-// Sets COTUNE_ATTENTION_SPLIT for one scope (the flash kernels' work split, read at every call).
+// Sets the flash kernels' work split (kernels::Tuning::attention_split_*, read at every call) for one scope.
 struct ScopedSplit {
-  explicit ScopedSplit(const char* v) { setenv("COTUNE_ATTENTION_SPLIT", v, 1); }
-  ~ScopedSplit() { unsetenv("COTUNE_ATTENTION_SPLIT"); }
+  explicit ScopedSplit(const char* v) : scope(with_split(v)) {}
+  static kernels::Tuning with_split(const char* v) {
+    kernels::Tuning t = kernels::tuning();
+    kernels::parse_attention_split(v, "attention_split", t);
+    return t;
+  }
+  kernels::ScopedTuning scope;
 };
 
 TEST_P(CudaAttention, ForcedSplits) {
