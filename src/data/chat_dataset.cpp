@@ -59,13 +59,14 @@ TokenizedDataset build_dataset(const DataOptions& opt, const DatasetFormat& form
                                 rf == RecordFormat::medical_o1))
     fail("{}: {} records need a chat template: give --template chat (the model's tokenizer_config.json template){}",
          opt.data_path, to_string(rf), rf == RecordFormat::medical_o1 ? " or a prompt template" : "");
-  log::info("data: {} records{}", to_string(rf), format.chat_template ? ", through the model's chat template" : "");
+  log::info("data: {} records{}{}", to_string(rf), format.format == RecordFormat::automatic ? " (first record)" : "",
+            format.chat_template ? ", through the model's chat template" : "");
 
   const auto t0 = std::chrono::steady_clock::now();
   std::string cache_path;
   if (opt.use_cache) {
     const std::string dir = opt.cache_dir.empty() ? default_cache_dir() : opt.cache_dir;
-    cache_path = dir + "/" + cache_key(opt, fingerprint(rf, format.chat_template), tok) + ".tokens";
+    cache_path = dir + "/" + cache_key(opt, fingerprint(format.format, format.chat_template), tok) + ".tokens";
     if (auto ds = load_token_cache(cache_path)) {
       log::info("data: {} sequences from the token cache {}", ds->size(), cache_path);
       return std::move(*ds);
@@ -111,7 +112,8 @@ TokenizedDataset build_dataset(const DataOptions& opt, const DatasetFormat& form
   Record rec;
   while (src.next(rec)) {
     try {
-      Example ex = parse_example(rec.json, rf);
+      // --data-format auto detects each record's format, so a file may mix them (messages and ShareGPT, say).
+      Example ex = parse_example(rec.json, format.format);
       texts.push_back(format.chat_template ? render_chat_for_training(*format.chat_template, ex.messages)
                                            : render_plain_for_training(ex, eos));
       rows.push_back(rec.row);
@@ -126,7 +128,7 @@ TokenizedDataset build_dataset(const DataOptions& opt, const DatasetFormat& form
   flush();
   ds.rows_read = src.rows_read();
   ds.skipped = src.skipped() + bad;
-  if (bad > 0) log::warn("skipped {} record(s) that do not fit the {} format", bad, to_string(rf));
+  if (bad > 0) log::warn("skipped {} record(s) that do not fit the {} format", bad, to_string(format.format));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   log::info("data: {} sequences, {} tokens from {} in {:.2f} s ({} truncated to {}, {} skipped)", ds.size(),
             ds.tokens.size(), opt.data_path, secs, ds.truncated, opt.max_seq_length, ds.skipped);
