@@ -18,6 +18,7 @@
 #include "base/mmap.h"
 #include "base/log.h"
 #include "cli/command.h"
+#include "cli/device.h"
 #include "hub/hf_cache.h"
 #include "infer/generator.h"
 #include "infer/reasoning_stream.h"
@@ -25,9 +26,6 @@
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 
-#ifdef COTUNE_WITH_CUDA
-#include <cuda_runtime.h>
-#endif
 
 namespace cotune::cli {
 namespace {
@@ -63,21 +61,6 @@ class ChatSignals {
  private:
   struct sigaction old_ {};
 };
-
-Device parse_device(const std::string& d) {
-  if (d == "cpu") return Device::cpu;
-  if (d != "cuda" && d != "auto") fail("--device must be auto, cpu or cuda, got \"{}\"", d);
-#ifdef COTUNE_WITH_CUDA
-  int n = 0;
-  const bool gpu = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-  if (!gpu) cudaGetLastError();
-  if (d == "cuda" && !gpu) fail("--device cuda: no CUDA GPU is visible");
-  return gpu ? Device::cuda : Device::cpu;
-#else
-  if (d == "cuda") fail("--device cuda: this build of cotune has no CUDA backend (configure with -DCOTUNE_CUDA=ON)");
-  return Device::cpu;
-#endif
-}
 
 void out(std::string_view s) {
   std::fwrite(s.data(), 1, s.size(), stdout);

@@ -11,17 +11,15 @@
 namespace cotune::data {
 namespace {
 
-// Row range of the selection (percentages need one boundary-only pass to count rows).
+// Row range of the selection (percentages need one pass to count rows). Through RecordSource, so every reader it
+// has (JSON, JSON Lines, and whatever joins it) counts the same rows.
 std::pair<int64_t, int64_t> selected_rows(const DataOptions& opt) {
   if (opt.selection.needs_row_count()) {
-    int64_t rows = 0;
-    for (const auto& f : list_data_files(opt.data_path)) {
-      JsonRecordReader r(f);
-      std::string_view json;
-      RecordLocation loc;
-      while (r.next(json, loc)) ++rows;
+    RecordSource src(opt.data_path, {}, OnBadRecord::skip);
+    Record r;
+    while (src.next(r)) {
     }
-    return opt.selection.resolve(rows);
+    return opt.selection.resolve(src.rows_read());
   }
   if (opt.selection.is_all()) return {0, INT64_MAX};
   return {opt.selection.begin, opt.selection.end.value_or(INT64_MAX)};
@@ -40,12 +38,9 @@ std::string fingerprint(RecordFormat format, const text::ChatTemplate* chat) {
 
 RecordFormat resolve_record_format(const DataOptions& opt, RecordFormat requested) {
   if (requested != RecordFormat::automatic) return requested;
-  for (const auto& f : list_data_files(opt.data_path)) {
-    JsonRecordReader r(f);
-    std::string_view json;
-    RecordLocation loc;
-    if (r.next(json, loc)) return with_context(loc.describe(), [&] { return detect_record_format(json); });
-  }
+  RecordSource src(opt.data_path, {}, opt.on_bad_record);
+  Record r;
+  if (src.next(r)) return with_context(r.location.describe(), [&] { return detect_record_format(r.json); });
   fail("{}: no records to detect the data format from", opt.data_path);
 }
 

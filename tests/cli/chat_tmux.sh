@@ -7,7 +7,7 @@ set -u
 COTUNE="$1"
 command -v tmux > /dev/null || { echo "SKIP: tmux not installed (scripts/setup.sh installs it)"; exit 77; }
 TMP=$(mktemp -d) || exit 1
-SESSION="cotune_chat_test_$$"
+SESSION=""
 SOCKET="$TMP/tmux.sock"
 tmx() { tmux -S "$SOCKET" "$@"; }
 cleanup() { tmx kill-server > /dev/null 2>&1; rm -rf "$TMP"; }
@@ -32,10 +32,15 @@ count() { pane | grep -Ec -- "$1"; }
 
 "$COTUNE" init-model -o "$TMP/model" --preset tiny > /dev/null 2>&1 || fail "init-model"
 
+# Each chat gets its own session (killing the last session of a server while starting the next one races with
+# the server's exit); kill-server at the end removes them all.
+n_sessions=0
 start() {
-  tmx kill-session -t "$SESSION" > /dev/null 2>&1
+  n_sessions=$((n_sessions + 1))
+  SESSION="chat$n_sessions"
   tmx new-session -d -s "$SESSION" -x 160 -y 50 \
-    "OMP_NUM_THREADS=1 '$COTUNE' chat --model '$TMP/model' --greedy --color always $*; echo CHAT-EXITED \$?; sleep 30"
+    "OMP_NUM_THREADS=1 '$COTUNE' chat --model '$TMP/model' --greedy --color always $*; echo CHAT-EXITED \$?; sleep 60" ||
+    fail "tmux new-session"
   wait_for '^cotune chat: .*/help for commands'
 }
 
