@@ -859,9 +859,12 @@ class Renderer {
     (void)caller;
     const Node* node = &n;
     if (name.empty()) name = n.macro_name;
-    return Value::callable(name, [this, node, def_frame](CallArgs& a) {
+    // The frame is held weakly: the macro is stored in that frame, and a strong reference would be a cycle.
+    std::weak_ptr<Frame> weak_frame = def_frame;
+    return Value::callable(name, [this, node, weak_frame, name](CallArgs& a) {
       auto f = std::make_shared<Frame>();
-      f->parent = def_frame;
+      f->parent = weak_frame.lock();
+      if (!f->parent) fail("macro '{}' called after the block that defined it ended", name);
       for (size_t i = 0; i < node->params.size(); ++i) {
         const std::string& p = node->params[i];
         if (a.has(i, p)) {
