@@ -18,7 +18,7 @@ JOBS=${JOBS:-$(nproc)}
 packages=(build-essential cmake ninja-build pkg-config git
   libsimdjson-dev nlohmann-json3-dev libcli11-dev libfmt-dev libtomlplusplus-dev
   libopenblas-openmp-dev libpcre2-dev libutf8proc-dev libcurl4-openssl-dev libssl-dev libxxhash-dev
-  libcpp-httplib-dev libyaml-cpp-dev libsnappy-dev libzstd-dev zlib1g-dev clang
+  libcpp-httplib-dev libyaml-cpp-dev libsnappy-dev libzstd-dev zlib1g-dev clang tmux
   libgtest-dev libgmock-dev libbenchmark-dev)
 
 install_deps() {

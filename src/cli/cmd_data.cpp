@@ -9,6 +9,7 @@
 #include "data/batch.h"
 #include "data/dataset.h"
 #include "data/preview.h"
+#include "cli/data_format.h"
 #include "text/template.h"
 #include "text/tokenizer.h"
 
@@ -17,6 +18,7 @@ namespace {
 
 struct DataArgs {
   std::string data, tokenizer, template_name, template_file, split = "train", on_bad_record = "error", cache_dir;
+  std::string data_format = "auto";
   int64_t max_seq_length = 2048;
   bool no_cache = false;
   // preview
@@ -29,7 +31,8 @@ void add_common(CLI::App& app, DataArgs& a) {
       ->required();
   app.add_option("--tokenizer", a.tokenizer, "tokenizer.json, or the model folder holding it")->required();
   auto* t = app.add_option("--template", a.template_name,
-                           "Built-in prompt template: medical-o1-zh | medical-o1-en (default medical-o1-zh)");
+                           "Built-in prompt template: medical-o1-zh | medical-o1-en (default medical-o1-zh), or chat (the model's "
+                           "chat template, for conversational records)");
   auto* tf = app.add_option("--template-file", a.template_file,
                             "Custom template, JSON: {\"train\": \"...{Field}...\", \"prompt\": \"...\"} where prompt "
                             "is the beginning of train up to where the model answers; {{ and }} are literal braces");
@@ -42,21 +45,23 @@ void add_common(CLI::App& app, DataArgs& a) {
                  "error = stop with its file, line and record; skip = warn and leave it out")
       ->check(CLI::IsMember({"error", "skip"}))
       ->capture_default_str();
+  app.add_option("--data-format", a.data_format,
+                 "Record format: auto (from the fields) | medical-o1 | messages | sharegpt | alpaca | "
+                 "prompt-completion | text")
+      ->capture_default_str();
   app.add_option("--cache-dir", a.cache_dir, "Token cache folder (default $XDG_CACHE_HOME/cotune/data)");
   app.add_flag("--no-cache", a.no_cache, "Neither read nor write the token cache");
 }
 
 struct Loaded {
   text::Tokenizer tok;
-  text::PromptTemplate tpl;
+  TemplateChoice tpl;
   data::TokenizedDataset ds;
 };
 
 Loaded load(const DataArgs& a) {
   text::Tokenizer tok = text::Tokenizer::load(a.tokenizer);
-  text::PromptTemplate tpl = a.template_file.empty()
-                                 ? text::PromptTemplate::builtin(a.template_name.empty() ? "medical-o1-zh" : a.template_name)
-                                 : text::PromptTemplate::load_file(a.template_file);
+  TemplateChoice tpl = choose_template(a.template_name, a.template_file, a.data_format, a.tokenizer);
   data::DataOptions opt;
   opt.data_path = a.data;
   opt.max_seq_length = a.max_seq_length;
@@ -64,7 +69,7 @@ Loaded load(const DataArgs& a) {
   opt.selection = data::parse_selection(a.split);
   opt.use_cache = !a.no_cache;
   opt.cache_dir = a.cache_dir;
-  data::TokenizedDataset ds = data::build_dataset(opt, tpl, tok);
+  data::TokenizedDataset ds = data::build_dataset(opt, tpl.format(), tok);
   return Loaded{std::move(tok), std::move(tpl), std::move(ds)};
 }
 
@@ -85,8 +90,9 @@ void setup_data(CLI::App& app) {
   add_common(*preview, *args);
   preview->add_option("-n,--count", args->count, "How many records to show")->capture_default_str();
   preview->add_option("--start", args->start, "First sequence to show")->capture_default_str();
-  preview->add_option("--mask", args->mask, "Loss mask: response (train after the prompt) | all")
-      ->check(CLI::IsMember({"all", "response"}))
+  preview->add_option("--mask", args->mask,
+                      "Loss mask: response (train after the prompt) | all | assistant (the assistant turns)")
+      ->check(CLI::IsMember({"all", "response", "assistant"}))
       ->capture_default_str();
   preview->add_option("--color", args->color, "auto | always | never")
       ->check(CLI::IsMember({"auto", "always", "never"}))

@@ -26,6 +26,7 @@
 #endif
 #include "model/lora.h"
 #include "model/qwen2.h"
+#include "cli/data_format.h"
 #include "text/template.h"
 #include "text/tokenizer.h"
 #include "track/metrics.h"
@@ -91,8 +92,8 @@ void run_train(TrainCommand& cmd) {
   c.tuning.apply_kernels("train");
   log::debug("train: runner tuning: {}", c.tuning.describe_runner());
   text::Tokenizer tok = text::Tokenizer::load(c.tokenizer.empty() ? model_dir : c.tokenizer);
-  text::PromptTemplate tpl =
-      c.template_file.empty() ? text::PromptTemplate::builtin(c.template_name) : text::PromptTemplate::load_file(c.template_file);
+  const TemplateChoice tpl =
+      choose_template(c.template_name, c.template_file, c.data_format, c.tokenizer.empty() ? model_dir : c.tokenizer);
 
   data::DataOptions dopt;
   dopt.selection = data::parse_selection(c.selection);
@@ -115,7 +116,7 @@ void run_train(TrainCommand& cmd) {
   dopt.max_seq_length = c.max_seq_length;
   dopt.on_bad_record = data::parse_on_bad_record(c.on_bad_record);
   dopt.use_cache = c.data_cache;
-  data::TokenizedDataset ds = data::build_dataset(dopt, tpl, tok);
+  data::TokenizedDataset ds = data::build_dataset(dopt, tpl.format(), tok);
   data::Split split = data::split_validation(static_cast<int64_t>(ds.size()), c.validation_split, c.validation_count, c.seed);
   log::info("data: {} sequences ({} for validation), {} truncated to {} tokens{}", ds.size(), split.validation.size(),
             ds.truncated, c.max_seq_length, ds.from_cache ? " (token cache)" : "");
@@ -158,13 +159,18 @@ void run_train(TrainCommand& cmd) {
   infer::ComparisonReport samples;
   infer::GenerationOptions gen_opts = infer::GenerationOptions::from_model_folder(model_dir, &tok);
   gen_opts.max_new_tokens = c.sample_max_new_tokens;
-  if (c.sample_questions > 0) {
+  const bool prompt_questions =
+      tpl.prompt && (tpl.from_file || data::resolve_record_format(dopt, tpl.record_format) == data::RecordFormat::medical_o1);
+  if (c.sample_questions > 0 && !prompt_questions) {
+    log::warn("sample questions (before/after answers) need a prompt template over medical-o1 style records; "
+              "skipped here (use `cotune chat` or `cotune generate` to look at answers)");
+  } else if (c.sample_questions > 0) {
     samples.title = "cotune: answers before and after fine-tuning";
     samples.model = c.model;
     samples.data = c.data;
     samples.template_name = tpl.name();
     samples.generation = gen_opts;
-    samples.questions = infer::read_questions(dopt.data_path, tpl, dopt.selection, c.sample_questions, dopt.on_bad_record);
+    samples.questions = infer::read_questions(dopt.data_path, *tpl.prompt, dopt.selection, c.sample_questions, dopt.on_bad_record);
     infer::Generator gen(model, nullptr);
     log::info("answering {} questions before training", samples.questions.size());
     samples.before = infer::answer_questions(gen, tok, samples.questions, gen_opts);

@@ -18,11 +18,15 @@ void TrainConfig::bind(RecipeBinder& b) {
   b.bind("data_config", data_config,
          "Dataset config (the card's configs: section), as load_dataset's name, e.g. zh for medical-o1-reasoning-SFT");
   b.bind("data_files", data_files, "File inside the data folder / dataset repo to use (e.g. medical_o1_sft_Chinese.json)");
-  b.bind("template", template_name, "Built-in prompt template (medical-o1-zh, medical-o1-en)");
+  b.bind("template", template_name,
+         "Built-in prompt template (medical-o1-zh, medical-o1-en) or chat (the model's chat template)");
   b.bind("template_file", template_file, "JSON template file {\"train\": ..., \"prompt\": ...} (overrides --template)");
+  b.bind("data_format", data_format,
+         "auto (from the fields), medical-o1, messages, sharegpt, alpaca, prompt-completion or text");
   b.bind("selection", selection, "Rows to use, as a datasets split string, e.g. train[0:500]");
   b.bind("max_seq_length", max_seq_length, "Longer examples are truncated (and counted)");
-  b.bind("loss_on", loss_on, "all (every token after the first) or response (after the prompt)");
+  b.bind("loss_on", loss_on,
+         "all (every token after the first), response (after the prompt) or assistant (the assistant turns)");
   b.bind_switch("shuffle", "no-shuffle", shuffle, false, "Keep file order (epochs wrap in that order)");
   b.bind("packing", packing, "Pack several sequences into one row up to max_tokens_per_batch");
   b.bind("data_cache", data_cache, "Use the on-disk token cache");
@@ -92,7 +96,8 @@ void TrainConfig::validate() const {
   if (lr <= 0) fail("lr must be positive, got {}", lr);
   if (validation_split < 0 || validation_split >= 1) fail("validation_split must be in [0, 1), got {}", validation_split);
   if (device != "auto" && device != "cpu" && device != "cuda") fail("device must be cpu, cuda or auto, got '{}'", device);
-  if (loss_on != "all" && loss_on != "response") fail("loss_on must be all or response, got '{}'", loss_on);
+  if (loss_on != "all" && loss_on != "response" && loss_on != "assistant")
+    fail("loss_on must be all, response or assistant, got '{}'", loss_on);
   if (!wandb_mode.empty() && wandb_mode != "online" && wandb_mode != "offline" && wandb_mode != "disabled")
     fail("wandb_mode must be online, offline or disabled, got '{}'", wandb_mode);
   (void)tuning.kernel_tuning();  // the tuning keys' values (errors name the key)
@@ -131,7 +136,8 @@ train::TrainOptions TrainConfig::train_options() const {
 std::vector<std::pair<std::string, std::string>> TrainConfig::settings_table() const {
   return {{"model", model},
           {"data", data + (data_config.empty() ? "" : " (" + data_config + ")") + (selection != "train" ? " " + selection : "")},
-          {"template", template_file.empty() ? template_name : template_file},
+          {"template", (template_file.empty() ? template_name : template_file) +
+                           (data_format != "auto" ? " (data format " + data_format + ")" : "")},
           {"loss on", loss_on},
           {"max_seq_length", std::to_string(max_seq_length)},
           {"LoRA", fmt::format("r {} alpha {} dropout {}{} on {}", lora_r, lora_alpha, lora_dropout,

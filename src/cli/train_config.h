@@ -16,7 +16,7 @@ namespace cotune::cli {
 struct TrainConfig {
   // model and data
   std::string model, tokenizer, data, data_config, data_files, template_name = "medical-o1-zh", template_file;
-  std::string selection = "train", loss_on = "all", on_bad_record = "error";
+  std::string selection = "train", loss_on = "all", on_bad_record = "error", data_format = "auto";
   int64_t max_seq_length = 2048;
   bool shuffle = true, packing = false, data_cache = true;
   double validation_split = 0.0;

@@ -14,13 +14,21 @@ int64_t round_up(int64_t n, int64_t m) { return m <= 1 ? n : (n + m - 1) / m * m
 LossMask parse_loss_mask(std::string_view s) {
   if (s == "all") return LossMask::all;
   if (s == "response") return LossMask::response;
-  fail("loss mask: unknown value '{}' (expected 'all' or 'response')", s);
+  if (s == "assistant") return LossMask::assistant;
+  fail("loss mask: unknown value '{}' (expected 'all', 'response' or 'assistant')", s);
 }
 
-std::string_view to_string(LossMask m) { return m == LossMask::all ? "all" : "response"; }
+std::string_view to_string(LossMask m) {
+  return m == LossMask::all ? "all" : m == LossMask::response ? "response" : "assistant";
+}
 
-void sequence_targets(std::span<const int32_t> ids, int32_t prompt_length, LossMask mask, int32_t* out) {
+void sequence_targets(std::span<const int32_t> ids, int32_t prompt_length, LossMask mask, int32_t* out,
+                      std::span<const uint8_t> trained) {
   const int64_t n = static_cast<int64_t>(ids.size());
+  if (mask == LossMask::assistant && !trained.empty()) {
+    for (int64_t t = 0; t < n; ++t) out[t] = (t + 1 < n && trained[t + 1]) ? ids[t + 1] : kIgnoreIndex;
+    return;
+  }
   // Position t predicts token t+1; token j is trained when j >= first_trained.
   const int64_t first_trained = mask == LossMask::all ? 1 : std::max<int64_t>(1, prompt_length);
   for (int64_t t = 0; t < n; ++t) out[t] = (t + 1 < n && t + 1 >= first_trained) ? ids[t + 1] : kIgnoreIndex;
@@ -58,7 +66,10 @@ Batch make_batch(const TokenizedDataset& ds, const std::vector<int64_t>& sequenc
     std::copy(ids.begin(), ids.end(), b.input_ids.begin() + at);
     // Padding continues the positions (its outputs are never used; keeping them increasing keeps RoPE tables in range).
     for (int64_t t = 0; t < span; ++t) b.position_ids[at + t] = static_cast<int32_t>(t);
-    sequence_targets(ids, ds.prompt_lengths[id], opt.mask, b.targets.data() + at);
+    std::span<const uint8_t> trained;
+    if (!ds.assistant_mask.empty())
+      trained = {ds.assistant_mask.data() + ds.offsets[id], static_cast<size_t>(n)};
+    sequence_targets(ids, ds.prompt_lengths[id], opt.mask, b.targets.data() + at, trained);
     at += span;
     b.cu_seqlens.push_back(static_cast<int32_t>(at));
     b.num_tokens += n;

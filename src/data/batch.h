@@ -25,8 +25,10 @@ constexpr int32_t kIgnoreIndex = -100;
 
 // all:      every token after the first of its sequence is a target.
 // response: only tokens after the prompt are targets (reasoning, answer, EOS).
-enum class LossMask { all, response };
-LossMask parse_loss_mask(std::string_view s);  // "all" | "response"
+// assistant: only the assistant turns of a conversation (TokenizedDataset::assistant_mask); = response for datasets
+//            without that mask (prompt templates, where the response is the one assistant turn).
+enum class LossMask { all, response, assistant };
+LossMask parse_loss_mask(std::string_view s);  // "all" | "response" | "assistant"
 std::string_view to_string(LossMask m);
 
 struct Batch {
@@ -60,7 +62,9 @@ struct BatchOptions {
 Batch make_batch(const TokenizedDataset& ds, const std::vector<int64_t>& sequence_ids, const BatchOptions& opt);
 
 // Targets of one sequence under a mask: out[t] = ids[t+1] or kIgnoreIndex; out.size() = ids.size().
-void sequence_targets(std::span<const int32_t> ids, int32_t prompt_length, LossMask mask, int32_t* out);
+// `trained` (LossMask::assistant with a mask): trained[j] = 1 where token j is a target.
+void sequence_targets(std::span<const int32_t> ids, int32_t prompt_length, LossMask mask, int32_t* out,
+                      std::span<const uint8_t> trained = {});
 
 // The iterator's position: the epoch's order is a function of (seed, epoch), so these numbers restore it exactly.
 struct IteratorState {

@@ -66,13 +66,19 @@ std::pair<int64_t, int64_t> Selection::resolve(int64_t rows) const {
 
 // ---- encoding -----------------------------------------------------------------------------------------------
 
-void TokenizedDataset::append(std::span<const int32_t> ids, int32_t prompt_length) {
+void TokenizedDataset::append(std::span<const int32_t> ids, int32_t prompt_length, std::span<const uint8_t> mask) {
   size_t n = ids.size();
   if (max_seq_length > 0 && static_cast<int64_t>(n) > max_seq_length) {
     n = static_cast<size_t>(max_seq_length);
     ++truncated;
   }
   tokens.insert(tokens.end(), ids.begin(), ids.begin() + static_cast<ptrdiff_t>(n));
+  if (!mask.empty()) {
+    COTUNE_CHECK(mask.size() == ids.size(), "TokenizedDataset::append: mask has {} entries for {} tokens", mask.size(),
+                 ids.size());
+    COTUNE_CHECK(assistant_mask.size() + n == tokens.size(), "TokenizedDataset::append: a mask for some sequences only");
+    assistant_mask.insert(assistant_mask.end(), mask.begin(), mask.begin() + static_cast<ptrdiff_t>(n));
+  }
   offsets.push_back(static_cast<int64_t>(tokens.size()));
   prompt_lengths.push_back(std::min<int32_t>(prompt_length, static_cast<int32_t>(n)));
   full_lengths.push_back(static_cast<int32_t>(ids.size()));
@@ -141,7 +147,7 @@ struct Sha256 {
 };
 
 constexpr char kCacheMagic[8] = {'C', 'O', 'T', 'U', 'N', 'E', 'D', 'S'};
-constexpr uint32_t kCacheVersion = 1;
+constexpr uint32_t kCacheVersion = 2;  // 2: assistant_mask
 
 template <typename T>
 void put(std::string& out, const T* p, size_t n) {
@@ -170,13 +176,17 @@ std::string sha256_file_hex(const std::string& path) {
 }
 
 std::string cache_key(const DataOptions& opt, const text::PromptTemplate& tpl, const text::Tokenizer& tok) {
+  return cache_key(opt, tpl.fingerprint(), tok);
+}
+
+std::string cache_key(const DataOptions& opt, const std::string& format_fingerprint, const text::Tokenizer& tok) {
   Sha256 h;
   h.update(fmt::format("cotune-data-cache v{}", kCacheVersion));
   for (const auto& f : list_data_files(opt.data_path)) {
     h.update(std::filesystem::path(f).filename().string());
     h.update(sha256_file_hex(f));
   }
-  h.update(tpl.fingerprint());
+  h.update(format_fingerprint);
   h.update(tok.content_hash());
   h.update(tok.eos_token());
   h.update(std::to_string(opt.max_seq_length));
@@ -187,7 +197,8 @@ std::string cache_key(const DataOptions& opt, const text::PromptTemplate& tpl, c
 
 void save_token_cache(const std::string& path, const TokenizedDataset& ds) {
   // Layout: magic[8] u32 version u32 0 | u64 N u64 T | i64 rows_read skipped truncated max_seq_length |
-  //         i32 tokens[T] | i64 offsets[N+1] | i32 prompt_lengths[N] | i32 full_lengths[N] | i64 rows[N]
+  //         i32 tokens[T] | i64 offsets[N+1] | i32 prompt_lengths[N] | i32 full_lengths[N] | i64 rows[N] |
+  //         u64 M | u8 assistant_mask[M] (M = 0 or T)
   std::string out;
   uint64_t n = ds.size(), t = ds.tokens.size();
   out.reserve(64 + t * 4 + n * 28);
@@ -203,6 +214,9 @@ void save_token_cache(const std::string& path, const TokenizedDataset& ds) {
   put(out, ds.prompt_lengths.data(), n);
   put(out, ds.full_lengths.data(), n);
   put(out, ds.rows.data(), n);
+  const uint64_t m = ds.assistant_mask.size();
+  put(out, &m, 1);
+  put(out, ds.assistant_mask.data(), m);
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
   write_file_atomic(path, out.data(), out.size());
@@ -231,7 +245,10 @@ std::optional<TokenizedDataset> load_token_cache(const std::string& path) {
     return std::nullopt;
   }
   uint64_t n = counts[0], t = counts[1];
-  if (left != t * 4 + (n + 1) * 8 + n * 4 + n * 4 + n * 8) {
+  const uint64_t fixed = t * 4 + (n + 1) * 8 + n * 4 + n * 4 + n * 8;
+  uint64_t mask_len = 0;
+  if (left >= fixed + 8) std::memcpy(&mask_len, p + fixed, 8);
+  if ((mask_len != 0 && mask_len != t) || left != fixed + 8 + mask_len) {
     log::warn("{}: token cache has the wrong size (truncated?); rebuilding it", path);
     return std::nullopt;
   }
@@ -246,6 +263,9 @@ std::optional<TokenizedDataset> load_token_cache(const std::string& path) {
   take(ds.prompt_lengths.data(), n * 4);
   take(ds.full_lengths.data(), n * 4);
   take(ds.rows.data(), n * 8);
+  take(&mask_len, 8);
+  ds.assistant_mask.resize(mask_len);
+  take(ds.assistant_mask.data(), mask_len);
   ds.rows_read = meta[0];
   ds.skipped = meta[1];
   ds.truncated = meta[2];

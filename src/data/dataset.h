@@ -65,14 +65,18 @@ struct TokenizedDataset {
   int64_t truncated = 0;                // sequences cut to max_seq_length
   int64_t max_seq_length = 0;
   bool from_cache = false;              // loaded from the token cache (not serialised)
+  // [sum of lengths] or empty: 1 where the token is trained under LossMask::assistant (the assistant turns of a
+  // conversation, chat_data.h); empty for prompt-template datasets, where assistant means response.
+  std::vector<uint8_t> assistant_mask;
 
   size_t size() const { return prompt_lengths.size(); }
   int64_t length(size_t i) const { return offsets[i + 1] - offsets[i]; }
   std::span<const int32_t> sequence(size_t i) const {
     return {tokens.data() + offsets[i], static_cast<size_t>(length(i))};
   }
-  // Appends one sequence, truncating to max_seq_length (0 = no limit).
-  void append(std::span<const int32_t> ids, int32_t prompt_length);
+  // Appends one sequence, truncating to max_seq_length (0 = no limit). `mask` (same length as ids) goes to
+  // assistant_mask; give it for every sequence or for none.
+  void append(std::span<const int32_t> ids, int32_t prompt_length, std::span<const uint8_t> mask = {});
 };
 
 // One formatted, encoded example (no truncation), as the dataset builder and `data preview` see it.
@@ -103,6 +107,8 @@ TokenizedDataset build_dataset(const DataOptions& opt, const text::PromptTemplat
 std::string default_cache_dir();  // $XDG_CACHE_HOME/cotune/data, else $HOME/.cache/cotune/data
 std::string sha256_file_hex(const std::string& path);
 std::string cache_key(const DataOptions& opt, const text::PromptTemplate& tpl, const text::Tokenizer& tok);
+// The same over any formatter's fingerprint (chat_data.h's formats).
+std::string cache_key(const DataOptions& opt, const std::string& format_fingerprint, const text::Tokenizer& tok);
 void save_token_cache(const std::string& path, const TokenizedDataset& ds);
 std::optional<TokenizedDataset> load_token_cache(const std::string& path);  // nullopt if missing / invalid
 

@@ -10,7 +10,9 @@ std::string render_preview(const text::Tokenizer& tok, const TokenizedDataset& d
                            const PreviewStyle& style) {
   auto ids = ds.sequence(i);
   std::vector<int32_t> targets(ids.size());
-  sequence_targets(ids, ds.prompt_lengths[i], mask, targets.data());
+  std::span<const uint8_t> assistant;
+  if (!ds.assistant_mask.empty()) assistant = {ds.assistant_mask.data() + ds.offsets[i], ids.size()};
+  sequence_targets(ids, ds.prompt_lengths[i], mask, targets.data(), assistant);
   // Token j is trained when position j-1 predicts it; the first token never is.
   auto trained = [&](size_t j) { return j > 0 && targets[j - 1] != kIgnoreIndex; };
   int64_t n_trained = 0;

@@ -478,7 +478,11 @@ bool RecordSource::next(Record& r) {
     if (r.row < m.first) continue;
     ++m.rows;
     std::string problem = m.extract(json, loc, r);
-    if (problem.empty()) return true;
+    if (problem.empty()) {
+      r.json.assign(json);
+      r.location = loc;
+      return true;
+    }
     if (m.policy == OnBadRecord::error)
       fail("{}: {} (pass --on-bad-record skip to skip bad records)", loc.describe(), problem);
     if (m.skipped < 10) log::warn("skipping {}: {}", loc.describe(), problem);

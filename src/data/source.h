@@ -74,6 +74,8 @@ class JsonRecordReader final : public RecordReader {
 struct Record {
   int64_t row = 0;  // 0-based row over all files (bad rows count too, so selections refer to source rows)
   std::vector<std::string> values;
+  std::string json;         // the whole record's JSON text (record formats that read more than string fields)
+  RecordLocation location;  // where it starts (error messages)
 };
 
 // Reads records across the files of a --data path and extracts the string fields a template needs. Bad records

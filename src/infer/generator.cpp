@@ -553,6 +553,7 @@ std::vector<GenerationOutput> Generator::generate_group(const std::vector<std::v
     }
     if (is_eos) finish(i, "eos");
     else if (streams[i].stopped()) finish(i, "stop");
+    else if (opts.cancelled && opts.cancelled()) finish(i, "cancelled");
     else if (static_cast<int64_t>(out[i].ids.size()) >= opts.max_new_tokens) finish(i, "length");
     else return true;
     return false;

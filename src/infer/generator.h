@@ -33,6 +33,9 @@ struct GenerationOptions {
   std::vector<int32_t> eos_ids;            // generation stops after any of these (the id is kept in `ids`, as HF)
   std::vector<std::string> stop_strings;   // generation stops when the text contains one (cut from `text`)
   bool skip_special = true;                // special tokens are left out of `text` and the stream
+  // Polled once a generated token: true stops every unfinished sequence (finish_reason "cancelled"), e.g. Ctrl-C
+  // in `cotune chat`, a client gone in a server.
+  std::function<bool()> cancelled;
 
   // generation_config.json's sampling defaults and EOS ids, plus the tokenizer's EOS id.
   static GenerationOptions from_model_folder(const std::string& model_dir, const text::Tokenizer* tok);
@@ -42,7 +45,7 @@ struct GenerationOutput {
   std::vector<int32_t> prompt_ids;
   std::vector<int32_t> ids;        // generated ids (a final EOS included)
   std::string text;                // decoded generated text (empty without a tokenizer)
-  std::string finish_reason;       // "eos" | "stop" | "length"
+  std::string finish_reason;       // "eos" | "stop" | "length" | "cancelled"
   double seconds = 0.0;            // from the start of the call to this sequence's last token
   double tokens_per_s = 0.0;       // ids.size() / seconds
 };

@@ -184,7 +184,7 @@ bool py_equal(const Value& a, const Value& b) {
     case Kind::string: return a.as_string() == b.as_string();
     case Kind::list: {
       const List &x = a.items(), &y = b.items();
-      if (x.size() != y.size()) return false;
+      if (x.size() != y.size() || a.is_tuple() != b.is_tuple()) return false;
       for (size_t i = 0; i < x.size(); ++i)
         if (!py_equal(x[i], y[i])) return false;
       return true;
@@ -252,10 +252,10 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
   if (a.is_undefined() || b.is_undefined()) fail("'{}' with an undefined value", op);
   if (op == "+") {
     if (a.is_string() && b.is_string()) return Value::string(a.as_string() + b.as_string());
-    if (a.is_list() && b.is_list()) {
+    if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
       List out = a.items();
       out.insert(out.end(), b.items().begin(), b.items().end());
-      return Value::list(std::move(out));
+      return a.is_tuple() ? Value::tuple(std::move(out)) : Value::list(std::move(out));
     }
   }
   if (op == "*") {
@@ -512,7 +512,7 @@ Value get_attribute(const Value& obj, const std::string& name) {
         return method(name, [obj, name](CallArgs&) {
           List out;
           for (const auto& [k, v] : obj.entries().entries) {
-            if (name == "items") out.push_back(Value::list({Value::string(k), v}));
+            if (name == "items") out.push_back(Value::tuple({Value::string(k), v}));
             else if (name == "keys") out.push_back(Value::string(k));
             else out.push_back(v);
           }
@@ -828,7 +828,6 @@ class Renderer {
     }
     if (items.empty()) return exec_body(n.else_body, frame);
     const int64_t len = static_cast<int64_t>(items.size());
-    const Value outer_loop = frame->lookup("loop");
     for (int64_t i = 0; i < len; ++i) {
       auto f = std::make_shared<Frame>();
       f->parent = frame;
@@ -840,9 +839,9 @@ class Renderer {
       loop.set("first", Value::boolean(i == 0));
       loop.set("last", Value::boolean(i == len - 1));
       loop.set("length", Value::integer(len));
-      const int64_t depth = outer_loop.is_dict() ? int_of(outer_loop.get("depth")) + 1 : 1;
-      loop.set("depth", Value::integer(depth));
-      loop.set("depth0", Value::integer(depth - 1));
+      // depth counts recursive loop() calls only, so it is 1 in every non-recursive loop, nested or not
+      loop.set("depth", Value::integer(1));
+      loop.set("depth0", Value::integer(0));
       if (i > 0) loop.set("previtem", items[static_cast<size_t>(i - 1)]);
       if (i + 1 < len) loop.set("nextitem", items[static_cast<size_t>(i + 1)]);
       loop.set("cycle", Value::callable("cycle", [i](CallArgs& a) {
@@ -860,9 +859,12 @@ class Renderer {
     (void)caller;
     const Node* node = &n;
     if (name.empty()) name = n.macro_name;
-    return Value::callable(name, [this, node, def_frame](CallArgs& a) {
+    // The frame is held weakly: the macro is stored in that frame, and a strong reference would be a cycle.
+    std::weak_ptr<Frame> weak_frame = def_frame;
+    return Value::callable(name, [this, node, weak_frame, name](CallArgs& a) {
       auto f = std::make_shared<Frame>();
-      f->parent = def_frame;
+      f->parent = weak_frame.lock();
+      if (!f->parent) fail("macro '{}' called after the block that defined it ended", name);
       for (size_t i = 0; i < node->params.size(); ++i) {
         const std::string& p = node->params[i];
         if (a.has(i, p)) {
@@ -901,7 +903,7 @@ class Renderer {
       case Expr::Kind::tuple: {
         List items;
         for (const auto& a : e.args) items.push_back(eval(*a, frame));
-        return Value::list(std::move(items));
+        return e.kind == Expr::Kind::tuple ? Value::tuple(std::move(items)) : Value::list(std::move(items));
       }
       case Expr::Kind::dict: {
         Value d = Value::dict();
@@ -1103,13 +1105,13 @@ class Renderer {
       if (v.is_undefined()) return Value::list();
       if (!v.is_dict()) fail("items filter: expected a mapping, got {}", v.type_name());
       List out;
-      for (const auto& [k, x] : v.entries().entries) out.push_back(Value::list({Value::string(k), x}));
+      for (const auto& [k, x] : v.entries().entries) out.push_back(Value::tuple({Value::string(k), x}));
       return Value::list(std::move(out));
     }
     if (name == "dictsort") {
       if (!v.is_dict()) fail("dictsort filter: expected a mapping, got {}", v.type_name());
       List out;
-      for (const auto& [k, x] : v.entries().entries) out.push_back(Value::list({Value::string(k), x}));
+      for (const auto& [k, x] : v.entries().entries) out.push_back(Value::tuple({Value::string(k), x}));
       std::stable_sort(out.begin(), out.end(), [](const Value& x, const Value& y) {
         return map_case(x.items()[0].str(), false) < map_case(y.items()[0].str(), false);
       });

@@ -43,6 +43,7 @@ class Value {
   static Value floating(double d);
   static Value string(std::string s);
   static Value list(List items = {});
+  static Value tuple(List items);  // a list that prints as a Python tuple: (a, b)
   static Value dict();
   static Value callable(std::string name, std::function<Value(class CallArgs&)> fn);
   // JSON text -> Value (objects keep their key order, as json.loads does). Throws Error on bad JSON.
@@ -53,6 +54,7 @@ class Value {
   bool is_none() const { return kind_ == Kind::none; }
   bool is_string() const { return kind_ == Kind::string; }
   bool is_list() const { return kind_ == Kind::list; }
+  bool is_tuple() const { return kind_ == Kind::list && b_; }
   bool is_dict() const { return kind_ == Kind::dict; }
   bool is_number() const { return kind_ == Kind::integer || kind_ == Kind::floating; }
   bool is_callable() const { return kind_ == Kind::callable; }
@@ -81,7 +83,7 @@ class Value {
 
  private:
   Kind kind_ = Kind::undefined;
-  bool b_ = false;
+  bool b_ = false;  // the boolean; for a list: whether it is a tuple
   int64_t i_ = 0;
   double d_ = 0;
   std::string s_;

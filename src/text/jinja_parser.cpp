@@ -82,7 +82,7 @@ class Parser {
     while (true) {
       const Token& t = peek();
       if (t.kind == TK::eof) {
-        if (!stops.empty()) error(t.line, fmt::format("unexpected end of template, expected '{}'", stops.front()));
+        if (!stops.empty()) error(t.line, fmt::format("unexpected end of template, expected '{}'", stops.back()));
         return body;
       }
       if (t.kind == TK::text) {

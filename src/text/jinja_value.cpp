@@ -46,6 +46,11 @@ Value Value::list(List items) {
   v.list_ = std::make_shared<List>(std::move(items));
   return v;
 }
+Value Value::tuple(List items) {
+  Value v = list(std::move(items));
+  v.b_ = true;
+  return v;
+}
 Value Value::dict() {
   Value v;
   v.kind_ = Kind::dict;
@@ -303,12 +308,13 @@ std::string Value::repr() const {
     case Kind::floating: return float_repr(d_);
     case Kind::string: return repr_string(s_);
     case Kind::list: {
-      std::string out = "[";
+      std::string out = b_ ? "(" : "[";
       for (size_t i = 0; i < list_->size(); ++i) {
         if (i) out += ", ";
         out += (*list_)[i].repr();
       }
-      return out + "]";
+      if (b_ && list_->size() == 1) out += ",";
+      return out + (b_ ? ")" : "]");
     }
     case Kind::dict: {
       if (dict_->is_namespace) return "<Namespace>";

@@ -38,7 +38,7 @@ TEST(LossMask, AllAndResponseByPosition) {
   EXPECT_EQ(t, (std::vector<int32_t>{7, 2, 3, 7, 4, 7, kIgnoreIndex}));
   sequence_targets(ids, 7, LossMask::response, t.data());  // truncated inside the prompt: nothing trained
   EXPECT_EQ(std::count(t.begin(), t.end(), kIgnoreIndex), 7);
-  EXPECT_NE(error_of([] { parse_loss_mask("prompt"); }).find("expected 'all' or 'response'"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_loss_mask("prompt"); }).find("expected 'all', 'response' or 'assistant'"), std::string::npos);
 }
 
 TEST(Batch, PackedLayout) {

@@ -56,4 +56,14 @@ if err=$("$COTUNE" data stats --data "$TMP/fake.parquet" --tokenizer "$TOK" --no
   fail "broken parquet: expected a non-zero exit"
 fi
 echo "$err" | grep -q "fake.parquet: truncated or corrupt Parquet file" || fail "broken parquet message: $err"
+# Conversational records through the model's chat template, trained on the assistant turns only.
+printf '%s\n' '{"conversations":[{"from":"human","value":"Hi"},{"from":"gpt","value":"Hello there"}]}' > "$TMP/sg.jsonl"
+out=$("$COTUNE" data preview --data "$TMP/sg.jsonl" --tokenizer "$TOK" --template chat --mask assistant --no-cache \
+      --color never 2>/dev/null) || fail "chat preview exited non-zero"
+echo "$out" | grep -q '^\[\[<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜>\]\]Hello there<｜end▁of▁sentence｜>$' ||
+  fail "chat preview: the assistant turn should be the trained part: $out"
+if err=$("$COTUNE" data stats --data "$TMP/sg.jsonl" --tokenizer "$TOK" --no-cache 2>&1); then
+  fail "sharegpt without --template chat: expected an error"
+fi
+echo "$err" | grep -q 'sharegpt records need a chat template: give --template chat' || fail "sharegpt error: $err"
 echo "cli data: OK"
