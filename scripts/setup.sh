@@ -7,7 +7,8 @@
 #
 # Environment: BUILD_DIR (default build), COTUNE_CUDA (AUTO|ON|OFF, default AUTO: the CUDA backend is
 # compiled whenever nvcc is found, e.g. /usr/local/cuda), CMAKE_CUDA_ARCHITECTURES (default 90a;80;89),
-# COTUNE_SANITIZE_TESTS=1 to also build and run the tests under AddressSanitizer + UBSan (CI does).
+# COTUNE_SANITIZE_TESTS=1 to also build and run the tests under AddressSanitizer + UBSan and run each libFuzzer
+# target for FUZZ_SECONDS (default 20) (CI does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +40,25 @@ configure_and_build() {  # dir, extra cmake args...
   cmake --build "$dir" -j "$JOBS"
 }
 
+# libFuzzer targets (tests/fuzz/README.md): a clang build with -fsanitize=fuzzer,address,undefined; each target
+# runs FUZZ_SECONDS (default 20) from its seed corpus, new inputs going to a scratch folder, never the repo.
+run_fuzzers() {  # dir
+  CC=clang CXX=clang++ cmake -S . -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCOTUNE_CUDA=OFF -DCOTUNE_FUZZ=ON
+  cmake --build "$1" -j "$JOBS" --target $(sed -n 's/^set(fuzz_targets \(.*\))$/\1/p' tests/fuzz/CMakeLists.txt | sed 's/[^ ]*/fuzz_&/g')
+  local t scratch
+  for t in $(sed -n 's/^set(fuzz_targets \(.*\))$/\1/p' tests/fuzz/CMakeLists.txt); do
+    scratch=$(mktemp -d)
+    rm -f "$1/fuzz/crash-$t-"*
+    echo "== fuzz_$t for ${FUZZ_SECONDS:-20} s"
+    "$1/fuzz/fuzz_$t" -max_total_time="${FUZZ_SECONDS:-20}" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+      -artifact_prefix="$1/fuzz/crash-$t-" "$scratch" "tests/fuzz/corpus/$t" 2>&1 | grep -E "^(stat::|==|SUMMARY)|ERROR|Done" || true
+    rm -rf "$scratch"
+    if ls "$1/fuzz/crash-$t-"* >/dev/null 2>&1; then
+      echo "fuzz_$t found a crash: $(ls "$1/fuzz/crash-$t-"*)"; return 1
+    fi
+  done
+}
+
 run_tests() {  # dir
   # `gpu`-labelled tests are built here but run only on a GPU machine: ctest -L gpu.
   ctest --test-dir "$1" -LE gpu --output-on-failure -j "$JOBS" --timeout 600
@@ -59,6 +79,8 @@ case "$mode" in
       COTUNE_CUDA=OFF configure_and_build "$BUILD_DIR-asan" -DCMAKE_BUILD_TYPE=None \
         -DCMAKE_CXX_FLAGS="-O1 -Wno-maybe-uninitialized" -DCOTUNE_WERROR=ON -DCOTUNE_SANITIZE=ON -DCOTUNE_BUILD_BENCH=OFF
       ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 run_tests "$BUILD_DIR-asan"
+      echo "== libFuzzer targets"
+      run_fuzzers "$BUILD_DIR-fuzz"
     fi ;;
   demo)
     configure_and_build "$BUILD_DIR"

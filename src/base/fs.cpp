@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <vector>
 
 #include "base/error.h"
 
@@ -10,7 +12,56 @@ namespace cotune {
 
 namespace fs = std::filesystem;
 
-void replace_directory(const std::string& tmp, const std::string& dst) {
+#define COTUNE_TOKENIZER_FILES \
+  "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"
+
+const OutputFolderKind kModelFolder{
+    "a model (config.json, *.safetensors, tokenizer files)",
+    {"config.json", "generation_config.json", "model.safetensors", "model-*.safetensors", "model.safetensors.index.json",
+     "chat_template.jinja", "added_tokens.json", "README.md", COTUNE_TOKENIZER_FILES}};
+const OutputFolderKind kAdapterFolder{
+    "a LoRA adapter", {"adapter_config.json", "adapter_model.safetensors", "README.md", COTUNE_TOKENIZER_FILES}};
+const OutputFolderKind kCheckpointFolder{"a training checkpoint",
+                                         {"adapter_config.json", "adapter_model.safetensors", "optimizer.safetensors",
+                                          "trainer_state.json", "README.md", COTUNE_TOKENIZER_FILES}};
+#undef COTUNE_TOKENIZER_FILES
+
+bool name_matches(std::string_view name, std::string_view pattern) {
+  const size_t star = pattern.find('*');
+  if (star == std::string_view::npos) return name == pattern;
+  const std::string_view head = pattern.substr(0, star), tail = pattern.substr(star + 1);
+  return name.size() >= head.size() + tail.size() && name.substr(0, head.size()) == head &&
+         name.substr(name.size() - tail.size()) == tail;
+}
+
+void require_replaceable_directory(const std::string& dst, const OutputFolderKind& kind) {
+  std::error_code ec;
+  const fs::file_status st = fs::symlink_status(dst, ec);
+  if (ec || st.type() == fs::file_type::not_found) return;
+  if (st.type() != fs::file_type::directory)
+    fail("{}: exists and is not a folder; cotune writes {} as a folder and replaces only folders it wrote. Remove it "
+         "or choose another output path",
+         dst, kind.what);
+  std::vector<std::string> foreign;
+  for (const auto& e : fs::directory_iterator(dst, ec)) {
+    const std::string n = e.path().filename().string();
+    bool known = false;
+    for (const char* pattern : kind.names) known = known || name_matches(n, pattern);
+    if (!known) foreign.push_back(n);
+  }
+  if (ec) fail("{}: cannot list the folder: {}", dst, ec.message());
+  if (foreign.empty()) return;
+  std::sort(foreign.begin(), foreign.end());
+  std::string listed;
+  for (size_t i = 0; i < foreign.size() && i < 3; ++i) listed += (i ? ", " : "") + foreign[i];
+  if (foreign.size() > 3) listed += fmt::format(" and {} more", foreign.size() - 3);
+  fail("{}: the folder holds files cotune did not write there ({}); cotune replaces only a folder holding {}. "
+       "Remove them or choose another output path",
+       dst, listed, kind.what);
+}
+
+void replace_directory(const std::string& tmp, const std::string& dst, const OutputFolderKind& kind) {
+  require_replaceable_directory(dst, kind);
   std::error_code ec;
   const fs::path old = dst + ".old-" + std::to_string(::getpid());
   const bool had = fs::exists(dst, ec);

@@ -26,8 +26,12 @@ class MappedFile {
   size_t size_ = 0;
 };
 
-// Reads a whole file into a string; throws Error naming the path.
+// Reads a whole file into a string; throws Error naming the path. Anything but a regular file (a FIFO, a
+// device, a folder) is refused before it is opened, since opening a FIFO blocks until a writer appears.
 std::string read_file(const std::string& path);
+
+// Throws Error naming `path` unless it is a regular file (following symlinks): "not a regular file (a FIFO)".
+void require_regular_file(const std::string& path);
 
 // Writes `bytes` to `path` atomically: a temp file in the same folder, fsync, then rename.
 void write_file_atomic(const std::string& path, const void* bytes, size_t size);

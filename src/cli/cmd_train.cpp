@@ -13,6 +13,7 @@
 #include "cli/hub_data.h"
 #include "cli/hub_push.h"
 #include "cli/recipe.h"
+#include "cli/run_folder.h"
 #include "cli/train_config.h"
 #include "data/batch.h"
 #include "data/dataset.h"
@@ -180,11 +181,9 @@ void run_train(TrainCommand& cmd) {
   train::TrainOptions to = c.train_options();
   to.base_model_name_or_path = c.model;
   to.tokenizer_dir = c.tokenizer.empty() ? model_dir : c.tokenizer;
-  fs::create_directories(to.output_dir);
+  claim_run_folder(to.output_dir, to.resume, c.overwrite_output_dir);
   std::optional<int64_t> resume_step;
-  if (to.resume)
-    if (auto ck = train::latest_checkpoint(to.output_dir))
-      resume_step = std::stoll(fs::path(*ck).filename().string().substr(11));
+  if (to.resume) resume_step = train::latest_checkpoint_step(to.output_dir);
   track::MetricsHub hub = track::MetricsHub::open(sink_names, to.output_dir, resume_step);
   if (wandb_sink) hub.add_sink(std::move(wandb_sink));
 

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <new>
 
 #include "base/error.h"
 #include "base/log.h"
@@ -41,6 +42,11 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const Error& e) {
     log::error("{}", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    // Sizes read from files are bounded where they are parsed; this is the last line of defence.
+    log::error("out of memory: the input asks for more memory than this machine can give (a size in a config, "
+               "tokenizer, checkpoint or flag far too large?); rerun with -v to see how far it got");
     return 1;
   } catch (const std::exception& e) {
     log::error("{}", e.what());

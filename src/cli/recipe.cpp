@@ -4,6 +4,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "base/mmap.h"
 
 namespace cotune::cli {
 
@@ -136,6 +137,7 @@ void RecipeBinder::accept(const std::string& key, const std::string& why) { acce
 void RecipeBinder::apply(const std::string& recipe_path) {
   if (!recipe_path.empty()) {
     toml::table tbl;
+    require_regular_file(recipe_path);  // a FIFO would block the read forever
     try {
       tbl = toml::parse_file(recipe_path);
     } catch (const toml::parse_error& e) {

@@ -75,6 +75,8 @@ void TrainConfig::bind(RecipeBinder& b) {
          "W&B mode: online, offline (write wandb/offline-run-*/ for `wandb sync`) or disabled (default $WANDB_MODE, "
          "else online)");
   b.bind_switch("resume", "resume", resume, true, "Continue from the newest checkpoint in the output folder");
+  b.bind_switch("overwrite_output_dir", "overwrite-output", overwrite_output_dir, true,
+                "Replace another run's outputs in the output folder (only what cotune wrote there is removed)");
   b.bind("save_merged", save_merged, "Also write a merged 16-bit model to OUTPUT/merged");
   b.bind("push_to_hub", push_to_hub,
          "After training, upload the adapter (with a model card) to this Hub repo org/name, and the merged model "

@@ -50,6 +50,7 @@ struct TrainConfig {
   bool resume = false, save_merged = false;
   std::string push_to_hub;  // org/name: the adapter goes there, the merged model (when made) to org/name-merged
   bool hub_private = false;
+  bool overwrite_output_dir = false;  // replace another run's outputs in `output` (cli/run_folder.h)
   int64_t sample_questions = 0, sample_max_new_tokens = 256;  // before/after answers (the guide's steps 3 and 7)
   TuningConfig tuning;  // kernel variants, CUDA graphs, keep_attention (defaults: the production behaviour)
 

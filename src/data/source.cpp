@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "base/error.h"
+#include "base/mmap.h"
 #include "base/log.h"
 
 namespace cotune::data {
@@ -34,6 +35,7 @@ std::vector<std::string> list_data_files(const std::string& path) {
     return files;
   }
   if (!fs::exists(path, ec)) fail("{}: no such data file or folder", path);
+  require_regular_file(path);
   return {path};
 }
 
@@ -77,6 +79,7 @@ bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 }  // namespace
 
 JsonRecordReader::JsonRecordReader(std::string path, size_t chunk_bytes) : path_(std::move(path)), chunk_(chunk_bytes) {
+  require_regular_file(path_);  // a FIFO would block fopen until a writer appears
   file_ = std::fopen(path_.c_str(), "rb");
   if (!file_) fail("{}: cannot open: {}", path_, std::strerror(errno));
   // Detect the format from the first non-space byte (after a UTF-8 byte order mark, which is skipped).

@@ -16,6 +16,7 @@
 
 #include "base/error.h"
 #include "base/fs.h"
+#include "base/json_error.h"
 #include "base/half.h"
 #include "base/log.h"
 #include "base/mmap.h"
@@ -433,8 +434,8 @@ MergeResult Merger::run(const std::string& output_dir) {
     nlohmann::ordered_json cj;
     try {
       cj = nlohmann::ordered_json::parse(read_file(cfg_path));
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: not valid JSON: {}", cfg_path, e.what());
+    } catch (const nlohmann::json::exception&) {
+      fail("{}: not valid JSON: {}", cfg_path, json_syntax_error(read_file(cfg_path)));
     }
     const char* td = torch_dtype_name(out_dtype_);
     bool set = false;
@@ -452,7 +453,7 @@ MergeResult Merger::run(const std::string& output_dir) {
     copy_tokenizer_files(fs::exists(fs::path(model_dir_) / "tokenizer.json") ? model_dir_ : adapter_dir_, tmp);
     if (!fs::exists(fs::path(tmp) / "tokenizer.json"))
       log::warn("merge: no tokenizer.json in {} or {}; the merged folder has no tokenizer", model_dir_, adapter_dir_);
-    replace_directory(tmp, output_dir);
+    replace_directory(tmp, output_dir, kModelFolder);
   } catch (...) {
     std::error_code ec;
     fs::remove_all(tmp, ec);
@@ -468,6 +469,7 @@ MergeResult merge_lora(const std::string& model_dir, const std::string& adapter_
                        const MergeOptions& options) {
   return with_context("merging adapter " + adapter_dir + " into " + model_dir, [&] {
     if (options.max_shard_size == 0) fail("max_shard_size must be positive");
+    require_replaceable_directory(output_dir, kModelFolder);  // before the work, not after
     if (output_dir.empty()) fail("no output folder given");
     // "out/" -> "out": the temp folder goes beside the output, never inside it.
     fs::path out_path = fs::path(output_dir).lexically_normal();

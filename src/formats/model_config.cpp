@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/json_error.h"
 #include "base/mmap.h"
 
 namespace cotune::formats {
@@ -55,6 +56,15 @@ class Fields {
   int64_t positive(const char* key) const {
     int64_t v = integer(key);
     if (v <= 0) fail("{}: field \"{}{}\" must be positive, found {}", source_, prefix_, key, v);
+    return v;
+  }
+  // A size that cotune allocates or loops over: positive and at most `limit` (see kLimits below).
+  int64_t size(const char* key, int64_t limit) const {
+    int64_t v = positive(key);
+    if (v > limit)
+      fail("{}: field \"{}{}\" is {}, above cotune's limit of {} (a corrupt config, or a model far larger than any "
+           "cotune can hold)",
+           source_, prefix_, key, v, limit);
     return v;
   }
   double number(const char* key) const {
@@ -149,6 +159,21 @@ const char* architecture_of(const std::string& model_type) {
   return nullptr;
 }
 
+// Upper bounds on the sizes a config.json may give, far above every released model (largest known: vocab
+// 262,144, hidden 18,432, intermediate 53,248, 126 layers, 128 heads, head_dim 256), so that a corrupt or
+// mutated file is an error naming the field instead of an unbounded loop or allocation. With these bounds
+// every product the layout and parameter counts form fits in int64.
+struct SizeLimits {
+  int64_t vocab_size = int64_t{1} << 22;             // 4,194,304
+  int64_t hidden_size = int64_t{1} << 17;            // 131,072
+  int64_t intermediate_size = int64_t{1} << 20;      // 1,048,576
+  int64_t num_hidden_layers = 4096;
+  int64_t num_attention_heads = 4096;
+  int64_t head_dim = 4096;
+  int64_t max_position_embeddings = int64_t{1} << 30;
+};
+constexpr SizeLimits kLimits;
+
 }  // namespace
 
 int64_t ModelConfig::parameter_count() const {
@@ -177,7 +202,10 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   const std::string& src = source_name;
   simdjson::dom::parser parser;
   element doc;
-  if (auto err = parser.parse(json_text).get(doc)) fail("{}: not valid JSON: {}", src, simdjson::error_message(err));
+  if (auto err = parser.parse(json_text).get(doc)) {
+    const std::string where = json_syntax_error(json_text);
+    fail("{}: not valid JSON: {}", src, where.empty() ? simdjson::error_message(err) : where);
+  }
   object root;
   if (doc.get_object().get(root)) fail("{}: expected a JSON object at the top level", src);
   Fields f(root, src);
@@ -201,18 +229,19 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
            expected_arch, c.model_type);
   }
 
-  c.vocab_size = f.positive("vocab_size");
-  c.hidden_size = f.positive("hidden_size");
-  c.intermediate_size = f.positive("intermediate_size");
-  c.num_hidden_layers = f.positive("num_hidden_layers");
-  c.num_attention_heads = f.positive("num_attention_heads");
+  c.vocab_size = f.size("vocab_size", kLimits.vocab_size);
+  c.hidden_size = f.size("hidden_size", kLimits.hidden_size);
+  c.intermediate_size = f.size("intermediate_size", kLimits.intermediate_size);
+  c.num_hidden_layers = f.size("num_hidden_layers", kLimits.num_hidden_layers);
+  c.num_attention_heads = f.size("num_attention_heads", kLimits.num_attention_heads);
   // transformers' defaults for optional fields (Qwen2Config / LlamaConfig).
-  c.num_key_value_heads = f.has("num_key_value_heads") ? f.positive("num_key_value_heads") : c.num_attention_heads;
+  c.num_key_value_heads =
+      f.has("num_key_value_heads") ? f.size("num_key_value_heads", kLimits.num_attention_heads) : c.num_attention_heads;
   if (c.model_type == "qwen3" && !f.has("head_dim")) {
     c.head_dim = 128;  // Qwen3Config's default, whatever hidden_size / num_attention_heads is
   } else if (f.has("head_dim")) {
     // An explicit head_dim may differ from hidden/heads (Llama allows it); then no divisibility is implied.
-    c.head_dim = f.positive("head_dim");
+    c.head_dim = f.size("head_dim", kLimits.head_dim);
   } else {
     if (c.hidden_size % c.num_attention_heads != 0)
       fail("{}: hidden_size {} is not divisible by num_attention_heads {} (and no head_dim is given)", src,
@@ -224,7 +253,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     fail("{}: num_attention_heads {} is not divisible by num_key_value_heads {}", src, c.num_attention_heads,
          c.num_key_value_heads);
   c.max_position_embeddings =
-      f.has("max_position_embeddings") ? f.positive("max_position_embeddings") : (c.model_type == "qwen2" ? 32768 : 2048);
+      f.has("max_position_embeddings") ? f.size("max_position_embeddings", kLimits.max_position_embeddings) : (c.model_type == "qwen2" ? 32768 : 2048);
   if (f.has("rms_norm_eps")) c.rms_norm_eps = f.number("rms_norm_eps");
   if (!(c.rms_norm_eps > 0)) fail("{}: field \"rms_norm_eps\" must be positive, found {}", src, c.rms_norm_eps);
   if (f.has("tie_word_embeddings")) c.tie_word_embeddings = f.boolean("tie_word_embeddings");

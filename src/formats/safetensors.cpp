@@ -14,6 +14,7 @@
 #include <set>
 
 #include "base/error.h"
+#include "base/json_error.h"
 
 namespace cotune::formats {
 namespace {
@@ -84,6 +85,25 @@ struct RawEntry {
 
 }  // namespace
 
+int64_t first_non_finite(const TensorEntry& e) {
+  // A value is NaN or infinite when all its exponent bits are set.
+  auto scan = [&](auto word, auto exponent_mask) -> int64_t {
+    using W = decltype(word);
+    const size_t n = e.nbytes / sizeof(W);
+    for (size_t i = 0; i < n; ++i) {
+      W w;
+      std::memcpy(&w, e.data + i * sizeof(W), sizeof(W));
+      if ((w & exponent_mask) == exponent_mask) return static_cast<int64_t>(i);
+    }
+    return -1;
+  };
+  if (e.dtype_name == "F32") return scan(uint32_t{}, uint32_t{0x7F800000u});
+  if (e.dtype_name == "BF16") return scan(uint16_t{}, uint16_t{0x7F80u});
+  if (e.dtype_name == "F16") return scan(uint16_t{}, uint16_t{0x7C00u});
+  if (e.dtype_name == "F64") return scan(uint64_t{}, uint64_t{0x7FF0000000000000ull});
+  return -1;
+}
+
 size_t safetensors_dtype_size(const std::string& dtype_name) {
   const DtypeInfo* d = find_dtype(dtype_name);
   return d ? d->size : 0;
@@ -144,7 +164,8 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
   if (auto err = parser.parse(header, static_cast<size_t>(header_len), true).get(doc))
-    fail("{}: header is not valid JSON: {}", path, simdjson::error_message(err));
+    fail("{}: header is not valid JSON: {} (at {})", path, simdjson::error_message(err),
+         json_syntax_error(std::string_view(header, static_cast<size_t>(header_len))));
   simdjson::dom::object root;
   if (doc.get_object().get(root)) fail("{}: header JSON is not an object", path);
 
@@ -306,8 +327,10 @@ Checkpoint Checkpoint::open(const std::string& path) {
     const std::string text = read_file(path);
     simdjson::dom::parser parser;
     simdjson::dom::element doc;
-    if (auto err = parser.parse(text).get(doc))
-      fail("{}: not valid JSON: {}", path, simdjson::error_message(err));
+    if (auto err = parser.parse(text).get(doc)) {
+      const std::string where = json_syntax_error(text);
+      fail("{}: not valid JSON: {}", path, where.empty() ? simdjson::error_message(err) : where);
+    }
     simdjson::dom::object weight_map;
     if (doc["weight_map"].get_object().get(weight_map))
       fail("{}: missing \"weight_map\" object (tensor name -> shard file)", path);

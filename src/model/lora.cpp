@@ -196,6 +196,10 @@ void LoraWeights::load_peft_weights(const std::string& adapter_dir) {
     std::vector<float> host(static_cast<size_t>(p.value.numel()));
     Tensor h(host.data(), DType::f32, p.value.shape);
     kernels::copy(h, src.view(p.value.shape));
+    const auto bad = std::find_if(host.begin(), host.end(), [](float x) { return !std::isfinite(x); });
+    if (bad != host.end())
+      fail("{}: adapter tensor {} holds {} at element {}: the adapter is corrupt (saved from a diverged run?)", file,
+           p.peft_name, *bad, bad - host.begin());
     copy_bytes(p.value, h);
     used.insert(p.peft_name);
   }
@@ -214,6 +218,10 @@ void LoraWeights::save_peft(const std::string& dir, const std::optional<std::str
   for (const auto& p : ps) {
     host.emplace_back(static_cast<size_t>(p.value.numel()));
     copy_bytes(Tensor(host.back().data(), DType::f32, p.value.shape), p.value);
+    const auto bad = std::find_if(host.back().begin(), host.back().end(), [](float x) { return !std::isfinite(x); });
+    if (bad != host.back().end())
+      fail("not writing the adapter to {}: LoRA tensor {} holds {} at element {} (the weights diverged)", dir,
+           p.peft_name, *bad, bad - host.back().begin());
     w.add(p.peft_name, Tensor(host.back().data(), DType::f32, p.value.shape));
   }
   w.set_metadata("format", "pt");

@@ -66,6 +66,8 @@ Tensor load_tensor(Arena& arena, const formats::Checkpoint& ckpt, const std::str
     for (size_t i = 0; i < e.shape.size(); ++i) got += (i ? ", " : "") + std::to_string(e.shape[i]);
     fail("{}: tensor {} has shape {}, the config expects {}", e.file, name, got + "]", expected.str());
   }
+  if (const int64_t bad = formats::first_non_finite(e); bad >= 0)
+    fail("{}: tensor {} holds a NaN or infinite value at element {}: the weights are corrupt", e.file, name, bad);
   Tensor src = e.tensor();
   Tensor dst = arena.alloc(storage, expected, name);
   if (src.dtype == storage) {

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/json_error.h"
 #include "base/mmap.h"
 
 namespace cotune::text {
@@ -171,8 +172,8 @@ PromptTemplate PromptTemplate::load_file(const std::string& path) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(bytes);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: template file is not valid JSON: {}", path, e.what());
+  } catch (const nlohmann::json::exception&) {
+    fail("{}: template file is not valid JSON: {}", path, json_syntax_error(bytes));
   }
   if (!j.is_object()) fail("{}: template file must be a JSON object with \"train\" and \"prompt\" keys", path);
   for (auto it = j.begin(); it != j.end(); ++it) {

@@ -13,6 +13,7 @@
 #include <mutex>
 
 #include "base/error.h"
+#include "base/json_error.h"
 #include "text/bpe.h"
 #include "text/pretok.h"
 #include "text/unicode.h"
@@ -24,6 +25,12 @@ std::string sha256_hex(std::string_view data);  // tokenizer_sha256.cpp
 namespace {
 
 namespace fs = std::filesystem;
+
+// The largest token id cotune accepts: per-id tables are sized by the largest id, so a corrupt id (up to
+// 2^31-1) would otherwise ask for gigabytes. 2^22 ids is 16x the largest released vocabulary (262,144) and
+// matches the vocab_size limit of config.json (formats/model_config.cpp).
+constexpr int64_t kMaxTokenId = (int64_t{1} << 22) - 1;
+
 using simdjson::dom::array;
 using simdjson::dom::element;
 using simdjson::dom::object;
@@ -469,8 +476,11 @@ void parse_model(const element& e, const JsonReader& r, Impl& impl) {
   int32_t max_id = -1;
   for (auto [key, value] : vocab) {
     int64_t id = 0;
-    if (value.get(id) != simdjson::SUCCESS || id < 0 || id > std::numeric_limits<int32_t>::max())
+    if (value.get(id) != simdjson::SUCCESS || id < 0)
       fail("{}: `model.vocab`: token {:?} must map to a non-negative integer id", r.file, key);
+    if (id > kMaxTokenId)
+      fail("{}: `model.vocab`: token {:?} has id {}, above cotune's limit of {} (a corrupt tokenizer.json?)", r.file,
+           key, id, kMaxTokenId);
     entries.emplace_back(key, static_cast<int32_t>(id));
     max_id = std::max(max_id, static_cast<int32_t>(id));
   }
@@ -549,7 +559,10 @@ void parse_added_tokens(const element& e, const JsonReader& r, Impl& impl) {
     auto id = r.field(o, "id");
     if (!id) r.bad(where + ".id", "an integer");
     const int64_t v = r.as_int(*id, where + ".id");
-    if (v < 0 || v > std::numeric_limits<int32_t>::max()) r.bad(where + ".id", "a non-negative 32-bit id");
+    if (v < 0) r.bad(where + ".id", "a non-negative id");
+    if (v > kMaxTokenId)
+      fail("{}: field `{}.id` is {}, above cotune's limit of {} (a corrupt tokenizer.json?)", r.file, where, v,
+           kMaxTokenId);
     t.id = static_cast<int32_t>(v);
     t.special = r.get_bool(o, "special", false, where);
     t.normalized = r.get_bool(o, "normalized", !t.special, where);
@@ -614,8 +627,10 @@ void parse_config(const std::string& path, Impl& impl) {
   const simdjson::padded_string content(widen_big_integers(std::string_view(raw.data(), raw.size())));
   simdjson::dom::parser parser;
   element root;
-  if (auto err = parser.parse(content).get(root); err != simdjson::SUCCESS)
-    fail("{}: malformed JSON: {}", path, simdjson::error_message(err));
+  if (auto err = parser.parse(content).get(root); err != simdjson::SUCCESS) {
+    const std::string where = json_syntax_error(std::string_view(raw.data(), raw.size()));
+    fail("{}: malformed JSON: {}", path, where.empty() ? simdjson::error_message(err) : where);
+  }
   const object o = r.as_object(root, "(root)");
   if (auto t = config_token(o, "bos_token", r)) impl.bos = impl.id_of(*t, "bos_token");
   if (auto t = config_token(o, "eos_token", r)) impl.eos = impl.id_of(*t, "eos_token");
@@ -661,8 +676,10 @@ Tokenizer Tokenizer::load(const std::string& path) {
   auto hash = std::async(std::launch::async, [&content] { return sha256_hex(std::string_view(content.data(), content.size())); });
   simdjson::dom::parser parser;
   element root;
-  if (auto err = parser.parse(content).get(root); err != simdjson::SUCCESS)
-    fail("{}: malformed JSON: {}", impl->file, simdjson::error_message(err));
+  if (auto err = parser.parse(content).get(root); err != simdjson::SUCCESS) {
+    const std::string where = json_syntax_error(std::string_view(content.data(), content.size()));
+    fail("{}: malformed JSON: {}", impl->file, where.empty() ? simdjson::error_message(err) : where);
+  }
   const object o = r.as_object(root, "(root)");
 
   if (!r.is_null_or_missing(o, "truncation")) fail("{}: unsupported `truncation` (only null)", impl->file);

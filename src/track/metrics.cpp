@@ -1,5 +1,7 @@
 #include "track/metrics.h"
 
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -154,9 +156,17 @@ void JsonlSink::log(int64_t step, const Scalars& scalars) {
   if (!file_) fail("{}: log() after close()", path_.string());
   std::string line = metrics_json_line(step, scalars);
   line.push_back('\n');
-  // One fwrite + fflush a record: an interruption loses at most the line being written.
-  if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0)
-    fail("cannot write {}: {}", path_.string(), std::strerror(errno));
+  // One fwrite + fflush a record: an interruption loses at most the line being written. A write that fails
+  // part way (a full disk) is cut back to the last whole line, so the file never ends in a torn record.
+  const long before = std::ftell(file_);
+  if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0) {
+    const int e = errno;
+    std::fclose(file_);  // drops what stdio still holds; its own error is the one above
+    file_ = nullptr;
+    if (before >= 0 && ::truncate(path_.c_str(), static_cast<off_t>(before)) != 0)
+      log::warn("{}: cannot cut the partly written last line back: {}", path_.string(), std::strerror(errno));
+    fail("cannot write {}: {}", path_.string(), std::strerror(e));
+  }
 }
 
 void JsonlSink::flush() {
@@ -179,8 +189,14 @@ History read_metrics_jsonl(const fs::path& file, std::optional<int64_t> max_step
     ++line_no;
     if (line.empty()) continue;
     auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_object())
+    if (j.is_discarded() || !j.is_object()) {
+      // A torn last line (an interrupted write) is dropped, as truncate_after_step drops it on resume.
+      if (in.peek() == std::char_traits<char>::eof()) {
+        log::warn("{} line {}: dropping the incomplete last line", file.string(), line_no);
+        break;
+      }
       fail("{} line {}: expected one JSON object per line", file.string(), line_no);
+    }
     auto step = parse_step(j);
     if (!step) fail("{} line {}: missing numeric field \"step\"", file.string(), line_no);
     if (max_step && *step > *max_step) continue;

@@ -1,6 +1,10 @@
 #include "train/trainer.h"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -8,6 +12,7 @@
 
 #include "base/error.h"
 #include "base/fs.h"
+#include "base/json_error.h"
 #include "base/mmap.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
@@ -44,12 +49,19 @@ std::string checkpoint_dir(const std::string& out, int64_t step) {
   return (fs::path(out) / ("checkpoint-" + std::to_string(step))).string();
 }
 
+// The step of a `checkpoint-N` folder, or -1 for other names. N must fit in int64 (a name like
+// checkpoint-99999999999999999999 is an error naming the folder, not a std::stoll exception).
 int64_t checkpoint_step(const fs::path& p) {
   const std::string n = p.filename().string();
   if (n.rfind("checkpoint-", 0) != 0) return -1;
   const std::string num = n.substr(11);
-  if (num.empty() || !std::all_of(num.begin(), num.end(), ::isdigit)) return -1;
-  return std::stoll(num);
+  if (num.empty() || !std::all_of(num.begin(), num.end(), [](char c) { return c >= '0' && c <= '9'; })) return -1;
+  int64_t step = 0;
+  for (char c : num)
+    if (__builtin_mul_overflow(step, 10, &step) || __builtin_add_overflow(step, c - '0', &step))
+      fail("{}: the step number in this checkpoint folder's name does not fit in 64 bits; rename or remove it",
+           p.string());
+  return step;
 }
 
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& out) {
@@ -64,6 +76,32 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
   return v;
 }
 
+// A checkpoint folder being written is `checkpoint-N.tmp-PID` (and one being replaced `checkpoint-N.old-PID`,
+// base/fs.h); a run killed meanwhile leaves it behind. The next run of the folder removes those whose
+// process is gone.
+void remove_stale_checkpoint_temps(const std::string& out, const std::function<void(const std::string&)>& message) {
+  std::error_code ec;
+  if (!fs::is_directory(out, ec)) return;
+  std::vector<fs::path> stale;
+  for (const auto& e : fs::directory_iterator(out, ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind("checkpoint-", 0) != 0) continue;
+    size_t at = n.find(".tmp-");
+    if (at == std::string::npos) at = n.find(".old-");
+    if (at == std::string::npos) continue;
+    const std::string pid = n.substr(at + 5);
+    if (pid.empty() || pid.size() > 9 || !std::all_of(pid.begin(), pid.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      continue;
+    const pid_t p = static_cast<pid_t>(std::stol(pid));
+    if (p == ::getpid() || ::kill(p, 0) == 0 || errno == EPERM) continue;  // still alive: not ours to remove
+    stale.push_back(e.path());
+  }
+  for (const auto& p : stale) {
+    fs::remove_all(p, ec);
+    if (!ec) message("removed " + p.string() + ", left by an interrupted run");
+  }
+}
+
 // The settings that must agree between a run and the checkpoint it resumes from.
 nlohmann::json fingerprint(const TrainOptions& o, const TrainInputs& in) {
   const auto& lc = in.lora->config();
@@ -73,6 +111,63 @@ nlohmann::json fingerprint(const TrainOptions& o, const TrainInputs& in) {
           {"lora_r", lc.r},                 {"lora_alpha", lc.alpha},
           {"train_sequences", in.train_indices.size()}, {"max_tokens", in.batch.max_tokens},
           {"packing", in.batch.packing},    {"loss_mask", std::string(data::to_string(in.batch.mask))}};
+}
+
+// "lr: 0.0002 -> 0.001, seed: 1 -> 2": the settings of `now` that differ from `saved` (keys of either).
+std::string fingerprint_diff(const nlohmann::json& saved, const nlohmann::json& now) {
+  std::string out;
+  auto add = [&](const std::string& k, const std::string& a, const std::string& b) {
+    out += fmt::format("{}{}: {} -> {}", out.empty() ? "" : ", ", k, a, b);
+  };
+  if (!saved.is_object()) return "the checkpoint's fingerprint is not an object";
+  for (const auto& [k, v] : now.items()) {
+    auto it = saved.find(k);
+    if (it == saved.end()) add(k, "(absent)", v.dump());
+    else if (*it != v) add(k, it->dump(), v.dump());
+  }
+  for (const auto& [k, v] : saved.items())
+    if (!now.contains(k)) add(k, v.dump(), "(absent)");
+  return out;
+}
+
+// trainer_state.json of a checkpoint, every problem an Error naming the file and field.
+struct SavedState {
+  nlohmann::json fingerprint;
+  std::string iterator;
+  int64_t global_step = 0;
+  std::optional<EvalRecord> best_eval;
+  std::string best_checkpoint;
+};
+
+SavedState read_trainer_state(const std::string& file) {
+  const std::string text = read_file(file);
+  nlohmann::json st;
+  try {
+    st = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception&) {
+    fail("{}: not valid JSON: {}", file, json_syntax_error(text));
+  }
+  if (!st.is_object()) fail("{}: expected a JSON object", file);
+  auto get = [&](const char* key, auto is_type, const char* expected) -> const nlohmann::json& {
+    auto it = st.find(key);
+    if (it == st.end()) fail("{}: missing field \"{}\"", file, key);
+    if (!is_type(*it)) fail("{}: field \"{}\" must be {}, found {}", file, key, expected, it->dump());
+    return *it;
+  };
+  const auto is_int = [](const nlohmann::json& j) { return j.is_number_integer(); };
+  const auto is_num = [](const nlohmann::json& j) { return j.is_number(); };
+  const auto is_str = [](const nlohmann::json& j) { return j.is_string(); };
+  SavedState s;
+  s.fingerprint = get("fingerprint", [](const nlohmann::json& j) { return j.is_object(); }, "an object");
+  s.iterator = get("iterator", is_str, "a string").get<std::string>();
+  s.global_step = get("global_step", is_int, "an integer").get<int64_t>();
+  if (s.global_step < 0) fail("{}: field \"global_step\" is negative ({})", file, s.global_step);
+  if (st.contains("best_eval_loss")) {
+    s.best_eval = EvalRecord{get("best_eval_step", is_int, "an integer").get<int64_t>(),
+                             get("best_eval_loss", is_num, "a number").get<double>(), 0, 0};
+    if (st.contains("best_checkpoint")) s.best_checkpoint = get("best_checkpoint", is_str, "a string").get<std::string>();
+  }
+  return s;
 }
 
 }  // namespace
@@ -89,6 +184,12 @@ std::optional<std::string> latest_checkpoint(const std::string& output_dir) {
   auto v = list_checkpoints(output_dir);
   if (v.empty()) return std::nullopt;
   return v.back().second;
+}
+
+std::optional<int64_t> latest_checkpoint_step(const std::string& output_dir) {
+  auto v = list_checkpoints(output_dir);
+  if (v.empty()) return std::nullopt;
+  return v.back().first;
 }
 
 namespace {
@@ -157,6 +258,7 @@ TrainResult train(const TrainInputs& in, const TrainOptions& opt, const TrainHoo
   fs::create_directories(opt.output_dir, ec);
   if (ec) fail("cannot create output folder {}: {}", opt.output_dir, ec.message());
   const nlohmann::json fp = fingerprint(opt, in);
+  remove_stale_checkpoint_temps(opt.output_dir, message);
 
   // ---- resume --------------------------------------------------------------------------------------
   int64_t start = 0;
@@ -164,16 +266,18 @@ TrainResult train(const TrainInputs& in, const TrainOptions& opt, const TrainHoo
     auto ck = latest_checkpoint(opt.output_dir);
     if (!ck) fail("--resume: no checkpoint-N folder with trainer_state.json in {}", opt.output_dir);
     with_context("resuming from " + *ck, [&] {
-      auto st = nlohmann::json::parse(read_file(*ck + "/trainer_state.json"));
-      if (st.at("fingerprint") != fp)
-        fail("its settings differ from this run's: checkpoint {} vs now {}", st.at("fingerprint").dump(), fp.dump());
+      const SavedState st = read_trainer_state(*ck + "/trainer_state.json");
+      if (st.fingerprint != fp)
+        fail("the run's settings differ from the checkpoint's ({}); resume with the same settings, or train into "
+             "another --output",
+             fingerprint_diff(st.fingerprint, fp));
       in.lora->load_peft_weights(*ck);
       optim.load(*ck + "/optimizer.safetensors");
-      it.restore(data::IteratorState::from_json(st.at("iterator").get<std::string>()));
-      start = st.at("global_step").get<int64_t>();
-      if (st.contains("best_eval_loss")) {
-        res.best_eval = EvalRecord{st.at("best_eval_step").get<int64_t>(), st.at("best_eval_loss").get<double>(), 0, 0};
-        res.best_checkpoint = st.value("best_checkpoint", std::string());
+      it.restore(data::IteratorState::from_json(st.iterator));
+      start = st.global_step;
+      if (st.best_eval) {
+        res.best_eval = st.best_eval;
+        res.best_checkpoint = st.best_checkpoint;
       }
       return 0;
     });
@@ -183,7 +287,15 @@ TrainResult train(const TrainInputs& in, const TrainOptions& opt, const TrainHoo
   auto save_checkpoint = [&](int64_t step) {
     const std::string dir = checkpoint_dir(opt.output_dir, step);
     const std::string tmp = fresh_temp_dir_for(dir);
-    in.lora->save_peft(tmp, opt.base_model_name_or_path);
+    // save_peft refuses non-finite weights: an update that diverged (a NaN learning rate, an overflow in
+    // the optimizer) is caught here, and the last good checkpoint named is one whose weights are finite.
+    try {
+      in.lora->save_peft(tmp, opt.base_model_name_or_path);
+    } catch (const Error& e) {
+      fs::remove_all(tmp, ec);
+      fail("step {}: {}; stopping. The last good checkpoint is {}", step, e.what(),
+           res.last_checkpoint.empty() ? std::string("none") : res.last_checkpoint);
+    }
     copy_tokenizer_files(opt.tokenizer_dir, tmp);
     optim.save(tmp + "/optimizer.safetensors");
     nlohmann::json st = {{"global_step", step},
@@ -197,7 +309,7 @@ TrainResult train(const TrainInputs& in, const TrainOptions& opt, const TrainHoo
       st["best_checkpoint"] = res.best_checkpoint;
     }
     write_file_atomic(tmp + "/trainer_state.json", st.dump(2) + "\n");
-    replace_directory(tmp, dir);
+    replace_directory(tmp, dir, kCheckpointFolder);
     res.last_checkpoint = dir;
     message("saved " + dir);
     // save_total_limit: drop the oldest, but never the newest nor the best.

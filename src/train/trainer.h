@@ -105,5 +105,7 @@ EvalRecord evaluate(const model::Qwen2Model& model, model::LoraWeights* lora, co
 int64_t planned_steps(const TrainOptions& opt, int64_t batches_per_epoch);
 // The newest OUTPUT/checkpoint-N folder, if any.
 std::optional<std::string> latest_checkpoint(const std::string& output_dir);
+// Its step N, if any.
+std::optional<int64_t> latest_checkpoint_step(const std::string& output_dir);
 
 }  // namespace cotune::train

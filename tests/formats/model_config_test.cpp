@@ -274,5 +274,37 @@ TEST(ModelConfig, BadConfigsNameTheField) {
   expect_error([] { parse("[1, 2]"); }, {"test/config.json", "object"});
 }
 
+// Issue 14 items 10/11: sizes from a (corrupt or mutated) config are bounded before anything loops over or
+// allocates them; each is an error naming the field, its value and the limit.
+TEST(ModelConfig, SizesAboveTheLimitsNameTheField) {
+  const std::vector<BadCase> cases = {
+      {"num_hidden_layers", "100000000", {"\"num_hidden_layers\" is 100000000", "limit of 4096"}},
+      {"vocab_size", "4611686018427387904", {"\"vocab_size\" is 4611686018427387904", "limit of 4194304"}},
+      {"hidden_size", "1099511627776", {"\"hidden_size\" is 1099511627776", "limit of 131072"}},
+      {"intermediate_size", "9223372036854775807", {"\"intermediate_size\"", "limit of 1048576"}},
+      {"num_attention_heads", "65536", {"\"num_attention_heads\" is 65536", "limit of 4096"}},
+      {"num_key_value_heads", "8192", {"\"num_key_value_heads\" is 8192"}},
+      {"head_dim", "1048576", {"\"head_dim\" is 1048576", "limit of 4096"}},
+      {"max_position_embeddings", "9007199254740993", {"\"max_position_embeddings\"", "limit of 1073741824"}},
+  };
+  for (const auto& bc : cases) {
+    SCOPED_TRACE(bc.key + " = " + bc.value);
+    expect_error([&] { parse(patched(bc.key, bc.value)); }, {"test/config.json"});
+    try {
+      parse(patched(bc.key, bc.value));
+    } catch (const Error& e) {
+      for (const auto& p : bc.parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+    }
+  }
+  // At the limits every derived count still fits in int64 (no overflow into a small or negative size).
+  const ModelConfig big = parse(patched("vocab_size", "4194304"));
+  EXPECT_GT(big.parameter_count(), 0);
+}
+
+TEST(ModelConfig, SyntaxErrorsGiveLineAndColumn) {
+  expect_error([] { parse("{\n  \"model_type\": \"qwen2\",\n  \"vocab_size\": 10,,\n}"); },
+               {"test/config.json", "not valid JSON", "line 3, column 20"});
+}
+
 }  // namespace
 }  // namespace cotune::formats

@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include "base/half.h"
 #include "common/test_paths.h"
@@ -305,6 +306,38 @@ TEST(Checkpoint, FolderPreferenceOrder) {
   EXPECT_EQ(c.names(), std::vector<std::string>{"z"});
   EXPECT_EQ(c.path(), dir.path().string());
   expect_error([&] { Checkpoint::open(dir / "absent"); }, {"absent", "no such"});
+}
+
+}  // namespace
+}  // namespace cotune::formats
+
+namespace cotune::formats {
+namespace {
+
+// Issue 14 item 11: corrupt (NaN / Inf) weights are found at load, by element.
+TEST(Safetensors, FirstNonFiniteFindsNanAndInfinityPerDtype) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  float f32[4] = {1, 2, nan, 4};
+  float f32_inf[3] = {0, -inf, 1};
+  float ok[2] = {1e38f, -1e-38f};
+  const uint16_t bf16[3] = {0x3F80, 0x7FC0, 0};  // 1, NaN, 0
+  const uint16_t f16[3] = {0x3C00, 0x0000, 0xFC00};  // 1, 0, -Inf
+  SafetensorsWriter w;
+  w.add("f32", Tensor(f32, DType::f32, Shape{4}));
+  w.add("f32_inf", Tensor(f32_inf, DType::f32, Shape{3}));
+  w.add("ok", Tensor(ok, DType::f32, Shape{2}));
+  w.add("bf16", "BF16", {3}, bf16, sizeof bf16);
+  w.add("f16", "F16", {3}, f16, sizeof f16);
+  w.add_owned("u8", "U8", {2}, {0xFF, 0xFF});
+  TempDir dir;
+  w.write(dir / "nan.safetensors");
+  SafetensorsFile f = SafetensorsFile::open(dir / "nan.safetensors");
+  EXPECT_EQ(first_non_finite(*f.find("f32")), 2);
+  EXPECT_EQ(first_non_finite(*f.find("f32_inf")), 1);
+  EXPECT_EQ(first_non_finite(*f.find("ok")), -1);
+  EXPECT_EQ(first_non_finite(*f.find("bf16")), 1);
+  EXPECT_EQ(first_non_finite(*f.find("f16")), 2);
+  EXPECT_EQ(first_non_finite(*f.find("u8")), -1);  // not floating point
 }
 
 }  // namespace

@@ -163,3 +163,29 @@ TEST(TokenizerLoad, ConfigTokensAsStringsOrObjects) {
 
 }  // namespace
 }  // namespace cotune::text
+
+namespace cotune::text {
+namespace {
+
+// Issue 14 items 10/11: per-id tables are sized by the largest id, so a corrupt id is an error naming
+// the field and the limit, not a multi-gigabyte allocation.
+TEST(TokenizerLoad, HugeTokenIdsAreRefusedNamingTheField) {
+  const std::string vocab_err = error_with([](json& j) { j["model"]["vocab"]["hello"] = 2147483647; });
+  EXPECT_NE(vocab_err.find("`model.vocab`"), std::string::npos) << vocab_err;
+  EXPECT_NE(vocab_err.find("2147483647"), std::string::npos) << vocab_err;
+  EXPECT_NE(vocab_err.find("limit of 4194303"), std::string::npos) << vocab_err;
+  const std::string added_err = error_with([](json& j) { j["added_tokens"][0]["id"] = 2000000000; });
+  EXPECT_NE(added_err.find("`added_tokens[0].id`"), std::string::npos) << added_err;
+  EXPECT_NE(added_err.find("limit of 4194303"), std::string::npos) << added_err;
+  // At the limit it loads (sparse ids are legal, if odd).
+  EXPECT_EQ(error_with([](json& j) { j["added_tokens"][0]["id"] = 4194303; }), "");
+}
+
+TEST(TokenizerLoad, SyntaxErrorsGiveLineAndColumn) {
+  TempDir dir;
+  const std::string msg = load_error(dir.write("tokenizer.json", "{\n  \"version\": \"1.0\",\n  \"model\": {]\n}"));
+  EXPECT_NE(msg.find("tokenizer.json: malformed JSON: line 3, column 13"), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace cotune::text

@@ -1,4 +1,9 @@
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
 
 #include <cmath>
 #include <fstream>
@@ -80,6 +85,48 @@ TEST(Jsonl, ResumeKeepsStepsUpToCheckpointAndDropsTornLine) {
     f << R"({"step":1,"loss":3})" << "\n" << "garbage\n" << R"({"step":2,"loss":2})" << "\n";
   }
   EXPECT_THROW(JsonlSink(p, 1), Error);
+}
+
+// Issue 14 item 11: a disk that fills mid-write never leaves a torn last line. The child process writes
+// under a file-size limit (RLIMIT_FSIZE: writes past it fail with EFBIG, as on a full disk); the line that
+// does not fit is cut back and the error names the file.
+TEST(Jsonl, FullDiskLeavesNoTornLine) {
+  testing::TempDir dir;
+  const auto p = dir.path() / "metrics.jsonl";
+  std::fflush(nullptr);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    int code = 3;
+    try {
+      JsonlSink sink(p, std::nullopt);
+      sink.log(1, {{"loss", 2.5}});
+      std::signal(SIGXFSZ, SIG_IGN);
+      const rlimit lim{static_cast<rlim_t>(fs::file_size(p) + 10), static_cast<rlim_t>(fs::file_size(p) + 10)};
+      ::setrlimit(RLIMIT_FSIZE, &lim);
+      sink.log(2, {{"loss", 2.25}, {"grad_norm", 1.5}, {"mean_token_accuracy", 0.5}});
+      code = 2;  // the write should have failed
+    } catch (const Error& e) {
+      code = std::string(e.what()).find(p.string()) != std::string::npos ? 0 : 4;
+    }
+    std::_Exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  const auto lines = lines_of(p);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0], R"({"step":1,"loss":2.5})");
+  EXPECT_EQ(fs::file_size(p), lines[0].size() + 1);
+}
+
+TEST(Jsonl, ReadBackDropsATornLastLine) {
+  testing::TempDir dir;
+  const auto p = dir.path() / "metrics.jsonl";
+  std::ofstream(p) << R"({"step":1,"loss":3})" << "\n" << R"({"step":2,"lo)";
+  const History h = read_metrics_jsonl(p);
+  ASSERT_EQ(h.series("loss").size(), 1u);
 }
 
 TEST(Jsonl, ReadBack) {
