@@ -7,6 +7,7 @@
 #include <string>
 
 #include "base/error.h"
+#include "base/fs.h"
 #include "base/log.h"
 #include "cli/command.h"
 #include "cli/device.h"
@@ -36,6 +37,7 @@ struct EvalArgs {
 
 void run_eval(const EvalArgs& a) {
   a.tuning.apply_kernels("eval");
+  require_replaceable_directory(a.output, infer::kComparisonReportFolder);  // refuse before the work
   const std::string model_dir = hub::resolve(a.model).path.string();
   const std::string data_path = hub::resolve(a.data, hub::RepoType::dataset).path.string();
   text::Tokenizer tok = text::Tokenizer::load(a.tokenizer.empty() ? model_dir : a.tokenizer);

@@ -341,7 +341,7 @@ ModelConfig load_model_config(const std::string& path) {
   std::string file = path;
   if (fs::is_directory(path, ec)) {
     file = (fs::path(path) / "config.json").string();
-    if (!fs::is_regular_file(file, ec)) fail("{}: no config.json in this folder", path);
+    if (!fs::exists(file, ec)) fail("{}: no config.json in this folder", path);
   }
   return parse_model_config(read_file(file), file);
 }

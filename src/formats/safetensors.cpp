@@ -292,12 +292,12 @@ Checkpoint Checkpoint::open(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
     const fs::path dir(path);
-    if (fs::is_regular_file(dir / "model.safetensors", ec)) {
+    if (fs::exists(dir / "model.safetensors", ec)) {
       Checkpoint c = open((dir / "model.safetensors").string());
       c.path_ = path;
       return c;
     }
-    if (fs::is_regular_file(dir / "model.safetensors.index.json", ec)) {
+    if (fs::exists(dir / "model.safetensors.index.json", ec)) {
       Checkpoint c = open((dir / "model.safetensors.index.json").string());
       c.path_ = path;
       return c;

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "base/fs.h"
 #include "base/mmap.h"
 #include "data/source.h"
 
@@ -376,13 +377,28 @@ std::string report_html(const ComparisonReport& r) {
   return h;
 }
 
+const OutputFolderKind kComparisonReportFolder{"a cotune eval report (eval.json, report.md, report.html)",
+                                               {"eval.json", "report.md", "report.html"}};
+
 void write_comparison_report(const std::string& out_dir, const ComparisonReport& r) {
-  std::error_code ec;
-  fs::create_directories(out_dir, ec);
-  if (ec) fail("{}: cannot create the output folder: {}", out_dir, ec.message());
-  write_file_atomic((fs::path(out_dir) / "eval.json").string(), report_json(r));
-  write_file_atomic((fs::path(out_dir) / "report.md").string(), report_markdown(r, out_dir));
-  write_file_atomic((fs::path(out_dir) / "report.html").string(), report_html(r));
+  require_replaceable_directory(out_dir, kComparisonReportFolder);
+  if (fs::path(out_dir).has_parent_path()) {
+    std::error_code ec;
+    fs::create_directories(fs::path(out_dir).parent_path(), ec);
+    if (ec) fail("{}: cannot create the parent folder: {}", out_dir, ec.message());
+  }
+  // Written whole into a temp folder and moved into place, like every output folder.
+  const std::string tmp = fresh_temp_dir_for(out_dir);
+  try {
+    write_file_atomic((fs::path(tmp) / "eval.json").string(), report_json(r));
+    write_file_atomic((fs::path(tmp) / "report.md").string(), report_markdown(r, out_dir));
+    write_file_atomic((fs::path(tmp) / "report.html").string(), report_html(r));
+    replace_directory(tmp, out_dir, kComparisonReportFolder);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
 }
 
 }  // namespace cotune::infer

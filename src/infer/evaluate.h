@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/fs.h"
 #include "data/batch.h"
 #include "data/dataset.h"
 #include "infer/generator.h"
@@ -76,7 +77,10 @@ struct ComparisonReport {
   std::string training_output;                         // a training run's folder (its report/loss.svg), or ""
 };
 
-// Writes OUT/eval.json, OUT/report.md and OUT/report.html (each to a temporary name, then renamed), creating OUT.
+// What an eval report folder holds: the folder is replaced whole, and only when it holds nothing else
+// (check with require_replaceable_directory before the work).
+extern const OutputFolderKind kComparisonReportFolder;
+// Writes OUT/eval.json, OUT/report.md and OUT/report.html into a temp folder and moves it into place as OUT.
 // The HTML is self-contained (styles inline, the loss curve embedded); the Markdown links the curve.
 void write_comparison_report(const std::string& out_dir, const ComparisonReport& r);
 

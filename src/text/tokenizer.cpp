@@ -14,6 +14,7 @@
 
 #include "base/error.h"
 #include "base/json_error.h"
+#include "base/mmap.h"
 #include "text/bpe.h"
 #include "text/pretok.h"
 #include "text/unicode.h"
@@ -663,7 +664,8 @@ Tokenizer Tokenizer::load(const std::string& path) {
   std::error_code ec;
   fs::path json_path = path;
   if (fs::is_directory(json_path, ec)) json_path /= "tokenizer.json";
-  if (!fs::is_regular_file(json_path, ec)) fail("tokenizer: {} not found (expected tokenizer.json or a folder holding it)", json_path.string());
+  if (!fs::exists(json_path, ec)) fail("tokenizer: {} not found (expected tokenizer.json or a folder holding it)", json_path.string());
+  require_regular_file(json_path.string());
   const fs::path config_path = json_path.parent_path() / "tokenizer_config.json";
 
   auto impl = std::make_unique<Impl>();
@@ -732,7 +734,10 @@ Tokenizer Tokenizer::load(const std::string& path) {
   for (int32_t id : impl->prefix_ids) impl->check_id(id);
   for (int32_t id : impl->suffix_ids) impl->check_id(id);
 
-  if (fs::is_regular_file(config_path, ec)) parse_config(config_path.string(), *impl);
+  if (fs::exists(config_path, ec)) {
+    require_regular_file(config_path.string());
+    parse_config(config_path.string(), *impl);
+  }
   if (impl->bos < 0 && !impl->prefix_ids.empty()) impl->bos = impl->prefix_ids.front();
   if (impl->eos < 0) {
     for (const char* name : {"<|endoftext|>", "</s>", "<|end_of_text|>"})

@@ -15,11 +15,9 @@ expect_error() {
   [ "$?" -ne 124 ] || fail "$what: timed out (blocked?)"
   grep -qF -- "$needle" "$work/err" || fail "$what: the message lacks '$needle': $(cat "$work/err")"
 }
-train() {  # train OUTPUT [flags...]
-  local out=$1; shift
-  "$cotune" -q train --recipe recipes/demo.toml --model "$work/model" --output "$out" --max-steps 2 --save-steps 1 \
-    --eval-steps 0 --validation-count 0 --data-cache false --batch-size 2 --grad-accum 1 "$@"
-}
+# A short demo-recipe run on the tiny model: "${train[@]}" --output DIR --max-steps N [flags...]
+train=("$cotune" -q train --recipe recipes/demo.toml --model "$work/model" --save-steps 1 --eval-steps 0
+       --validation-count 0 --data-cache false --batch-size 2 --grad-accum 1)
 
 "$cotune" init-model --output "$work/model" --preset tiny --vocab-from recipes/data/demo_medical.jsonl >/dev/null
 # init-model writes its folder whole (temp + rename), and replaces only a model folder.
@@ -29,10 +27,10 @@ expect_error "init-model into a folder of other files" "thesis.tex" "$cotune" in
 [ -f "$work/mine/thesis.tex" ] || fail "init-model deleted the user's file"
 
 # ---- never mix runs (item 4) ----
-train "$work/run" >/dev/null 2>&1 || fail "first run"
-expect_error "a second run into the same folder" "--overwrite-output" train "$work/run"
+"${train[@]}" --max-steps 2 --output "$work/run" >/dev/null 2>&1 || fail "first run"
+expect_error "a second run into the same folder" "--overwrite-output" "${train[@]}" --max-steps 2 --output "$work/run"
 echo keep > "$work/run/notes.txt"
-train "$work/run" --overwrite-output --max-steps 1 >/dev/null 2>"$work/err" || fail "--overwrite-output: $(cat "$work/err")"
+"${train[@]}" --output "$work/run" --overwrite-output --max-steps 1 >/dev/null 2>"$work/err" || fail "--overwrite-output: $(cat "$work/err")"
 [ -f "$work/run/notes.txt" ] || fail "--overwrite-output removed a file cotune did not write"
 [ ! -e "$work/run/checkpoint-2" ] || fail "--overwrite-output kept the old run's checkpoint-2"
 [ "$(grep -c '"loss"' "$work/run/metrics.jsonl")" -eq 1 ] || fail "metrics.jsonl mixes two runs"
@@ -41,23 +39,23 @@ printf 'overwrite_output_dir = true\n' > "$work/ow.toml"
   --template medical-o1-en --max-seq-length 64 --device cpu --output "$work/run" --max-steps 1 --data-cache false \
   >/dev/null 2>"$work/err" || fail "recipe key overwrite_output_dir: $(cat "$work/err")"
 # --resume with other settings names the keys that differ.
-train "$work/r2" >/dev/null 2>&1 || fail "run r2"
+"${train[@]}" --max-steps 2 --output "$work/r2" >/dev/null 2>&1 || fail "run r2"
 rm -rf "$work/r2/checkpoint-2"
-expect_error "resume with another lr" "lr: 0.005 -> 0.001" train "$work/r2" --resume --lr 0.001
+expect_error "resume with another lr" "lr: 0.005 -> 0.001" "${train[@]}" --max-steps 2 --output "$work/r2" --resume --lr 0.001
 
 # ---- leftovers and broken checkpoints (item 11) ----
 cp -r "$work/r2/checkpoint-1" "$work/r2/checkpoint-2.tmp-999999999"
-train "$work/r2" --resume >/dev/null 2>&1 || fail "resume after a killed run"
+"${train[@]}" --max-steps 2 --output "$work/r2" --resume >/dev/null 2>&1 || fail "resume after a killed run"
 [ ! -e "$work/r2/checkpoint-2.tmp-999999999" ] || fail "the killed run's checkpoint-2.tmp-999999999 was not removed"
 mkdir -p "$work/r3/checkpoint-99999999999999999999" && echo '{}' > "$work/r3/checkpoint-99999999999999999999/trainer_state.json"
-expect_error "overflowing checkpoint name" "checkpoint-99999999999999999999: the step number" train "$work/r3" --resume
+expect_error "overflowing checkpoint name" "checkpoint-99999999999999999999: the step number" "${train[@]}" --max-steps 2 --output "$work/r3" --resume
 grep -q stoll "$work/err" && fail "stoll reached the user"
-train "$work/r4" >/dev/null 2>&1 || fail "run r4"
+"${train[@]}" --max-steps 2 --output "$work/r4" >/dev/null 2>&1 || fail "run r4"
 rm -rf "$work/r4/checkpoint-2"
 printf '{"global_step": 1,\n "fingerprint": ' > "$work/r4/checkpoint-1/trainer_state.json"
-expect_error "torn trainer_state.json" "checkpoint-1/trainer_state.json: not valid JSON: line 2" train "$work/r4" --resume
+expect_error "torn trainer_state.json" "checkpoint-1/trainer_state.json: not valid JSON: line 2" "${train[@]}" --max-steps 2 --output "$work/r4" --resume
 echo '{"global_step": "one", "fingerprint": {}, "iterator": ""}' > "$work/r4/checkpoint-1/trainer_state.json"
-expect_error "wrong type in trainer_state.json" "field \"global_step\" must be an integer" train "$work/r4" --resume
+expect_error "wrong type in trainer_state.json" "field \"global_step\" must be an integer" "${train[@]}" --max-steps 2 --output "$work/r4" --resume
 
 # ---- merge -o never deletes what is not cotune's (item 11) ----
 echo precious > "$work/file.txt"
@@ -70,7 +68,7 @@ expect_error "merge onto a folder of other files" "thesis.tex" "$cotune" merge -
 
 # ---- FIFOs are refused, not read forever ----
 mkfifo "$work/fifo.jsonl"
-expect_error "FIFO as data" "not a regular file (a FIFO)" train "$work/r5" --data "$work/fifo.jsonl"
+expect_error "FIFO as data" "not a regular file (a FIFO)" "${train[@]}" --max-steps 2 --output "$work/r5" --data "$work/fifo.jsonl"
 mkfifo "$work/fifo.toml"
 expect_error "FIFO as recipe" "not a regular file (a FIFO)" "$cotune" train --recipe "$work/fifo.toml"
 mkdir "$work/fifomodel" && cp "$work/model/"* "$work/fifomodel/" && rm "$work/fifomodel/config.json" && mkfifo "$work/fifomodel/config.json"

@@ -14,18 +14,22 @@
 
 namespace cotune::fuzz {
 
-// The scratch folder of this process (created on first use, removed at exit).
+// The scratch folder of this process (created on first use, removed when the process exits normally).
+struct ScratchDir {
+  std::string path;
+  ScratchDir() {
+    path = (std::filesystem::temp_directory_path() / ("cotune-fuzz-" + std::to_string(::getpid()))).string();
+    std::filesystem::create_directories(path);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
 inline const std::string& scratch_dir() {
-  static const std::string dir = [] {
-    std::string d = (std::filesystem::temp_directory_path() / ("cotune-fuzz-" + std::to_string(::getpid()))).string();
-    std::filesystem::create_directories(d);
-    std::atexit([] {
-      std::error_code ec;
-      std::filesystem::remove_all(scratch_dir(), ec);
-    });
-    return d;
-  }();
-  return dir;
+  static const ScratchDir dir;
+  return dir.path;
 }
 
 // Writes the input to scratch_dir()/name and returns that path.

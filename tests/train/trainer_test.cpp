@@ -151,7 +151,7 @@ struct SmallRun {
     return lc;
   }
   train::TrainResult run(model::LoraWeights& lora, const std::string& out, int64_t max_steps, bool resume,
-                         std::function<bool()> stop = {}) {
+                         std::function<bool()> stop = {}, double lr = 1e-3) {
     train::TrainInputs in;
     in.model = &m;
     in.lora = &lora;
@@ -164,7 +164,7 @@ struct SmallRun {
     in.runner.max_tokens = 32;
     train::TrainOptions o;
     o.optim = "adamw8bit";
-    o.lr = 1e-3;
+    o.lr = lr;
     o.max_steps = max_steps;
     o.grad_accum = 2;
     o.warmup_steps = 2;
@@ -235,6 +235,28 @@ TEST(Trainer, NonFiniteLossStopsNamingTheStep) {
     EXPECT_NE(std::string(e.what()).find("step 1"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(fs::exists(out + "/checkpoint-1"));
+  fs::remove_all(out);
+}
+
+// Issue 14 item 11: finite loss and gradients do not make a checkpoint good; the update must be finite too.
+// A NaN learning rate turns every weight NaN in step 1's update: no checkpoint is written and the error
+// names no checkpoint as "the last good" (and leaves no temp folder).
+TEST(Trainer, NonFiniteUpdateIsNeverSavedAsACheckpoint) {
+  SmallRun r;
+  const std::string out = temp_dir("nan-update");
+  model::LoraWeights lora(r.m.config(), r.lora_config(), Device::cpu);
+  lora.init_peft_default(1);
+  try {
+    r.run(lora, out, 1, false, {}, std::nan(""));
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("step 1"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("nan at element"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("The last good checkpoint is none"), std::string::npos) << msg;
+  }
+  EXPECT_FALSE(fs::exists(out + "/checkpoint-1"));
+  for (const auto& e : fs::directory_iterator(out)) ADD_FAILURE() << "left behind: " << e.path();
   fs::remove_all(out);
 }
 
