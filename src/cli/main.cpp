@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <exception>
 #include <new>
+#include <stdexcept>
 
 #include "base/error.h"
 #include "base/log.h"
@@ -14,6 +15,14 @@ std::vector<Command>& commands() {
   return all;
 }
 }  // namespace cotune::cli
+
+namespace {
+int out_of_memory() {
+  cotune::log::error("out of memory: the input asks for more memory than this machine can give (a size in a "
+                     "config, tokenizer, checkpoint or flag far too large?); rerun with -v to see how far it got");
+  return 1;
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace cotune;
@@ -45,9 +54,9 @@ int main(int argc, char** argv) {
     return 1;
   } catch (const std::bad_alloc&) {
     // Sizes read from files are bounded where they are parsed; this is the last line of defence.
-    log::error("out of memory: the input asks for more memory than this machine can give (a size in a config, "
-               "tokenizer, checkpoint or flag far too large?); rerun with -v to see how far it got");
-    return 1;
+    return out_of_memory();
+  } catch (const std::length_error&) {  // a container asked for more than it can ever hold
+    return out_of_memory();
   } catch (const std::exception& e) {
     log::error("{}", e.what());
     return 1;

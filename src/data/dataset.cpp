@@ -245,10 +245,12 @@ std::optional<TokenizedDataset> load_token_cache(const std::string& path) {
     return std::nullopt;
   }
   uint64_t n = counts[0], t = counts[1];
+  // Counts are checked against the file size before they size anything (a corrupt count must not wrap the
+  // sum below into a match and then ask for terabytes).
   const uint64_t fixed = t * 4 + (n + 1) * 8 + n * 4 + n * 4 + n * 8;
   uint64_t mask_len = 0;
-  if (left >= fixed + 8) std::memcpy(&mask_len, p + fixed, 8);
-  if ((mask_len != 0 && mask_len != t) || left != fixed + 8 + mask_len) {
+  if (t <= left / 4 && n <= left / 24 && left >= fixed + 8) std::memcpy(&mask_len, p + fixed, 8);
+  if (t > left / 4 || n > left / 24 || (mask_len != 0 && mask_len != t) || left != fixed + 8 + mask_len) {
     log::warn("{}: token cache has the wrong size (truncated?); rebuilding it", path);
     return std::nullopt;
   }
@@ -270,7 +272,8 @@ std::optional<TokenizedDataset> load_token_cache(const std::string& path) {
   ds.skipped = meta[1];
   ds.truncated = meta[2];
   ds.max_seq_length = meta[3];
-  if (ds.offsets.front() != 0 || ds.offsets.back() != static_cast<int64_t>(t)) {
+  if (ds.offsets.front() != 0 || ds.offsets.back() != static_cast<int64_t>(t) ||
+      !std::is_sorted(ds.offsets.begin(), ds.offsets.end())) {
     log::warn("{}: token cache offsets are inconsistent; rebuilding it", path);
     return std::nullopt;
   }

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include <chrono>
 #include <nlohmann/json.hpp>
 
@@ -223,6 +225,23 @@ TEST(DataCache, SecondRunLoadsTheCache) {
   EXPECT_FALSE(e.from_cache);
   EXPECT_EQ(e.tokens, a.tokens);
   EXPECT_TRUE(build_dataset(opt, tpl, tok).from_cache);
+
+  // Issue 14 item 11: counts that would wrap the size check (t = 2^62 makes 4t wrap to 0) or offsets out of
+  // order are a damaged cache, never an allocation from the count.
+  bytes = read_file(path);
+  std::string wrapped = bytes;
+  uint64_t t = 0;
+  std::memcpy(&t, wrapped.data() + 24, 8);
+  t += uint64_t{1} << 62;
+  std::memcpy(wrapped.data() + 24, &t, 8);
+  write_file_atomic(path, wrapped);
+  EXPECT_FALSE(load_token_cache(path).has_value());
+  std::string unordered = bytes;
+  const size_t offsets_at = 8 + 8 + 16 + 32 + static_cast<size_t>(a.tokens.size()) * 4;
+  const int64_t big = static_cast<int64_t>(a.tokens.size()) + 5;
+  std::memcpy(unordered.data() + offsets_at + 8, &big, 8);  // offsets[1] beyond the end
+  write_file_atomic(path, unordered);
+  EXPECT_FALSE(load_token_cache(path).has_value());
 }
 
 TEST(DataPreview, MarksUntrainedText) {
