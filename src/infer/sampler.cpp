@@ -11,6 +11,8 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "base/mmap.h"
+#include "base/json_error.h"
 
 namespace cotune::infer {
 
@@ -28,15 +30,12 @@ GenerationConfig load_generation_config(const std::string& path) {
   fs::path file = path;
   if (fs::is_directory(file)) file /= "generation_config.json";
   if (!fs::exists(file)) return g;
-  std::ifstream in(file);
-  if (!in) fail("{}: cannot read", file.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
+  const std::string text = read_file(file.string());  // refuses a FIFO instead of blocking on it
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(ss.str());
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON: {}", file.string(), e.what());
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception&) {
+    fail("{}: not valid JSON: {}", file.string(), json_syntax_error(text));
   }
   if (!j.is_object()) fail("{}: expected a JSON object", file.string());
   auto number = [&](const char* key) -> std::optional<double> {
@@ -45,23 +44,36 @@ GenerationConfig load_generation_config(const std::string& path) {
     if (!it->is_number()) fail("{}: field {} must be a number", file.string(), key);
     return it->get<double>();
   };
+  // A count: a whole number in [0, 2^31) (a larger double would not fit the integer it becomes).
+  auto count = [&](const char* key) -> std::optional<int64_t> {
+    auto v = number(key);
+    if (!v) return std::nullopt;
+    if (!(*v >= 0 && *v < 2147483648.0) || *v != std::floor(*v))
+      fail("{}: field {} must be a whole number in [0, 2147483647], found {}", file.string(), key, *v);
+    return static_cast<int64_t>(*v);
+  };
   if (auto it = j.find("do_sample"); it != j.end() && !it->is_null()) {
     if (!it->is_boolean()) fail("{}: field do_sample must be true or false", file.string());
     g.sampling.do_sample = it->get<bool>();
   }
   if (auto v = number("temperature")) g.sampling.temperature = static_cast<float>(*v);
   if (auto v = number("top_p")) g.sampling.top_p = static_cast<float>(*v);
-  if (auto v = number("top_k")) g.sampling.top_k = static_cast<int64_t>(*v);
+  if (auto v = count("top_k")) g.sampling.top_k = *v;
   if (auto v = number("repetition_penalty")) g.sampling.repetition_penalty = static_cast<float>(*v);
-  if (auto v = number("max_new_tokens")) g.max_new_tokens = static_cast<int64_t>(*v);
+  if (auto v = count("max_new_tokens")) g.max_new_tokens = *v;
+  auto token_id = [&](const nlohmann::json& e) {
+    if (!e.is_number_integer()) fail("{}: field eos_token_id must hold integers", file.string());
+    const int64_t id = e.is_number_unsigned() ? static_cast<int64_t>(std::min<uint64_t>(e.get<uint64_t>(), 1ull << 40))
+                                              : e.get<int64_t>();
+    if (id < 0 || id > std::numeric_limits<int32_t>::max())
+      fail("{}: field eos_token_id holds {}, not a token id", file.string(), e.dump());
+    return static_cast<int32_t>(id);
+  };
   if (auto it = j.find("eos_token_id"); it != j.end() && !it->is_null()) {
     if (it->is_number_integer()) {
-      g.eos_token_ids.push_back(it->get<int32_t>());
+      g.eos_token_ids.push_back(token_id(*it));
     } else if (it->is_array()) {
-      for (const auto& e : *it) {
-        if (!e.is_number_integer()) fail("{}: field eos_token_id must hold integers", file.string());
-        g.eos_token_ids.push_back(e.get<int32_t>());
-      }
+      for (const auto& e : *it) g.eos_token_ids.push_back(token_id(e));
     } else {
       fail("{}: field eos_token_id must be an integer or a list of integers", file.string());
     }

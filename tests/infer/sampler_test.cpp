@@ -151,6 +151,22 @@ TEST(Sampler, GenerationConfigFile) {
     EXPECT_NE(std::string(e.what()).find("temperature"), std::string::npos);
     EXPECT_NE(std::string(e.what()).find("generation_config.json"), std::string::npos);
   }
+  // Issue 14 item 11: counts and ids too large for their integers are errors naming the field, not
+  // undefined casts or silent narrowing; syntax errors give line and column.
+  for (const auto& [text, needle] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"max_new_tokens": 1e300})", "max_new_tokens"},
+           {R"({"top_k": -1})", "top_k"},
+           {R"({"eos_token_id": 4294967298})", "eos_token_id holds 4294967298"},
+           {R"({"eos_token_id": [1, -2]})", "eos_token_id holds -2"},
+           {"{\n \"top_k\": 5,\n}", "line 3, column 1"}}) {
+    std::ofstream(dir / "generation_config.json") << text;
+    try {
+      infer::load_generation_config(dir.string());
+      ADD_FAILURE() << "accepted " << text;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  }
   fs::remove_all(dir);
 }
 
