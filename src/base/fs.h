@@ -8,8 +8,8 @@
 namespace cotune {
 
 // The files a kind of output folder holds, so that cotune replaces a folder only when it is one it wrote:
-// `what` names the kind in messages ("a merged model"); `names` are exact file or folder names or patterns
-// with one `*` ("model-*.safetensors").
+// `what` names the kind in messages ("a model"); `names` are exact file or folder names or patterns with
+// `*` ("model-*.safetensors").
 struct OutputFolderKind {
   const char* what;
   std::vector<const char*> names;
@@ -28,7 +28,7 @@ void require_replaceable_directory(const std::string& dst, const OutputFolderKin
 // folder, never a partial one. Checks require_replaceable_directory(dst, kind) first.
 void replace_directory(const std::string& tmp, const std::string& dst, const OutputFolderKind& kind);
 
-// Whether `name` matches `pattern` (exact, or with one `*` standing for any run of characters).
+// Whether `name` matches `pattern`, where each `*` stands for any run of characters.
 bool name_matches(std::string_view name, std::string_view pattern);
 
 // Creates (or empties) a fresh temporary directory beside `dst` for building it: "<dst>.tmp-<pid>".

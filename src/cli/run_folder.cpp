@@ -11,24 +11,38 @@ namespace cotune::cli {
 namespace {
 namespace fs = std::filesystem;
 
-// What a training run writes into its output folder (cmd_train.cpp, train/trainer.cpp, track/).
-constexpr const char* kRunOutputs[] = {
-    "checkpoint-*", "metrics.jsonl", "metrics.jsonl.tmp", "adapter", "adapter.tmp-*", "adapter.old-*", "tb",
-    "report",       "samples",       "merged",            "merged.tmp-*", "merged.old-*"};
+// What a training run writes into its output folder (cmd_train.cpp, train/trainer.cpp, track/), and for a
+// folder what it holds, so that a folder of the user's that happens to share a name is never taken for ours.
+const OutputFolderKind kReportFolder{"a training report", {"index.html", "*.svg"}};
+const OutputFolderKind kTensorBoardFolder{"TensorBoard event files", {"events.out.tfevents.*"}};
+const OutputFolderKind kSamplesFolder{"before/after answers", {"eval.json", "report.md", "report.html"}};
+
+struct RunOutput {
+  const char* pattern;
+  const OutputFolderKind* folder;  // nullptr: a file (or a temp folder of an interrupted write)
+};
+const RunOutput kRunOutputs[] = {
+    {"checkpoint-*.tmp-*", nullptr},     {"checkpoint-*.old-*", nullptr},   {"checkpoint-*", &kCheckpointFolder},
+    {"metrics.jsonl", nullptr},          {"metrics.jsonl.tmp", nullptr},    {"adapter", &kAdapterFolder},
+    {"adapter.tmp-*", nullptr},          {"adapter.old-*", nullptr},        {"merged", &kModelFolder},
+    {"merged.tmp-*", nullptr},           {"merged.old-*", nullptr},         {"tb", &kTensorBoardFolder},
+    {"report", &kReportFolder},          {"samples", &kSamplesFolder},      {"samples.tmp-*", nullptr},
+    {"samples.old-*", nullptr}};
+
+const RunOutput* run_output_of(const std::string& name) {
+  for (const RunOutput& o : kRunOutputs)
+    if (name_matches(name, o.pattern)) return &o;
+  return nullptr;
+}
+
 }  // namespace
 
 std::vector<std::string> run_outputs_in(const std::string& dir) {
   std::vector<std::string> found;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return found;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const std::string n = e.path().filename().string();
-    for (const char* pattern : kRunOutputs)
-      if (name_matches(n, pattern)) {
-        found.push_back(n);
-        break;
-      }
-  }
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (run_output_of(e.path().filename().string())) found.push_back(e.path().filename().string());
   if (ec) fail("{}: cannot list the output folder: {}", dir, ec.message());
   std::sort(found.begin(), found.end());
   return found;
@@ -50,6 +64,11 @@ void claim_run_folder(const std::string& dir, bool resume, bool overwrite) {
       fail("output {}: holds another run ({}). Continue it with --resume, replace it with --overwrite-output "
            "(removes only what cotune wrote there), or choose another --output",
            dir, listed);
+    // Every folder is checked before anything is removed: one that holds files cotune does not write there
+    // is the user's, and the whole overwrite is refused.
+    for (const auto& n : outputs)
+      if (const RunOutput* o = run_output_of(n); o && o->folder)
+        require_replaceable_directory((fs::path(dir) / n).string(), *o->folder);
     for (const auto& n : outputs) {
       fs::remove_all(fs::path(dir) / n, ec);
       if (ec) fail("output {}: cannot remove {}: {}", dir, n, ec.message());

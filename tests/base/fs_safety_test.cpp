@@ -50,7 +50,13 @@ std::string error_of(const std::function<void()>& fn) {
   return "";
 }
 
-TEST(NameMatches, ExactAndOneStar) {
+TEST(NameMatches, ExactAndStars) {
+  EXPECT_TRUE(name_matches("checkpoint-3.tmp-123", "checkpoint-*.tmp-*"));
+  EXPECT_FALSE(name_matches("checkpoint-3", "checkpoint-*.tmp-*"));
+  EXPECT_TRUE(name_matches("a", "*"));
+  EXPECT_TRUE(name_matches("", "*"));
+  EXPECT_FALSE(name_matches("", "a*"));
+  EXPECT_TRUE(name_matches("aXbXc", "a*c"));
   EXPECT_TRUE(name_matches("config.json", "config.json"));
   EXPECT_FALSE(name_matches("config.json.bak", "config.json"));
   EXPECT_TRUE(name_matches("model-00001-of-00002.safetensors", "model-*.safetensors"));

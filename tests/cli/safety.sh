@@ -34,6 +34,12 @@ echo keep > "$work/run/notes.txt"
 [ -f "$work/run/notes.txt" ] || fail "--overwrite-output removed a file cotune did not write"
 [ ! -e "$work/run/checkpoint-2" ] || fail "--overwrite-output kept the old run's checkpoint-2"
 [ "$(grep -c '"loss"' "$work/run/metrics.jsonl")" -eq 1 ] || fail "metrics.jsonl mixes two runs"
+# --overwrite-output never removes a folder of the user's that shares a name with one cotune writes.
+mkdir -p "$work/run/report" && echo mine > "$work/run/report/draft.docx"
+expect_error "--overwrite-output over the user's report/ folder" "draft.docx" \
+  "${train[@]}" --output "$work/run" --overwrite-output --max-steps 1
+[ -f "$work/run/report/draft.docx" ] && [ -d "$work/run/adapter" ] || fail "a refused overwrite removed something"
+rm "$work/run/report/draft.docx"
 printf 'overwrite_output_dir = true\n' > "$work/ow.toml"
 "$cotune" -q train --recipe "$work/ow.toml" --model "$work/model" --data recipes/data/demo_medical.jsonl \
   --template medical-o1-en --max-seq-length 64 --device cpu --output "$work/run" --max-steps 1 --data-cache false \
