@@ -16,6 +16,7 @@ namespace fs = std::filesystem;
 const OutputFolderKind kReportFolder{"a training report", {"index.html", "*.svg"}};
 const OutputFolderKind kTensorBoardFolder{"TensorBoard event files", {"events.out.tfevents.*"}};
 const OutputFolderKind kSamplesFolder{"before/after answers", {"eval.json", "report.md", "report.html"}};
+const OutputFolderKind kWandbFolder{"Weights & Biases run folders", {"run-*", "offline-run-*", "latest-run"}};
 
 struct RunOutput {
   const char* pattern;
@@ -27,7 +28,7 @@ const RunOutput kRunOutputs[] = {
     {"adapter.tmp-*", nullptr},          {"adapter.old-*", nullptr},        {"merged", &kModelFolder},
     {"merged.tmp-*", nullptr},           {"merged.old-*", nullptr},         {"tb", &kTensorBoardFolder},
     {"report", &kReportFolder},          {"samples", &kSamplesFolder},      {"samples.tmp-*", nullptr},
-    {"samples.old-*", nullptr}};
+    {"samples.old-*", nullptr},          {"wandb", &kWandbFolder}};
 
 const RunOutput* run_output_of(const std::string& name) {
   for (const RunOutput& o : kRunOutputs)

@@ -8,7 +8,7 @@
 
 namespace cotune::cli {
 
-// The entries of `dir` that a cotune training run writes (checkpoint-N/, metrics.jsonl, adapter/, tb/,
+// The entries of `dir` that a cotune training run writes (checkpoint-N/, metrics.jsonl, adapter/, tb/, wandb/,
 // report/, samples/, merged/, leftovers of interrupted writes), sorted; empty when there are none.
 std::vector<std::string> run_outputs_in(const std::string& dir);
 
