@@ -106,6 +106,8 @@ void run_train(TrainCommand& cmd) {
   data_ref.repo_id = data_choice.repo_id;
   data_ref.revision = data_choice.revision;
   data_ref.commit = data_choice.commit;
+  // The output folder is this run's (or refused) before anything writes into it, W&B included.
+  claim_run_folder(c.output, c.resume, c.overwrite_output_dir);
   // W&B first: a wrong key must fail before the data is tokenized and the model loaded.
   std::vector<std::string> sink_names = c.report_to;
   std::unique_ptr<track::WandbSink> wandb_sink;
@@ -181,7 +183,6 @@ void run_train(TrainCommand& cmd) {
   train::TrainOptions to = c.train_options();
   to.base_model_name_or_path = c.model;
   to.tokenizer_dir = c.tokenizer.empty() ? model_dir : c.tokenizer;
-  claim_run_folder(to.output_dir, to.resume, c.overwrite_output_dir);
   std::optional<int64_t> resume_step;
   if (to.resume) resume_step = train::latest_checkpoint_step(to.output_dir);
   track::MetricsHub hub = track::MetricsHub::open(sink_names, to.output_dir, resume_step);

@@ -469,7 +469,6 @@ MergeResult merge_lora(const std::string& model_dir, const std::string& adapter_
                        const MergeOptions& options) {
   return with_context("merging adapter " + adapter_dir + " into " + model_dir, [&] {
     if (options.max_shard_size == 0) fail("max_shard_size must be positive");
-    require_replaceable_directory(output_dir, kModelFolder);  // before the work, not after
     if (output_dir.empty()) fail("no output folder given");
     // "out/" -> "out": the temp folder goes beside the output, never inside it.
     fs::path out_path = fs::path(output_dir).lexically_normal();
@@ -480,6 +479,7 @@ MergeResult merge_lora(const std::string& model_dir, const std::string& adapter_
     for (const std::string& d : {model_dir, adapter_dir})
       if (fs::exists(d) && fs::weakly_canonical(d, ec) == out)
         fail("the output folder {} is the input folder {}; choose another output", output_dir, d);
+    require_replaceable_directory(output, kModelFolder);  // before the work, not after
     Merger m(model_dir, adapter_dir, options);
     return m.run(output);
   });
