@@ -9,6 +9,7 @@
 #include <iterator>
 
 #include "base/error.h"
+#include "base/mmap.h"
 #include "base/log.h"
 #include "data/dataset_config.h"
 #include "hub/client.h"
@@ -105,6 +106,7 @@ DataChoice resolve_data(const std::string& data, const std::string& data_config,
       c.data_path = c.description = local.path.string();
       return c;
     }
+    if (!fs::is_directory(local.path, ec)) require_regular_file(local.path.string());  // a FIFO: refused, not read
     return choose_in_folder(local.path, local.path.string(), data_config, data_files, split);
   }
 
