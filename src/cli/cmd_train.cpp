@@ -16,6 +16,7 @@
 #include "cli/train_config.h"
 #include "data/batch.h"
 #include "data/dataset.h"
+#include "data/truncation.h"
 #include "export/merge.h"
 #include "export/peft_export.h"
 #include "infer/evaluate.h"
@@ -79,7 +80,13 @@ struct TrainCommand {
 void run_train(TrainCommand& cmd) {
   cmd.binder->apply(cmd.recipe);
   TrainConfig& c = cmd.cfg;
-  c.validate();
+  // `--data FILE` on the command line stands for the whole data choice: a recipe's data_files belonged to the
+  // recipe's data and must not be applied to another path.
+  if (cmd.binder->set_by_flag("data") && !cmd.binder->set_by_flag("data_files") && !c.data_files.empty()) {
+    log::info("--data {} replaces the recipe's data and data_files (\"{}\")", c.data, c.data_files);
+    c.data_files.clear();
+  }
+  c.validate(cmd.binder.get());
   if (c.model.empty()) fail("no model: give --model DIR|org/name or `model = ...` in the recipe");
   if (c.data.empty()) fail("no data: give --data FILE or `data = ...` in the recipe");
 
@@ -120,11 +127,24 @@ void run_train(TrainCommand& cmd) {
   log::info("data: {} sequences ({} for validation), {} truncated to {} tokens{}", ds.size(), split.validation.size(),
             ds.truncated, c.max_seq_length, ds.from_cache ? " (token cache)" : "");
 
+  // A run that trains on nothing must not look like one that trained: count what max_seq_length cut away.
+  const data::LossMask mask = data::parse_loss_mask(c.loss_on);
+  const data::TruncationReport cut = data::truncation_report(ds, split.train, mask);
+  const std::string key = "max_seq_length";
+  if (cut.trained_targets == 0)
+    fail("no trained tokens: with loss_on = {}, none of the {} training sequences keeps a token to train on. {}",
+         c.loss_on, cut.sequences, cut.describe(key));
+  if (cut.truncated > 0 || cut.no_trained_tokens > 0) log::warn("{}", cut.describe(key));
+  if (c.eval_steps > 0 && !split.validation.empty() &&
+      data::truncation_report(ds, split.validation, mask).trained_targets == 0)
+    fail("no evaluated tokens: with loss_on = {}, none of the {} validation sequences keeps a counted token ({})",
+         c.loss_on, split.validation.size(), data::truncation_report(ds, split.validation, mask).describe(key));
+
   data::BatchOptions bo;
   bo.packing = c.packing;
   bo.max_tokens = c.packing ? c.max_tokens_per_batch : c.batch_size * c.max_seq_length;
   bo.max_sequences = c.packing ? 0 : c.batch_size;
-  bo.mask = data::parse_loss_mask(c.loss_on);
+  bo.mask = mask;
   bo.shuffle = c.shuffle;
   bo.seed = c.seed;
   bo.pad_id = tok.pad_id() >= 0 ? tok.pad_id() : tok.eos_id();
@@ -133,6 +153,9 @@ void run_train(TrainCommand& cmd) {
   lo.device = device;
   lo.load_in_4bit = c.load_in_4bit;
   model::Qwen2Model model = model::Qwen2Model::load(model_dir, lo);
+  if (c.max_seq_length > model.config().max_position_embeddings)
+    log::warn("max_seq_length = {} is above the model's max_position_embeddings ({}): positions past it were never "
+              "trained", c.max_seq_length, model.config().max_position_embeddings);
 
   model::LoraConfig lc;
   if (!c.init_adapter.empty()) {

@@ -1,5 +1,6 @@
 #include "formats/peft_adapter.h"
 
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -26,7 +27,12 @@ PeftAdapterConfig load_peft_adapter_config(const std::string& path) {
   try {
     if (auto* v = field("peft_type"); v && v->get<std::string>() != "LORA")
       fail("{}: peft_type is {}, only LORA adapters are supported", file, v->dump());
-    if (auto* v = field("r")) c.r = v->get<int>();
+    if (auto* v = field("r")) {
+      // Read wide, so a value past 2^31 is refused instead of wrapping into a plausible rank.
+      const int64_t r = v->get<int64_t>();
+      if (r <= 0 || r > kMaxLoraRank) fail("{}: r must be in [1, {}], got {}", file, kMaxLoraRank, v->dump());
+      c.r = static_cast<int>(r);
+    }
     if (auto* v = field("lora_alpha")) c.lora_alpha = v->get<double>();
     if (auto* v = field("lora_dropout")) c.lora_dropout = v->get<double>();
     if (auto* v = field("use_rslora")) c.use_rslora = v->get<bool>();
@@ -47,6 +53,8 @@ PeftAdapterConfig load_peft_adapter_config(const std::string& path) {
   }
   if (c.bias != "none") fail("{}: bias is \"{}\"; only \"none\" is supported", file, c.bias);
   if (c.r <= 0) fail("{}: r must be positive, got {}", file, c.r);
+  if (!std::isfinite(c.lora_alpha) || c.lora_alpha <= 0) fail("{}: lora_alpha must be a positive number, got {}", file, c.lora_alpha);
+  if (!(c.lora_dropout >= 0 && c.lora_dropout < 1)) fail("{}: lora_dropout must be in [0, 1), got {}", file, c.lora_dropout);
   if (c.target_modules.empty()) fail("{}: target_modules is missing or empty", file);
   return c;
 }
