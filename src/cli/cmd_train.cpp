@@ -97,7 +97,8 @@ void run_train(TrainCommand& cmd) {
   log::info("model {} ({}), device {}", c.model, model_dir, device_name(device));
   c.tuning.apply_kernels("train");
   log::debug("train: runner tuning: {}", c.tuning.describe_runner());
-  text::Tokenizer tok = text::Tokenizer::load(c.tokenizer.empty() ? model_dir : c.tokenizer);
+  const std::string tokenizer_dir = c.tokenizer.empty() ? model_dir : hub::resolve(c.tokenizer).path.string();
+  text::Tokenizer tok = text::Tokenizer::load(tokenizer_dir);
   text::PromptTemplate tpl =
       c.template_file.empty() ? text::PromptTemplate::builtin(c.template_name) : text::PromptTemplate::load_file(c.template_file);
 
@@ -159,6 +160,7 @@ void run_train(TrainCommand& cmd) {
 
   model::LoraConfig lc;
   if (!c.init_adapter.empty()) {
+    c.init_adapter = hub::resolve(c.init_adapter).path.string();
     lc = model::LoraConfig::from_peft(formats::load_peft_adapter_config(c.init_adapter));
   } else {
     lc.r = c.lora_r;
@@ -183,6 +185,7 @@ void run_train(TrainCommand& cmd) {
   gen_opts.max_new_tokens = c.sample_max_new_tokens;
   if (c.sample_questions > 0) {
     samples.title = "cotune: answers before and after fine-tuning";
+    samples.written_by = "cotune train";
     samples.model = c.model;
     samples.data = c.data;
     samples.template_name = tpl.name();
@@ -196,7 +199,7 @@ void run_train(TrainCommand& cmd) {
   // ---- run ----------------------------------------------------------------------------------------
   train::TrainOptions to = c.train_options();
   to.base_model_name_or_path = c.model;
-  to.tokenizer_dir = c.tokenizer.empty() ? model_dir : c.tokenizer;
+  to.tokenizer_dir = tokenizer_dir;
   fs::create_directories(to.output_dir);
   std::optional<int64_t> resume_step;
   if (to.resume)

@@ -103,7 +103,7 @@ T toml_get(const std::string& key, const toml::node& n, const std::string& where
 
 template <>
 std::string toml_get<std::string>(const std::string& key, const toml::node& n, const std::string& where) {
-  if (auto v = n.value<std::string>()) return canonical_value(key, *v);
+  if (n.is_string()) return canonical_value(key, *n.value<std::string>());
   fail("{}: expected a string", where);
 }
 template <>
@@ -139,8 +139,8 @@ float toml_get<float>(const std::string& key, const toml::node& n, const std::st
 }
 template <>
 bool toml_get<bool>(const std::string& key, const toml::node& n, const std::string& where) {
-  if (auto v = n.value<bool>()) return *v;
-  if (auto s = n.value<std::string>()) return parse_bool(key, *s, where);  // "unsloth", "true"
+  if (n.is_boolean()) return *n.value<bool>();  // value<bool>() would also take an integer
+  if (n.is_string()) return parse_bool(key, *n.value<std::string>(), where);  // "unsloth", "true"
   fail("{}: expected true or false", where);
 }
 template <>

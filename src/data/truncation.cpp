@@ -31,9 +31,6 @@ TruncationReport truncation_report(const TokenizedDataset& ds, const std::vector
       r.keep_all_length = std::max(r.keep_all_length, full_len);
     }
     if (targets == 0) ++r.no_trained_tokens;
-    // One trained target needs the prompt plus one token (mask all: two tokens).
-    const int64_t need = mask == LossMask::all ? 2 : std::max<int64_t>(2, prompt + 1);
-    if (full_len >= need) r.min_useful_length = std::max(r.min_useful_length, need);
   }
   if (!full.empty()) {
     std::sort(full.begin(), full.end());
@@ -45,13 +42,10 @@ TruncationReport truncation_report(const TokenizedDataset& ds, const std::vector
 std::string TruncationReport::describe(const std::string& key) const {
   std::string s = fmt::format("{} of {} sequences were cut to {} {}", truncated, sequences, key, max_seq_length);
   if (no_trained_tokens > 0)
-    s += fmt::format(", {} of the {} sequences {} no trained token left", no_trained_tokens, sequences,
-                     no_trained_tokens == 1 ? "has" : "have");
+    s += fmt::format(", {} of them left with no trained token", no_trained_tokens);
   if (keep_all_length > 0)
     s += fmt::format("; {} {} keeps every sequence whole (95% of them are <= {} tokens)", key, keep_all_length,
                      p95_length);
-  if (no_trained_tokens > 0 && min_useful_length > max_seq_length)
-    s += fmt::format("; {} >= {} leaves each of them at least one trained token", key, min_useful_length);
   return s;
 }
 

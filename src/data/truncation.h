@@ -23,7 +23,6 @@ struct TruncationReport {
   int64_t max_seq_length = 0;
   int64_t keep_all_length = 0;    // the longest full length among the cut ones: max_seq_length that keeps all
   int64_t p95_length = 0;         // 95th percentile of the full lengths (of all sequences)
-  int64_t min_useful_length = 0;  // the smallest max_seq_length leaving every sequence a trained token
   // "12 of 40 sequences were cut to max_seq_length 64, 3 of them losing every trained token; max_seq_length 412
   // keeps all whole (95% of the sequences are <= 380 tokens)". `key` names the setting in the text.
   std::string describe(const std::string& key) const;

@@ -101,6 +101,20 @@ bool has_model_files(const fs::path& dir) {
   return false;
 }
 
+// "; it holds: a, b, c" -- the entries of a folder next to a mistyped name, at most 8.
+std::string folder_listing(const fs::path& dir) {
+  std::error_code ec;
+  std::vector<std::string> names;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec))
+    names.push_back(it->path().filename().string());
+  std::sort(names.begin(), names.end());
+  if (names.empty()) return "";
+  std::string out = "; it holds: ";
+  for (size_t i = 0; i < names.size() && i < 8; ++i) out += (i ? ", " : "") + names[i];
+  if (names.size() > 8) out += fmt::format(" and {} more", names.size() - 8);
+  return out;
+}
+
 }  // namespace
 
 fs::path hf_cache_dir(const GetEnv& env) { return cache_dir_and_source(env).first; }
@@ -186,6 +200,12 @@ Resolved resolve_cached(const std::string& repo_id, const std::string& revision,
     const RepoType other = type == RepoType::model ? RepoType::dataset : RepoType::model;
     if (fs::is_directory(cache / cache_folder_name(repo_id, other), ec))
       other_hint = fmt::format(" (a {} of that name is cached)", type_word(other));
+    // "runs/nope" where ./runs exists is a mistyped local path far more often than a Hub name.
+    const fs::path first = expand_user(repo_id.substr(0, repo_id.find('/')), options.env);
+    if (repo_id.find('/') != std::string::npos && fs::is_directory(first, ec))
+      fail("{} path {} does not exist (the folder {} does, but holds no {}){}", what, local.string(), first.string(),
+           fs::path(repo_id).filename().string(),
+           folder_listing(first));
     fail("{} \"{}\" is not a local path and is not in the Hugging Face cache{}.\n  searched: {} (cache from {})\n  {}",
          what, repo_id, other_hint, repo_dir.string(), source, download_hint);
   }

@@ -74,6 +74,7 @@ struct ComparisonReport {
   std::vector<GenerationOutput> before, after;         // per question; either may be empty
   GenerationOptions generation;                        // recorded in the report
   std::string training_output;                         // a training run's folder (its report/loss.svg), or ""
+  std::string written_by = "cotune eval";              // the command named in the page's footer
 };
 
 // Writes OUT/eval.json, OUT/report.md and OUT/report.html (each to a temporary name, then renamed), creating OUT.

@@ -160,6 +160,7 @@ TrainResult train(const TrainInputs& in, const TrainOptions& opt, const TrainHoo
 
   // ---- resume --------------------------------------------------------------------------------------
   int64_t start = 0;
+  double elapsed_before = 0;  // training time of the runs before a resume: elapsed_s continues from it
   if (opt.resume) {
     auto ck = latest_checkpoint(opt.output_dir);
     if (!ck) fail("--resume: no checkpoint-N folder with trainer_state.json in {}", opt.output_dir);
@@ -171,6 +172,7 @@ TrainResult train(const TrainInputs& in, const TrainOptions& opt, const TrainHoo
       optim.load(*ck + "/optimizer.safetensors");
       it.restore(data::IteratorState::from_json(st.at("iterator").get<std::string>()));
       start = st.at("global_step").get<int64_t>();
+      elapsed_before = st.value("elapsed_s", 0.0);
       if (st.contains("best_eval_loss")) {
         res.best_eval = EvalRecord{st.at("best_eval_step").get<int64_t>(), st.at("best_eval_loss").get<double>(), 0, 0};
         res.best_checkpoint = st.value("best_checkpoint", std::string());
@@ -190,6 +192,7 @@ TrainResult train(const TrainInputs& in, const TrainOptions& opt, const TrainHoo
                          {"total_steps", res.total_steps},
                          {"epoch", static_cast<double>(it.state().batches_served) / static_cast<double>(batches_per_epoch)},
                          {"iterator", it.state().to_json()},
+                         {"elapsed_s", elapsed_before + seconds_since(t_start)},
                          {"fingerprint", fp}};
     if (res.best_eval) {
       st["best_eval_loss"] = res.best_eval->loss;
@@ -250,7 +253,7 @@ TrainResult train(const TrainInputs& in, const TrainOptions& opt, const TrainHoo
     r.input_tokens = input_tokens;
     r.mean_token_accuracy = n_items > 0 ? static_cast<double>(correct) / static_cast<double>(n_items) : 0.0;
     r.tokens_per_s = dt > 0 ? static_cast<double>(input_tokens) / dt : 0.0;
-    r.elapsed_s = seconds_since(t_start);
+    r.elapsed_s = elapsed_before + seconds_since(t_start);
     r.epoch = static_cast<double>(it.state().batches_served) / static_cast<double>(batches_per_epoch);
     res.steps_done = step;
     res.input_tokens += input_tokens;
