@@ -94,7 +94,7 @@ float from_text<float>(const std::string&, const std::string& text, const std::s
 }
 template <>
 bool from_text<bool>(const std::string& key, const std::string& text, const std::string& where) {
-  return parse_bool(key, text, where);
+  return text.empty() || parse_bool(key, text, where);  // a bare switch
 }
 
 // ---- values from TOML -----------------------------------------------------------------------------------
@@ -193,7 +193,10 @@ void RecipeBinder::bind_value(const std::string& key, T& target, const std::stri
     auto text = std::make_shared<FlagValue<T>>();
     CLI::Option* o = app_.add_option(flag_names, *text, description);
     if constexpr (std::is_same_v<T, std::vector<std::string>>) o->delimiter(',');
-    if constexpr (std::is_same_v<T, bool>) o->type_name("BOOL");
+    if constexpr (std::is_same_v<T, bool>) {
+      // `--load-in-4bit` alone means true, as the switches of eval and generate; `--load-in-4bit false` too.
+      o->type_name("[BOOL]")->expected(0, 1);
+    }
     else if constexpr (std::is_floating_point_v<T>) o->type_name("FLOAT");
     else if constexpr (std::is_same_v<T, uint64_t>) o->type_name("UINT");
     else if constexpr (std::is_integral_v<T>) o->type_name("INT");
@@ -201,7 +204,8 @@ void RecipeBinder::bind_value(const std::string& key, T& target, const std::stri
     return o;
   };
   CLI::Option* main = add(names, "--" + kebab(key), desc);
-  if constexpr (std::is_same_v<T, bool>) main->default_str(target ? "true" : "false");
+  // (A bool's default goes in the text: CLI11 would hand a default_str to a bare `--flag` as its value.)
+  if constexpr (std::is_same_v<T, bool>) main->description(desc + (target ? " (default true)" : " (default false)"));
   else if constexpr (!std::is_same_v<T, std::vector<std::string>>) main->default_str(fmt::format("{}", target));
   for (const auto& a : aliases) add("--" + kebab(a), "--" + kebab(a), "")->group("");  // hidden
 

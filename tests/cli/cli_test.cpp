@@ -139,6 +139,11 @@ TEST(Recipe, FlagAliasesAndShortNames) {
   EXPECT_EQ(p.cfg.output, "O");
   EXPECT_EQ(p.cfg.lora_r, 4);
   EXPECT_EQ(p.binder.where("lr"), "--learning-rate");
+  Parsed switches;  // a bare boolean flag means true, as eval's and generate's switches
+  switches.run({"--load-in-4bit", "--packing", "false", "--gradient-checkpointing", "off", "--max-tokens-per-batch", "4096"});
+  EXPECT_TRUE(switches.cfg.load_in_4bit);
+  EXPECT_FALSE(switches.cfg.packing);
+  EXPECT_FALSE(switches.cfg.gradient_checkpointing);
   Parsed twice;
   EXPECT_ERROR_HAS(twice.run({"--lr", "1", "--learning-rate", "2"}), "--lr", "--learning-rate", "same setting");
 }
