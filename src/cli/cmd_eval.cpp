@@ -148,7 +148,8 @@ void setup_eval(CLI::App& app) {
   app.add_option("--loss-mask", a->loss_on, "")->group("")->check(CLI::IsMember({"all", "response"}))->excludes(loss_on);
   app.add_option("--on-bad-record", a->on_bad_record, "error | skip")->check(CLI::IsMember({"error", "skip"}));
   app.add_flag("--no-loss", a->no_loss, "Skip the held-out loss");
-  a->o_max = app.add_option("--max-new-tokens", a->max_new_tokens, "Tokens per answer at most (default 512)");
+  a->o_max = app.add_option("--max-new-tokens", a->max_new_tokens, "Tokens per answer at most (default 512)")
+                 ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
   app.add_flag("--greedy", a->greedy, "Greedy decoding instead of generation_config.json's sampling");
   a->o_temp = app.add_option("--temperature", a->temperature, "Sampling temperature")->check(finite_number());
   a->o_top_p = app.add_option("--top-p", a->top_p, "Nucleus sampling threshold")->check(finite_number());

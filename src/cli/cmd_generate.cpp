@@ -158,12 +158,14 @@ void setup_generate(CLI::App& app) {
   app.add_option("--on-bad-record", a->on_bad_record, "A bad --questions line: error (stop, naming it) | skip")
       ->check(CLI::IsMember({"error", "skip"}));
   app.add_option("--tokenizer", a->tokenizer, "tokenizer.json or a folder holding it (default: the model folder)");
-  a->o_max = app.add_option("--max-new-tokens", a->max_new_tokens, "Tokens to generate at most (default 512)");
+  a->o_max = app.add_option("--max-new-tokens", a->max_new_tokens, "Tokens to generate at most (default 512)")
+                 ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
   app.add_flag("--greedy", a->greedy, "Greedy decoding (arg-max) instead of sampling");
   a->o_temp = app.add_option("--temperature", a->temperature, "Sampling temperature (default: generation_config.json)")
                   ->check(finite_number());
   a->o_top_p = app.add_option("--top-p", a->top_p, "Nucleus sampling threshold")->check(finite_number());
-  a->o_top_k = app.add_option("--top-k", a->top_k, "Sample among the k most likely tokens (0: all)");
+  a->o_top_k = app.add_option("--top-k", a->top_k, "Sample among the k most likely tokens (0: all)")
+                   ->check(CLI::Range(int64_t{0}, int64_t{1} << 31));
   a->o_rep = app.add_option("--repetition-penalty", a->repetition_penalty, "HF repetition penalty (1: off)")
                  ->check(finite_number());
   a->o_seed = app.add_option("--seed", a->seed, "Sampling seed (same seed and prompt: same text)")

@@ -293,6 +293,7 @@ void run_train(TrainCommand& cmd) {
     log::info("merged 16-bit model written to {} ({} shard(s))", merged, mr.shards.size());
   }
 
+  const std::string since_resume = resume_step ? fmt::format(" (since the resume at step {})", *resume_step) : "";
   track::ReportInput ri;
   ri.subtitle = c.model + " → " + to.output_dir;
   ri.status = res.stopped_early ? fmt::format("stopped at step {} (continue with --resume)", res.steps_done) : "completed";
@@ -300,8 +301,9 @@ void run_train(TrainCommand& cmd) {
   ri.settings = c.settings_table();
   ri.facts = {{"device", std::string(device_name(device))},
               {"sequences", fmt::format("{} train, {} validation", split.train.size(), split.validation.size())},
-              {"input tokens", fmt::format("{}", res.input_tokens)},
-              {"trained tokens", fmt::format("{}", res.counted_tokens)},
+              // res counts this process's steps only; after a resume, say so (the totals above cover the run).
+              {"input tokens", fmt::format("{}{}", res.input_tokens, since_resume)},
+              {"trained tokens", fmt::format("{}{}", res.counted_tokens, since_resume)},
               {"LoRA parameters", fmt::format("{}", lora.parameter_count())},
               {"adapter", adapter_dir}};
   track::ReportFiles rf = track::write_report(to.output_dir, hub.history(), ri);
