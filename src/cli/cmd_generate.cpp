@@ -14,6 +14,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "cli/command.h"
+#include "cli/data_choice.h"
 #include "cli/device.h"
 #include "cli/option_checks.h"
 #include "cli/tuning_config.h"
@@ -72,7 +73,7 @@ Prompts collect_prompts(const GenerateArgs& a) {
   // --questions: one JSON object a record; the template's prompt fields, or "prompt" without a template.
   std::vector<std::string> fields = tpl ? tpl->prompt_fields() : std::vector<std::string>{"prompt"};
   if (fields.empty()) fail("template {} has no fields to fill from --questions", tpl->name());
-  data::RecordSource src(a.questions, fields, data::parse_on_bad_record(a.on_bad_record));
+  data::RecordSource src(resolve_data_path(a.questions, ""), fields, data::parse_on_bad_record(a.on_bad_record));
   data::Record r;
   while (src.next(r)) {
     if (!tpl) {
