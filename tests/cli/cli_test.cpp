@@ -244,8 +244,8 @@ TEST(FileKind, UnsupportedInputsAreNamed) {
   const auto bin = d.write("m/pytorch_model.bin", std::string("PK\x03\x04", 4));
   const auto pickle = d.write("old/pytorch_model.bin", std::string("\x80\x02}q", 4));
   const auto json = d.write("ok.json", "[]");
-  EXPECT_NE(base::unsupported_input(parquet.string())->find("Parquet data is not supported by this build yet"),
-            std::string::npos);
+  EXPECT_EQ(base::sniff_file_kind(parquet.string()), base::FileKind::parquet);
+  EXPECT_FALSE(base::unsupported_input(parquet.string()));  // src/data reads Parquet
   EXPECT_NE(base::unsupported_input(gguf.string())->find("GGUF"), std::string::npos);
   EXPECT_NE(base::unsupported_input(bin.string())->find("convert to safetensors"), std::string::npos);
   EXPECT_NE(base::unsupported_input(pickle.string())->find("pytorch_model.bin (pickle)"), std::string::npos);

@@ -64,7 +64,8 @@ grep -q "huggingface-cli" err.txt && fail "a mistyped local path is still treate
 
 # Formats cotune cannot read are named, not reported as malformed JSON or missing safetensors.
 printf 'PAR1\x15\x04junk' > train.parquet
-expect_error "parquet data" "Parquet data is not supported by this build yet" data stats -m model --data train.parquet
+expect_error "broken parquet data" "train.parquet" data stats -m model --data train.parquet
+grep -qi "malformed JSON" err.txt && fail "a Parquet file is reported as malformed JSON: $(cat err.txt)"
 printf 'GGUF\x03\x00\x00\x00' > model.gguf
 expect_error "gguf model" "GGUF" inspect model.gguf
 mkdir -p torch && cp model/config.json model/tokenizer.json torch/ && printf 'PK\x03\x04junk' > torch/pytorch_model.bin
