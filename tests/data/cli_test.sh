@@ -44,7 +44,7 @@ want=$("$COTUNE" data stats --data "$TMP/first12.jsonl" --tokenizer "$TOK" --tem
 out=$("$COTUNE" data stats --data "$PQ" --tokenizer "$TOK" --template medical-o1-en --no-cache --split 'train[:50%]') ||
   fail "parquet percent split exited non-zero"
 echo "$out" | grep -q '"records": 6' || fail "parquet train[:50%]: expected 6 records: $out"
-out=$("$COTUNE" data preview --data "$PQ" --tokenizer "$TOK" --template medical-o1-en --no-cache -n 1 --color never) ||
+out=$("$COTUNE" data preview --data "$PQ" --tokenizer "$TOK" --template medical-o1-en --no-cache -n 1 --color never --loss-on response) ||
   fail "parquet preview exited non-zero"
 echo "$out" | grep -q '^\[\[<｜begin▁of▁sentence｜>Below is an instruction' || fail "parquet preview: $out"
 printf 'Question,Complex_CoT,Response\n"What, if anything, is wrong?","Think ""twice"".\nThen answer.",Nothing.\n' > "$TMP/d.csv"
