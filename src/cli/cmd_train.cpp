@@ -10,6 +10,7 @@
 #include "base/fs.h"
 #include "base/log.h"
 #include "cli/command.h"
+#include "cli/data_choice.h"
 #include "cli/hub_data.h"
 #include "cli/hub_push.h"
 #include "cli/recipe.h"
@@ -86,6 +87,10 @@ void run_train(TrainCommand& cmd) {
     log::info("--data {} replaces the recipe's data and data_files (\"{}\")", c.data, c.data_files);
     c.data_files.clear();
   }
+  if (cmd.binder->set_by_flag("data") && !cmd.binder->set_by_flag("data_config") && !c.data_config.empty()) {
+    log::info("--data {} replaces the recipe's data and data_config (\"{}\")", c.data, c.data_config);
+    c.data_config.clear();
+  }
   c.validate(cmd.binder.get());
   if (c.model.empty()) fail("no model: give --model DIR|org/name or `model = ...` in the recipe");
   if (c.data.empty()) fail("no data: give --data FILE or `data = ...` in the recipe");
@@ -104,6 +109,8 @@ void run_train(TrainCommand& cmd) {
 
   data::DataOptions dopt;
   dopt.selection = data::parse_selection(c.selection);
+  // A local folder of several data files and no choice: refused, never mixed (resolve_data_path says which).
+  if (c.data_config.empty() && c.data_files.empty() && fs::is_directory(c.data)) (void)resolve_data_path(c.data, "");
   const DataChoice data_choice = resolve_data(c.data, c.data_config, c.data_files, dopt.selection);
   dopt.data_path = data_choice.data_path;
   log::info("data {}", data_choice.description);

@@ -163,6 +163,13 @@ Resolved resolve(std::string_view spec_in, RepoType type, const ResolveOptions& 
 
   auto [cache, source] = cache_dir_and_source(options.env);
   if (options.cache_dir) cache = *options.cache_dir, source = "the given cache folder";
+  // "runs/nope" where ./runs exists (and no such repo is cached) is a mistyped local path far more often than a
+  // Hub name: say so instead of trying to download it.
+  if (const fs::path first = expand_user(repo_id.substr(0, slash), options.env);
+      slash != std::string::npos && fs::is_directory(first, ec) &&
+      !fs::is_directory(cache / cache_folder_name(repo_id, type), ec))
+    fail("{} path {} does not exist (the folder {} does, but holds no {}){}", what, local.string(), first.string(),
+         fs::path(repo_id).filename().string(), folder_listing(first));
   const bool offline = env_flag(options.env, "HF_HUB_OFFLINE");
   try {
     Resolved r = resolve_cached(repo_id, revision, type, cache, source, offline);
@@ -200,12 +207,6 @@ Resolved resolve_cached(const std::string& repo_id, const std::string& revision,
     const RepoType other = type == RepoType::model ? RepoType::dataset : RepoType::model;
     if (fs::is_directory(cache / cache_folder_name(repo_id, other), ec))
       other_hint = fmt::format(" (a {} of that name is cached)", type_word(other));
-    // "runs/nope" where ./runs exists is a mistyped local path far more often than a Hub name.
-    const fs::path first = expand_user(repo_id.substr(0, repo_id.find('/')), options.env);
-    if (repo_id.find('/') != std::string::npos && fs::is_directory(first, ec))
-      fail("{} path {} does not exist (the folder {} does, but holds no {}){}", what, local.string(), first.string(),
-           fs::path(repo_id).filename().string(),
-           folder_listing(first));
     fail("{} \"{}\" is not a local path and is not in the Hugging Face cache{}.\n  searched: {} (cache from {})\n  {}",
          what, repo_id, other_hint, repo_dir.string(), source, download_hint);
   }
