@@ -83,11 +83,13 @@ void run_train(TrainCommand& cmd) {
   TrainConfig& c = cmd.cfg;
   // `--data FILE` on the command line stands for the whole data choice: a recipe's data_files belonged to the
   // recipe's data and must not be applied to another path.
-  if (cmd.binder->set_by_flag("data") && !cmd.binder->set_by_flag("data_files") && !c.data_files.empty()) {
+  // (--data FOLDER or org/name keeps them: a local copy of the recipe's dataset has the same files and configs.)
+  const bool data_file_flag = cmd.binder->set_by_flag("data") && fs::is_regular_file(c.data);
+  if (data_file_flag && !cmd.binder->set_by_flag("data_files") && !c.data_files.empty()) {
     log::info("--data {} replaces the recipe's data and data_files (\"{}\")", c.data, c.data_files);
     c.data_files.clear();
   }
-  if (cmd.binder->set_by_flag("data") && !cmd.binder->set_by_flag("data_config") && !c.data_config.empty()) {
+  if (data_file_flag && !cmd.binder->set_by_flag("data_config") && !c.data_config.empty()) {
     log::info("--data {} replaces the recipe's data and data_config (\"{}\")", c.data, c.data_config);
     c.data_config.clear();
   }
@@ -109,8 +111,11 @@ void run_train(TrainCommand& cmd) {
 
   data::DataOptions dopt;
   dopt.selection = data::parse_selection(c.selection);
-  // A local folder of several data files and no choice: refused, never mixed (resolve_data_path says which).
-  if (c.data_config.empty() && c.data_files.empty() && fs::is_directory(c.data)) (void)resolve_data_path(c.data, "");
+  // A local folder of several data files, no dataset card (whose configs resolve_data lists) and no choice:
+  // refused, never mixed (resolve_data_path names the files).
+  if (c.data_config.empty() && c.data_files.empty() && fs::is_directory(c.data) &&
+      !fs::exists(fs::path(c.data) / "README.md"))
+    (void)resolve_data_path(c.data, "");
   const DataChoice data_choice = resolve_data(c.data, c.data_config, c.data_files, dopt.selection);
   dopt.data_path = data_choice.data_path;
   log::info("data {}", data_choice.description);
