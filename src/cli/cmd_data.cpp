@@ -6,6 +6,8 @@
 
 #include "base/error.h"
 #include "cli/command.h"
+#include "cli/data_choice.h"
+#include "hub/hf_cache.h"
 #include "data/batch.h"
 #include "data/dataset.h"
 #include "data/preview.h"
@@ -17,19 +19,24 @@ namespace cotune::cli {
 namespace {
 
 struct DataArgs {
-  std::string data, tokenizer, template_name, template_file, split = "train", on_bad_record = "error", cache_dir;
+  std::string data, data_files, model, tokenizer, template_name, template_file, selection = "train";
+  std::string on_bad_record = "error", cache_dir;
   std::string data_format = "auto";
   int64_t max_seq_length = 2048;
   bool no_cache = false;
   // preview
   int64_t count = 3, start = 0, max_chars = 0;
-  std::string mask = "response", color = "auto";
+  std::string loss_on = "all", color = "auto";
 };
 
 void add_common(CLI::App& app, DataArgs& a) {
-  app.add_option("--data", a.data, "Dataset: a JSON array, JSON Lines, CSV or Parquet file, or a folder of .json/.jsonl/.csv/.parquet files")
+  app.add_option("--data", a.data,
+                 "Dataset: a JSON array, JSON Lines, CSV or Parquet file, a folder, or a Hub dataset (org/name)")
       ->required();
-  app.add_option("--tokenizer", a.tokenizer, "tokenizer.json, or the model folder holding it")->required();
+  app.add_option("--data-files", a.data_files, "File inside the data folder / dataset repo to use");
+  auto* m = app.add_option("--model,-m", a.model, "Model folder or Hub name whose tokenizer to use");
+  app.add_option("--tokenizer", a.tokenizer, "tokenizer.json, or a folder / Hub name holding it (default: --model)")
+      ->excludes(m);
   auto* t = app.add_option("--template", a.template_name,
                            "Built-in prompt template: medical-o1-zh | medical-o1-en (default medical-o1-zh), or chat (the model's "
                            "chat template, for conversational records)");
@@ -39,7 +46,8 @@ void add_common(CLI::App& app, DataArgs& a) {
   t->excludes(tf);
   app.add_option("--max-seq-length", a.max_seq_length, "Cut sequences to this many tokens (counted as truncated)")
       ->capture_default_str();
-  app.add_option("--split", a.split, "Rows to use, e.g. train, train[0:500], train[:10%]")->capture_default_str();
+  app.add_option("--selection", a.selection, "Rows to use, e.g. train, train[0:500], train[:10%]")->capture_default_str();
+  app.add_option("--split", a.selection, "")->group("");  // the old name
   app.add_option("--on-bad-record", a.on_bad_record,
                  "What a bad record does (malformed JSON, missing / non-string / empty field, invalid UTF-8): "
                  "error = stop with its file, line and record; skip = warn and leave it out")
@@ -60,13 +68,15 @@ struct Loaded {
 };
 
 Loaded load(const DataArgs& a) {
-  text::Tokenizer tok = text::Tokenizer::load(a.tokenizer);
-  TemplateChoice tpl = choose_template(a.template_name, a.template_file, a.data_format, a.tokenizer);
+  if (a.tokenizer.empty() && a.model.empty()) fail("give --model (a model folder or Hub name) or --tokenizer");
+  const std::string tokenizer_dir = hub::resolve(a.tokenizer.empty() ? a.model : a.tokenizer).path.string();
+  text::Tokenizer tok = text::Tokenizer::load(tokenizer_dir);
+  TemplateChoice tpl = choose_template(a.template_name, a.template_file, a.data_format, tokenizer_dir);
   data::DataOptions opt;
-  opt.data_path = a.data;
+  opt.data_path = resolve_data_path(a.data, a.data_files);
   opt.max_seq_length = a.max_seq_length;
   opt.on_bad_record = data::parse_on_bad_record(a.on_bad_record);
-  opt.selection = data::parse_selection(a.split);
+  opt.selection = data::parse_selection(a.selection);
   opt.use_cache = !a.no_cache;
   opt.cache_dir = a.cache_dir;
   data::TokenizedDataset ds = data::build_dataset(opt, tpl.format(), tok);
@@ -90,10 +100,14 @@ void setup_data(CLI::App& app) {
   add_common(*preview, *args);
   preview->add_option("-n,--count", args->count, "How many records to show")->capture_default_str();
   preview->add_option("--start", args->start, "First sequence to show")->capture_default_str();
-  preview->add_option("--mask", args->mask,
-                      "Loss mask: response (train after the prompt) | all | assistant (the assistant turns)")
+  auto* loss_on = preview->add_option("--loss-on", args->loss_on,
+                                      "Loss mask: all (as train's default) | response | assistant (the assistant turns)")
+                      ->check(CLI::IsMember({"all", "response", "assistant"}))
+                      ->capture_default_str();
+  preview->add_option("--mask", args->loss_on, "")  // the old name
+      ->group("")
       ->check(CLI::IsMember({"all", "response", "assistant"}))
-      ->capture_default_str();
+      ->excludes(loss_on);
   preview->add_option("--color", args->color, "auto | always | never")
       ->check(CLI::IsMember({"auto", "always", "never"}))
       ->capture_default_str();
@@ -103,7 +117,7 @@ void setup_data(CLI::App& app) {
     data::PreviewStyle style;
     style.ansi = args->color == "always" || (args->color == "auto" && ::isatty(STDOUT_FILENO));
     style.max_chars = args->max_chars;
-    data::LossMask mask = data::parse_loss_mask(args->mask);
+    data::LossMask mask = data::parse_loss_mask(args->loss_on);
     int64_t n = static_cast<int64_t>(l.ds.size());
     if (args->start < 0 || args->start >= n) fail("--start {}: the dataset has {} sequences", args->start, n);
     for (int64_t i = args->start; i < std::min(n, args->start + args->count); ++i)

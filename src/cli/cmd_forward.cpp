@@ -13,6 +13,7 @@
 
 #include "base/error.h"
 #include "cli/command.h"
+#include "hub/hf_cache.h"
 #include "formats/peft_adapter.h"
 #include "formats/safetensors.h"
 #include "model/lora.h"
@@ -74,17 +75,19 @@ model::SequenceLoss forward_with_runner(const model::Qwen2Model& m, const Forwar
   return r;
 }
 
-void run_forward(const ForwardOptions& o) {
+void run_forward(ForwardOptions o) {
+  const std::string model_dir = hub::resolve(o.model).path.string();
+  if (!o.adapter.empty()) o.adapter = hub::resolve(o.adapter).path.string();
   std::vector<int32_t> ids = o.ids;
   std::string source = "--ids";
   if (ids.empty()) {
-    const std::string tok_path = o.tokenizer.empty() ? o.model : o.tokenizer;
+    const std::string tok_path = o.tokenizer.empty() ? model_dir : hub::resolve(o.tokenizer).path.string();
     const text::Tokenizer tok = text::Tokenizer::load(tok_path);
     const std::string& text = o.text.empty() ? model::builtin_sentence() : o.text;
     ids = tok.encode(text, /*add_special=*/true);
     source = o.text.empty() ? "built-in sentence" : "--text";
   }
-  const model::Qwen2Model m = model::Qwen2Model::load(o.model);
+  const model::Qwen2Model m = model::Qwen2Model::load(model_dir);
   const bool runner = !o.adapter.empty() || !o.dump_logits.empty();
   const model::SequenceLoss r = runner ? forward_with_runner(m, o, ids) : model::sequence_loss(m, ids);
   const int64_t V = m.config().vocab_size;
@@ -101,7 +104,7 @@ void run_forward(const ForwardOptions& o) {
 
 void setup_forward(CLI::App& app) {
   auto o = std::make_shared<ForwardOptions>();
-  app.add_option("--model,-m", o->model, "Model folder (config.json + safetensors)")->required();
+  app.add_option("--model,-m", o->model, "Model folder (config.json + safetensors) or Hub name (org/name)")->required();
   auto* text = app.add_option("--text", o->text, "Text to score (encoded with the model's tokenizer, BOS prepended)");
   app.add_option("--ids", o->ids, "Token ids to score, comma separated")->delimiter(',')->excludes(text);
   app.add_option("--tokenizer", o->tokenizer, "tokenizer.json or a folder holding it (default: the model folder)");

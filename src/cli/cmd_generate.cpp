@@ -14,7 +14,9 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "cli/command.h"
+#include "cli/data_choice.h"
 #include "cli/device.h"
+#include "cli/option_checks.h"
 #include "cli/tuning_config.h"
 #include "data/source.h"
 #include "hub/hf_cache.h"
@@ -29,10 +31,11 @@ namespace {
 struct GenerateArgs {
   TuningConfig tuning;  // kernel variants (--help: Kernel tuning)
   std::string model, adapter, template_name, template_file, prompt, questions, tokenizer, device = "auto";
+  std::string on_bad_record = "error";
   int64_t max_new_tokens = 0;
   bool greedy = false, json = false, load_in_4bit = false;
   float temperature = 1.0f, top_p = 1.0f, repetition_penalty = 1.0f;
-  int64_t top_k = 0, batch = 8;
+  int64_t top_k = 0, batch_size = 8;
   uint64_t seed = 0;
   std::vector<std::string> stop;
   CLI::Option *o_max = nullptr, *o_temp = nullptr, *o_top_p = nullptr, *o_top_k = nullptr, *o_rep = nullptr,
@@ -70,7 +73,7 @@ Prompts collect_prompts(const GenerateArgs& a) {
   // --questions: one JSON object a record; the template's prompt fields, or "prompt" without a template.
   std::vector<std::string> fields = tpl ? tpl->prompt_fields() : std::vector<std::string>{"prompt"};
   if (fields.empty()) fail("template {} has no fields to fill from --questions", tpl->name());
-  data::RecordSource src(a.questions, fields, data::OnBadRecord::error);
+  data::RecordSource src(resolve_data_path(a.questions, ""), fields, data::parse_on_bad_record(a.on_bad_record));
   data::Record r;
   while (src.next(r)) {
     if (!tpl) {
@@ -89,10 +92,11 @@ Prompts collect_prompts(const GenerateArgs& a) {
 void run_generate(const GenerateArgs& a) {
   a.tuning.apply_kernels("generate");
   if (a.prompt.empty() == a.questions.empty()) fail("give exactly one of --prompt TEXT or --questions FILE.jsonl");
-  if (a.batch <= 0) fail("--batch must be positive, got {}", a.batch);
+  if (a.batch_size <= 0 || a.batch_size > 4096) fail("--batch-size must be in [1, 4096], got {}", a.batch_size);
   const std::string model_dir = hub::resolve(a.model).path.string();
   const Prompts prompts = collect_prompts(a);
-  text::Tokenizer tok = text::Tokenizer::load(a.tokenizer.empty() ? model_dir : a.tokenizer);
+  text::Tokenizer tok =
+      text::Tokenizer::load(a.tokenizer.empty() ? model_dir : hub::resolve(a.tokenizer).path.string());
   model::LoadOptions lo;
   lo.device = parse_device(a.device);
   lo.load_in_4bit = a.load_in_4bit;
@@ -113,7 +117,7 @@ void run_generate(const GenerateArgs& a) {
   o.sampling.validate();
 
   infer::GeneratorOptions go;
-  go.max_batch = a.json ? a.batch : 1;  // the terminal stream shows one answer at a time
+  go.max_batch = a.json ? a.batch_size : 1;  // the terminal stream shows one answer at a time
   infer::Generator gen(model, lora.get(), go);
   if (a.json) {
     auto outs = gen.generate_text(tok, prompts.texts, o);
@@ -152,19 +156,27 @@ void setup_generate(CLI::App& app) {
   auto* p = app.add_option("--prompt,-p", a->prompt, "The prompt, or with a template the question");
   app.add_option("--questions", a->questions, "JSONL file: one prompt a line (the template's fields, or \"prompt\")")
       ->excludes(p);
+  app.add_option("--on-bad-record", a->on_bad_record, "A bad --questions line: error (stop, naming it) | skip")
+      ->check(CLI::IsMember({"error", "skip"}));
   app.add_option("--tokenizer", a->tokenizer, "tokenizer.json or a folder holding it (default: the model folder)");
-  a->o_max = app.add_option("--max-new-tokens", a->max_new_tokens, "Tokens to generate at most (default 512)");
+  a->o_max = app.add_option("--max-new-tokens", a->max_new_tokens, "Tokens to generate at most (default 512)")
+                 ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
   app.add_flag("--greedy", a->greedy, "Greedy decoding (arg-max) instead of sampling");
-  a->o_temp = app.add_option("--temperature", a->temperature, "Sampling temperature (default: generation_config.json)");
-  a->o_top_p = app.add_option("--top-p", a->top_p, "Nucleus sampling threshold");
-  a->o_top_k = app.add_option("--top-k", a->top_k, "Sample among the k most likely tokens (0: all)");
-  a->o_rep = app.add_option("--repetition-penalty", a->repetition_penalty, "HF repetition penalty (1: off)");
-  a->o_seed = app.add_option("--seed", a->seed, "Sampling seed (same seed and prompt: same text)");
+  a->o_temp = app.add_option("--temperature", a->temperature, "Sampling temperature (default: generation_config.json)")
+                  ->check(finite_number());
+  a->o_top_p = app.add_option("--top-p", a->top_p, "Nucleus sampling threshold")->check(finite_number());
+  a->o_top_k = app.add_option("--top-k", a->top_k, "Sample among the k most likely tokens (0: all)")
+                   ->check(CLI::Range(int64_t{0}, int64_t{1} << 31));
+  a->o_rep = app.add_option("--repetition-penalty", a->repetition_penalty, "HF repetition penalty (1: off)")
+                 ->check(finite_number());
+  a->o_seed = app.add_option("--seed", a->seed, "Sampling seed (same seed and prompt: same text)")
+                  ->check(unsigned_integer());
   app.add_option("--stop", a->stop, "Stop string (repeatable); cut from the text");
   app.add_flag("--json", a->json, "One JSON object a line: prompt, text, ids, prompt_tokens, tokens_per_s");
   app.add_option("--device", a->device, "auto | cpu | cuda (default auto: cuda when a GPU is visible)");
   app.add_flag("--load-in-4bit", a->load_in_4bit, "Quantize the base's projections to NF4 (QLoRA base)");
-  app.add_option("--batch", a->batch, "Prompts generated together with --json (default 8)");
+  auto* batch = app.add_option("--batch-size", a->batch_size, "Prompts generated together with --json (default 8)");
+  app.add_option("--batch", a->batch_size, "")->group("")->excludes(batch);  // the old name
   a->tuning.add_kernel_flags(app);
   app.callback([a] { run_generate(*a); });
 }

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cli/command.h"
+#include "cli/option_checks.h"
 #include "model/init.h"
 
 namespace cotune::cli {
@@ -41,8 +42,10 @@ void setup_init_model(CLI::App& app) {
                  "(default: a built-in clinical English corpus)");
   app.add_option("--vocab-size", o->opts.vocab_size,
                  "Total vocabulary incl. 6 added tokens (preset: tiny 384, demo 1024; fewer if the text runs out)");
-  app.add_option("--seed", o->opts.seed, "Random seed of the weights")->capture_default_str();
-  app.add_option("--init-std", o->opts.init_std, "Standard deviation of the random weights")->capture_default_str();
+  app.add_option("--seed", o->opts.seed, "Random seed of the weights")->capture_default_str()->check(unsigned_integer());
+  app.add_option("--init-std", o->opts.init_std, "Standard deviation of the random weights")
+      ->capture_default_str()
+      ->check(finite_number());
   app.add_flag("--tied", o->opts.tied, "Tie the LM head to the embeddings");
   app.callback([o] {
     const model::InitModelResult r = model::init_model(o->output, o->opts);

@@ -7,6 +7,7 @@
 
 #include "base/error.h"
 #include "cli/command.h"
+#include "hub/hf_cache.h"
 #include "formats/inspect.h"
 
 namespace cotune::cli {
@@ -19,11 +20,12 @@ struct InspectOptions {
 
 void setup_inspect(CLI::App& app) {
   auto opt = std::make_shared<InspectOptions>();
-  app.add_option("MODEL", opt->path, "Model folder, its config.json, or a .safetensors file beside a config.json")
+  app.add_option("MODEL,-m,--model", opt->path,
+                 "Model folder, its config.json, a .safetensors file beside a config.json, or a Hub name (org/name)")
       ->required();
   app.add_flag("--json", opt->json, "Print one JSON object instead of text");
   app.callback([opt] {
-    const formats::InspectReport r = formats::inspect_model(opt->path);
+    const formats::InspectReport r = formats::inspect_model(hub::resolve(opt->path).path.string());
     const std::string out = opt->json ? formats::inspect_json(r) : formats::inspect_text(r);
     std::fwrite(out.data(), 1, out.size(), stdout);
     std::fflush(stdout);

@@ -23,7 +23,8 @@ void run_merge(const MergeCliOptions& o) {
   if (!o.dtype.empty()) opts.dtype = exporting::parse_merge_dtype(o.dtype);
   opts.max_shard_size = exporting::parse_size(o.max_shard_size);
   const std::string model_dir = hub::resolve(o.model).path.string();
-  const exporting::MergeResult r = exporting::merge_lora(model_dir, o.adapter, o.output, opts);
+  const std::string adapter_dir = hub::resolve(o.adapter).path.string();
+  const exporting::MergeResult r = exporting::merge_lora(model_dir, adapter_dir, o.output, opts);
   std::printf("merged %lld LoRA weights into %s: %lld tensors, %lld parameters, %.1f MB %s in %zu file(s)\n",
               static_cast<long long>(r.merged_weights), r.output_dir.c_str(), static_cast<long long>(r.tensors),
               static_cast<long long>(r.total_parameters), static_cast<double>(r.total_size) / 1e6,

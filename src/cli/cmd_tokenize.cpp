@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "cli/command.h"
+#include "hub/hf_cache.h"
 #include "text/tokenizer.h"
 
 namespace cotune::cli {
@@ -19,7 +20,7 @@ struct TokenizeOptions {
 };
 
 void run_tokenize(const TokenizeOptions& opt) {
-  const text::Tokenizer tok = text::Tokenizer::load(opt.tokenizer);
+  const text::Tokenizer tok = text::Tokenizer::load(hub::resolve(opt.tokenizer).path.string());
   std::ios::sync_with_stdio(false);
   with_context("stdin", [&] {
     return text::tokenize_jsonl(tok, std::cin, std::cout,
@@ -29,7 +30,7 @@ void run_tokenize(const TokenizeOptions& opt) {
 
 void setup(CLI::App& app) {
   auto opt = std::make_shared<TokenizeOptions>();
-  app.add_option("--tokenizer", opt->tokenizer, "tokenizer.json or a model folder holding it")->required();
+  app.add_option("--tokenizer", opt->tokenizer, "tokenizer.json, or a model folder or Hub name holding it")->required();
   app.add_flag("--no-special", opt->no_special, "Do not add the post-processor's special tokens (BOS)");
   app.add_flag("--decode", opt->decode, "Read {\"ids\": [...]} lines and write {\"text\": ...}");
   app.add_flag("--skip-special", opt->skip_special, "With --decode: leave special tokens out of the text");

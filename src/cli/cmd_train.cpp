@@ -10,6 +10,7 @@
 #include "base/fs.h"
 #include "base/log.h"
 #include "cli/command.h"
+#include "cli/data_choice.h"
 #include "cli/hub_data.h"
 #include "cli/hub_push.h"
 #include "cli/recipe.h"
@@ -17,6 +18,7 @@
 #include "cli/train_config.h"
 #include "data/batch.h"
 #include "data/dataset.h"
+#include "data/truncation.h"
 #include "export/merge.h"
 #include "export/peft_export.h"
 #include "infer/evaluate.h"
@@ -81,7 +83,19 @@ struct TrainCommand {
 void run_train(TrainCommand& cmd) {
   cmd.binder->apply(cmd.recipe);
   TrainConfig& c = cmd.cfg;
-  c.validate();
+  // `--data FILE` on the command line stands for the whole data choice: a recipe's data_files belonged to the
+  // recipe's data and must not be applied to another path.
+  // (--data FOLDER or org/name keeps them: a local copy of the recipe's dataset has the same files and configs.)
+  const bool data_file_flag = cmd.binder->set_by_flag("data") && fs::is_regular_file(c.data);
+  if (data_file_flag && !cmd.binder->set_by_flag("data_files") && !c.data_files.empty()) {
+    log::info("--data {} replaces the recipe's data and data_files (\"{}\")", c.data, c.data_files);
+    c.data_files.clear();
+  }
+  if (data_file_flag && !cmd.binder->set_by_flag("data_config") && !c.data_config.empty()) {
+    log::info("--data {} replaces the recipe's data and data_config (\"{}\")", c.data, c.data_config);
+    c.data_config.clear();
+  }
+  c.validate(cmd.binder.get());
   if (c.model.empty()) fail("no model: give --model DIR|org/name or `model = ...` in the recipe");
   if (c.data.empty()) fail("no data: give --data FILE or `data = ...` in the recipe");
 
@@ -92,12 +106,17 @@ void run_train(TrainCommand& cmd) {
   log::info("model {} ({}), device {}", c.model, model_dir, device_name(device));
   c.tuning.apply_kernels("train");
   log::debug("train: runner tuning: {}", c.tuning.describe_runner());
-  text::Tokenizer tok = text::Tokenizer::load(c.tokenizer.empty() ? model_dir : c.tokenizer);
-  const TemplateChoice tpl =
-      choose_template(c.template_name, c.template_file, c.data_format, c.tokenizer.empty() ? model_dir : c.tokenizer);
+  const std::string tokenizer_dir = c.tokenizer.empty() ? model_dir : hub::resolve(c.tokenizer).path.string();
+  text::Tokenizer tok = text::Tokenizer::load(tokenizer_dir);
+  const TemplateChoice tpl = choose_template(c.template_name, c.template_file, c.data_format, tokenizer_dir);
 
   data::DataOptions dopt;
   dopt.selection = data::parse_selection(c.selection);
+  // A local folder of several data files, no dataset card (whose configs resolve_data lists) and no choice:
+  // refused, never mixed (resolve_data_path names the files).
+  if (c.data_config.empty() && c.data_files.empty() && fs::is_directory(c.data) &&
+      !fs::exists(fs::path(c.data) / "README.md"))
+    (void)resolve_data_path(c.data, "");
   const DataChoice data_choice = resolve_data(c.data, c.data_config, c.data_files, dopt.selection);
   dopt.data_path = data_choice.data_path;
   log::info("data {}", data_choice.description);
@@ -124,11 +143,24 @@ void run_train(TrainCommand& cmd) {
   log::info("data: {} sequences ({} for validation), {} truncated to {} tokens{}", ds.size(), split.validation.size(),
             ds.truncated, c.max_seq_length, ds.from_cache ? " (token cache)" : "");
 
+  // A run that trains on nothing must not look like one that trained: count what max_seq_length cut away.
+  const data::LossMask mask = data::parse_loss_mask(c.loss_on);
+  const data::TruncationReport cut = data::truncation_report(ds, split.train, mask);
+  const std::string key = "max_seq_length";
+  if (cut.trained_targets == 0)
+    fail("no trained tokens: with loss_on = {}, none of the {} training sequences keeps a token to train on. {}",
+         c.loss_on, cut.sequences, cut.describe(key));
+  if (cut.truncated > 0 || cut.no_trained_tokens > 0) log::warn("{}", cut.describe(key));
+  if (c.eval_steps > 0 && !split.validation.empty() &&
+      data::truncation_report(ds, split.validation, mask).trained_targets == 0)
+    fail("no evaluated tokens: with loss_on = {}, none of the {} validation sequences keeps a counted token ({})",
+         c.loss_on, split.validation.size(), data::truncation_report(ds, split.validation, mask).describe(key));
+
   data::BatchOptions bo;
   bo.packing = c.packing;
   bo.max_tokens = c.packing ? c.max_tokens_per_batch : c.batch_size * c.max_seq_length;
   bo.max_sequences = c.packing ? 0 : c.batch_size;
-  bo.mask = data::parse_loss_mask(c.loss_on);
+  bo.mask = mask;
   bo.shuffle = c.shuffle;
   bo.seed = c.seed;
   bo.pad_id = tok.pad_id() >= 0 ? tok.pad_id() : tok.eos_id();
@@ -137,9 +169,13 @@ void run_train(TrainCommand& cmd) {
   lo.device = device;
   lo.load_in_4bit = c.load_in_4bit;
   model::Qwen2Model model = model::Qwen2Model::load(model_dir, lo);
+  if (c.max_seq_length > model.config().max_position_embeddings)
+    log::warn("max_seq_length = {} is above the model's max_position_embeddings ({}): positions past it were never "
+              "trained", c.max_seq_length, model.config().max_position_embeddings);
 
   model::LoraConfig lc;
   if (!c.init_adapter.empty()) {
+    c.init_adapter = hub::resolve(c.init_adapter).path.string();
     lc = model::LoraConfig::from_peft(formats::load_peft_adapter_config(c.init_adapter));
   } else {
     lc.r = c.lora_r;
@@ -169,6 +205,7 @@ void run_train(TrainCommand& cmd) {
               "skipped here (use `cotune chat` or `cotune generate` to look at answers)");
   } else if (c.sample_questions > 0) {
     samples.title = "cotune: answers before and after fine-tuning";
+    samples.written_by = "cotune train";
     samples.model = c.model;
     samples.data = c.data;
     samples.template_name = tpl.name();
@@ -182,7 +219,8 @@ void run_train(TrainCommand& cmd) {
   // ---- run ----------------------------------------------------------------------------------------
   train::TrainOptions to = c.train_options();
   to.base_model_name_or_path = c.model;
-  to.tokenizer_dir = c.tokenizer.empty() ? model_dir : c.tokenizer;
+  to.tokenizer_dir = tokenizer_dir;
+  fs::create_directories(to.output_dir);
   std::optional<int64_t> resume_step;
   if (to.resume) resume_step = train::latest_checkpoint_step(to.output_dir);
   track::MetricsHub hub = track::MetricsHub::open(sink_names, to.output_dir, resume_step);
@@ -273,6 +311,7 @@ void run_train(TrainCommand& cmd) {
     log::info("merged 16-bit model written to {} ({} shard(s))", merged, mr.shards.size());
   }
 
+  const std::string since_resume = resume_step ? fmt::format(" (since the resume at step {})", *resume_step) : "";
   track::ReportInput ri;
   ri.subtitle = c.model + " → " + to.output_dir;
   ri.status = res.stopped_early ? fmt::format("stopped at step {} (continue with --resume)", res.steps_done) : "completed";
@@ -280,8 +319,9 @@ void run_train(TrainCommand& cmd) {
   ri.settings = c.settings_table();
   ri.facts = {{"device", std::string(device_name(device))},
               {"sequences", fmt::format("{} train, {} validation", split.train.size(), split.validation.size())},
-              {"input tokens", fmt::format("{}", res.input_tokens)},
-              {"trained tokens", fmt::format("{}", res.counted_tokens)},
+              // res counts this process's steps only; after a resume, say so (the totals above cover the run).
+              {"input tokens", fmt::format("{}{}", res.input_tokens, since_resume)},
+              {"trained tokens", fmt::format("{}{}", res.counted_tokens, since_resume)},
               {"LoRA parameters", fmt::format("{}", lora.parameter_count())},
               {"adapter", adapter_dir}};
   track::ReportFiles rf = track::write_report(to.output_dir, hub.history(), ri);

@@ -3,9 +3,14 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
 #include "base/error.h"
 #include "cli/device.h"
-
+#include "cli/did_you_mean.h"
+#include "formats/peft_adapter.h"
 
 namespace cotune::cli {
 
@@ -87,21 +92,71 @@ void TrainConfig::bind(RecipeBinder& b) {
   b.bind("sample_max_new_tokens", sample_max_new_tokens, "Token limit of each before/after answer");
   tuning.bind(b);
   b.accept("bf16", "cotune computes in bf16 on the GPU and in fp32 on the CPU");
+  b.accept("fp16", "cotune computes in bf16 on the GPU (no fp16 loss scaling needed) and in fp32 on the CPU");
 }
 
-void TrainConfig::validate() const {
-  if (max_seq_length < 2) fail("max_seq_length must be >= 2, got {}", max_seq_length);
-  if (batch_size < 1) fail("batch_size must be >= 1, got {}", batch_size);
-  if (grad_accum < 1) fail("grad_accum must be >= 1, got {}", grad_accum);
+void TrainConfig::validate(const RecipeBinder* origin) const {
+  const auto at = [&](const std::string& key) { return origin ? origin->where(key) : key; };
+  const auto int_in = [&](const std::string& key, int64_t v, int64_t lo, int64_t hi) {
+    if (v < lo || v > hi) fail("{}: must be in [{}, {}], got {}", at(key), lo, hi, v);
+  };
+  // Non-finite values cannot come from flags or recipes (parsed strictly), but a TrainConfig built in code may
+  // hold them: `!(v >= lo)` is true for NaN.
+  const auto real_in = [&](const std::string& key, double v, double lo, double hi, bool hi_open) {
+    if (!std::isfinite(v) || !(v >= lo) || (hi_open ? !(v < hi) : !(v <= hi)))
+      fail("{}: must be a finite number in [{}, {}{}, got {}", at(key), lo, hi, hi_open ? ")" : "]", v);
+  };
+  const auto positive = [&](const std::string& key, double v) {
+    if (!std::isfinite(v) || !(v > 0)) fail("{}: must be a finite number > 0, got {}", at(key), v);
+  };
+  int_in("max_seq_length", max_seq_length, 2, kMaxSequenceTokens);
+  int_in("batch_size", batch_size, 1, kMaxBatchSequences);
+  int_in("grad_accum", grad_accum, 1, kMaxGradAccum);
+  int_in("max_tokens_per_batch", max_tokens_per_batch, 2, kMaxBatchTokens);
   if (packing && max_tokens_per_batch < max_seq_length)
-    fail("max_tokens_per_batch ({}) must be >= max_seq_length ({}) with packing", max_tokens_per_batch, max_seq_length);
-  if (lr <= 0) fail("lr must be positive, got {}", lr);
-  if (validation_split < 0 || validation_split >= 1) fail("validation_split must be in [0, 1), got {}", validation_split);
-  if (device != "auto" && device != "cpu" && device != "cuda") fail("device must be cpu, cuda or auto, got '{}'", device);
+    fail("{} ({}) must be >= {} ({}) with packing", at("max_tokens_per_batch"), max_tokens_per_batch,
+         at("max_seq_length"), max_seq_length);
+  if (!packing && batch_size > kMaxBatchTokens / max_seq_length)
+    fail("{} x {} = {} x {} tokens a micro-batch is more than the limit of {} tokens", at("batch_size"),
+         at("max_seq_length"), batch_size, max_seq_length, kMaxBatchTokens);
+  int_in("lora_r", lora_r, 1, formats::kMaxLoraRank);
+  positive("lora_alpha", lora_alpha);
+  real_in("lora_dropout", lora_dropout, 0, 1, true);
+  positive("lr", lr);
+  real_in("warmup_ratio", warmup_ratio, 0, 1, true);
+  real_in("weight_decay", weight_decay, 0, 1e6, false);
+  real_in("max_grad_norm", max_grad_norm, 0, 1e30, false);
+  real_in("adam_beta1", adam_beta1, 0, 1, true);
+  real_in("adam_beta2", adam_beta2, 0, 1, true);
+  real_in("adam_epsilon", adam_epsilon, 0, 1, false);
+  if (!(adam_epsilon > 0)) fail("{}: must be > 0, got {}", at("adam_epsilon"), adam_epsilon);
+  int_in("warmup_steps", warmup_steps, 0, kMaxSteps);
+  int_in("max_steps", max_steps, 0, kMaxSteps);
+  if (max_steps == 0) real_in("num_epochs", num_epochs, 1e-9, 1e6, false);
+  int_in("logging_steps", logging_steps, 1, kMaxSteps);
+  int_in("save_steps", save_steps, 0, kMaxSteps);
+  int_in("save_total_limit", save_total_limit, 0, kMaxSteps);
+  int_in("eval_steps", eval_steps, 0, kMaxSteps);
+  real_in("validation_split", validation_split, 0, 1, true);
+  int_in("validation_count", validation_count, 0, std::numeric_limits<int32_t>::max());
+  int_in("sample_questions", sample_questions, 0, 100000);
+  int_in("sample_max_new_tokens", sample_max_new_tokens, 1, kMaxSequenceTokens);
+  if (device != "auto" && device != "cpu" && device != "cuda")
+    fail("{}: must be cpu, cuda or auto, got '{}'{}", at("device"), device, did_you_mean(device, {"cpu", "cuda", "auto"}));
   if (loss_on != "all" && loss_on != "response" && loss_on != "assistant")
-    fail("loss_on must be all, response or assistant, got '{}'", loss_on);
+    fail("{}: must be all, response or assistant, got '{}'{}", at("loss_on"), loss_on,
+         did_you_mean(loss_on, {"all", "response", "assistant"}));
+  if (optim != "adamw" && optim != "adamw8bit")
+    fail("{}: must be adamw or adamw8bit (also TRL's adamw_torch, adamw_8bit, paged_adamw_8bit), got '{}'{}", at("optim"),
+         optim, did_you_mean(optim, {"adamw", "adamw8bit"}));
+  const std::vector<std::string> schedulers{"linear", "cosine", "constant", "constant_with_warmup"};
+  if (std::find(schedulers.begin(), schedulers.end(), lr_scheduler) == schedulers.end())
+    fail("{}: must be one of {}, got '{}'{}", at("lr_scheduler"), fmt::join(schedulers, ", "), lr_scheduler,
+         did_you_mean(lr_scheduler, schedulers));
+  if (on_bad_record != "error" && on_bad_record != "skip")
+    fail("{}: must be error or skip, got '{}'", at("on_bad_record"), on_bad_record);
   if (!wandb_mode.empty() && wandb_mode != "online" && wandb_mode != "offline" && wandb_mode != "disabled")
-    fail("wandb_mode must be online, offline or disabled, got '{}'", wandb_mode);
+    fail("{}: must be online, offline or disabled, got '{}'", at("wandb_mode"), wandb_mode);
   (void)tuning.kernel_tuning();  // the tuning keys' values (errors name the key)
   model::RunnerOptions probe;
   tuning.apply(probe);

@@ -2,6 +2,8 @@
 // has one (r 16, alpha 16, dropout 0, all seven projections, lr 2e-4, linear, weight decay 0.01, seed 3407,
 // max length 2048, logging every 10 steps).
 #pragma once
+#include <cstdint>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -12,6 +14,14 @@
 #include "train/trainer.h"
 
 namespace cotune::cli {
+
+// Bounds on sizes from flags and recipes, checked before anything is allocated or multiplied. A micro-batch's
+// tokens are indexed with 32-bit offsets (cu_seqlens), so its token budget stays below 2^31.
+constexpr int64_t kMaxBatchTokens = std::numeric_limits<int32_t>::max();
+constexpr int64_t kMaxSequenceTokens = int64_t{1} << 24;  // 16,777,216 tokens: 128x Qwen2's 131,072 positions
+constexpr int64_t kMaxBatchSequences = int64_t{1} << 20;
+constexpr int64_t kMaxGradAccum = int64_t{1} << 16;      // a step's micro-batches are held together
+constexpr int64_t kMaxSteps = int64_t{1} << 40;
 
 struct TrainConfig {
   // model and data
@@ -55,7 +65,9 @@ struct TrainConfig {
   TuningConfig tuning;  // kernel variants, CUDA graphs, keep_attention (defaults: the production behaviour)
 
   void bind(RecipeBinder& b);
-  void validate() const;                 // throws naming the bad key
+  // Throws naming the bad key, its allowed range, and (with the binder) the recipe file and line or the flag
+  // the value came from. Sizes are bounded here, before anything is allocated or multiplied.
+  void validate(const RecipeBinder* origin = nullptr) const;
   Device resolved_device() const;        // "auto": cuda when a GPU is present and the build has CUDA
   train::TrainOptions train_options() const;
   std::vector<std::pair<std::string, std::string>> settings_table() const;  // for the report

@@ -9,6 +9,7 @@
 
 #include "base/error.h"
 #include "base/mmap.h"
+#include "base/file_kind.h"
 #include "base/log.h"
 
 namespace cotune::data {
@@ -31,7 +32,11 @@ std::vector<std::string> list_data_files(const std::string& path) {
     }
     if (ec) fail("{}: cannot list folder: {}", path, ec.message());
     std::sort(files.begin(), files.end());
-    if (files.empty()) fail("{}: the folder holds no .json, .jsonl, .csv or .parquet files", path);
+    if (files.empty()) {
+      if (auto why = base::unsupported_in_folder(path))
+        fail("{}: the folder holds no .json, .jsonl, .csv or .parquet files; {}", path, *why);
+      fail("{}: the folder holds no .json, .jsonl, .csv or .parquet files", path);
+    }
     return files;
   }
   if (!fs::exists(path, ec)) fail("{}: no such data file or folder", path);
@@ -80,6 +85,7 @@ bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 JsonRecordReader::JsonRecordReader(std::string path, size_t chunk_bytes) : path_(std::move(path)), chunk_(chunk_bytes) {
   require_regular_file(path_);  // a FIFO would block fopen until a writer appears
+  if (auto why = base::unsupported_input(path_)) fail("{}", *why);
   file_ = std::fopen(path_.c_str(), "rb");
   if (!file_) fail("{}: cannot open: {}", path_, std::strerror(errno));
   // Detect the format from the first non-space byte (after a UTF-8 byte order mark, which is skipped).

@@ -7,6 +7,7 @@
 
 #include "base/error.h"
 #include "base/json_error.h"
+#include "base/file_kind.h"
 #include "base/mmap.h"
 
 namespace cotune::formats {
@@ -341,7 +342,12 @@ ModelConfig load_model_config(const std::string& path) {
   std::string file = path;
   if (fs::is_directory(path, ec)) {
     file = (fs::path(path) / "config.json").string();
-    if (!fs::exists(file, ec)) fail("{}: no config.json in this folder", path);
+    if (!fs::is_regular_file(file, ec)) {
+      if (auto why = base::unsupported_in_folder(path)) fail("{}: no config.json in this folder; {}", path, *why);
+      fail("{}: no config.json in this folder", path);
+    }
+  } else if (auto why = base::unsupported_input(path)) {
+    fail("{}", *why);
   }
   return parse_model_config(read_file(file), file);
 }

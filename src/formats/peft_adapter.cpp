@@ -96,6 +96,9 @@ PeftAdapterConfig load_peft_adapter_config(const std::string& path) {
   for (const char* k : {"modules_to_save", "layers_to_transform"})
     if (auto* v = field(k); v && !v->empty()) fail("{}: {} is set; not supported", file, k);
   if (c.bias != "none") fail("{}: bias is \"{}\"; only \"none\" is supported", file, c.bias);
+  if (c.r <= 0) fail("{}: r must be positive, got {}", file, c.r);
+  if (!std::isfinite(c.lora_alpha) || c.lora_alpha <= 0) fail("{}: lora_alpha must be a positive number, got {}", file, c.lora_alpha);
+  if (!(c.lora_dropout >= 0 && c.lora_dropout < 1)) fail("{}: lora_dropout must be in [0, 1), got {}", file, c.lora_dropout);
   if (c.target_modules.empty()) fail("{}: target_modules is missing or empty", file);
   return c;
 }

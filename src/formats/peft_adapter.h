@@ -8,6 +8,10 @@
 
 namespace cotune::formats {
 
+// The largest LoRA rank accepted (recipes, flags, adapter configs): far above any useful rank, far below what
+// would overflow the adapter's sizes (r x hidden elements per matrix).
+constexpr int kMaxLoraRank = 65536;
+
 struct PeftAdapterConfig {
   int r = 16;
   double lora_alpha = 16;

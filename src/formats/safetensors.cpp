@@ -15,6 +15,7 @@
 
 #include "base/error.h"
 #include "base/json_error.h"
+#include "base/file_kind.h"
 
 namespace cotune::formats {
 namespace {
@@ -311,14 +312,17 @@ Checkpoint Checkpoint::open(const std::string& path) {
       c.path_ = path;
       return c;
     }
-    if (found.empty())
+    if (found.empty()) {
+      const auto why = base::unsupported_in_folder(path);
       fail("{}: no weights found: looked for model.safetensors, model.safetensors.index.json, or a single "
-           "*.safetensors file",
-           path);
+           "*.safetensors file{}",
+           path, why ? "; " + *why : std::string());
+    }
     fail("{}: several .safetensors files ({}) and no model.safetensors.index.json saying how they fit together",
          path, join_names(found));
   }
   if (!fs::exists(path, ec)) fail("{}: no such file or folder", path);
+  if (auto why = base::unsupported_input(path)) fail("{}", *why);
 
   Checkpoint c;
   c.path_ = path;

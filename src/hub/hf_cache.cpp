@@ -101,6 +101,20 @@ bool has_model_files(const fs::path& dir) {
   return false;
 }
 
+// "; it holds: a, b, c" -- the entries of a folder next to a mistyped name, at most 8.
+std::string folder_listing(const fs::path& dir) {
+  std::error_code ec;
+  std::vector<std::string> names;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec))
+    names.push_back(it->path().filename().string());
+  std::sort(names.begin(), names.end());
+  if (names.empty()) return "";
+  std::string out = "; it holds: ";
+  for (size_t i = 0; i < names.size() && i < 8; ++i) out += (i ? ", " : "") + names[i];
+  if (names.size() > 8) out += fmt::format(" and {} more", names.size() - 8);
+  return out;
+}
+
 }  // namespace
 
 fs::path hf_cache_dir(const GetEnv& env) { return cache_dir_and_source(env).first; }
@@ -149,6 +163,13 @@ Resolved resolve(std::string_view spec_in, RepoType type, const ResolveOptions& 
 
   auto [cache, source] = cache_dir_and_source(options.env);
   if (options.cache_dir) cache = *options.cache_dir, source = "the given cache folder";
+  // "runs/nope" where ./runs exists (and no such repo is cached) is a mistyped local path far more often than a
+  // Hub name: say so instead of trying to download it.
+  if (const fs::path first = expand_user(repo_id.substr(0, slash), options.env);
+      slash != std::string::npos && fs::is_directory(first, ec) &&
+      !fs::is_directory(cache / cache_folder_name(repo_id, type), ec))
+    fail("{} path {} does not exist (the folder {} does, but holds no {}){}", what, local.string(), first.string(),
+         fs::path(repo_id).filename().string(), folder_listing(first));
   const bool offline = env_flag(options.env, "HF_HUB_OFFLINE");
   try {
     Resolved r = resolve_cached(repo_id, revision, type, cache, source, offline);

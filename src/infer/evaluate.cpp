@@ -373,7 +373,7 @@ std::string report_html(const ComparisonReport& r) {
       h += "<details><summary>Reference: " + html_escape(k) + "</summary><div class=\"ref\">" + html_escape(v) +
            "</div></details>\n";
   }
-  h += "<footer class=\"meta\">Written by cotune eval.</footer>\n</body></html>\n";
+  h += "<footer class=\"meta\">Written by " + html_escape(r.written_by) + ".</footer>\n</body></html>\n";
   return h;
 }
 

@@ -75,6 +75,7 @@ struct ComparisonReport {
   std::vector<GenerationOutput> before, after;         // per question; either may be empty
   GenerationOptions generation;                        // recorded in the report
   std::string training_output;                         // a training run's folder (its report/loss.svg), or ""
+  std::string written_by = "cotune eval";              // the command named in the page's footer
 };
 
 // What an eval report folder holds: the folder is replaced whole, and only when it holds nothing else

@@ -82,7 +82,8 @@ bool LoraConfig::targets(Proj p) const {
 }
 
 void LoraConfig::validate() const {
-  if (r <= 0) fail("lora r must be positive, got {}", r);
+  if (r <= 0 || r > formats::kMaxLoraRank) fail("lora r must be in [1, {}], got {}", formats::kMaxLoraRank, r);
+  if (!std::isfinite(alpha) || alpha <= 0) fail("lora_alpha must be a positive number, got {}", alpha);
   if (!(dropout >= 0.0f && dropout < 1.0f)) fail("lora_dropout must be in [0, 1), got {}", dropout);
   if (target_modules.empty()) fail("lora target_modules is empty: name at least one of q_proj k_proj v_proj o_proj gate_proj up_proj down_proj");
   for (const auto& t : target_modules)

@@ -41,8 +41,20 @@ RunTotals compute_totals(const History& h, const ReportInput& in) {
   for (const auto& p : h.series("tokens"))
     if (std::isfinite(p.value)) tokens += p.value;
   t.tokens = static_cast<int64_t>(std::llround(tokens));
-  if (in.elapsed_s) t.elapsed_s = *in.elapsed_s;
-  else if (auto e = h.last("elapsed_s")) t.elapsed_s = *e;
+  if (in.elapsed_s) {
+    t.elapsed_s = *in.elapsed_s;
+  } else {
+    // elapsed_s restarts with each resumed run: the time is the sum of each run's last value (a value below its
+    // predecessor starts a new run), so the throughput divides all tokens by all the time that trained them.
+    double previous = -1, segment = 0;
+    for (const auto& p : h.series("elapsed_s")) {
+      if (!std::isfinite(p.value)) continue;
+      if (p.value < previous) t.elapsed_s += segment;
+      segment = p.value;
+      previous = p.value;
+    }
+    t.elapsed_s += segment;
+  }
   if (t.elapsed_s > 0 && t.tokens > 0) {
     t.tokens_per_s = tokens / t.elapsed_s;
   } else if (h.has("tokens_per_s")) {  // no time logged: the mean of the per-step rates

@@ -61,9 +61,12 @@ std::vector<double> nice_ticks(double lo, double hi, int target) {
 std::string tick_label(double v, double step) {
   if (v == 0) return "0";
   const double a = std::fabs(v);
-  if (step < 1e-3 || a >= 1e7) {
+  // Enough decimals to resolve the step (a nice step is 1, 2 or 5 x 10^k), so neighbouring labels always
+  // differ: a loss axis spanning 11.9400 .. 11.9420 reads 11.9400, 11.9405, ... (not 1.194e1 five times).
+  const int step_exp = static_cast<int>(std::floor(std::log10(step) + 1e-9));
+  if (a >= 1e7 || (step < 1e-3 && a < 1)) {
     const int e = static_cast<int>(std::floor(std::log10(a) + 1e-9));
-    const int decimals = std::clamp(e - static_cast<int>(std::floor(std::log10(step) + 1e-9)), 0, 3);
+    const int decimals = std::clamp(e - step_exp, 0, 12);
     std::string m = strip_zeros(fmt::format("{:.{}f}", v / std::pow(10.0, e), decimals));
     return fmt::format("{}e{}", m, e);
   }
@@ -71,8 +74,7 @@ std::string tick_label(double v, double step) {
     const int decimals = std::max(0, -static_cast<int>(std::floor(std::log10(step / 1000) + 1e-9)));
     return strip_zeros(fmt::format("{:.{}f}", v / 1000, decimals)) + "k";
   }
-  const int decimals = std::max(0, -static_cast<int>(std::floor(std::log10(step) + 1e-9)));
-  return fmt::format("{:.{}f}", v, decimals);
+  return fmt::format("{:.{}f}", v, std::clamp(-step_exp, 0, 12));
 }
 
 std::vector<double> ema_smooth(const std::vector<double>& ys, double weight) {

@@ -137,6 +137,7 @@ struct SavedState {
   int64_t global_step = 0;
   std::optional<EvalRecord> best_eval;
   std::string best_checkpoint;
+  double elapsed_s = 0;  // training time before this checkpoint (absent in older checkpoints: 0)
 };
 
 SavedState read_trainer_state(const std::string& file) {
@@ -162,6 +163,7 @@ SavedState read_trainer_state(const std::string& file) {
   s.iterator = get("iterator", is_str, "a string").get<std::string>();
   s.global_step = get("global_step", is_int, "an integer").get<int64_t>();
   if (s.global_step < 0) fail("{}: field \"global_step\" is negative ({})", file, s.global_step);
+  if (st.contains("elapsed_s")) s.elapsed_s = get("elapsed_s", is_num, "a number").get<double>();
   if (st.contains("best_eval_loss")) {
     s.best_eval = EvalRecord{get("best_eval_step", is_int, "an integer").get<int64_t>(),
                              get("best_eval_loss", is_num, "a number").get<double>(), 0, 0};
@@ -262,6 +264,7 @@ TrainResult train(const TrainInputs& in, const TrainOptions& opt, const TrainHoo
 
   // ---- resume --------------------------------------------------------------------------------------
   int64_t start = 0;
+  double elapsed_before = 0;  // training time of the runs before a resume: elapsed_s continues from it
   if (opt.resume) {
     auto ck = latest_checkpoint(opt.output_dir);
     if (!ck) fail("--resume: no checkpoint-N folder with trainer_state.json in {}", opt.output_dir);
@@ -275,6 +278,7 @@ TrainResult train(const TrainInputs& in, const TrainOptions& opt, const TrainHoo
       optim.load(*ck + "/optimizer.safetensors");
       it.restore(data::IteratorState::from_json(st.iterator));
       start = st.global_step;
+      elapsed_before = st.elapsed_s;
       if (st.best_eval) {
         res.best_eval = st.best_eval;
         res.best_checkpoint = st.best_checkpoint;
@@ -302,6 +306,7 @@ TrainResult train(const TrainInputs& in, const TrainOptions& opt, const TrainHoo
                          {"total_steps", res.total_steps},
                          {"epoch", static_cast<double>(it.state().batches_served) / static_cast<double>(batches_per_epoch)},
                          {"iterator", it.state().to_json()},
+                         {"elapsed_s", elapsed_before + seconds_since(t_start)},
                          {"fingerprint", fp}};
     if (res.best_eval) {
       st["best_eval_loss"] = res.best_eval->loss;
@@ -362,7 +367,7 @@ TrainResult train(const TrainInputs& in, const TrainOptions& opt, const TrainHoo
     r.input_tokens = input_tokens;
     r.mean_token_accuracy = n_items > 0 ? static_cast<double>(correct) / static_cast<double>(n_items) : 0.0;
     r.tokens_per_s = dt > 0 ? static_cast<double>(input_tokens) / dt : 0.0;
-    r.elapsed_s = seconds_since(t_start);
+    r.elapsed_s = elapsed_before + seconds_since(t_start);
     r.epoch = static_cast<double>(it.state().batches_served) / static_cast<double>(batches_per_epoch);
     res.steps_done = step;
     res.input_tokens += input_tokens;

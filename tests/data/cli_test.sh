@@ -18,7 +18,7 @@ echo "$out" | grep -q '"response_token_fraction": 0\.' || fail "stats: no respon
 ls "$TMP"/cache/*.tokens > /dev/null 2>&1 || fail "stats: no token cache written"
 
 out=$("$COTUNE" data preview --data "$SRC/recipes/data/demo_medical.jsonl" --tokenizer "$TOK" --template medical-o1-en \
-      --no-cache -n 1 --color never) || fail "preview exited non-zero"
+      --no-cache -n 1 --color never --loss-on response) || fail "preview exited non-zero"
 echo "$out" | grep -q '^\[\[<｜begin▁of▁sentence｜>Below is an instruction' || fail "preview: prompt not marked: $out"
 echo "$out" | grep -q '^\]\]Fever, tender' || fail "preview: the marked prompt should end right before the reasoning: $out"
 echo "$out" | grep -q '<｜end▁of▁sentence｜>$' || fail "preview: EOS not shown as trained: $out"
@@ -44,7 +44,7 @@ want=$("$COTUNE" data stats --data "$TMP/first12.jsonl" --tokenizer "$TOK" --tem
 out=$("$COTUNE" data stats --data "$PQ" --tokenizer "$TOK" --template medical-o1-en --no-cache --split 'train[:50%]') ||
   fail "parquet percent split exited non-zero"
 echo "$out" | grep -q '"records": 6' || fail "parquet train[:50%]: expected 6 records: $out"
-out=$("$COTUNE" data preview --data "$PQ" --tokenizer "$TOK" --template medical-o1-en --no-cache -n 1 --color never) ||
+out=$("$COTUNE" data preview --data "$PQ" --tokenizer "$TOK" --template medical-o1-en --no-cache -n 1 --color never --loss-on response) ||
   fail "parquet preview exited non-zero"
 echo "$out" | grep -q '^\[\[<｜begin▁of▁sentence｜>Below is an instruction' || fail "parquet preview: $out"
 printf 'Question,Complex_CoT,Response\n"What, if anything, is wrong?","Think ""twice"".\nThen answer.",Nothing.\n' > "$TMP/d.csv"

@@ -29,7 +29,7 @@ if "$cotune" generate --model "$dir/model" --max-new-tokens 3 2>/dev/null; then 
 if "$cotune" generate --model "$dir/model" --prompt x --top-p 2 2>/dev/null; then echo "top-p 2 accepted"; exit 1; fi
 
 "$cotune" eval --model "$dir/model" --data "$src/recipes/data/demo_medical.jsonl" --template medical-o1-en \
-  --selection "train[0:4]" --questions 2 --max-new-tokens 8 --greedy --output "$dir/eval" >/dev/null 2>&1
+  --selection "train[0:4]" --sample-questions 2 --max-new-tokens 8 --greedy --output "$dir/eval" >/dev/null 2>&1
 for f in eval.json report.md report.html; do [ -s "$dir/eval/$f" ] || { echo "missing $f"; exit 1; }; done
 grep -q "Held-out loss" "$dir/eval/report.md"
 echo "infer cli ok"

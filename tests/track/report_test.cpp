@@ -60,6 +60,27 @@ TEST(Chart, TickLabels) {
   EXPECT_EQ(tick_label(20000, 5000), "20k");
 }
 
+// Issue 14: a loss that barely moves (11.9400 .. 11.9420) got five ticks all reading "1.194e1".
+TEST(Chart, TickLabelsDistinctOnASmallRange) {
+  for (const auto& [lo, hi] : std::vector<std::pair<double, double>>{{11.94, 11.942}, {11.9401, 11.94012},
+                                                                      {0.5, 0.50001}, {2e-4, 2.00001e-4}, {1e8, 1e8 + 3}}) {
+    const auto ticks = nice_ticks(lo, hi, 5);
+    ASSERT_GE(ticks.size(), 2u) << lo;
+    const double step = ticks[1] - ticks[0];
+    std::vector<std::string> labels;
+    for (double v : ticks) labels.push_back(tick_label(v, step));
+    for (size_t i = 1; i < labels.size(); ++i) EXPECT_NE(labels[i], labels[i - 1]) << lo << ": " << labels[i];
+  }
+  EXPECT_EQ(tick_label(11.9405, 0.0005), "11.9405");
+  // The whole chart: its y labels differ too.
+  LineChart c;
+  c.title = "Loss";
+  c.series.push_back({.label = "loss", .points = {{1, 11.9401}, {2, 11.9405}, {3, 11.9412}}});
+  const std::string svg = render_svg(c);
+  EXPECT_EQ(svg.find("1.194e1"), std::string::npos);
+  EXPECT_NE(svg.find("11.94"), std::string::npos);
+}
+
 TEST(Chart, EmaSmoothing) {
   const auto s = ema_smooth({1, 1, 1}, 0.9);
   for (double v : s) EXPECT_NEAR(v, 1.0, 1e-12);  // debiased: a constant stays constant
@@ -109,6 +130,24 @@ TEST(Report, Totals) {
   ReportInput in;
   in.elapsed_s = 60;
   EXPECT_DOUBLE_EQ(compute_totals(h, in).tokens_per_s, 1000);
+}
+
+// Issue 14: after a resume the history holds the first run's steps (tokens and elapsed_s up to the checkpoint)
+// and the resumed run's. Throughput divides all tokens by all the time, whether elapsed_s restarted at 0 (older
+// metrics files) or continued from the checkpoint (the trainer now stores it in trainer_state.json).
+TEST(Report, ThroughputAfterResume) {
+  History restarted, continued;
+  for (int s = 1; s <= 60; ++s) {
+    const double t = s <= 30 ? 2.0 * s : 2.0 * (s - 30);  // 30 steps in 60 s, resumed: 30 steps in 60 s
+    restarted.add(s, {{"tokens", 1000}, {"elapsed_s", t}});
+    continued.add(s, {{"tokens", 1000}, {"elapsed_s", 2.0 * s}});
+  }
+  for (const History* h : {&restarted, &continued}) {
+    const RunTotals t = compute_totals(*h, {});
+    EXPECT_EQ(t.tokens, 60000);
+    EXPECT_DOUBLE_EQ(t.elapsed_s, 120);
+    EXPECT_DOUBLE_EQ(t.tokens_per_s, 500);
+  }
 }
 
 TEST(Report, WritesFilesAndHtml) {

@@ -197,6 +197,12 @@ TEST(Trainer, ResumeIsBitIdentical) {
   resumed.init_peft_default(12345);  // overwritten by the checkpoint
   train::TrainResult rest = r.run(resumed, b, 6, true);
   EXPECT_EQ(rest.steps_done, 6);
+  // elapsed_s continues from the checkpoint, so a report's throughput after a resume is tokens / total time.
+  const auto elapsed = [&](const std::string& ck) {
+    return nlohmann::json::parse(read_file(b + "/" + ck + "/trainer_state.json")).at("elapsed_s").get<double>();
+  };
+  EXPECT_GT(elapsed("checkpoint-3"), 0.0);
+  EXPECT_GT(elapsed("checkpoint-6"), elapsed("checkpoint-3"));
   auto pa = straight.params(), pb = resumed.params();
   ASSERT_EQ(pa.size(), pb.size());
   for (size_t i = 0; i < pa.size(); ++i) {
