@@ -12,10 +12,6 @@ namespace cotune::formats {
 
 namespace {
 
-// The largest LoRA rank accepted: above any model's hidden size, so a corrupt `r` is an error and not a
-// multi-gigabyte allocation (4294967312 used to wrap to 16).
-constexpr int64_t kMaxLoraRank = 65536;
-
 const char* json_type(const nlohmann::json& v) {
   if (v.is_boolean()) return "a boolean";
   if (v.is_number_integer()) return "an integer";
