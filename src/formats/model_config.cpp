@@ -342,7 +342,7 @@ ModelConfig load_model_config(const std::string& path) {
   std::string file = path;
   if (fs::is_directory(path, ec)) {
     file = (fs::path(path) / "config.json").string();
-    if (!fs::is_regular_file(file, ec)) {
+    if (!fs::exists(file, ec)) {  // a FIFO or other odd file is refused by read_file, naming what it is
       if (auto why = base::unsupported_in_folder(path)) fail("{}: no config.json in this folder; {}", path, *why);
       fail("{}: no config.json in this folder", path);
     }

@@ -258,7 +258,7 @@ TEST(PeftAdapterConfig, RankIsNotNarrowed) {
   const auto dir = d.path() / "a";
   d.write("a/adapter_config.json",
           R"({"peft_type": "LORA", "r": 4294967312, "lora_alpha": 16, "target_modules": ["q_proj"]})");
-  EXPECT_ERROR_HAS(formats::load_peft_adapter_config(dir.string()), "adapter_config.json", "r must be in [1, 65536]",
+  EXPECT_ERROR_HAS(formats::load_peft_adapter_config(dir.string()), "adapter_config.json", "rank must be in [1, 65536]",
                    "4294967312");
   d.write("a/adapter_config.json", R"({"peft_type": "LORA", "r": 8, "lora_alpha": -16, "target_modules": ["q_proj"]})");
   EXPECT_ERROR_HAS(formats::load_peft_adapter_config(dir.string()), "lora_alpha");
