@@ -243,7 +243,6 @@ GgufFile GgufFile::open(const std::string& path) {
   const uint64_t n_kv = c.read<uint64_t>("metadata count");
   // Each key-value takes at least 8 (key length) + 4 (type) + 1 bytes, each tensor record at least 8 + 4 + 4 + 8.
   if (n_kv > c.left() / 13) fail("{}: metadata count {} cannot fit in a file of {} bytes", path, n_kv, size);
-  if (n_tensors > c.left() / 24) fail("{}: tensor count {} cannot fit in a file of {} bytes", path, n_tensors, size);
 
   for (uint64_t i = 0; i < n_kv; ++i) {
     const uint64_t at = c.pos();
@@ -262,6 +261,9 @@ GgufFile GgufFile::open(const std::string& path) {
     g.alignment_ = al;
   }
 
+  if (n_tensors > c.left() / 24)
+    fail("{}: tensor count {} cannot fit in the {} bytes after the metadata (offset {})", path, n_tensors, c.left(),
+         c.pos());
   for (uint64_t i = 0; i < n_tensors; ++i) {
     const uint64_t at = c.pos();
     GgufTensorInfo t;
