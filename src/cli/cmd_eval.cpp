@@ -14,6 +14,7 @@
 #include "cli/device.h"
 #include "cli/option_checks.h"
 #include "cli/tuning_config.h"
+#include "cli/model_path.h"
 #include "data/batch.h"
 #include "data/dataset.h"
 #include "data/truncation.h"
@@ -45,7 +46,7 @@ void run_eval(const EvalArgs& a) {
   if (!a.questions_file.empty())
     fail("eval: --questions is generate's file of questions; the number of data questions answered here is "
          "--sample-questions N");
-  const std::string model_dir = hub::resolve(a.model).path.string();
+  const std::string model_dir = resolve_model_dir(a.model);
   const std::string data_path = resolve_data_path(a.data, a.data_files);
   text::Tokenizer tok =
       text::Tokenizer::load(a.tokenizer.empty() ? model_dir : hub::resolve(a.tokenizer).path.string());

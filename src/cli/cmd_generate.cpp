@@ -18,6 +18,7 @@
 #include "cli/device.h"
 #include "cli/option_checks.h"
 #include "cli/tuning_config.h"
+#include "cli/model_path.h"
 #include "data/source.h"
 #include "hub/hf_cache.h"
 #include "infer/generator.h"
@@ -93,7 +94,7 @@ void run_generate(const GenerateArgs& a) {
   a.tuning.apply_kernels("generate");
   if (a.prompt.empty() == a.questions.empty()) fail("give exactly one of --prompt TEXT or --questions FILE.jsonl");
   if (a.batch_size <= 0 || a.batch_size > 4096) fail("--batch-size must be in [1, 4096], got {}", a.batch_size);
-  const std::string model_dir = hub::resolve(a.model).path.string();
+  const std::string model_dir = resolve_model_dir(a.model);
   const Prompts prompts = collect_prompts(a);
   text::Tokenizer tok =
       text::Tokenizer::load(a.tokenizer.empty() ? model_dir : hub::resolve(a.tokenizer).path.string());

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cli/command.h"
+#include "cli/model_path.h"
 #include "export/merge.h"
 #include "hub/hf_cache.h"
 
@@ -22,7 +23,7 @@ void run_merge(const MergeCliOptions& o) {
   exporting::MergeOptions opts;
   if (!o.dtype.empty()) opts.dtype = exporting::parse_merge_dtype(o.dtype);
   opts.max_shard_size = exporting::parse_size(o.max_shard_size);
-  const std::string model_dir = hub::resolve(o.model).path.string();
+  const std::string model_dir = resolve_model_dir(o.model);
   const std::string adapter_dir = hub::resolve(o.adapter).path.string();
   const exporting::MergeResult r = exporting::merge_lora(model_dir, adapter_dir, o.output, opts);
   std::printf("merged %lld LoRA weights into %s: %lld tensors, %lld parameters, %.1f MB %s in %zu file(s)\n",

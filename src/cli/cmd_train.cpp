@@ -13,6 +13,7 @@
 #include "cli/data_choice.h"
 #include "cli/hub_data.h"
 #include "cli/hub_push.h"
+#include "cli/model_path.h"
 #include "cli/recipe.h"
 #include "cli/run_folder.h"
 #include "cli/train_config.h"
@@ -100,7 +101,9 @@ void run_train(TrainCommand& cmd) {
   if (c.data.empty()) fail("no data: give --data FILE or `data = ...` in the recipe");
 
   // ---- model, tokenizer, template, data ----------------------------------------------------------
-  hub::Resolved model_ref = hub::resolve(c.model);
+  hub::Resolved model_ref;  // a .gguf is converted once into a cached folder (cli/model_path.h)
+  if (exporting::is_gguf_model(c.model)) model_ref.path = resolve_model_dir(c.model);
+  else model_ref = hub::resolve(c.model);
   const std::string model_dir = model_ref.path.string();
   const Device device = c.resolved_device();
   log::info("model {} ({}), device {}", c.model, model_dir, device_name(device));
