@@ -329,7 +329,10 @@ void add_model_metadata(GgufWriter& w, const std::string& model_dir, const forma
   w.set(a + "attention.head_count", GgufValue::u32(static_cast<uint32_t>(cfg.num_attention_heads)));
   w.set(a + "attention.head_count_kv", GgufValue::u32(static_cast<uint32_t>(cfg.num_key_value_heads)));
   // rope scaling as the converter writes it (linear / yarn); llama3-style scaling needs a rope_freqs tensor.
-  const json rs = raw_cfg.contains("rope_scaling") ? raw_cfg["rope_scaling"] : json();
+  // transformers 4.x `rope_scaling`, 5.x `rope_parameters` (which also holds rope_theta and type "default").
+  const json rs = raw_cfg.contains("rope_scaling") && raw_cfg["rope_scaling"].is_object() ? raw_cfg["rope_scaling"]
+                  : raw_cfg.contains("rope_parameters")                                   ? raw_cfg["rope_parameters"]
+                                                                                          : json();
   if (rs.is_object()) {
     const std::string type = rs.value("rope_type", rs.value("type", std::string()));
     const double factor = rs.value("factor", 0.0);
