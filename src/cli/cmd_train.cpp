@@ -20,6 +20,7 @@
 #include "data/batch.h"
 #include "data/dataset.h"
 #include "data/truncation.h"
+#include "export/gguf_export.h"
 #include "export/merge.h"
 #include "export/peft_export.h"
 #include "infer/evaluate.h"
@@ -312,6 +313,17 @@ void run_train(TrainCommand& cmd) {
     exporting::MergeResult mr = exporting::merge_lora(model_dir, adapter_dir, merged);
     for (const auto& n : mr.notes) log::info("{}", n);
     log::info("merged 16-bit model written to {} ({} shard(s))", merged, mr.shards.size());
+  }
+  if (!c.export_gguf.empty() && !res.stopped_early) {
+    exporting::GgufExportOptions go;
+    go.model_dir = model_dir;
+    go.adapter_dir = adapter_dir;
+    go.types.clear();
+    for (const auto& t : c.export_gguf) go.types.push_back(exporting::parse_gguf_file_type(t));
+    go.output = (fs::path(to.output_dir) / "gguf").string() + "/";
+    go.file_stem = fs::path(to.output_dir).filename().string();
+    for (const auto& r : exporting::export_gguf(go))
+      log::info("GGUF written: {} ({:.1f} MB), Ollama: {}", r.path, static_cast<double>(r.bytes) / 1e6, r.modelfile);
   }
 
   const std::string since_resume = resume_step ? fmt::format(" (since the resume at step {})", *resume_step) : "";

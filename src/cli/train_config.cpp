@@ -11,6 +11,7 @@
 #include "cli/device.h"
 #include "cli/did_you_mean.h"
 #include "formats/peft_adapter.h"
+#include "export/gguf_export.h"
 
 namespace cotune::cli {
 
@@ -87,6 +88,9 @@ void TrainConfig::bind(RecipeBinder& b) {
          "After training, upload the adapter (with a model card) to this Hub repo org/name, and the merged model "
          "(when saved) to org/name-merged; token from $HF_TOKEN or $HF_HOME/token");
   b.bind("hub_private", hub_private, "Create the push_to_hub repos private");
+  b.bind("export_gguf", export_gguf,
+         "GGUF files (with Ollama Modelfiles) to write to OUTPUT/gguf at the end: f32, f16, bf16, q8_0, q4_0, q4_k_m, "
+         "q5_k_m, q6_k");
   b.bind("sample_questions", sample_questions,
          "Answer this many dataset questions with the inference prompt before and after training (OUTPUT/samples)");
   b.bind("sample_max_new_tokens", sample_max_new_tokens, "Token limit of each before/after answer");
@@ -155,6 +159,7 @@ void TrainConfig::validate(const RecipeBinder* origin) const {
          did_you_mean(lr_scheduler, schedulers));
   if (on_bad_record != "error" && on_bad_record != "skip")
     fail("{}: must be error or skip, got '{}'", at("on_bad_record"), on_bad_record);
+  for (const auto& t : export_gguf) with_context("export_gguf", [&] { exporting::parse_gguf_file_type(t); });
   if (!wandb_mode.empty() && wandb_mode != "online" && wandb_mode != "offline" && wandb_mode != "disabled")
     fail("{}: must be online, offline or disabled, got '{}'", at("wandb_mode"), wandb_mode);
   (void)tuning.kernel_tuning();  // the tuning keys' values (errors name the key)

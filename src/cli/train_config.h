@@ -61,6 +61,7 @@ struct TrainConfig {
   std::string push_to_hub;  // org/name: the adapter goes there, the merged model (when made) to org/name-merged
   bool hub_private = false;
   bool overwrite_output_dir = false;  // replace another run's outputs in `output` (cli/run_folder.h)
+  std::vector<std::string> export_gguf;  // GGUF types written to OUTPUT/gguf at the end (e.g. q4_k_m, q8_0)
   int64_t sample_questions = 0, sample_max_new_tokens = 256;  // before/after answers (the guide's steps 3 and 7)
   TuningConfig tuning;  // kernel variants, CUDA graphs, keep_attention (defaults: the production behaviour)
 

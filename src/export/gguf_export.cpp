@@ -571,7 +571,7 @@ std::vector<GgufExportResult> export_gguf(const GgufExportOptions& o) {
 
   const formats::ModelConfig cfg = formats::load_model_config(model_dir);
   const formats::Checkpoint ckpt = formats::Checkpoint::open(model_dir);
-  std::string stem = fs::path(o.model_dir).lexically_normal().filename().string();
+  std::string stem = o.file_stem.empty() ? fs::path(o.model_dir).lexically_normal().filename().string() : o.file_stem;
   if (stem.empty()) stem = fs::path(o.model_dir).lexically_normal().parent_path().filename().string();
   std::vector<GgufExportResult> results;
   for (GgufFileType t : o.types) {

@@ -57,7 +57,8 @@ struct GgufExportOptions {
   // Output: a .gguf path (one type; with several types the type is inserted before ".gguf"), or a folder
   // (files named "<name>-<TYPE>.gguf").
   std::string output;
-  std::string name;  // general.name; "" = from the model folder's name
+  std::string name;       // general.name; "" = from the model folder's name
+  std::string file_stem;  // "<stem>-<TYPE>.gguf" when `output` is a folder; "" = the model folder's name
   bool write_modelfile = true;
 };
 
