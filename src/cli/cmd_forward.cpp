@@ -14,6 +14,7 @@
 #include "base/error.h"
 #include "cli/command.h"
 #include "hub/hf_cache.h"
+#include "cli/model_path.h"
 #include "formats/peft_adapter.h"
 #include "formats/safetensors.h"
 #include "model/lora.h"
@@ -76,7 +77,7 @@ model::SequenceLoss forward_with_runner(const model::Qwen2Model& m, const Forwar
 }
 
 void run_forward(ForwardOptions o) {
-  const std::string model_dir = hub::resolve(o.model).path.string();
+  const std::string model_dir = resolve_model_dir(o.model);
   if (!o.adapter.empty()) o.adapter = hub::resolve(o.adapter).path.string();
   std::vector<int32_t> ids = o.ids;
   std::string source = "--ids";
