@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "cli/command.h"
+#include "cli/model_path.h"
 #include "cli/device.h"
 #include "cli/tuning_config.h"
 #include "hub/hf_cache.h"
@@ -40,7 +41,7 @@ void on_signal(int) { g_signals = g_signals + 1; }
 
 void run_serve(const ServeArgs& a) {
   a.tuning.apply_kernels("serve");
-  const std::string model_dir = hub::resolve(a.model).path.string();
+  const std::string model_dir = resolve_model_dir(a.model);
   text::Tokenizer tok = text::Tokenizer::load(a.tokenizer.empty() ? model_dir : hub::resolve(a.tokenizer).path.string());
   std::optional<text::ChatTemplate> chat = text::ChatTemplate::find(a.tokenizer.empty() ? model_dir : a.tokenizer);
   if (!chat) log::warn("{} has no chat template: /v1/chat/completions will answer 400", model_dir);
