@@ -155,13 +155,16 @@ std::string pretty_name(const std::string& folder) {
   return s;
 }
 
+// tokenizer.ggml.pre: the name llama.cpp's loader knows for this pre-tokenizer.
 std::string pre_tokenizer_name(const formats::ModelConfig& cfg, const json& tok) {
   if (cfg.model_type == "qwen2" || cfg.model_type == "qwen3") return "qwen2";
   const std::string pre = tok.contains("pre_tokenizer") ? tok["pre_tokenizer"].dump() : "";
   if (pre.find("\\\\p{N}{1,3}") != std::string::npos) return "llama-bpe";  // Llama 3
-  if (pre.find("\"Digits\"") != std::string::npos && pre.find("individual_digits\":true") != std::string::npos)
+  // SmolLM: digits one by one (HF `Digits`, or the equivalent isolated Split on \p{N}), then GPT-2's ByteLevel.
+  if ((pre.find("\"Digits\"") != std::string::npos && pre.find("\"individual_digits\":true") != std::string::npos) ||
+      pre.find("{\"Regex\":\"\\\\p{N}\"}") != std::string::npos)
     return "smollm";
-  return "gpt2";
+  return "gpt-2";
 }
 
 std::string token_text_of(const json& v) {

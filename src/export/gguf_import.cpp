@@ -132,10 +132,10 @@ TokenizerFiles tokenizer_files(const GgufFile& g) {
   } else if (pre == "smollm") {
     // SmolLM's Digits(individual_digits) is a Split on each digit, isolated.
     pre_tok = {{"type", "Sequence"}, {"pretokenizers", {split_step(R"(\p{N})"), byte_level(true)}}};
-  } else if (pre == "gpt2" || pre == "default") {
+  } else if (pre == "gpt-2" || pre == "gpt2" || pre == "default") {
     pre_tok = byte_level(true);
   } else {
-    fail("{}: tokenizer.ggml.pre {} is not supported (cotune knows qwen2, llama-bpe, smollm, gpt2)", g.path(), pre);
+    fail("{}: tokenizer.ggml.pre {} is not supported (cotune knows qwen2, llama-bpe, smollm, gpt-2)", g.path(), pre);
   }
 
   const int64_t bos = g.get_int_or("tokenizer.ggml.bos_token_id", -1);
