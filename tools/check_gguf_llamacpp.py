@@ -93,28 +93,7 @@ def gguf_tensors(path):
     return {t.name: (t.tensor_type.name, bytes(t.data.tobytes())) for t in r.tensors}, fields
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--cotune", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--adapter")
-    ap.add_argument("--llama-cpp", required=True)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--new-tokens", type=int, default=16)
-    a = ap.parse_args()
-    os.makedirs(a.work, exist_ok=True)
-    os.environ.setdefault("LLAMA_CPP_LIB_PATH", os.path.join(a.llama_cpp, "build", "bin"))
-    import llama_cpp  # noqa: E402
-    report = {}
-
-    # --- export every type
-    out = os.path.join(a.work, "cotune")
-    run([a.cotune, "export", "gguf", "--model", a.model, "--no-modelfile", "-o", out + "/", "--name", "check"] +
-        sum([["--type", t] for t in TYPES], []))
-    stem = os.path.basename(os.path.normpath(a.model))
-    files = {t: os.path.join(out, f"{stem}-{t.upper()}.gguf") for t in TYPES}
-
-    # (a) load
+def check_a(a, llama_cpp, files, report):
     loaded = {}
     for t, p in files.items():
         try:
@@ -126,7 +105,8 @@ def main():
     report["a_load"] = loaded
     print("(a) loads:", {t: v["ok"] for t, v in loaded.items()})
 
-    # (b) tokens
+
+def check_b(a, llama_cpp, files, report):
     ours = cotune_tokens(a.cotune, a.model, CORPUS)
     m = llama_cpp.Llama(files["f32"], n_ctx=64, verbose=False, vocab_only=True)
     theirs = [m.tokenize(t.encode(), add_bos=True, special=True) for t in CORPUS]
@@ -137,7 +117,8 @@ def main():
                                         for i in range(len(CORPUS)) if not same[i]]}
     print(f"(b) tokens equal on {sum(same)}/{len(CORPUS)} texts")
 
-    # (c) logits and greedy continuations
+
+def check_c(a, llama_cpp, files, report):
     ids = cotune_tokens(a.cotune, a.model, [PROMPT])[0]
     ref = cotune_logits(a.cotune, a.model, ids, a.work)
     c = {}
@@ -152,22 +133,23 @@ def main():
     for t in ["f32", "bf16"]:
         g = llama_greedy(llama_cpp, files[t], ids, a.new_tokens)
         n = min(len(g), len(gen["ids"]))
-        agree = next((i for i in range(n) if g[i] != gen["ids"][i]), n)
         c[t]["greedy_llama_cpp"] = g
-        c[t]["greedy_agree_prefix"] = agree
+        c[t]["greedy_agree_prefix"] = next((i for i in range(n) if g[i] != gen["ids"][i]), n)
     c["greedy_cotune"] = gen["ids"]
     report["c_logits"] = c
     print("(c) logits:", json.dumps({t: {k: v for k, v in c[t].items() if "greedy_llama" not in k}
                                      for t in ["f32", "f16", "bf16", "q8_0"]}))
 
-    # (d) byte identity with convert_hf_to_gguf.py + llama-quantize
+
+def check_d(a, llama_cpp, files, report):
     conv = os.path.join(a.llama_cpp, "convert_hf_to_gguf.py")
     cfg = json.load(open(os.path.join(a.model, "config.json")))
     src_dtype = cfg.get("torch_dtype", cfg.get("dtype", "bfloat16"))
     outtype = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}[src_dtype]
     ref_gguf = os.path.join(a.work, f"ref-{outtype}.gguf")
     env = dict(os.environ, PYTHONPATH=os.path.join(a.llama_cpp, "gguf-py") + ":" + os.environ.get("PYTHONPATH", ""))
-    run([sys.executable, conv, a.model, "--outtype", outtype, "--outfile", ref_gguf], env=env)
+    if not os.path.exists(ref_gguf):
+        run([sys.executable, conv, a.model, "--outtype", outtype, "--outfile", ref_gguf], env=env)
     d = {}
     for t, ft in FTYPE.items():
         q = os.path.join(a.work, f"ref-{t}.gguf")
@@ -180,9 +162,8 @@ def main():
         ct, cf = gguf_tensors(files[t])
         names = sorted(set(rt) | set(ct))
         diff_tensors = [n for n in names if rt.get(n) != ct.get(n)]
-        keys = sorted(set(rf) | set(cf))
         diff_keys = {}
-        for k in keys:
+        for k in sorted(set(rf) | set(cf)):
             rv, cv = rf.get(k, "<absent>"), cf.get(k, "<absent>")
             if rv != cv:
                 diff_keys[k] = {"llama.cpp": str(rv)[:120], "cotune": str(cv)[:120]}
@@ -194,28 +175,58 @@ def main():
               f"metadata keys differing: {list(diff_keys)}")
     report["d_bytes"] = d
 
-    # (e) LoRA adapter in llama.cpp vs the merged export
-    if a.adapter:
-        lora = os.path.join(a.work, "adapter.gguf")
-        run([a.cotune, "export", "gguf-lora", "--adapter", a.adapter, "--model", a.model, "-o", lora])
-        merged = os.path.join(a.work, "merged")
-        run([a.cotune, "export", "gguf", "--model", a.model, "--adapter", a.adapter, "--type", "f32",
-             "--no-modelfile", "-o", merged + "/"])
-        merged_file = [os.path.join(merged, f) for f in os.listdir(merged) if f.endswith(".gguf")][0]
-        with_lora = llama_logits(llama_cpp, files["f32"], ids, lora=lora)
-        merged_lg = llama_logits(llama_cpp, merged_file, ids)
-        base_lg = llama_logits(llama_cpp, files["f32"], ids)
-        cot = cotune_logits(a.cotune, a.model, ids, a.work, adapter=a.adapter)
-        e = {"max_abs_diff_lora_vs_merged": float(np.abs(with_lora - merged_lg).max()),
-             "max_abs_diff_lora_vs_cotune_adapter": float(np.abs(with_lora - cot).max()),
-             "max_abs_change_by_adapter": float(np.abs(merged_lg - base_lg).max()),
-             "argmax_agree": float((with_lora.argmax(-1) == merged_lg.argmax(-1)).mean())}
-        report["e_lora"] = e
-        print("(e) lora:", json.dumps(e))
 
-    with open(os.path.join(a.work, "report.json"), "w") as fh:
-        json.dump(report, fh, ensure_ascii=False, indent=1)
-    print("report:", os.path.join(a.work, "report.json"))
+def check_e(a, llama_cpp, files, report):
+    if not a.adapter:
+        return
+    ids = cotune_tokens(a.cotune, a.model, [PROMPT])[0]
+    lora = os.path.join(a.work, "adapter.gguf")
+    run([a.cotune, "export", "gguf-lora", "--adapter", a.adapter, "--model", a.model, "-o", lora])
+    merged = os.path.join(a.work, "merged")
+    run([a.cotune, "export", "gguf", "--model", a.model, "--adapter", a.adapter, "--type", "f32",
+         "--no-modelfile", "-o", merged + "/"])
+    merged_file = [os.path.join(merged, f) for f in os.listdir(merged) if f.endswith(".gguf")][0]
+    with_lora = llama_logits(llama_cpp, files["f32"], ids, lora=lora)
+    merged_lg = llama_logits(llama_cpp, merged_file, ids)
+    base_lg = llama_logits(llama_cpp, files["f32"], ids)
+    cot = cotune_logits(a.cotune, a.model, ids, a.work, adapter=a.adapter)
+    e = {"max_abs_diff_lora_vs_merged": float(np.abs(with_lora - merged_lg).max()),
+         "max_abs_diff_lora_vs_cotune_adapter": float(np.abs(with_lora - cot).max()),
+         "max_abs_change_by_adapter": float(np.abs(merged_lg - base_lg).max()),
+         "argmax_agree": float((with_lora.argmax(-1) == merged_lg.argmax(-1)).mean())}
+    report["e_lora"] = e
+    print("(e) lora:", json.dumps(e))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cotune", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--adapter")
+    ap.add_argument("--llama-cpp", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--new-tokens", type=int, default=16)
+    ap.add_argument("--checks", default="abcde", help="which checks to run, e.g. 'abd'")
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    os.environ.setdefault("LLAMA_CPP_LIB_PATH", os.path.join(a.llama_cpp, "build", "bin"))
+    import llama_cpp  # noqa: E402
+    path = os.path.join(a.work, "report.json")
+    report = json.load(open(path)) if os.path.exists(path) else {}
+
+    # Every type exported once into WORK/cotune (kept for later runs with other --checks).
+    out = os.path.join(a.work, "cotune")
+    stem = os.path.basename(os.path.normpath(a.model))
+    files = {t: os.path.join(out, f"{stem}-{t.upper()}.gguf") for t in TYPES}
+    if not all(os.path.exists(f) for f in files.values()):
+        run([a.cotune, "export", "gguf", "--model", a.model, "--no-modelfile", "-o", out + "/", "--name", "check"] +
+            sum([["--type", t] for t in TYPES], []))
+    for c, fn in [("a", check_a), ("b", check_b), ("c", check_c), ("d", check_d), ("e", check_e)]:
+        if c in a.checks:
+            fn(a, llama_cpp, files, report)
+            with open(path, "w") as fh:
+                json.dump(report, fh, ensure_ascii=False, indent=1)
+    print("report:", path)
 
 
 if __name__ == "__main__":

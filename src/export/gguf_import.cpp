@@ -111,6 +111,9 @@ TokenizerFiles tokenizer_files(const GgufFile& g) {
   json added = json::array();
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (types[i] == kControl || types[i] == kUserDefined) {
+      // Also in the model's vocab (as most tokenizer.json files have them): tools that read `vocab` alone
+      // (convert_hf_to_gguf.py via transformers) then see every id.
+      vocab[tokens[i]] = i;
       added.push_back({{"id", i},
                        {"content", tokens[i]},
                        {"single_word", false},
