@@ -321,13 +321,12 @@ void convert_gguf_to_hf(const std::string& gguf_path, const std::string& out_dir
     if (tok.eos >= 0) gen["eos_token_id"] = tok.eos;
     write_file_atomic(tmp + "/generation_config.json", gen.dump(2) + "\n");
     write_safetensors(g, tmp + "/model.safetensors");
-    write_file_atomic(tmp + "/SOURCE.txt", "Converted by cotune from " + fs::absolute(gguf_path).string() + "\n");
   } catch (...) {
     std::error_code ec;
     fs::remove_all(tmp, ec);
     throw;
   }
-  replace_directory(tmp, out_dir);
+  replace_directory(tmp, out_dir, kModelFolder);
 }
 
 std::string gguf_model_dir(const std::string& spec) {
