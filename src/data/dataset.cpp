@@ -229,6 +229,7 @@ std::optional<TokenizedDataset> load_token_cache(const std::string& path) {
   const uint8_t* p = m.data();
   size_t left = m.size();
   auto take = [&](void* dst, size_t bytes) {
+    if (bytes == 0) return true;  // an empty array's data() may be null: memcpy must not see it
     if (bytes > left) return false;
     std::memcpy(dst, p, bytes);
     p += bytes;
