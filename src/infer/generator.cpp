@@ -517,8 +517,7 @@ std::vector<GenerationOutput> Generator::generate_group(const std::vector<std::v
   std::vector<int32_t> masked;
   int64_t selectable = V;
   if (tok) {
-    for (int64_t id = 0; id < V; ++id)
-      if (!tok->has_id(static_cast<int32_t>(id))) masked.push_back(static_cast<int32_t>(id));
+    masked = ids_missing_from(*tok, V);
     while (selectable > 0 && !tok->has_id(static_cast<int32_t>(selectable - 1))) --selectable;
     if (selectable == 0) fail("generate: the tokenizer has none of the model's {} token ids", V);
   }

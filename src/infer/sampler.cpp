@@ -137,6 +137,13 @@ void apply_top_p(std::span<float> logits, float p) {
   }
 }
 
+std::vector<int32_t> ids_missing_from(const text::Tokenizer& tok, int64_t vocab) {
+  std::vector<int32_t> out;
+  for (int64_t id = 0; id < vocab; ++id)
+    if (!tok.has_id(static_cast<int32_t>(id))) out.push_back(static_cast<int32_t>(id));
+  return out;
+}
+
 int32_t argmax(std::span<const float> logits) {
   size_t best = 0;
   for (size_t i = 1; i < logits.size(); ++i)

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/rng.h"
+#include "text/tokenizer.h"
 
 namespace cotune::infer {
 
@@ -46,6 +47,10 @@ void apply_top_k(std::span<float> logits, int64_t k);
 // HF TopPLogitsWarper: sort ascending, cumulative softmax; tokens whose cumulative probability is <= 1 - p are
 // removed (-inf); the most likely token always stays. p >= 1: off.
 void apply_top_p(std::span<float> logits, float p);
+
+// The ids in [0, vocab) the tokenizer has no token for (a model's vocabulary is often padded past the tokenizer's:
+// 151,936 rows for 151,665 ids in DeepSeek-R1-Distill-Qwen). Generation never picks them.
+std::vector<int32_t> ids_missing_from(const text::Tokenizer& tok, int64_t vocab);
 
 int32_t argmax(std::span<const float> logits);  // the lowest id among the maxima
 // softmax(logits), then the inverse CDF at one uniform draw (in id order). -inf logits are never drawn.

@@ -52,8 +52,7 @@ Engine::Engine(const model::Qwen2Model& model, const text::Tokenizer& tok, std::
   if (opts_.max_batch <= 0) fail("serve: max_batch must be positive, got {}", opts_.max_batch);
   if (opts_.context <= 1) fail("serve: context must be at least 2 positions, got {}", opts_.context);
   const int64_t V = model_.config().vocab_size;
-  for (int64_t id = 0; id < V; ++id)
-    if (!tok_.has_id(static_cast<int32_t>(id))) masked_ids_.push_back(static_cast<int32_t>(id));
+  masked_ids_ = infer::ids_missing_from(tok_, V);
   if (static_cast<int64_t>(masked_ids_.size()) == V) fail("serve: the tokenizer has none of the model's {} ids", V);
   for (const auto& m : models_) {
     for (const auto& l : lanes_)
