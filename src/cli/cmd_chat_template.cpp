@@ -13,6 +13,7 @@
 
 #include "base/error.h"
 #include "cli/command.h"
+#include "cli/model_path.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 
@@ -26,10 +27,11 @@ struct ChatTemplateOptions {
 };
 
 void run_chat_template(const ChatTemplateOptions& opt) {
-  const text::ChatTemplate tpl = text::ChatTemplate::from_tokenizer_config(opt.model);
+  const std::string model = resolve_model_dir(opt.model);
+  const text::ChatTemplate tpl = text::ChatTemplate::from_tokenizer_config(model);
   std::optional<text::Tokenizer> tok;
-  const auto tok_path = std::filesystem::path(opt.model) / "tokenizer.json";
-  if (std::filesystem::exists(tok_path)) tok = text::Tokenizer::load(opt.model);
+  const auto tok_path = std::filesystem::path(model) / "tokenizer.json";
+  if (std::filesystem::exists(tok_path)) tok = text::Tokenizer::load(model);
   std::ios::sync_with_stdio(false);
   std::string line;
   int64_t line_no = 0;
@@ -61,7 +63,7 @@ void run_chat_template(const ChatTemplateOptions& opt) {
 
 void setup(CLI::App& app) {
   auto opt = std::make_shared<ChatTemplateOptions>();
-  app.add_option("--model", opt->model, "Model folder (tokenizer_config.json / chat_template.jinja)")->required();
+  app.add_option("--model", opt->model, "Model folder (tokenizer_config.json / chat_template.jinja), Hub name or GGUF file")->required();
   app.add_flag("--add-generation-prompt", opt->add_generation_prompt,
                "End with the assistant header, where the model starts writing");
   app.add_option("--vars", opt->vars, "Extra template variables as a JSON object, e.g. '{\"enable_thinking\": false}'");

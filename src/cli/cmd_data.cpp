@@ -6,8 +6,8 @@
 
 #include "base/error.h"
 #include "cli/command.h"
+#include "cli/model_path.h"
 #include "cli/data_choice.h"
-#include "hub/hf_cache.h"
 #include "data/batch.h"
 #include "data/dataset.h"
 #include "data/preview.h"
@@ -69,7 +69,7 @@ struct Loaded {
 
 Loaded load(const DataArgs& a) {
   if (a.tokenizer.empty() && a.model.empty()) fail("give --model (a model folder or Hub name) or --tokenizer");
-  const std::string tokenizer_dir = hub::resolve(a.tokenizer.empty() ? a.model : a.tokenizer).path.string();
+  const std::string tokenizer_dir = resolve_model_dir(a.tokenizer.empty() ? a.model : a.tokenizer);
   text::Tokenizer tok = text::Tokenizer::load(tokenizer_dir);
   TemplateChoice tpl = choose_template(a.template_name, a.template_file, a.data_format, tokenizer_dir);
   data::DataOptions opt;

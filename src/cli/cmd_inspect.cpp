@@ -7,7 +7,7 @@
 
 #include "base/error.h"
 #include "cli/command.h"
-#include "hub/hf_cache.h"
+#include "cli/model_path.h"
 #include "formats/inspect.h"
 
 namespace cotune::cli {
@@ -25,7 +25,7 @@ void setup_inspect(CLI::App& app) {
       ->required();
   app.add_flag("--json", opt->json, "Print one JSON object instead of text");
   app.callback([opt] {
-    const formats::InspectReport r = formats::inspect_model(hub::resolve(opt->path).path.string());
+    const formats::InspectReport r = formats::inspect_model(resolve_model_dir(opt->path));
     const std::string out = opt->json ? formats::inspect_json(r) : formats::inspect_text(r);
     std::fwrite(out.data(), 1, out.size(), stdout);
     std::fflush(stdout);

@@ -6,7 +6,7 @@
 
 #include "base/error.h"
 #include "cli/command.h"
-#include "hub/hf_cache.h"
+#include "cli/model_path.h"
 #include "text/tokenizer.h"
 
 namespace cotune::cli {
@@ -20,7 +20,7 @@ struct TokenizeOptions {
 };
 
 void run_tokenize(const TokenizeOptions& opt) {
-  const text::Tokenizer tok = text::Tokenizer::load(hub::resolve(opt.tokenizer).path.string());
+  const text::Tokenizer tok = text::Tokenizer::load(resolve_model_dir(opt.tokenizer));
   std::ios::sync_with_stdio(false);
   with_context("stdin", [&] {
     return text::tokenize_jsonl(tok, std::cin, std::cout,

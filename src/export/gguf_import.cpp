@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
@@ -50,6 +51,11 @@ std::string architecture_class(const std::string& arch) {
   return "LlamaForCausalLM";
 }
 
+// GGUF stores these hyperparameters as float32: written back as the shortest decimal that is the same float32
+// (1e-06, as the source config.json had it, not 9.999999974752427e-07), so the rebuilt config.json reads like
+// the original and holds the same value once the model converts it to float.
+double f32_decimal(double v) { return std::stod(fmt::format("{}", static_cast<float>(v))); }
+
 // config.json text from the GGUF metadata.
 std::string config_json(const GgufFile& g, int64_t n_vocab, int64_t bos, int64_t eos) {
   const std::string arch = g.get_string("general.architecture");
@@ -67,8 +73,8 @@ std::string config_json(const GgufFile& g, int64_t n_vocab, int64_t bos, int64_t
   c.num_key_value_heads = g.get_int_or(a + "attention.head_count_kv", c.num_attention_heads);
   c.head_dim = g.get_int_or(a + "attention.key_length", c.hidden_size / c.num_attention_heads);
   c.max_position_embeddings = g.get_int_or(a + "context_length", 4096);
-  c.rms_norm_eps = g.get_float(a + "attention.layer_norm_rms_epsilon");
-  c.rope_theta = g.get_float_or(a + "rope.freq_base", 10000.0);
+  c.rms_norm_eps = f32_decimal(g.get_float(a + "attention.layer_norm_rms_epsilon"));
+  c.rope_theta = f32_decimal(g.get_float_or(a + "rope.freq_base", 10000.0));
   c.tie_word_embeddings = g.find("output.weight") == nullptr;
   c.attention_bias = g.find("blk.0.attn_q.bias") != nullptr;
   c.torch_dtype = "float32";
@@ -79,10 +85,10 @@ std::string config_json(const GgufFile& g, int64_t n_vocab, int64_t bos, int64_t
   if (arch == "qwen2") j["sliding_window"] = nullptr;
   const std::string scaling = g.get_string_or(a + "rope.scaling.type", "none");
   if (scaling == "linear") {
-    j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", g.get_float(a + "rope.scaling.factor")}};
+    j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", f32_decimal(g.get_float(a + "rope.scaling.factor"))}};
   } else if (scaling == "yarn") {
     j["rope_scaling"] = {{"rope_type", "yarn"},
-                         {"factor", g.get_float(a + "rope.scaling.factor")},
+                         {"factor", f32_decimal(g.get_float(a + "rope.scaling.factor"))},
                          {"original_max_position_embeddings", g.get_int(a + "rope.scaling.original_context_length")}};
   } else if (scaling != "none") {
     fail("{}: {}rope.scaling.type {} is not supported", g.path(), a, scaling);

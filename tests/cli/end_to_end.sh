@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # cotune end to end on the CPU: init-model, train (demo recipe, shortened), Ctrl-C-style stop + --resume,
-# the adapter and report on disk, a bad recipe key rejected, and the medical recipe on a 4-bit tiny base.
+# the adapter and report on disk, a GGUF export taken back by every model-taking command, a bad recipe key rejected, and the medical recipe on a 4-bit tiny base.
 set -euo pipefail
 cotune=$1; src=$2
 work=$(mktemp -d)
@@ -21,6 +21,30 @@ done
 [ "$(grep -c '"loss"' "$work/run/metrics.jsonl")" -eq 6 ] || fail "metrics.jsonl should hold 6 step records"
 grep -q '"eval_loss"' "$work/run/metrics.jsonl" || fail "no eval_loss logged"
 ls "$work/run/tb"/events.out.tfevents.* >/dev/null || fail "no TensorBoard event file"
+
+# A GGUF file works wherever a model is taken: the merged model exported as F32 (exact for its 16-bit weights)
+# answers every model-taking command as the folder does.
+export XDG_CACHE_HOME="$work/cache"
+"$cotune" -q export gguf --model "$work/run/merged" --type f32 -o "$work/m.gguf" >/dev/null 2>"$work/log" \
+  || { cat "$work/log"; fail "export gguf"; }
+"$cotune" inspect "$work/m.gguf" > "$work/inspect.txt" 2>"$work/log" || { cat "$work/log"; fail "inspect GGUF"; }
+"$cotune" inspect "$work/run/merged" > "$work/inspect_dir.txt"
+# The architecture part (lines 2-12: family, sizes, rope, eps, tying, biases) must be the folder's.
+sed -n 2,12p "$work/inspect.txt" > "$work/a"; sed -n 2,12p "$work/inspect_dir.txt" > "$work/b"
+cmp -s "$work/a" "$work/b" || fail "inspect of the GGUF differs from the folder's: $(diff "$work/a" "$work/b" | head -5)"
+echo '{"text": "A 45-year-old man with chest pain"}' | "$cotune" tokenize --tokenizer "$work/m.gguf" > "$work/ids_gguf"
+echo '{"text": "A 45-year-old man with chest pain"}' | "$cotune" tokenize --tokenizer "$work/run/merged" > "$work/ids_dir"
+cmp -s "$work/ids_gguf" "$work/ids_dir" || fail "tokenize through the GGUF: $(cat "$work/ids_gguf") vs $(cat "$work/ids_dir")"
+"$cotune" data stats --model "$work/m.gguf" --data recipes/data/demo_medical.jsonl --template medical-o1-en >/dev/null \
+  2>"$work/log" || { cat "$work/log"; fail "data stats with a GGUF model"; }
+for m in "$work/m.gguf" "$work/run/merged"; do
+  "$cotune" generate --model "$m" --prompt "chest pain" --greedy --max-new-tokens 8 --json --device cpu 2>/dev/null \
+    | tail -1 | grep -o '"ids":\[[0-9,]*\]' >> "$work/gen"
+  "$cotune" forward --model "$m" --text "A 45-year-old man with chest pain" 2>/dev/null | tail -1 >> "$work/fwd"
+done
+[ "$(sort -u "$work/gen" | wc -l)" -eq 1 ] || fail "greedy ids from the GGUF differ from the folder's: $(cat "$work/gen")"
+[ "$(sort -u "$work/fwd" | wc -l)" -eq 1 ] || fail "forward on the GGUF differs from the folder's: $(cat "$work/fwd")"
+unset XDG_CACHE_HOME
 
 # Stop after step 3 (by running 3 of 6 steps), resume, and compare with the straight run's adapter.
 "$cotune" -q train --recipe recipes/demo.toml --model "$work/model" --output "$work/run2" --max-steps 6 \
