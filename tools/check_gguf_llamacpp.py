@@ -217,10 +217,12 @@ def main():
     # Every type exported once into WORK/cotune (kept for later runs with other --checks).
     out = os.path.join(a.work, "cotune")
     stem = os.path.basename(os.path.normpath(a.model))
-    files = {t: os.path.join(out, f"{stem}-{t.upper()}.gguf") for t in TYPES}
+    # (d) alone needs only the two quantized types (a 1.5B model's F32 export alone is 6 GB).
+    types = TYPES if set(a.checks) - {"d"} else list(FTYPE)
+    files = {t: os.path.join(out, f"{stem}-{t.upper()}.gguf") for t in types}
     if not all(os.path.exists(f) for f in files.values()):
         run([a.cotune, "export", "gguf", "--model", a.model, "--no-modelfile", "-o", out + "/", "--name", "check"] +
-            sum([["--type", t] for t in TYPES], []))
+            sum([["--type", t] for t in types], []))
     for c, fn in [("a", check_a), ("b", check_b), ("c", check_c), ("d", check_d), ("e", check_e)]:
         if c in a.checks:
             fn(a, llama_cpp, files, report)

@@ -3,15 +3,20 @@
 # persistent corpus outside the repository (CORPUS_DIR/<target>, seeded from tests/fuzz/corpus/<target>).
 # Prints per target: CPU seconds (user + sys), executions, new corpus size, and any crash/oom/leak/timeout
 # inputs (written to CORPUS_DIR/artifacts/). Add each crash input to tests/fuzz/corpus/<target>/ once fixed.
-#   tests/fuzz/campaign.sh BUILD_DIR SECONDS [CORPUS_DIR] [targets...]
+# With --parallel every target runs at once (one process each, a machine with as many cores as targets), so a
+# many-core machine gives each target SECONDS of CPU in SECONDS of wall time; the lines come in target order.
+#   tests/fuzz/campaign.sh [--parallel] BUILD_DIR SECONDS [CORPUS_DIR] [targets...]
 set -uo pipefail
+parallel=0; [ "${1:-}" = --parallel ] && { parallel=1; shift; }
+build=$(realpath "$1")
 cd "$(dirname "$0")/../.."
-build=$1; seconds=$2; corpus=${3:-/tmp/cotune-fuzz-corpus}; shift 2; [ $# -gt 0 ] && shift
+build=$build; seconds=$2; corpus=${3:-/tmp/cotune-fuzz-corpus}; shift 2; [ $# -gt 0 ] && shift
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || read -r -a targets <<<"$(sed -n 's/^set(fuzz_targets \(.*\))$/\1/p' tests/fuzz/CMakeLists.txt)"
 mkdir -p "$corpus/artifacts"
 TIMEFORMAT='%U %S'
-for t in "${targets[@]}"; do
+run_one() {  # target
+  local t=$1 log cpu execs
   mkdir -p "$corpus/$t"
   log="$corpus/$t.log"
   cpu=$( { time nice -n 19 "$build/fuzz/fuzz_$t" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=20 \
@@ -19,4 +24,11 @@ for t in "${targets[@]}"; do
             >"$log" 2>&1; } 2>&1 )
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   echo "$t: cpu_s $(echo "$cpu" | awk '{print $1 + $2}') execs ${execs:-?} corpus $(ls "$corpus/$t" | wc -l) artifacts $(ls "$corpus/artifacts" | grep -c "^$t-")"
-done
+}
+if [ $parallel = 1 ]; then
+  for t in "${targets[@]}"; do run_one "$t" > "$corpus/$t.summary" & done
+  wait
+  for t in "${targets[@]}"; do cat "$corpus/$t.summary"; done
+else
+  for t in "${targets[@]}"; do run_one "$t"; done
+fi
