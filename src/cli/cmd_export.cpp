@@ -3,15 +3,19 @@
 // each with an Ollama Modelfile beside it (exporting::export_gguf, src/export/gguf_export.h).
 // `cotune export gguf-lora --adapter DIR [--model DIR] -o FILE.gguf`: the adapter alone as a llama.cpp LoRA
 // adapter (`llama-cli -m base.gguf --lora FILE.gguf`).
+// `cotune export modelfile --model DIR --gguf FILE.gguf [-o Modelfile]`: the Ollama Modelfile alone, for a GGUF
+// written elsewhere (its TEMPLATE from the model's chat template: src/export/ollama.h).
 #include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "base/error.h"
+#include "base/mmap.h"
 #include "cli/command.h"
 #include "cli/model_path.h"
 #include "export/gguf_export.h"
+#include "export/ollama.h"
 #include "formats/peft_adapter.h"
 #include "hub/hf_cache.h"
 
@@ -27,6 +31,20 @@ struct GgufCliOptions {
 struct GgufLoraCliOptions {
   std::string adapter, model, output;
 };
+
+struct ModelfileCliOptions {
+  std::string model, gguf, output;
+};
+
+void run_modelfile(const ModelfileCliOptions& c) {
+  const std::string text = exporting::ollama_modelfile(resolve_model_dir(c.model), c.gguf);
+  if (c.output.empty() || c.output == "-") {
+    std::fputs(text.c_str(), stdout);
+    return;
+  }
+  write_file_atomic(c.output, text);
+  std::printf("wrote %s (ollama create NAME -f %s)\n", c.output.c_str(), c.output.c_str());
+}
 
 void run_gguf(const GgufCliOptions& c) {
   exporting::GgufExportOptions o;
@@ -82,11 +100,19 @@ void setup_export(CLI::App& app) {
   lora->add_option("--model,-m", l->model, "Base model (default: the adapter's base_model_name_or_path)");
   lora->add_option("--output,-o", l->output, "FILE.gguf")->required();
   lora->callback([l] { run_gguf_lora(*l); });
+
+  auto m = std::make_shared<ModelfileCliOptions>();
+  CLI::App* mf = app.add_subcommand("modelfile", "Write the Ollama Modelfile (FROM, TEMPLATE, stops) for a GGUF");
+  mf->add_option("--model,-m", m->model, "Model folder (its chat template and tokenizer files), Hub name or .gguf")
+      ->required();
+  mf->add_option("--gguf", m->gguf, "The GGUF file the Modelfile's FROM names (relative to the Modelfile)")->required();
+  mf->add_option("--output,-o", m->output, "Modelfile path (default: standard output)");
+  mf->callback([m] { run_modelfile(*m); });
 }
 
 }  // namespace
 
-COTUNE_COMMAND(export, "export", "Export for other runtimes: GGUF (llama.cpp, Ollama) and GGUF LoRA adapters", 65,
+COTUNE_COMMAND(export, "export", "Export for other runtimes: GGUF (llama.cpp, Ollama), GGUF LoRA adapters, Ollama Modelfiles", 65,
                setup_export);
 
 }  // namespace cotune::cli

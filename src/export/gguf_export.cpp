@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "base/mmap.h"
 #include "export/merge.h"
+#include "export/ollama.h"
 #include "formats/peft_adapter.h"
 #include "formats/safetensors.h"
 #include "kernels/ggml_quants.h"
@@ -165,12 +166,6 @@ std::string pre_tokenizer_name(const formats::ModelConfig& cfg, const json& tok)
       pre.find("{\"Regex\":\"\\\\p{N}\"}") != std::string::npos)
     return "smollm";
   return "gpt-2";
-}
-
-std::string token_text_of(const json& v) {
-  if (v.is_string()) return v.get<std::string>();
-  if (v.is_object() && v.contains("content")) return v["content"].get<std::string>();
-  return "";
 }
 
 }  // namespace
@@ -431,56 +426,6 @@ void add_model_metadata(GgufWriter& w, const std::string& model_dir, const forma
   }
   if (!chat_template.empty()) w.set("tokenizer.chat_template", GgufValue::str(chat_template));
   w.set("general.quantization_version", GgufValue::u32(2));
-}
-
-std::string ollama_modelfile(const std::string& model_dir, const std::string& gguf_file_name) {
-  const fs::path dir(model_dir);
-  const json tcfg = read_json_if_present(dir / "tokenizer_config.json");
-  std::string tmpl;
-  if (tcfg.contains("chat_template") && tcfg["chat_template"].is_string()) tmpl = tcfg["chat_template"].get<std::string>();
-  else if (fs::is_regular_file(dir / "chat_template.jinja")) tmpl = read_file((dir / "chat_template.jinja").string());
-  std::string eos;
-  if (tcfg.contains("eos_token")) eos = token_text_of(tcfg["eos_token"]);
-
-  std::string out = "# Ollama Modelfile written by cotune: `ollama create NAME -f " + std::string("Modelfile") + "`\n";
-  out += "FROM ./" + gguf_file_name + "\n";
-  std::vector<std::string> stops;
-  std::string go;
-  if (tmpl.find("<｜User｜>") != std::string::npos) {
-    // DeepSeek-R1 distills: BOS comes from the GGUF (add_bos_token); the generation prompt opens <think>.
-    go = "{{- if .System }}{{ .System }}{{ end }}\n"
-         "{{- range $i, $_ := .Messages }}\n"
-         "{{- $last := eq (len (slice $.Messages $i)) 1 }}\n"
-         "{{- if eq .Role \"user\" }}<｜User｜>{{ .Content }}\n"
-         "{{- else if eq .Role \"assistant\" }}<｜Assistant｜>{{ .Content }}{{ if not $last }}<｜end▁of▁sentence｜>{{ end }}\n"
-         "{{- end }}\n"
-         "{{- if and $last (ne .Role \"assistant\") }}<｜Assistant｜><think>\n"
-         "{{ end }}\n"
-         "{{- end }}";
-    stops = {"<｜end▁of▁sentence｜>", "<｜User｜>"};
-  } else if (tmpl.find("<|im_start|>") != std::string::npos) {
-    // ChatML (Qwen2.5, SmolLM2).
-    go = "{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}\n"
-         "{{- range $i, $_ := .Messages }}\n"
-         "{{- $last := eq (len (slice $.Messages $i)) 1 -}}\n"
-         "<|im_start|>{{ .Role }}\n{{ .Content }}{{ if not $last }}<|im_end|>\n{{ end }}\n"
-         "{{- if and $last (ne .Role \"assistant\") }}<|im_end|>\n<|im_start|>assistant\n{{ end }}\n"
-         "{{- end }}";
-    stops = {"<|im_end|>", "<|im_start|>"};
-  } else if (tmpl.find("<|start_header_id|>") != std::string::npos) {
-    go = "{{- if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}\n"
-         "{{- range $i, $_ := .Messages }}\n"
-         "{{- $last := eq (len (slice $.Messages $i)) 1 }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n"
-         "{{ .Content }}{{ if not $last }}<|eot_id|>{{ end }}\n"
-         "{{- if and $last (ne .Role \"assistant\") }}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n{{ end }}\n"
-         "{{- end }}";
-    stops = {"<|eot_id|>", "<|start_header_id|>"};
-  }
-  if (!eos.empty() && std::find(stops.begin(), stops.end(), eos) == stops.end()) stops.push_back(eos);
-  if (!go.empty()) out += "TEMPLATE \"\"\"" + go + "\"\"\"\n";
-  else out += "# no TEMPLATE: Ollama uses the chat template stored in the GGUF (tokenizer.chat_template)\n";
-  for (const auto& s : stops) out += "PARAMETER stop \"" + s + "\"\n";
-  return out;
 }
 
 namespace {

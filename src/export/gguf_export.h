@@ -77,10 +77,7 @@ std::vector<GgufExportResult> export_gguf(const GgufExportOptions& options);
 void add_model_metadata(formats::GgufWriter& w, const std::string& model_dir, const formats::ModelConfig& cfg,
                         GgufFileType ftype, const std::string& name);
 
-// The Ollama Modelfile for `gguf_file_name` (relative, beside it) from the model folder's tokenizer files.
-// TEMPLATE is written for the chat formats cotune knows (DeepSeek-R1 distills, ChatML (Qwen2.5, SmolLM2),
-// Llama 3); otherwise it is left out and Ollama uses the GGUF's chat template.
-std::string ollama_modelfile(const std::string& model_dir, const std::string& gguf_file_name);
+// (The Ollama Modelfile written beside each file: export/ollama.h.)
 
 // The adapter alone as a llama.cpp LoRA adapter (convert_lora_to_gguf.py's format): general.type = adapter,
 // adapter.type = lora, adapter.lora.alpha (alpha * sqrt(r) for rsLoRA, as llama.cpp scales by alpha / r),

@@ -1,0 +1,3 @@
+module cotune/tools/check_ollama_template
+
+go 1.19
