@@ -94,7 +94,7 @@ int out_of_memory() {
 
 int main(int argc, char** argv) {
   using namespace cotune;
-  CLI::App app{"cotune: LoRA / QLoRA fine-tuning of reasoning LLMs (Qwen2 family), natively in C++/CUDA"};
+  CLI::App app{"cotune: LoRA / QLoRA fine-tuning of reasoning LLMs (Qwen2, Qwen2.5, Qwen3, Llama 3, Mistral), natively in C++/CUDA"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "cotune 0.1.0");
   bool verbose = false, quiet = false;

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <initializer_list>
+#include <vector>
 
 #include "base/half.h"
 #include "tensor/arena.h"
@@ -307,6 +308,15 @@ void dropout_backward(const Tensor& dinp, const Tensor& dout, float p, uint64_t 
   if (on_cuda(op, {&dinp, &dout})) COTUNE_CUDA_CALL(dropout_backward(dinp, dout, p, seed, offset));
   cpu_f32(op, {&dinp, &dout});
   cpu::dropout(f32(dinp), f32(dout), dout.numel(), p, seed, offset);  // the same mask and scale
+}
+
+void fill_normal(const Tensor& out, uint64_t key, float std) {
+  const char* op = "fill_normal";
+  if (on_cuda(op, {&out})) COTUNE_CUDA_CALL(fill_normal(out, key, std));
+  if (out.dtype == DType::f32) return cpu::fill_normal(f32(out), out.numel(), key, std);
+  std::vector<float> tmp(static_cast<size_t>(out.numel()));
+  cpu::fill_normal(tmp.data(), out.numel(), key, std);
+  copy(out, Tensor(tmp.data(), DType::f32, out.shape));
 }
 
 void add(const Tensor& out, const Tensor& a, const Tensor& b) {

@@ -92,6 +92,11 @@ void dropout_forward(const Tensor& out, const Tensor& inp, float p, uint64_t see
 // dinp = dout * keep / (1 - p) with the same mask.
 void dropout_backward(const Tensor& dinp, const Tensor& dout, float p, uint64_t seed, uint64_t offset);
 
+// ---- random init ------------------------------------------------------------------------------------
+// out ~ N(0, std), drawn where out lives (f32 or bf16): Philox4x32-10 under `key`, elements 2j and 2j+1 the
+// Box-Muller pair of block j, so the CPU and the GPU draw the same numbers (GPU logf/sinf within an ulp).
+void fill_normal(const Tensor& out, uint64_t key, float std);
+
 // ---- elementwise ---------------------------------------------------------------------------------
 void add(const Tensor& out, const Tensor& a, const Tensor& b);  // out = a + b (out may alias a or b)
 void copy(const Tensor& dst, const Tensor& src);                // same shape; converts dtype (f32<->bf16)

@@ -183,5 +183,26 @@ TEST(CudaElementwise, AddAndCopy) {
   EXPECT_REL(download(fc2), c, 0.0);
 }
 
+TEST(CudaElementwise, FillNormalDrawsTheCpuNumbersOnTheGpu) {
+  COTUNE_REQUIRE_GPU();
+  Arena arena(Device::cuda, gib(1.0));
+  const int64_t n = (int64_t{1} << 24) + 3;  // odd, and many blocks of the grid-stride loop
+  const uint64_t key = 0x9E3779B97F4A7C15ull * 11 + 2;
+  std::vector<float> ref(static_cast<size_t>(n));
+  kernels::fill_normal(host(ref, Shape{n}), key, 0.02f);
+  Tensor f = arena.alloc(DType::f32, Shape{n}), b = arena.alloc(DType::bf16, Shape{n});
+  poison(f);
+  poison(b);
+  kernels::fill_normal(f, key, 0.02f);
+  kernels::fill_normal(b, key, 0.02f);
+  // GPU logf / sincosf are within ~2 ulp of glibc's: fp32 values agree to 1e-6 relative, and the bf16 values are
+  // the CPU draw rounded, except where a draw sits within that error of a bf16 rounding boundary.
+  EXPECT_REL(download(f), ref, 1e-6);
+  const std::vector<float> gb = download(b);
+  int64_t off = 0;
+  for (int64_t i = 0; i < n; ++i) off += gb[static_cast<size_t>(i)] != round_bf16(ref[static_cast<size_t>(i)]);
+  EXPECT_LT(off, n / 10000) << off << " of " << n << " bf16 draws differ from the CPU's rounded draw";
+}
+
 }  // namespace
 }  // namespace cotune::testing

@@ -5,8 +5,11 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
+#include "base/half.h"
+#include "base/rng.h"
 #include "kernel_test_util.h"
 #include "kernels/ops.h"
 #include "reference.h"
@@ -542,5 +545,33 @@ TEST(KernelDropout, OffsetAddressesTheSameStream) { expect_tail_matches({4, 8, 2
 
 // Offsets that are not a multiple of 4 (one Philox block = 4 elements) must address the stream the same way.
 TEST(KernelDropout, UnalignedOffsetAddressesTheSameStream) { expect_tail_matches({1, 2, 3, 5, 13}); }
+
+// ---- random init -----------------------------------------------------------------------------------
+
+TEST(KernelFillNormal, BoxMullerPairsOfPhiloxBlocksInDoubleAndTheRightMoments) {
+  const int64_t n = 200001;  // odd: the last pair has one element
+  const uint64_t key = 3407 * 0x9E3779B97F4A7C15ull + 5;
+  F32 out({n});
+  ops::fill_normal(out.t, key, 0.02f);
+  double sum = 0, sq = 0, worst = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const Philox4 r = philox4x32(key, static_cast<uint64_t>(i / 2));
+    const double u1 = std::max(static_cast<double>(uniform01(r.v[0])), 1e-7), u2 = uniform01(r.v[1]);
+    const double want = 0.02 * std::sqrt(-2.0 * std::log(u1)) *
+                        (i % 2 == 0 ? std::cos(6.2831853 * u2) : std::sin(6.2831853 * u2));
+    worst = std::max(worst, std::abs(out[i] - want));
+    sum += out[i];
+    sq += static_cast<double>(out[i]) * out[i];
+  }
+  EXPECT_LT(worst, 1e-7);  // a few fp32 ulp of values up to 0.02 * 5.7 (log, sqrt, sin/cos in fp32)
+  EXPECT_NEAR(sum / n, 0.0, 3 * 0.02 / std::sqrt(static_cast<double>(n)));
+  EXPECT_NEAR(std::sqrt(sq / n), 0.02, 0.02 * 0.01);
+  // bf16 output = the f32 draw rounded once.
+  std::vector<uint16_t> b(static_cast<size_t>(n));
+  ops::fill_normal(Tensor(b.data(), DType::bf16, Shape{n}), key, 0.02f);
+  F32 back({n});
+  ops::copy(back.t, Tensor(b.data(), DType::bf16, Shape{n}));
+  for (int64_t i = 0; i < n; i += 997) ASSERT_EQ(back[i], round_bf16(out[i])) << i;
+}
 
 }  // namespace cotune::ktest

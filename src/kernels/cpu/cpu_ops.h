@@ -43,6 +43,8 @@ void lora_backward(float* dinp, float* dA, float* dB, float* g, const float* dou
                    const float* A, const float* B, int64_t T, int64_t IC, int64_t OC, int64_t R, float scale);
 
 void dropout(float* out, const float* inp, int64_t n, float p, uint64_t seed, uint64_t offset);
+// N(0, std) from Philox4x32-10 under `key`: elements 2j, 2j+1 are the Box-Muller pair of block j.
+void fill_normal(float* out, int64_t n, uint64_t key, float std);
 
 void add(float* out, const float* a, const float* b, int64_t n);
 

@@ -33,6 +33,7 @@ void lora_backward(const Tensor& dinp, const Tensor& dA, const Tensor& dB, const
                    const Tensor& inp, const Tensor& xa, const Tensor& A, const Tensor& B, float scale);
 void dropout_forward(const Tensor& out, const Tensor& inp, float p, uint64_t seed, uint64_t offset);
 void dropout_backward(const Tensor& dinp, const Tensor& dout, float p, uint64_t seed, uint64_t offset);
+void fill_normal(const Tensor& out, uint64_t key, float std);
 void add(const Tensor& out, const Tensor& a, const Tensor& b);
 void copy(const Tensor& dst, const Tensor& src);
 void cross_entropy_forward(const Tensor& losses, const Tensor& logits, const Tensor& targets);

@@ -24,6 +24,7 @@ void launch_embedding(void* out, const int32_t* ids, const void* table, int64_t 
 void launch_swiglu_forward(void* out, const void* gate, const void* up, int64_t n);
 void launch_swiglu_backward(void* dgate, void* dup, const void* dout, const void* gate, const void* up, int64_t n);
 void launch_dropout(void* out, const void* inp, bool is_bf16, int64_t n, float p, uint64_t seed, uint64_t offset);
+void launch_fill_normal(void* out, bool is_bf16, int64_t n, uint64_t key, float std);
 void launch_add(void* out, const void* a, const void* b, bool is_bf16, int64_t n);
 
 // ---- norm_rope.cu --------------------------------------------------------------------------------------------

@@ -81,6 +81,10 @@ void dropout_backward(const Tensor& dinp, const Tensor& dout, float p, uint64_t 
   launch_dropout(dinp.data, dout.data, is_bf16(dout, "dropout_backward", "dout"), dout.numel(), p, seed, offset);
 }
 
+void fill_normal(const Tensor& out, uint64_t key, float std) {
+  launch_fill_normal(out.data, is_bf16(out, "fill_normal", "out"), out.numel(), key, std);
+}
+
 void add(const Tensor& out, const Tensor& a, const Tensor& b) {
   if (out.dtype != a.dtype || b.dtype != a.dtype)
     fail("add (CUDA): dtypes differ ({}, {}, {})", out.str(), a.str(), b.str());
