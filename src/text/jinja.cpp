@@ -645,7 +645,6 @@ class Renderer {
   RenderResult& result_;
   std::string* out_;
   FramePtr root_;
-  int line_ = 0;
 
   [[noreturn]] void error(int line, const std::string& what) const {
     fail("{}: line {}: {}", ast_.name, line, what);
