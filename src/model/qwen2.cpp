@@ -15,12 +15,9 @@
 #include "formats/safetensors.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
+#include "kernels/device_memory.h"
+#include "kernels/graph.h"
 #include "model/attention_inputs.h"
-#ifdef COTUNE_WITH_CUDA
-#include "kernels/cuda/context.h"
-#include "kernels/cuda/decode_launch.h"
-#include "kernels/cuda/train_ops.h"
-#endif
 
 namespace cotune::model {
 
@@ -319,19 +316,13 @@ const LayerWeights& Nf4LayerCache::get(const Qwen2Model& model, int64_t layer) {
 void Qwen2Model::dequantize_layer(int64_t layer, LayerWeights& scratch) const {
   Tensor* projs[kNumProj] = {&scratch.q_w, &scratch.k_w, &scratch.v_w, &scratch.o_w,
                              &scratch.gate_w, &scratch.up_w, &scratch.down_w};
-#ifdef COTUNE_WITH_CUDA
-  if (device_ == Device::cuda && projs[0]->dtype == DType::bf16) {
-    std::array<kernels::Nf4Weight, kNumProj> qs;
-    std::array<Tensor, kNumProj> outs;
-    for (int p = 0; p < kNumProj; ++p) {
-      qs[static_cast<size_t>(p)] = nf4_weight(layer, static_cast<Proj>(p));
-      outs[static_cast<size_t>(p)] = *projs[p];
-    }
-    kernels::cuda::nf4_dequantize_batch(qs, outs);  // one launch for the seven projections
-    return;
+  std::array<kernels::Nf4Weight, kNumProj> qs;
+  std::array<Tensor, kNumProj> outs;
+  for (int p = 0; p < kNumProj; ++p) {
+    qs[static_cast<size_t>(p)] = nf4_weight(layer, static_cast<Proj>(p));
+    outs[static_cast<size_t>(p)] = *projs[p];
   }
-#endif
-  for (int p = 0; p < kNumProj; ++p) kernels::nf4_dequantize(nf4_weight(layer, static_cast<Proj>(p)), *projs[p]);
+  kernels::nf4_dequantize_batch(qs, outs);  // on CUDA one launch for the seven projections
 }
 
 // ---- batches ------------------------------------------------------------------------------------
@@ -414,17 +405,13 @@ struct Qwen2Runner::Buffers {
   int64_t graph_launches = 0;
   uint64_t graphs_scratch = 0;  // kernels::cuda::scratch_generation() the graphs were captured with
   void drop_graphs() {
-#ifdef COTUNE_WITH_CUDA
-    for (auto& [key, exec] : graphs) kernels::cuda::graph_destroy(exec);
-#endif
+    for (auto& [key, exec] : graphs) kernels::graph::destroy(exec);
     graphs.clear();
   }
   // Graphs hold the kernels' scratch pointer: once the scratch has moved they are stale (recaptured on use).
   void drop_stale_graphs() {
-#ifdef COTUNE_WITH_CUDA
-    if (!graphs.empty() && graphs_scratch != kernels::cuda::scratch_generation()) drop_graphs();
-    if (graphs.empty()) graphs_scratch = kernels::cuda::scratch_generation();
-#endif
+    if (!graphs.empty() && graphs_scratch != kernels::graph::scratch_generation()) drop_graphs();
+    if (graphs.empty()) graphs_scratch = kernels::graph::scratch_generation();
   }
   explicit Buffers(Device d) : arena(d) {}
   ~Buffers() { drop_graphs(); }
@@ -526,14 +513,12 @@ void Qwen2Runner::allocate() {
     const int mode = opts_.keep_attention;
     if (mode == 0) b.keep_attention = false;
     if (mode < 0) {
-#ifdef COTUNE_WITH_CUDA
       // Automatic: only when it costs at most an eighth of the free memory (short sequences; a very long one
       // needs the memory more than the speed).
       int64_t per_layer = T * (2 * QD + 2 * KVD) * 2 + H * T * 4 + T * b.xa_ld * 2;
       if (c.qk_norm) per_layer += T * (QD + KVD) * 2 + T * (H + KVH) * 4;
       const size_t extra = static_cast<size_t>(per_layer) * static_cast<size_t>(L - 1);
-      b.keep_attention = extra <= kernels::cuda::device_info().free_bytes / 8;
-#endif
+      b.keep_attention = extra <= kernels::device_memory(model.device()).free_bytes / 8;
     }
   }
   if (b.keep_attention) {
@@ -672,10 +657,10 @@ void Qwen2Runner::proj_backward(int64_t l, Proj p, const Tensor& dinp, bool accu
 }
 
 namespace {
-#ifdef COTUNE_WITH_CUDA
-namespace kc = cotune::kernels::cuda;
-#endif
-[[noreturn]] [[maybe_unused]] void no_cuda() { fail("bf16 LoRA path: this build has no CUDA backend"); }
+// The n LoRA matrices stacked from `first` on (LoraWeights keeps q,k,v and gate,up back to back): [n*R, IC].
+Tensor stacked_rows(const Tensor& first, int n) {
+  return Tensor(first.data, first.dtype, {n * first.dim(0), first.dim(1)}, first.device);
+}
 }  // namespace
 
 void Qwen2Runner::projs_forward(int64_t l, Proj first, int n, const Tensor* outs, const Tensor& inp, size_t ai,
@@ -689,38 +674,32 @@ void Qwen2Runner::projs_forward(int64_t l, Proj first, int n, const Tensor* outs
     for (int i = 0; i < n; ++i) proj_forward(l, proj(i), outs[i], inp, rows(a.xa[static_cast<int>(proj(i))], T), seed);
     return;
   }
-#ifdef COTUNE_WITH_CUDA
   const LayerWeights& w = layer_weights(l);
   if (residual && (n != 1 || w.bias(first).data)) fail("projs_forward: a fused residual needs one projection, no bias");
   // With a residual: out = residual + x W^T (one GEMM), then out += LoRA. Without: out = LoRA first (a write
   // only), then the base GEMM accumulates onto it (beta = 1, bias in its epilogue): the wide outputs of gate/up
   // are not read and written a second time.
-  if (!xa_only && residual) kc::linear_forward_residual(outs[0], inp, w.proj(first), *residual);
+  if (!xa_only && residual) ops::linear_forward_residual(outs[0], inp, w.proj(first), *residual);
   const int64_t R = lora_->config().r;
   const float scale = lora_->config().scale();
-  auto xa = [&](Proj p) { return static_cast<uint16_t*>(a.xa16.data) + b.xa_col[static_cast<size_t>(p)]; };
+  const Tensor xa_all = rows(a.xa16, T);
+  auto xa = [&](Proj p, int64_t cols) { return ops::ColumnBlock{xa_all, b.xa_col[static_cast<size_t>(p)], cols}; };
   const bool stacked = n > 1 && (first == Proj::q ? lora_->stacked_qkv() : lora_->stacked_gate_up());
-  if (stacked) kc::lora_xa(xa(first), b.xa_ld, inp, lora_->A16(l, first).data, n * R);
+  if (stacked) ops::lora_xa(xa(first, n * R), inp, stacked_rows(lora_->A16(l, first), n));
   for (int i = 0; i < n; ++i) {
     const Proj p = proj(i);
     const bool has = lora_->has(l, p);
-    if (has && !stacked) kc::lora_xa(xa(p), b.xa_ld, inp, lora_->A16(l, p).data, R);
+    if (has && !stacked) ops::lora_xa(xa(p, R), inp, lora_->A16(l, p));
     if (xa_only) continue;
     if (residual) {
-      if (has) kc::lora_up(outs[i], xa(p), b.xa_ld, lora_->B16(l, p).data, R, scale);
+      if (has) ops::lora_up(outs[i], xa(p, R), lora_->B16(l, p), scale);
     } else if (has) {
-      kc::lora_up(outs[i], xa(p), b.xa_ld, lora_->B16(l, p).data, R, scale, false);
-      kc::linear_forward_residual(outs[i], inp, w.proj(p), outs[i], w.bias(p));
+      ops::lora_up(outs[i], xa(p, R), lora_->B16(l, p), scale, false);
+      ops::linear_forward_residual(outs[i], inp, w.proj(p), outs[i], w.bias(p));
     } else {
       ops::linear_forward(outs[i], inp, w.proj(p), w.bias(p));
     }
   }
-  (void)T;
-#else
-  (void)xa_only;
-  (void)residual;
-  no_cuda();
-#endif
 }
 
 void Qwen2Runner::projs_backward(int64_t l, Proj first, int n, const Tensor& dinp, bool accumulate,
@@ -735,42 +714,37 @@ void Qwen2Runner::projs_backward(int64_t l, Proj first, int n, const Tensor& din
                     seed);
     return;
   }
-#ifdef COTUNE_WITH_CUDA
   const LayerWeights& w = layer_weights(l);
   // The LoRA part first: its dinp GEMM writes dinp (beta 0 unless accumulating), then the base GEMMs accumulate
   // onto it, so the (for down: wide) dinp is not read and rewritten by a separate small-K GEMM.
   bool written = accumulate;
   const int64_t R = lora_->config().r;
   const float scale = lora_->config().scale();
-  auto xa = [&](Proj p) { return static_cast<uint16_t*>(a.xa16.data) + b.xa_col[static_cast<size_t>(p)]; };
-  uint16_t* g = static_cast<uint16_t*>(b.g16.data);
+  const Tensor xa_all = rows(a.xa16, T);
   const bool stacked = n > 1 && (first == Proj::q ? lora_->stacked_qkv() : lora_->stacked_gate_up());
+  // g: the stacked projections' g side by side ([T, n*R]), or one projection's at a time ([T, R]).
+  const int64_t ld_g = stacked ? n * R : R;
+  const Tensor g_all(b.g16.data, b.g16.dtype, {T, ld_g}, b.g16.device);
   for (int i = 0; i < n; ++i) {
     const Proj p = proj(i);
     if (!lora_->has(l, p)) continue;
-    const int64_t ld_g = stacked ? n * R : R;
-    uint16_t* gi = stacked ? g + i * R : g;
-    kc::lora_grad_b(lora_->dB(l, p).ptr<float>(), gi, ld_g, douts[i], xa(p), b.xa_ld, lora_->B16(l, p).data, R,
-                    scale);
+    const ops::ColumnBlock g{g_all, stacked ? i * R : 0, R};
+    const ops::ColumnBlock xa{xa_all, b.xa_col[static_cast<size_t>(p)], R};
+    ops::lora_grad_b(lora_->dB(l, p), g, douts[i], xa, lora_->B16(l, p), scale);
     if (!stacked) {
-      kc::lora_grad_a(lora_->dA(l, p).ptr<float>(), dinp, gi, R, R, inp, lora_->A16(l, p).data, written);
+      ops::lora_grad_a(lora_->dA(l, p), dinp, g, inp, lora_->A16(l, p), written);
       written = true;
     }
   }
   if (stacked) {
-    kc::lora_grad_a(lora_->dA(l, first).ptr<float>(), dinp, g, n * R, n * R, inp, lora_->A16(l, first).data, written);
+    ops::lora_grad_a(stacked_rows(lora_->dA(l, first), n), dinp, ops::ColumnBlock{g_all, 0, n * R}, inp,
+                     stacked_rows(lora_->A16(l, first), n), written);
     written = true;
   }
   for (int i = 0; i < n; ++i) {
     ops::linear_backward_input(dinp, douts[i], w.proj(proj(i)), written);
     written = true;
   }
-  (void)T;
-#else
-  (void)accumulate;
-  (void)douts;
-  no_cuda();
-#endif
 }
 
 void Qwen2Runner::layer_forward(int64_t l, const Tensor& x_in, const Tensor& x_out, size_t ai, uint64_t seed,
@@ -870,11 +844,9 @@ void Qwen2Runner::enqueue_step(bool backward, uint64_t dropout_seed) {
 
   Tensor dhf = backward ? rows(b.dh, T) : Tensor();
   if (b.scalars.data && b.lora16) {
-#ifdef COTUNE_WITH_CUDA
     // The gradient scale is read on the device (it changes between replays of a captured step).
-    kc::lm_head_cross_entropy_dev_scale(rows(b.losses, T), rows(b.correct, T), dhf, rows(b.hf, T), w.lm_head,
-                                        rows(b.targets, T), b.scalars.ptr<float>(), b.ce_ws, opts_.ce_chunk);
-#endif
+    ops::lm_head_cross_entropy_device_scale(rows(b.losses, T), rows(b.correct, T), dhf, rows(b.hf, T), w.lm_head,
+                                            rows(b.targets, T), b.scalars, b.ce_ws, opts_.ce_chunk);
   } else {
     ops::lm_head_cross_entropy(rows(b.losses, T), rows(b.correct, T), dhf, rows(b.hf, T), w.lm_head,
                                rows(b.targets, T), b.grad_scale, b.ce_ws, opts_.ce_chunk);
@@ -940,20 +912,19 @@ Qwen2Runner::GraphKey Qwen2Runner::pad_for_graph(const PackedBatch& batch, Packe
 }
 
 bool Qwen2Runner::capture(const GraphKey& key) {
-#ifdef COTUNE_WITH_CUDA
   Buffers& b = *buf_;
   // The graph must dequantize (NF4) whatever it uses: start from an empty layer cache, and leave it empty, since
   // the host cannot know which layer the scratch holds when a graph replays.
   b.nf4.invalidate();
   b.drop_stale_graphs();
-  kc::graph_begin_capture();
+  kernels::graph::begin_capture();
   void* exec = nullptr;
   try {
     enqueue_step(true, 0);
-    exec = kc::graph_end_capture();
+    exec = kernels::graph::end_capture();
   } catch (const std::exception& e) {
     // E.g. a workspace that had to grow (cudaMalloc and synchronisation are not allowed while capturing).
-    kc::graph_abort_capture();
+    kernels::graph::abort_capture();
     b.nf4.invalidate();
     ++b.capture_failures[key];
     log::debug("runner: capturing the step of {} tokens as a CUDA graph failed ({}); running it without", key.tokens,
@@ -963,10 +934,6 @@ bool Qwen2Runner::capture(const GraphKey& key) {
   b.nf4.invalidate();
   b.graphs.emplace(key, exec);
   return true;
-#else
-  (void)key;
-  return false;
-#endif
 }
 
 StepStats Qwen2Runner::forward_backward(const PackedBatch& batch, bool backward, float grad_scale,
@@ -986,10 +953,8 @@ StepStats Qwen2Runner::forward_backward(const PackedBatch& batch, bool backward,
       if ((f == b.capture_failures.end() || f->second < 2) && capture(key)) it = b.graphs.find(key);
     }
     if (it != b.graphs.end()) {
-#ifdef COTUNE_WITH_CUDA
-      kc::graph_launch(it->second);
+      kernels::graph::launch(it->second);
       ++b.graph_launches;
-#endif
     } else {
       enqueue_step(true, dropout_seed);  // without a graph (the padding changes nothing that is counted)
     }

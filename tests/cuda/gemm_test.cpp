@@ -160,13 +160,13 @@ TEST(CudaGemm, LinearForwardResidualMatchesCpu) {
   Tensor dx = upload(arena, x, Shape{T, IC}, DType::bf16), dw = upload(arena, w, Shape{OC, IC}, DType::bf16);
   Tensor dres = upload(arena, res, Shape{T, OC}, DType::bf16), dout = arena.alloc(DType::bf16, Shape{T, OC});
   poison(dout);
-  kernels::cuda::linear_forward_residual(dout, dx, dw, dres);
+  kernels::linear_forward_residual(dout, dx, dw, dres);
   EXPECT_REL(download(dout), ref, 1e-2);
   EXPECT_EQ(download(dres), res);  // the residual is only read
   // In place (out aliases the residual). Not compared bitwise with the out-of-place result: on the H100,
   // cuBLASLt's in-place result differed from it in the last bf16 bit of some elements (device run 2026-11-25).
   // The runner uses each form consistently, so its checkpointing-on/off bit-identity is unaffected.
-  kernels::cuda::linear_forward_residual(dres, dx, dw, dres);
+  kernels::linear_forward_residual(dres, dx, dw, dres);
   EXPECT_REL(download(dres), ref, 1e-2);
   // With a bias (q/k/v), accumulating onto the output (the runner writes the LoRA branch there first).
   auto bias = randn(static_cast<size_t>(OC), 64, 0.5f);
@@ -174,7 +174,7 @@ TEST(CudaGemm, LinearForwardResidualMatchesCpu) {
   kernels::linear_forward(host(lb, Shape{T, OC}), host(x, Shape{T, IC}), host(w, Shape{OC, IC}), host(bias, Shape{OC}));
   kernels::add(host(refb, Shape{T, OC}), host(res, Shape{T, OC}), host(lb, Shape{T, OC}));
   Tensor dbias = upload(arena, bias, Shape{OC}, DType::bf16), dacc = upload(arena, res, Shape{T, OC}, DType::bf16);
-  kernels::cuda::linear_forward_residual(dacc, dx, dw, dacc, dbias);
+  kernels::linear_forward_residual(dacc, dx, dw, dacc, dbias);
   EXPECT_REL(download(dacc), refb, 1e-2);
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/internal.h"
 #include "kernels/cuda/launch.h"
 

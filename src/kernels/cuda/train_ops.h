@@ -71,9 +71,6 @@ class MultiGradNorm {
 // x f32 (any shape) *= s[0], s an f32 [1] device scalar (one fp32 multiply per element, as torch's clip).
 void scale_by(const Tensor& x, const Tensor& s);
 
-// Zero-fills a CUDA tensor on the context stream (cudaMemsetAsync: graph-capturable, unlike tensor/arena.h's
-// fill_zero, which is synchronous on the legacy default stream). E.g. the LoRA gradients before accumulation.
-void zero(const Tensor& t);
 
 // out f32 [1] (device) = sum of x (f32 or i32, any shape), accumulated in fp64 by one block in a fixed order
 // (deterministic); e.g. the summed loss and the count of correct tokens for logging, read by the host later.
@@ -89,24 +86,9 @@ void nf4_dequantize(const Nf4Weight& q, const Tensor& out);
 // nf4_dequantize of several weights into bf16 outputs, in one launch per 8 (bit-identical to one call each).
 void nf4_dequantize_batch(std::span<const Nf4Weight> qs, std::span<const Tensor> outs);
 
-// ---- fused linear + residual (gemm.cpp) ----------------------------------------------------------------------
-// out[T,OC] (bf16) = residual[T,OC] + inp[T,IC] @ weight[OC,IC]^T (+ bias[OC]), one rounding (the residual enters
-// the GEMM's fp32 epilogue as C): the composition of ops.h's linear_forward and add, with one bf16 rounding fewer.
-// out may alias residual (out += the projection).
-void linear_forward_residual(const Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& residual,
-                             const Tensor& bias = Tensor());
-
-// ---- LM head + cross-entropy with a device gradient scale (gemm.cpp) -------------------------------------------
-// ops.h's lm_head_cross_entropy with grad_scale read on the device from scalars[0] (scalars: device float[2],
-// scalars[1] == 0): dlogits = softmax - onehot (rounded to bf16), dhidden = scalars[0] * dlogits @ weight (the scale
-// applied in the GEMM's fp32 epilogue). A captured CUDA graph of a training step replays with each call's scale.
-void lm_head_cross_entropy_dev_scale(const Tensor& losses, const Tensor& correct, const Tensor& dhidden,
-                                     const Tensor& hidden, const Tensor& weight, const Tensor& targets,
-                                     const float* scalars, const Tensor& workspace, int64_t chunk);
-
-// ---- LoRA on bf16 operands (the training runner's path; gemm.cpp) -------------------------------------------
-// The composition of these four is ops.h's lora_forward / lora_backward (whose CUDA twins call them on bf16
-// copies of A/B). A and B are bf16 with contiguous rows; xa and g are bf16 [T, n] matrices with row stride
+// ---- LoRA on bf16 operands, raw-pointer forms (gemm.cpp) -----------------------------------------------------
+// What ops.h's lora_xa / lora_up / lora_grad_b / lora_grad_a (ColumnBlock forms) and lora_forward / lora_backward
+// (on bf16 copies of A/B) launch. The composition of these four is lora_forward / lora_backward. A and B are bf16 with contiguous rows; xa and g are bf16 [T, n] matrices with row stride
 // ld_xa / ld_g, so several projections that share an input can keep their xa / g side by side and use one GEMM
 // for x @ [A_1; A_2; ...]^T and for the stacked dA / dinp (N = the sum of their ranks).
 //   lora_xa:     xa[T,N] = inp[T,IC] @ A[N,IC]^T
