@@ -6,7 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "cuda_test_util.h"
-#include "kernels/cuda/train_ops.h"
+#include "kernels/cuda/gemm.h"
 #include "kernels/ops.h"
 
 namespace cotune::testing {

@@ -8,7 +8,8 @@
 
 #include "cuda_test_util.h"
 #include "kernels/cuda/adamw8bit.h"
-#include "kernels/cuda/train_ops.h"
+#include "kernels/cuda/nf4.h"
+#include "kernels/cuda/optim.h"
 #include "kernels/ops.h"
 #include "kernels/optim.h"
 #include "kernels/quant.h"

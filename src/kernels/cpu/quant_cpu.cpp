@@ -10,7 +10,7 @@
 #include "base/parallel.h"
 #include "kernels/quant.h"
 #ifdef COTUNE_WITH_CUDA
-#include "kernels/cuda/train_ops.h"
+#include "kernels/cuda/nf4.h"
 #endif
 
 namespace cotune::kernels {

@@ -7,7 +7,7 @@
 // LoRA with bf16 activations and f32 A/B: the small LoRA matrices (and the [T,R] intermediates xa, g) are
 // rounded to bf16 and multiplied with bf16 tensor-core GEMMs accumulating in fp32; dA, dB stay fp32 (the
 // f32-API ops also return xa and g in f32, holding the bf16 values the GEMMs used). The training runner keeps
-// bf16 copies of A/B (model/lora.h) and calls the bf16-operand entry points of train_ops.h directly. This is what PEFT computes under bf16 autocast, at the speed of bf16 GEMMs; the
+// bf16 copies of A/B (model/lora.h) and calls the bf16-operand entry points of gemm.h directly. This is what PEFT computes under bf16 autocast, at the speed of bf16 GEMMs; the
 // rounding of the operands costs ~2^-9 relative per element, below the bf16 activations' own error.
 #include <algorithm>
 #include <chrono>
@@ -20,7 +20,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/internal.h"
 #include "kernels/cuda/launch.h"
-#include "kernels/cuda/train_ops.h"
+#include "kernels/cuda/gemm.h"
 
 namespace cotune::kernels::cuda {
 
@@ -242,7 +242,7 @@ void linear_forward_residual(const Tensor& out, const Tensor& inp, const Tensor&
        1.0f, bias.data, residual.data);
 }
 
-// ---- LoRA on bf16 operands (train_ops.h) ------------------------------------------------------------------
+// ---- LoRA on bf16 operands (gemm.h) -----------------------------------------------------------------------
 // All roundings to bf16 happen in the GEMM epilogues (fp32 accumulator -> bf16, round to nearest even), i.e.
 // exactly where the f32-API ops below round their f32 intermediates.
 
