@@ -22,7 +22,9 @@
 #include "kernels/tuning.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/launch.h"
-#include "kernels/cuda/train_ops.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/nf4.h"
+#include "kernels/cuda/optim.h"
 #include "kernels/ops.h"
 #include "tensor/arena.h"
 

@@ -18,7 +18,8 @@
 #include "formats/peft_adapter.h"
 #include "formats/safetensors.h"
 #include "model/lora.h"
-#include "model/init.h"
+#include "export/demo_model.h"
+#include "model/sequence_loss.h"
 #include "model/qwen2.h"
 #include "text/tokenizer.h"
 
@@ -84,7 +85,7 @@ void run_forward(ForwardOptions o) {
   if (ids.empty()) {
     const std::string tok_path = o.tokenizer.empty() ? model_dir : hub::resolve(o.tokenizer).path.string();
     const text::Tokenizer tok = text::Tokenizer::load(tok_path);
-    const std::string& text = o.text.empty() ? model::builtin_sentence() : o.text;
+    const std::string& text = o.text.empty() ? exporting::builtin_sentence() : o.text;
     ids = tok.encode(text, /*add_special=*/true);
     source = o.text.empty() ? "built-in sentence" : "--text";
   }

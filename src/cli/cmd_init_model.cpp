@@ -9,14 +9,14 @@
 
 #include "cli/command.h"
 #include "cli/option_checks.h"
-#include "model/init.h"
+#include "export/demo_model.h"
 
 namespace cotune::cli {
 namespace {
 
 struct InitModelCli {
   std::string output;
-  model::InitModelOptions opts;
+  exporting::InitModelOptions opts;
 };
 
 void setup_init_model(CLI::App& app) {
@@ -48,7 +48,7 @@ void setup_init_model(CLI::App& app) {
       ->check(finite_number());
   app.add_flag("--tied", o->opts.tied, "Tie the LM head to the embeddings");
   app.callback([o] {
-    const model::InitModelResult r = model::init_model(o->output, o->opts);
+    const exporting::InitModelResult r = exporting::init_model(o->output, o->opts);
     const auto& c = r.config;
     std::printf("wrote %s: qwen2, %lld layers, hidden %lld, heads %lld/%lld x %lld, intermediate %lld, vocab %d%s\n",
                 o->output.c_str(), static_cast<long long>(c.num_hidden_layers), static_cast<long long>(c.hidden_size),

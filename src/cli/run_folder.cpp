@@ -11,7 +11,7 @@ namespace cotune::cli {
 namespace {
 namespace fs = std::filesystem;
 
-// What a training run writes into its output folder (cmd_train.cpp, train/trainer.cpp, track/), and for a
+// What a training run writes into its output folder (cmd_train*.cpp, train/trainer.cpp, train/checkpoint.cpp, track/), and for a
 // folder what it holds, so that a folder of the user's that happens to share a name is never taken for ours.
 const OutputFolderKind kReportFolder{"a training report", {"index.html", "*.svg"}};
 const OutputFolderKind kTensorBoardFolder{"TensorBoard event files", {"events.out.tfevents.*"}};

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstring>
 #include <initializer_list>
 #include <vector>
 
@@ -293,6 +294,105 @@ void lora_backward(const Tensor& dinp, const Tensor& dA, const Tensor& dB, const
                      inp.dim(1), B.dim(0), A.dim(0), scale);
 }
 
+void linear_forward_residual(const Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& residual,
+                             const Tensor& bias) {
+  const char* op = "linear_forward_residual";
+  expect_rank(op, "inp", inp, 2);
+  expect_rank(op, "weight", weight, 2);
+  expect_dim(op, "weight", weight, 1, inp.dim(1));
+  expect_rank(op, "out", out, 2);
+  expect_dim(op, "out", out, 0, inp.dim(0));
+  expect_dim(op, "out", out, 1, weight.dim(0));
+  if (residual.numel() != out.numel()) fail("{}: residual {} must hold out's {} elements", op, residual.str(), out.str());
+  if (bias.data) {
+    expect_rank(op, "bias", bias, 1);
+    expect_dim(op, "bias", bias, 0, weight.dim(0));
+  }
+  if (on_cuda(op, {&out, &inp, &weight, &residual, &bias}))
+    COTUNE_CUDA_CALL(linear_forward_residual(out, inp, weight, residual, bias));
+  cpu_f32(op, {&out, &inp, &weight, &residual, &bias});
+  cpu::linear_forward_residual(f32(out), f32(inp), f32(weight), f32(residual), f32(bias), inp.dim(0), inp.dim(1),
+                               weight.dim(0));
+}
+
+namespace {
+// A column block of a [T, ld] matrix with T rows: its columns fit, its rows match.
+void check_columns(const char* op, const char* arg, const ColumnBlock& c, int64_t rows) {
+  expect_rank(op, arg, c.matrix, 2);
+  if (c.col < 0 || c.cols <= 0 || c.col + c.cols > c.matrix.dim(1))
+    fail("{}: {} columns [{}, {}) lie outside its matrix {}", op, arg, c.col, c.col + c.cols, c.matrix.str());
+  expect_dim(op, arg, c.matrix, 0, rows);
+}
+float* column0(const ColumnBlock& c) { return f32(c.matrix) + c.col; }
+}  // namespace
+
+void lora_xa(const ColumnBlock& xa, const Tensor& inp, const Tensor& A) {
+  const char* op = "lora_xa";
+  expect_rank(op, "inp", inp, 2);
+  check_columns(op, "xa", xa, inp.dim(0));
+  expect_rank(op, "A", A, 2);
+  expect_dim(op, "A", A, 0, xa.cols);
+  expect_dim(op, "A", A, 1, inp.dim(1));
+  if (on_cuda(op, {&xa.matrix, &inp, &A})) COTUNE_CUDA_CALL(lora_xa(xa, inp, A));
+  cpu_f32(op, {&xa.matrix, &inp, &A});
+  cpu::gemm_strided(column0(xa), xa.matrix.dim(1), f32(inp), inp.dim(1), f32(A), A.dim(1), inp.dim(0), xa.cols,
+                    inp.dim(1), false, true, 1.0f, 0.0f);
+}
+
+void lora_up(const Tensor& out, const ColumnBlock& xa, const Tensor& B, float scale, bool accumulate) {
+  const char* op = "lora_up";
+  expect_rank(op, "out", out, 2);
+  check_columns(op, "xa", xa, out.dim(0));
+  expect_rank(op, "B", B, 2);
+  expect_dim(op, "B", B, 0, out.dim(1));
+  expect_dim(op, "B", B, 1, xa.cols);
+  if (on_cuda(op, {&out, &xa.matrix, &B})) COTUNE_CUDA_CALL(lora_up(out, xa, B, scale, accumulate));
+  cpu_f32(op, {&out, &xa.matrix, &B});
+  cpu::gemm_strided(f32(out), out.dim(1), column0(xa), xa.matrix.dim(1), f32(B), B.dim(1), out.dim(0), out.dim(1),
+                    xa.cols, false, true, scale, accumulate ? 1.0f : 0.0f);
+}
+
+void lora_grad_b(const Tensor& dB, const ColumnBlock& g, const Tensor& dout, const ColumnBlock& xa, const Tensor& B,
+                 float scale) {
+  const char* op = "lora_grad_b";
+  expect_rank(op, "dout", dout, 2);
+  check_columns(op, "xa", xa, dout.dim(0));
+  check_columns(op, "g", g, dout.dim(0));
+  if (g.cols != xa.cols) fail("{}: g has {} columns, xa {}", op, g.cols, xa.cols);
+  expect_rank(op, "B", B, 2);
+  expect_dim(op, "B", B, 0, dout.dim(1));
+  expect_dim(op, "B", B, 1, xa.cols);
+  expect_same_shape(op, "dB", dB, B);
+  expect_dtype(dB, DType::f32, fmt::format("{}: dB", op));
+  if (on_cuda(op, {&dB, &g.matrix, &dout, &xa.matrix, &B})) COTUNE_CUDA_CALL(lora_grad_b(dB, g, dout, xa, B, scale));
+  cpu_f32(op, {&g.matrix, &dout, &xa.matrix, &B});
+  const int64_t T = dout.dim(0), OC = dout.dim(1), R = xa.cols;
+  // dB[OC,R] += scale * dout^T @ xa;  g[T,R] = scale * dout @ B
+  cpu::gemm_strided(f32(dB), R, f32(dout), OC, column0(xa), xa.matrix.dim(1), OC, R, T, true, false, scale, 1.0f);
+  cpu::gemm_strided(column0(g), g.matrix.dim(1), f32(dout), OC, f32(B), R, T, R, OC, false, false, scale, 0.0f);
+}
+
+void lora_grad_a(const Tensor& dA, const Tensor& dinp, const ColumnBlock& g, const Tensor& inp, const Tensor& A,
+                 bool accumulate_dinp) {
+  const char* op = "lora_grad_a";
+  expect_rank(op, "inp", inp, 2);
+  check_columns(op, "g", g, inp.dim(0));
+  expect_rank(op, "A", A, 2);
+  expect_dim(op, "A", A, 0, g.cols);
+  expect_dim(op, "A", A, 1, inp.dim(1));
+  expect_same_shape(op, "dA", dA, A);
+  expect_dtype(dA, DType::f32, fmt::format("{}: dA", op));
+  if (dinp.data) expect_same_shape(op, "dinp", dinp, inp);
+  if (on_cuda(op, {&dA, &dinp, &g.matrix, &inp, &A})) COTUNE_CUDA_CALL(lora_grad_a(dA, dinp, g, inp, A, accumulate_dinp));
+  cpu_f32(op, {&dinp, &g.matrix, &inp, &A});
+  const int64_t T = inp.dim(0), IC = inp.dim(1), N = g.cols;
+  // dA[N,IC] += g^T @ inp;  dinp[T,IC] (+)= g @ A
+  cpu::gemm_strided(f32(dA), IC, column0(g), g.matrix.dim(1), f32(inp), IC, N, IC, T, true, false, 1.0f, 1.0f);
+  if (dinp.data)
+    cpu::gemm_strided(f32(dinp), IC, column0(g), g.matrix.dim(1), f32(A), IC, T, IC, N, false, false, 1.0f,
+                      accumulate_dinp ? 1.0f : 0.0f);
+}
+
 void dropout_forward(const Tensor& out, const Tensor& inp, float p, uint64_t seed, uint64_t offset) {
   const char* op = "dropout_forward";
   expect_same_shape(op, "out", out, inp);
@@ -326,6 +426,12 @@ void add(const Tensor& out, const Tensor& a, const Tensor& b) {
   if (on_cuda(op, {&out, &a, &b})) COTUNE_CUDA_CALL(add(out, a, b));
   cpu_f32(op, {&out, &a, &b});
   cpu::add(f32(out), f32(a), f32(b), a.numel());
+}
+
+void zero(const Tensor& t) {
+  if (!t.data) return;
+  if (t.device == Device::cuda) COTUNE_CUDA_CALL(zero(t));
+  std::memset(t.data, 0, t.nbytes());
 }
 
 void copy(const Tensor& dst, const Tensor& src) {
@@ -380,17 +486,18 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& logits, const T
   cpu::cross_entropy_backward(f32(dlogits), f32(logits), i32(targets), logits.dim(0), logits.dim(1), grad_scale);
 }
 
-void lm_head_cross_entropy(const Tensor& losses, const Tensor& correct, const Tensor& dhidden, const Tensor& hidden,
-                           const Tensor& weight, const Tensor& targets, float grad_scale, const Tensor& workspace,
-                           int64_t chunk) {
-  const char* op = "lm_head_cross_entropy";
+namespace {
+// The checks of lm_head_cross_entropy (both forms); returns whether the tensors are on CUDA.
+bool check_lm_head(const char* op, const Tensor& losses, const Tensor& correct, const Tensor& dhidden,
+                   const Tensor& hidden, const Tensor& weight, const Tensor& targets, const Tensor& workspace,
+                   int64_t chunk) {
   expect_rank(op, "hidden", hidden, 2);
   expect_rank(op, "weight", weight, 2);
   expect_dim(op, "weight", weight, 1, hidden.dim(1));
   expect_index(op, "targets", targets);
   expect_dim(op, "targets", targets, 0, hidden.dim(0));
   expect_dim(op, "losses", losses, 0, hidden.dim(0));
-  expect_dtype(losses, DType::f32, "lm_head_cross_entropy: losses");
+  expect_dtype(losses, DType::f32, fmt::format("{}: losses", op));
   if (correct.data) {
     expect_index(op, "correct", correct);
     expect_dim(op, "correct", correct, 0, hidden.dim(0));
@@ -399,17 +506,40 @@ void lm_head_cross_entropy(const Tensor& losses, const Tensor& correct, const Te
   if (chunk <= 0) fail("{}: chunk must be positive, got {}", op, chunk);
   if (workspace.numel() < std::min<int64_t>(chunk, hidden.dim(0)) * weight.dim(0))
     fail("{}: workspace {} smaller than chunk {} x vocabulary {}", op, workspace.str(), chunk, weight.dim(0));
-  expect_dtype(workspace, DType::f32, "lm_head_cross_entropy: workspace");
-  if (on_cuda(op, {&losses, &correct, &dhidden, &hidden, &weight, &targets, &workspace}))
-    COTUNE_CUDA_CALL(
-        lm_head_cross_entropy(losses, correct, dhidden, hidden, weight, targets, grad_scale, workspace, chunk));
+  expect_dtype(workspace, DType::f32, fmt::format("{}: workspace", op));
+  if (on_cuda(op, {&losses, &correct, &dhidden, &hidden, &weight, &targets, &workspace})) return true;
   cpu_f32(op, {&dhidden, &hidden, &weight});
   const int32_t* tg = i32(targets);
   for (int64_t t = 0; t < targets.dim(0); ++t)
     if (tg[t] >= weight.dim(0)) fail("{}: target {} at position {} is outside the vocabulary", op, tg[t], t);
+  return false;
+}
+}  // namespace
+
+void lm_head_cross_entropy(const Tensor& losses, const Tensor& correct, const Tensor& dhidden, const Tensor& hidden,
+                           const Tensor& weight, const Tensor& targets, float grad_scale, const Tensor& workspace,
+                           int64_t chunk) {
+  if (check_lm_head("lm_head_cross_entropy", losses, correct, dhidden, hidden, weight, targets, workspace, chunk))
+    COTUNE_CUDA_CALL(
+        lm_head_cross_entropy(losses, correct, dhidden, hidden, weight, targets, grad_scale, workspace, chunk));
   cpu::lm_head_cross_entropy(f32(losses), correct.data ? i32(correct) : nullptr, f32(dhidden), f32(hidden),
-                             f32(weight), tg, hidden.dim(0), hidden.dim(1), weight.dim(0), grad_scale, f32(workspace),
-                             chunk);
+                             f32(weight), i32(targets), hidden.dim(0), hidden.dim(1), weight.dim(0), grad_scale,
+                             f32(workspace), chunk);
+}
+
+void lm_head_cross_entropy_device_scale(const Tensor& losses, const Tensor& correct, const Tensor& dhidden,
+                                        const Tensor& hidden, const Tensor& weight, const Tensor& targets,
+                                        const Tensor& scalars, const Tensor& workspace, int64_t chunk) {
+  const char* op = "lm_head_cross_entropy_device_scale";
+  expect_dtype(scalars, DType::f32, fmt::format("{}: scalars", op));
+  if (scalars.numel() < 2) fail("{}: scalars must hold {{scale, 0}}, got {}", op, scalars.str());
+  if (scalars.device != hidden.device) fail("{}: scalars {} are not on hidden's device", op, scalars.str());
+  if (check_lm_head(op, losses, correct, dhidden, hidden, weight, targets, workspace, chunk))
+    COTUNE_CUDA_CALL(lm_head_cross_entropy_device_scale(losses, correct, dhidden, hidden, weight, targets, scalars,
+                                                        workspace, chunk));
+  cpu::lm_head_cross_entropy(f32(losses), correct.data ? i32(correct) : nullptr, f32(dhidden), f32(hidden),
+                             f32(weight), i32(targets), hidden.dim(0), hidden.dim(1), weight.dim(0),
+                             scalars.ptr<float>()[0], f32(workspace), chunk);
 }
 
 }  // namespace cotune::kernels

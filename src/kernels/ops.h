@@ -1,4 +1,4 @@
-// Every numeric op of the Qwen2 forward and backward, as a free function over Tensors.
+// Every numeric op of the decoder forward and backward, as a free function over Tensors.
 // One dispatch point: each function checks shapes and dtypes, then runs the CPU reference
 // (src/kernels/cpu, fp32 everywhere) or the CUDA kernel (src/kernels/cuda, bf16 storage, fp32
 // accumulation) according to the tensors' device. All tensors of one call live on one device.
@@ -75,6 +75,12 @@ void linear_forward(const Tensor& out, const Tensor& inp, const Tensor& weight, 
 // dinp[T,IC] (accumulates if `accumulate`) = dout[T,OC] @ weight[OC,IC]. The weight is frozen.
 void linear_backward_input(const Tensor& dinp, const Tensor& dout, const Tensor& weight, bool accumulate);
 
+// Fused linear + residual: out[T,OC] = residual[T,OC] + inp[T,IC] @ weight[OC,IC]^T (+ bias[OC]), one rounding to
+// the activation dtype (on CUDA the residual enters the GEMM's fp32 epilogue). The composition of linear_forward and
+// add, with one rounding fewer. out may alias residual (out += the projection).
+void linear_forward_residual(const Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& residual,
+                             const Tensor& bias = Tensor());
+
 // ---- LoRA branch ---------------------------------------------------------------------------------
 // out[T,OC] += scale * (inp[T,IC] @ A[R,IC]^T) @ B[OC,R]^T; saves xa[T,R] (f32) = inp @ A^T for backward.
 // A, B are f32. (Dropout on the branch input is applied by the caller with dropout_forward.)
@@ -85,6 +91,28 @@ void lora_forward(const Tensor& out, const Tensor& xa, const Tensor& inp, const 
 // g is f32 workspace [T,R].
 void lora_backward(const Tensor& dinp, const Tensor& dA, const Tensor& dB, const Tensor& g, const Tensor& dout,
                    const Tensor& inp, const Tensor& xa, const Tensor& A, const Tensor& B, float scale);
+
+// ---- LoRA on compute-dtype operands, projections side by side ----------------------------------------
+// The training runner's LoRA path (no dropout): A and B are act tensors (on CUDA the bf16 copies LoraWeights keeps),
+// xa and g are act matrices whose columns hold several projections' values side by side, so the projections that
+// share an input (q,k,v or gate,up) use one GEMM for x @ [A_1; A_2; ...]^T and one for the stacked dA / dinp.
+// A ColumnBlock names columns [col, col + cols) of such a [T, ld] matrix. The composition of the four is
+// lora_forward / lora_backward, with xa and g held in the activation dtype:
+//   lora_xa:     xa[T,N] = inp[T,IC] @ A[N,IC]^T                                   (N = xa.cols)
+//   lora_up:     out[T,OC] += scale * xa[T,R] @ B[OC,R]^T                          (= when !accumulate; R = xa.cols)
+//   lora_grad_b: dB[OC,R] (f32) += scale * dout[T,OC]^T @ xa[T,R];  g[T,R] = scale * dout @ B   (R = xa.cols)
+//   lora_grad_a: dA[N,IC] (f32) += g[T,N]^T @ inp;  dinp[T,IC] += g @ A[N,IC]     (N = g.cols; dinp skipped when
+//                undefined, = when !accumulate_dinp)
+struct ColumnBlock {
+  Tensor matrix;  // [T, ld] act
+  int64_t col = 0, cols = 0;
+};
+void lora_xa(const ColumnBlock& xa, const Tensor& inp, const Tensor& A);
+void lora_up(const Tensor& out, const ColumnBlock& xa, const Tensor& B, float scale, bool accumulate = true);
+void lora_grad_b(const Tensor& dB, const ColumnBlock& g, const Tensor& dout, const ColumnBlock& xa, const Tensor& B,
+                 float scale);
+void lora_grad_a(const Tensor& dA, const Tensor& dinp, const ColumnBlock& g, const Tensor& inp, const Tensor& A,
+                 bool accumulate_dinp = true);
 
 // ---- dropout (inverted, Philox mask regenerated in backward) --------------------------------------
 // out = inp * keep / (1 - p), keep = uniform(seed, offset + element index) >= p. out may alias inp.
@@ -100,6 +128,9 @@ void fill_normal(const Tensor& out, uint64_t key, float std);
 // ---- elementwise ---------------------------------------------------------------------------------
 void add(const Tensor& out, const Tensor& a, const Tensor& b);  // out = a + b (out may alias a or b)
 void copy(const Tensor& dst, const Tensor& src);                // same shape; converts dtype (f32<->bf16)
+// t = 0, ordered with the ops on the tensor's device (on CUDA: an async memset on the kernels' stream, capturable in
+// a CUDA graph, unlike tensor/arena.h's synchronous fill_zero). E.g. the LoRA gradients before accumulation.
+void zero(const Tensor& t);
 
 // ---- cross-entropy -------------------------------------------------------------------------------
 // Unfused reference: losses[T] (f32) = logsumexp(logits[t]) - logits[t, targets[t]], 0 where
@@ -118,5 +149,12 @@ void cross_entropy_backward(const Tensor& dlogits, const Tensor& logits, const T
 void lm_head_cross_entropy(const Tensor& losses, const Tensor& correct, const Tensor& dhidden, const Tensor& hidden,
                            const Tensor& weight, const Tensor& targets, float grad_scale, const Tensor& workspace,
                            int64_t chunk);
+
+// lm_head_cross_entropy with the gradient scale read where the tensors live, from scalars[0] (scalars: f32 [2] on
+// the same device, scalars[1] == 0), so a captured CUDA graph of a training step replays with each call's scale.
+// On CUDA the scale is applied in the dhidden GEMM's fp32 epilogue (dlogits = softmax - onehot, rounded to bf16).
+void lm_head_cross_entropy_device_scale(const Tensor& losses, const Tensor& correct, const Tensor& dhidden,
+                                        const Tensor& hidden, const Tensor& weight, const Tensor& targets,
+                                        const Tensor& scalars, const Tensor& workspace, int64_t chunk);
 
 }  // namespace cotune::kernels

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -164,5 +165,8 @@ std::vector<std::pair<std::string, Tensor>> nf4_checkpoint_tensors(const std::st
 
 // Dequantizes into a host f32 or bf16 tensor of q.numel() elements (bf16: fp32 value rounded to nearest even).
 void nf4_dequantize(const Nf4Weight& q, const Tensor& out);
+// nf4_dequantize of several weights (e.g. one layer's seven projections into its bf16 scratch), bit-identical to one
+// call each; on CUDA with bf16 outputs one launch per 8 weights.
+void nf4_dequantize_batch(std::span<const Nf4Weight> qs, std::span<const Tensor> outs);
 
 }  // namespace cotune::kernels

@@ -1,6 +1,6 @@
-// What a decoder family's layer computes, derived once from config.json: the one description the training
-// runner (model/qwen2.cpp), the decoder (infer/generator.cpp), the weight loader and the CUDA lowering read,
-// instead of each asking "is this Qwen2?". The families: qwen2 (Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen),
+// What a decoder family's layer computes, derived once from config.json: the one description the layer spec
+// (model/layer.h, which the training runner and the weight walker read), the decoder (infer/generator.cpp) and the
+// CUDA lowering read, instead of each asking "is this Qwen2?". The families: qwen2 (Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen),
 // llama (Llama 2/3.x, DeepSeek-R1-Distill-Llama, SmolLM), qwen3, mistral.
 //
 // The layer (pre-norm, residual):

@@ -1,6 +1,6 @@
 // The family-dependent step between the q/k projections and the attention: Qwen3's per-head RMSNorm of q and k,
 // then RoPE (with the architecture's scaling). One definition for the training forward and backward
-// (model/qwen2.cpp) and for decoding (infer/generator.cpp), so a family feature lives in one place.
+// (model/layer_train.cpp) and for decoding (infer/generator.cpp), so a family feature lives in one place.
 #pragma once
 #include "model/architecture.h"
 #include "tensor/tensor.h"

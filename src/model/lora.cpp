@@ -11,9 +11,6 @@
 #include "kernels/ops.h"
 #include "base/rng.h"
 #include "tensor/arena.h"
-#ifdef COTUNE_WITH_CUDA
-#include "kernels/cuda/train_ops.h"
-#endif
 
 namespace cotune::model {
 
@@ -174,13 +171,7 @@ void LoraWeights::init_peft_default(uint64_t seed) {
 }
 
 void LoraWeights::zero_grads() {
-#ifdef COTUNE_WITH_CUDA
-  if (grads_.device == Device::cuda) {
-    kernels::cuda::zero(grads_);  // one memset on the kernels' stream (no host sync)
-    return;
-  }
-#endif
-  fill_zero(grads_);
+  kernels::zero(grads_);  // on CUDA one memset on the kernels' stream (no host sync)
 }
 
 void LoraWeights::load_peft_weights(const std::string& adapter_dir) {

@@ -6,7 +6,7 @@
 #include "formats/safetensors.h"
 #ifdef COTUNE_WITH_CUDA
 #include "kernels/cuda/adamw8bit.h"
-#include "kernels/cuda/train_ops.h"
+#include "kernels/cuda/optim.h"
 #endif
 
 namespace cotune::train {

@@ -1,7 +1,7 @@
 // Optimizer state for the LoRA parameters: AdamW with fp32 moments (torch.optim.AdamW) or AdamW 8-bit
 // (bitsandbytes AdamW8bit: blockwise-quantized moments for tensors of >= 4096 elements, fp32 below).
 // Gradient clipping by global norm (torch.nn.utils.clip_grad_norm_). The numeric kernels are in
-// kernels/optim.h (CPU) and kernels/cuda/train_ops.h + adamw8bit.h (GPU); this class owns the state, on the
+// kernels/optim.h (CPU) and kernels/cuda/optim.h + adamw8bit.h (GPU); this class owns the state, on the
 // parameters' device, and knows how to checkpoint it. On the GPU, tensors under 4096 elements of an 8-bit
 // run use torch's fp32 AdamW formula (bnb's 32-bit formula differs from it only in rounding).
 #pragma once

@@ -1,10 +1,6 @@
 #include "train/trainer.h"
 
-#include <signal.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -14,6 +10,7 @@
 #include "base/fs.h"
 #include "base/json_error.h"
 #include "base/mmap.h"
+#include "train/checkpoint.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
 
@@ -45,63 +42,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-std::string checkpoint_dir(const std::string& out, int64_t step) {
-  return (fs::path(out) / ("checkpoint-" + std::to_string(step))).string();
-}
-
-// The step of a `checkpoint-N` folder, or -1 for other names. N must fit in int64 (a name like
-// checkpoint-99999999999999999999 is an error naming the folder, not a std::stoll exception).
-int64_t checkpoint_step(const fs::path& p) {
-  const std::string n = p.filename().string();
-  if (n.rfind("checkpoint-", 0) != 0) return -1;
-  const std::string num = n.substr(11);
-  if (num.empty() || !std::all_of(num.begin(), num.end(), [](char c) { return c >= '0' && c <= '9'; })) return -1;
-  int64_t step = 0;
-  for (char c : num)
-    if (__builtin_mul_overflow(step, 10, &step) || __builtin_add_overflow(step, c - '0', &step))
-      fail("{}: the step number in this checkpoint folder's name does not fit in 64 bits; rename or remove it",
-           p.string());
-  return step;
-}
-
-std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& out) {
-  std::vector<std::pair<int64_t, std::string>> v;
-  std::error_code ec;
-  if (!fs::is_directory(out, ec)) return v;
-  for (const auto& e : fs::directory_iterator(out, ec)) {
-    const int64_t s = checkpoint_step(e.path());
-    if (s >= 0 && e.is_directory() && fs::exists(e.path() / "trainer_state.json")) v.emplace_back(s, e.path().string());
-  }
-  std::sort(v.begin(), v.end());
-  return v;
-}
-
-// A checkpoint folder being written is `checkpoint-N.tmp-PID` (and one being replaced `checkpoint-N.old-PID`,
-// base/fs.h); a run killed meanwhile leaves it behind. The next run of the folder removes those whose
-// process is gone.
-void remove_stale_checkpoint_temps(const std::string& out, const std::function<void(const std::string&)>& message) {
-  std::error_code ec;
-  if (!fs::is_directory(out, ec)) return;
-  std::vector<fs::path> stale;
-  for (const auto& e : fs::directory_iterator(out, ec)) {
-    const std::string n = e.path().filename().string();
-    if (n.rfind("checkpoint-", 0) != 0) continue;
-    size_t at = n.find(".tmp-");
-    if (at == std::string::npos) at = n.find(".old-");
-    if (at == std::string::npos) continue;
-    const std::string pid = n.substr(at + 5);
-    if (pid.empty() || pid.size() > 9 || !std::all_of(pid.begin(), pid.end(), [](char c) { return c >= '0' && c <= '9'; }))
-      continue;
-    const pid_t p = static_cast<pid_t>(std::stol(pid));
-    if (p == ::getpid() || ::kill(p, 0) == 0 || errno == EPERM) continue;  // still alive: not ours to remove
-    stale.push_back(e.path());
-  }
-  for (const auto& p : stale) {
-    fs::remove_all(p, ec);
-    if (!ec) message("removed " + p.string() + ", left by an interrupted run");
-  }
-}
-
 // The settings that must agree between a run and the checkpoint it resumes from.
 nlohmann::json fingerprint(const TrainOptions& o, const TrainInputs& in) {
   const auto& lc = in.lora->config();
@@ -113,65 +53,6 @@ nlohmann::json fingerprint(const TrainOptions& o, const TrainInputs& in) {
           {"packing", in.batch.packing},    {"loss_mask", std::string(data::to_string(in.batch.mask))}};
 }
 
-// "lr: 0.0002 -> 0.001, seed: 1 -> 2": the settings of `now` that differ from `saved` (keys of either).
-std::string fingerprint_diff(const nlohmann::json& saved, const nlohmann::json& now) {
-  std::string out;
-  auto add = [&](const std::string& k, const std::string& a, const std::string& b) {
-    out += fmt::format("{}{}: {} -> {}", out.empty() ? "" : ", ", k, a, b);
-  };
-  if (!saved.is_object()) return "the checkpoint's fingerprint is not an object";
-  for (const auto& [k, v] : now.items()) {
-    auto it = saved.find(k);
-    if (it == saved.end()) add(k, "(absent)", v.dump());
-    else if (*it != v) add(k, it->dump(), v.dump());
-  }
-  for (const auto& [k, v] : saved.items())
-    if (!now.contains(k)) add(k, v.dump(), "(absent)");
-  return out;
-}
-
-// trainer_state.json of a checkpoint, every problem an Error naming the file and field.
-struct SavedState {
-  nlohmann::json fingerprint;
-  std::string iterator;
-  int64_t global_step = 0;
-  std::optional<EvalRecord> best_eval;
-  std::string best_checkpoint;
-  double elapsed_s = 0;  // training time before this checkpoint (absent in older checkpoints: 0)
-};
-
-SavedState read_trainer_state(const std::string& file) {
-  const std::string text = read_file(file);
-  nlohmann::json st;
-  try {
-    st = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception&) {
-    fail("{}: not valid JSON: {}", file, json_syntax_error(text));
-  }
-  if (!st.is_object()) fail("{}: expected a JSON object", file);
-  auto get = [&](const char* key, auto is_type, const char* expected) -> const nlohmann::json& {
-    auto it = st.find(key);
-    if (it == st.end()) fail("{}: missing field \"{}\"", file, key);
-    if (!is_type(*it)) fail("{}: field \"{}\" must be {}, found {}", file, key, expected, it->dump());
-    return *it;
-  };
-  const auto is_int = [](const nlohmann::json& j) { return j.is_number_integer(); };
-  const auto is_num = [](const nlohmann::json& j) { return j.is_number(); };
-  const auto is_str = [](const nlohmann::json& j) { return j.is_string(); };
-  SavedState s;
-  s.fingerprint = get("fingerprint", [](const nlohmann::json& j) { return j.is_object(); }, "an object");
-  s.iterator = get("iterator", is_str, "a string").get<std::string>();
-  s.global_step = get("global_step", is_int, "an integer").get<int64_t>();
-  if (s.global_step < 0) fail("{}: field \"global_step\" is negative ({})", file, s.global_step);
-  if (st.contains("elapsed_s")) s.elapsed_s = get("elapsed_s", is_num, "a number").get<double>();
-  if (st.contains("best_eval_loss")) {
-    s.best_eval = EvalRecord{get("best_eval_step", is_int, "an integer").get<int64_t>(),
-                             get("best_eval_loss", is_num, "a number").get<double>(), 0, 0};
-    if (st.contains("best_checkpoint")) s.best_checkpoint = get("best_checkpoint", is_str, "a string").get<std::string>();
-  }
-  return s;
-}
-
 }  // namespace
 
 int64_t planned_steps(const TrainOptions& opt, int64_t batches_per_epoch) {
@@ -180,18 +61,6 @@ int64_t planned_steps(const TrainOptions& opt, int64_t batches_per_epoch) {
   if (!(opt.num_epochs > 0)) fail("set max_steps > 0 or num_epochs > 0");
   const double micro = std::ceil(opt.num_epochs * static_cast<double>(batches_per_epoch));
   return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(micro / static_cast<double>(opt.grad_accum))));
-}
-
-std::optional<std::string> latest_checkpoint(const std::string& output_dir) {
-  auto v = list_checkpoints(output_dir);
-  if (v.empty()) return std::nullopt;
-  return v.back().second;
-}
-
-std::optional<int64_t> latest_checkpoint_step(const std::string& output_dir) {
-  auto v = list_checkpoints(output_dir);
-  if (v.empty()) return std::nullopt;
-  return v.back().first;
 }
 
 namespace {
@@ -269,7 +138,7 @@ TrainResult train(const TrainInputs& in, const TrainOptions& opt, const TrainHoo
     auto ck = latest_checkpoint(opt.output_dir);
     if (!ck) fail("--resume: no checkpoint-N folder with trainer_state.json in {}", opt.output_dir);
     with_context("resuming from " + *ck, [&] {
-      const SavedState st = read_trainer_state(*ck + "/trainer_state.json");
+      const CheckpointState st = read_trainer_state(*ck + "/trainer_state.json");
       if (st.fingerprint != fp)
         fail("the run's settings differ from the checkpoint's ({}); resume with the same settings, or train into "
              "another --output",
@@ -279,8 +148,8 @@ TrainResult train(const TrainInputs& in, const TrainOptions& opt, const TrainHoo
       it.restore(data::IteratorState::from_json(st.iterator));
       start = st.global_step;
       elapsed_before = st.elapsed_s;
-      if (st.best_eval) {
-        res.best_eval = st.best_eval;
+      if (st.best_eval_step) {
+        res.best_eval = EvalRecord{*st.best_eval_step, st.best_eval_loss, 0, 0};
         res.best_checkpoint = st.best_checkpoint;
       }
       return 0;
@@ -302,32 +171,24 @@ TrainResult train(const TrainInputs& in, const TrainOptions& opt, const TrainHoo
     }
     copy_tokenizer_files(opt.tokenizer_dir, tmp);
     optim.save(tmp + "/optimizer.safetensors");
-    nlohmann::json st = {{"global_step", step},
-                         {"total_steps", res.total_steps},
-                         {"epoch", static_cast<double>(it.state().batches_served) / static_cast<double>(batches_per_epoch)},
-                         {"iterator", it.state().to_json()},
-                         {"elapsed_s", elapsed_before + seconds_since(t_start)},
-                         {"fingerprint", fp}};
+    CheckpointState st;
+    st.global_step = step;
+    st.total_steps = res.total_steps;
+    st.epoch = static_cast<double>(it.state().batches_served) / static_cast<double>(batches_per_epoch);
+    st.iterator = it.state().to_json();
+    st.elapsed_s = elapsed_before + seconds_since(t_start);
+    st.fingerprint = fp;
     if (res.best_eval) {
-      st["best_eval_loss"] = res.best_eval->loss;
-      st["best_eval_step"] = res.best_eval->step;
-      st["best_checkpoint"] = res.best_checkpoint;
+      st.best_eval_step = res.best_eval->step;
+      st.best_eval_loss = res.best_eval->loss;
+      st.best_checkpoint = res.best_checkpoint;
     }
-    write_file_atomic(tmp + "/trainer_state.json", st.dump(2) + "\n");
+    write_trainer_state(tmp + "/trainer_state.json", st);
     replace_directory(tmp, dir, kCheckpointFolder);
     res.last_checkpoint = dir;
     message("saved " + dir);
     // save_total_limit: drop the oldest, but never the newest nor the best.
-    if (opt.save_total_limit > 0) {
-      auto all = list_checkpoints(opt.output_dir);
-      int64_t excess = static_cast<int64_t>(all.size()) - opt.save_total_limit;
-      for (const auto& [s, path] : all) {
-        if (excess <= 0) break;
-        if (path == dir || path == res.best_checkpoint) continue;
-        fs::remove_all(path, ec);
-        --excess;
-      }
-    }
+    if (opt.save_total_limit > 0) prune_checkpoints(opt.output_dir, opt.save_total_limit, {dir, res.best_checkpoint});
   };
 
   // ---- the loop ------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@
 #include "model/lora.h"
 #include "model/qwen2.h"
 #include "track/metrics.h"
+#include "train/checkpoint.h"
 
 namespace cotune::train {
 
@@ -103,9 +104,5 @@ EvalRecord evaluate(const model::Qwen2Model& model, model::LoraWeights* lora, co
 
 // Total optimizer steps for the options and data (max_steps, or epochs x batches / grad_accum, rounded up).
 int64_t planned_steps(const TrainOptions& opt, int64_t batches_per_epoch);
-// The newest OUTPUT/checkpoint-N folder, if any.
-std::optional<std::string> latest_checkpoint(const std::string& output_dir);
-// Its step N, if any.
-std::optional<int64_t> latest_checkpoint_step(const std::string& output_dir);
 
 }  // namespace cotune::train

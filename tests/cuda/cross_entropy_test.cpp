@@ -113,6 +113,17 @@ TEST(CudaCrossEntropy, FusedLmHead) {
   Tensor dloss3 = arena.alloc(DType::f32, Shape{T});
   kernels::lm_head_cross_entropy(dloss3, Tensor(), Tensor(), dhid, dw, dtg, grad_scale, dws, 32);
   EXPECT_REL(download(dloss3), losses, 1e-3);
+  // The device-scale form (the captured training step's): the scale read from a device {scale, 0}, applied in the
+  // dhidden GEMM's epilogue; the same losses and correct flags bit for bit, dhidden against the CPU twin.
+  std::vector<float> scalars = {grad_scale, 0.0f};
+  Tensor dsc = upload(arena, scalars, Shape{2}, DType::f32);
+  Tensor dloss4 = arena.alloc(DType::f32, Shape{T}), dcor4 = arena.alloc(DType::i32, Shape{T});
+  Tensor ddh4 = arena.alloc(DType::bf16, Shape{T, C});
+  poison(ddh4);
+  kernels::lm_head_cross_entropy_device_scale(dloss4, dcor4, ddh4, dhid, dw, dtg, dsc, dws, chunk);
+  EXPECT_EQ(download_bytes(dloss4), download_bytes(dloss));
+  EXPECT_EQ(download_bytes(dcor4), download_bytes(dcor));
+  EXPECT_REL(download(ddh4), dh, 1e-2);
 }
 
 }  // namespace

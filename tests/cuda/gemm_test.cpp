@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include "cuda_test_util.h"
-#include "kernels/cuda/train_ops.h"
 #include "kernels/ops.h"
 
 namespace cotune::testing {
@@ -160,13 +159,13 @@ TEST(CudaGemm, LinearForwardResidualMatchesCpu) {
   Tensor dx = upload(arena, x, Shape{T, IC}, DType::bf16), dw = upload(arena, w, Shape{OC, IC}, DType::bf16);
   Tensor dres = upload(arena, res, Shape{T, OC}, DType::bf16), dout = arena.alloc(DType::bf16, Shape{T, OC});
   poison(dout);
-  kernels::cuda::linear_forward_residual(dout, dx, dw, dres);
+  kernels::linear_forward_residual(dout, dx, dw, dres);
   EXPECT_REL(download(dout), ref, 1e-2);
   EXPECT_EQ(download(dres), res);  // the residual is only read
   // In place (out aliases the residual). Not compared bitwise with the out-of-place result: on the H100,
   // cuBLASLt's in-place result differed from it in the last bf16 bit of some elements (device run 2026-11-25).
   // The runner uses each form consistently, so its checkpointing-on/off bit-identity is unaffected.
-  kernels::cuda::linear_forward_residual(dres, dx, dw, dres);
+  kernels::linear_forward_residual(dres, dx, dw, dres);
   EXPECT_REL(download(dres), ref, 1e-2);
   // With a bias (q/k/v), accumulating onto the output (the runner writes the LoRA branch there first).
   auto bias = randn(static_cast<size_t>(OC), 64, 0.5f);
@@ -174,7 +173,7 @@ TEST(CudaGemm, LinearForwardResidualMatchesCpu) {
   kernels::linear_forward(host(lb, Shape{T, OC}), host(x, Shape{T, IC}), host(w, Shape{OC, IC}), host(bias, Shape{OC}));
   kernels::add(host(refb, Shape{T, OC}), host(res, Shape{T, OC}), host(lb, Shape{T, OC}));
   Tensor dbias = upload(arena, bias, Shape{OC}, DType::bf16), dacc = upload(arena, res, Shape{T, OC}, DType::bf16);
-  kernels::cuda::linear_forward_residual(dacc, dx, dw, dacc, dbias);
+  kernels::linear_forward_residual(dacc, dx, dw, dacc, dbias);
   EXPECT_REL(download(dacc), refb, 1e-2);
 }
 
@@ -182,7 +181,9 @@ TEST(CudaGemm, LinearForwardResidualMatchesCpu) {
 // "stacked" (xa, g side by side with row stride 2R; one GEMM for x @ [A1; A2]^T, one for the stacked dA and dinp),
 // against the CPU twins of lora_forward / lora_backward applied per projection. bf16-exact A/B (the GPU uses
 // bf16 copies); tolerances as above.
-TEST(CudaGemm, LoraBf16StackedMatchesCpu) {
+// The runner's bf16 LoRA path: ops.h's column-block forms (two projections sharing an input, A stacked, xa / g side
+// by side in [T, 2R]) on bf16 operands against lora_forward / lora_backward on the CPU.
+TEST(CudaGemm, LoraColumnBlocksStackedMatchCpu) {
   COTUNE_REQUIRE_GPU();
   Arena arena(Device::cuda, gib(0.5));
   const int64_t T = 300, IC = 1536, R = 16, OC[2] = {1536, 256};
@@ -227,14 +228,10 @@ TEST(CudaGemm, LoraBf16StackedMatchesCpu) {
     ddy[i] = upload(arena, dy[i], Shape{T, OC[i]}, DType::bf16);
     ddB[i] = upload(arena, gB[i], Shape{OC[i], R}, DType::f32);
   }
-  uint16_t* xa16 = static_cast<uint16_t*>(dxa.data);
-  uint16_t* g16 = static_cast<uint16_t*>(dg.data);
-  kernels::cuda::lora_xa(xa16, 2 * R, dx, dAs.data, 2 * R);
-  for (int i = 0; i < 2; ++i) kernels::cuda::lora_up(dout[i], xa16 + i * R, 2 * R, dB[i].data, R, scale);
-  for (int i = 0; i < 2; ++i)
-    kernels::cuda::lora_grad_b(ddB[i].ptr<float>(), g16 + i * R, 2 * R, ddy[i], xa16 + i * R, 2 * R, dB[i].data, R,
-                               scale);
-  kernels::cuda::lora_grad_a(ddA.ptr<float>(), ddinp, g16, 2 * R, 2 * R, dx, dAs.data);
+  kernels::lora_xa({dxa, 0, 2 * R}, dx, dAs);
+  for (int i = 0; i < 2; ++i) kernels::lora_up(dout[i], {dxa, i * R, R}, dB[i], scale);
+  for (int i = 0; i < 2; ++i) kernels::lora_grad_b(ddB[i], {dg, i * R, R}, ddy[i], {dxa, i * R, R}, dB[i], scale);
+  kernels::lora_grad_a(ddA, ddinp, {dg, 0, 2 * R}, dx, dAs);
   const auto gxa = download(dxa), gg = download(dg), gdA = download(ddA);
   for (int i = 0; i < 2; ++i) {
     std::vector<float> xa_i, g_i;
@@ -256,7 +253,7 @@ TEST(CudaGemm, LoraBf16StackedMatchesCpu) {
   for (size_t i = 0; i < only.size(); ++i) only[i] = rdinp[i] - dinp0[i];
   Tensor dfresh = arena.alloc(DType::bf16, Shape{T, IC});
   poison(dfresh);
-  kernels::cuda::lora_grad_a(ddA.ptr<float>(), dfresh, g16, 2 * R, 2 * R, dx, dAs.data, false);
+  kernels::lora_grad_a(ddA, dfresh, {dg, 0, 2 * R}, dx, dAs, false);
   EXPECT_REL(download(dfresh), only, 2e-2);
 }
 

@@ -5,7 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "cuda_test_util.h"
-#include "kernels/cuda/train_ops.h"
+#include "kernels/cuda/optim.h"
 #include "kernels/ops.h"
 
 namespace cotune::testing {
@@ -73,8 +73,8 @@ TEST(CudaGraph, CapturedStepReplaysBitIdentical) {
     kc::reduce_sum(correct_sum, correct);
     kernels::rmsnorm_backward(dx, dh, x, nw, rstd, false);
     kernels::linear_backward_input(dx, dq, wq, true);
-    kc::zero(dA);  // the LoRA grads accumulate
-    kc::zero(dB);
+    kernels::zero(dA);  // the LoRA grads accumulate
+    kernels::zero(dB);
     kernels::lora_backward(dx, dA, dB, g, dq, h, xa, Awork, B, 2.0f);
     const Tensor grads[] = {dA, dB};
     kc::grad_norm_clip(norm, coef, flag, grads, 1.0);

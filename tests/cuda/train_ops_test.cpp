@@ -8,7 +8,9 @@
 
 #include "cuda_test_util.h"
 #include "kernels/cuda/adamw8bit.h"
-#include "kernels/cuda/train_ops.h"
+#include "kernels/cuda/nf4.h"
+#include "kernels/cuda/optim.h"
+#include "kernels/ops.h"
 #include "kernels/optim.h"
 #include "kernels/quant.h"
 
@@ -137,7 +139,7 @@ TEST(CudaTrainOps, ZeroAndReduceSum) {
   kernels::cuda::reduce_sum(cout, dc);
   EXPECT_NEAR(download(out)[0], ref, 1e-6 * std::fabs(ref) + 1e-3);
   EXPECT_EQ(download(cout)[0], static_cast<float>(cref));
-  kernels::cuda::zero(dx);
+  kernels::zero(dx);
   for (float v : download(dx)) ASSERT_EQ(v, 0.0f);
 }
 

@@ -13,7 +13,7 @@
 #include "infer/evaluate.h"
 #include "infer/generator.h"
 #include "infer/text_stream.h"
-#include "model/init.h"
+#include "export/demo_model.h"
 #include "model/qwen2.h"
 #include "text/template.h"
 #include "text/tokenizer.h"
@@ -29,10 +29,10 @@ std::string demo_data() { return testing::source_dir() + "/recipes/data/demo_med
 const std::string& demo_model() {
   static const std::string dir = [] {
     fs::path d = fs::temp_directory_path() / ("cotune_infer_demo_" + std::to_string(::getpid()));
-    model::InitModelOptions o;
+    exporting::InitModelOptions o;
     o.preset = "demo";
     o.vocab_from = demo_data();
-    model::init_model(d.string(), o);
+    exporting::init_model(d.string(), o);
     return d.string();
   }();
   return dir;

@@ -1,6 +1,6 @@
 // `init-model` output: the folder round-trips through cotune's own loaders, the random model's loss is
 // about ln(V), and everything is a function of the seed.
-#include "model/init.h"
+#include "export/demo_model.h"
 
 #include <gtest/gtest.h>
 
@@ -15,10 +15,15 @@
 #include "formats/safetensors.h"
 #include "init/temp_dir.h"
 #include "model/qwen2.h"
+#include "model/sequence_loss.h"
 #include "text/tokenizer.h"
 
-namespace cotune::model {
+namespace cotune::exporting {
 namespace {
+
+using model::Qwen2Model;
+using model::sequence_loss;
+using model::SequenceLoss;
 
 using init_test::read_text;
 using init_test::TempDir;
@@ -151,4 +156,4 @@ TEST(InitModel, SequenceLossRejectsBadIds) {
 }
 
 }  // namespace
-}  // namespace cotune::model
+}  // namespace cotune::exporting

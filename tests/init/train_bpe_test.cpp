@@ -11,7 +11,7 @@
 
 #include "base/error.h"
 #include "init/temp_dir.h"
-#include "model/init.h"
+#include "export/demo_model.h"
 #include "text/tokenizer.h"
 #include "text/unicode.h"
 
@@ -85,7 +85,7 @@ TEST(TrainBpe, CountWordsUsesTheQwen2PreTokenizer) {
 }
 
 TEST(TrainBpe, DeterministicAcrossRuns) {
-  const std::vector<std::string> texts = {model::builtin_corpus()};
+  const std::vector<std::string> texts = {exporting::builtin_corpus()};
   BpeTrainOptions opts;
   opts.vocab_size = 600;
   const BpeVocab v1 = train_bpe(texts, opts), v2 = train_bpe(texts, opts);
@@ -101,7 +101,7 @@ class WrittenTokenizer : public ::testing::Test {
   void SetUp() override {
     BpeTrainOptions opts;
     opts.vocab_size = 500;
-    vocab_ = train_bpe(std::vector<std::string>{model::builtin_corpus()}, opts);
+    vocab_ = train_bpe(std::vector<std::string>{exporting::builtin_corpus()}, opts);
     total_ = write_tokenizer_files(dir_.str(), vocab_, r1_distill_tokenizer_spec());
   }
   TempDir dir_;
@@ -132,8 +132,8 @@ TEST_F(WrittenTokenizer, LoadsWithSpecialTokensFromTheFiles) {
 TEST_F(WrittenTokenizer, EncodesAsTheTrainerAndDecodesLosslessly) {
   const Tokenizer tok = Tokenizer::load(dir_.str() + "/tokenizer.json");
   const std::vector<std::string> texts = {
-      model::builtin_corpus(),
-      model::builtin_sentence(),
+      exporting::builtin_corpus(),
+      exporting::builtin_sentence(),
       "Unseen words: pneumonoultramicroscopic, 42.5 mg/kg, tabs\tand  spaces\r\n\n  end",
       "中文：患者出现胸痛，最可能的诊断是什么？ émigré café naïve 🩺",
       "Ｆｕｌｌｗｉｄｔｈ and e\u0301 (decomposed, NFC makes it é)",

@@ -12,6 +12,10 @@ namespace cotune::kernels::cpu {
 void matmul(float* out, const float* a, const float* b, int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b,
             float alpha, float beta);
 
+// The same with explicit row strides (out ldo, a lda, b ldb): sub-matrices of wider ones (LoRA column blocks).
+void gemm_strided(float* out, int64_t ldo, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t M,
+                  int64_t N, int64_t K, bool trans_a, bool trans_b, float alpha, float beta);
+
 void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t T, int64_t C, int64_t V);
 
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t T, int64_t C, float eps);
@@ -34,6 +38,9 @@ void swiglu_backward(float* dgate, float* dup, const float* dout, const float* g
 
 void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t T, int64_t IC,
                     int64_t OC);
+// out[T,OC] = residual + inp @ weight^T (+ bias); out may alias residual.
+void linear_forward_residual(float* out, const float* inp, const float* weight, const float* residual,
+                             const float* bias, int64_t T, int64_t IC, int64_t OC);
 void linear_backward_input(float* dinp, const float* dout, const float* weight, int64_t T, int64_t IC, int64_t OC,
                            bool accumulate);
 

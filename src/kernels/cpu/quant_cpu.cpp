@@ -10,7 +10,7 @@
 #include "base/parallel.h"
 #include "kernels/quant.h"
 #ifdef COTUNE_WITH_CUDA
-#include "kernels/cuda/train_ops.h"
+#include "kernels/cuda/nf4.h"
 #endif
 
 namespace cotune::kernels {
@@ -277,6 +277,20 @@ Nf4Buffers nf4_quantize(const Tensor& w, bool nested, QuantRounding nested_round
                                 nested_rounding);
   }
   return out;
+}
+
+void nf4_dequantize_batch(std::span<const Nf4Weight> qs, std::span<const Tensor> outs) {
+  if (qs.size() != outs.size()) fail("nf4_dequantize_batch: {} weights but {} outputs", qs.size(), outs.size());
+#ifdef COTUNE_WITH_CUDA
+  const bool batch = !outs.empty() && std::all_of(outs.begin(), outs.end(), [](const Tensor& t) {
+    return t.device == Device::cuda && t.dtype == DType::bf16;
+  });
+  if (batch) {
+    cuda::nf4_dequantize_batch(qs, outs);  // validates each weight
+    return;
+  }
+#endif
+  for (size_t i = 0; i < qs.size(); ++i) nf4_dequantize(qs[i], outs[i]);
 }
 
 void nf4_dequantize(const Nf4Weight& q, const Tensor& out) {

@@ -1,6 +1,6 @@
 // The CUDA execution context of the kernels in kernels/cuda: one per host thread (thread_local), created
 // lazily on first use on the device current at that moment. It holds
-//   - the stream every kernel and GEMM of cuda_ops.h / train_ops.h is launched on. By default a *blocking*
+//   - the stream every kernel and GEMM of cuda_ops.h / optim.h / nf4.h is launched on. By default a *blocking*
 //     stream created by the context (not the legacy default stream, so a step can be captured in a CUDA
 //     graph; blocking, so the synchronous cudaMemset/cudaMemcpy of tensor/arena.cpp stay ordered with it);
 //     set_stream() points it at a caller's stream instead (e.g. one per data-parallel process);

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/ops.h"
 #include "kernels/rope.h"
 #include "tensor/tensor.h"
 
@@ -27,6 +28,14 @@ void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up);
 void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout, const Tensor& gate, const Tensor& up);
 void linear_forward(const Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& bias);
 void linear_backward_input(const Tensor& dinp, const Tensor& dout, const Tensor& weight, bool accumulate);
+void linear_forward_residual(const Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& residual,
+                             const Tensor& bias);
+void lora_xa(const ColumnBlock& xa, const Tensor& inp, const Tensor& A);
+void lora_up(const Tensor& out, const ColumnBlock& xa, const Tensor& B, float scale, bool accumulate);
+void lora_grad_b(const Tensor& dB, const ColumnBlock& g, const Tensor& dout, const ColumnBlock& xa, const Tensor& B,
+                 float scale);
+void lora_grad_a(const Tensor& dA, const Tensor& dinp, const ColumnBlock& g, const Tensor& inp, const Tensor& A,
+                 bool accumulate_dinp);
 void lora_forward(const Tensor& out, const Tensor& xa, const Tensor& inp, const Tensor& A, const Tensor& B,
                   float scale);
 void lora_backward(const Tensor& dinp, const Tensor& dA, const Tensor& dB, const Tensor& g, const Tensor& dout,
@@ -36,10 +45,14 @@ void dropout_backward(const Tensor& dinp, const Tensor& dout, float p, uint64_t 
 void fill_normal(const Tensor& out, uint64_t key, float std);
 void add(const Tensor& out, const Tensor& a, const Tensor& b);
 void copy(const Tensor& dst, const Tensor& src);
+void zero(const Tensor& t);
 void cross_entropy_forward(const Tensor& losses, const Tensor& logits, const Tensor& targets);
 void cross_entropy_backward(const Tensor& dlogits, const Tensor& logits, const Tensor& targets, float grad_scale);
 void lm_head_cross_entropy(const Tensor& losses, const Tensor& correct, const Tensor& dhidden, const Tensor& hidden,
                            const Tensor& weight, const Tensor& targets, float grad_scale, const Tensor& workspace,
                            int64_t chunk);
+void lm_head_cross_entropy_device_scale(const Tensor& losses, const Tensor& correct, const Tensor& dhidden,
+                                        const Tensor& hidden, const Tensor& weight, const Tensor& targets,
+                                        const Tensor& scalars, const Tensor& workspace, int64_t chunk);
 
 }  // namespace cotune::kernels::cuda

@@ -7,7 +7,7 @@
 // LoRA with bf16 activations and f32 A/B: the small LoRA matrices (and the [T,R] intermediates xa, g) are
 // rounded to bf16 and multiplied with bf16 tensor-core GEMMs accumulating in fp32; dA, dB stay fp32 (the
 // f32-API ops also return xa and g in f32, holding the bf16 values the GEMMs used). The training runner keeps
-// bf16 copies of A/B (model/lora.h) and calls the bf16-operand entry points of train_ops.h directly. This is what PEFT computes under bf16 autocast, at the speed of bf16 GEMMs; the
+// bf16 copies of A/B (model/lora.h) and calls the bf16-operand entry points of gemm.h directly. This is what PEFT computes under bf16 autocast, at the speed of bf16 GEMMs; the
 // rounding of the operands costs ~2^-9 relative per element, below the bf16 activations' own error.
 #include <algorithm>
 #include <chrono>
@@ -20,7 +20,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/internal.h"
 #include "kernels/cuda/launch.h"
-#include "kernels/cuda/train_ops.h"
+#include "kernels/cuda/gemm.h"
 
 namespace cotune::kernels::cuda {
 
@@ -242,7 +242,7 @@ void linear_forward_residual(const Tensor& out, const Tensor& inp, const Tensor&
        1.0f, bias.data, residual.data);
 }
 
-// ---- LoRA on bf16 operands (train_ops.h) ------------------------------------------------------------------
+// ---- LoRA on bf16 operands (gemm.h) -----------------------------------------------------------------------
 // All roundings to bf16 happen in the GEMM epilogues (fp32 accumulator -> bf16, round to nearest even), i.e.
 // exactly where the f32-API ops below round their f32 intermediates.
 
@@ -282,6 +282,39 @@ void lora_grad_a(float* dA, const Tensor& dinp, const void* g, int64_t ld_g, int
     gemm(dinp.data, DType::bf16, g, DType::bf16, A, DType::bf16, T, IC, N, false, false, ld_g, IC, IC, 1.0f,
          accumulate_dinp ? 1.0f : 0.0f);
   }
+}
+
+// ---- the ColumnBlock forms of ops.h: the same GEMMs on a block of columns of a wider xa / g matrix ------------
+
+namespace {
+void* first_column(const ColumnBlock& c, const char* op, const char* arg) {
+  need_dtype(c.matrix, DType::bf16, op, arg);
+  return static_cast<uint16_t*>(c.matrix.data) + c.col;
+}
+}  // namespace
+
+void lora_xa(const ColumnBlock& xa, const Tensor& inp, const Tensor& A) {
+  need_dtype(A, DType::bf16, "lora_xa", "A");
+  lora_xa(first_column(xa, "lora_xa", "xa"), xa.matrix.dim(1), inp, A.data, xa.cols);
+}
+
+void lora_up(const Tensor& out, const ColumnBlock& xa, const Tensor& B, float scale, bool accumulate) {
+  need_dtype(B, DType::bf16, "lora_up", "B");
+  lora_up(out, first_column(xa, "lora_up", "xa"), xa.matrix.dim(1), B.data, xa.cols, scale, accumulate);
+}
+
+void lora_grad_b(const Tensor& dB, const ColumnBlock& g, const Tensor& dout, const ColumnBlock& xa, const Tensor& B,
+                 float scale) {
+  need_dtype(B, DType::bf16, "lora_grad_b", "B");
+  lora_grad_b(dB.ptr<float>(), first_column(g, "lora_grad_b", "g"), g.matrix.dim(1), dout,
+              first_column(xa, "lora_grad_b", "xa"), xa.matrix.dim(1), B.data, xa.cols, scale);
+}
+
+void lora_grad_a(const Tensor& dA, const Tensor& dinp, const ColumnBlock& g, const Tensor& inp, const Tensor& A,
+                 bool accumulate_dinp) {
+  need_dtype(A, DType::bf16, "lora_grad_a", "A");
+  lora_grad_a(dA.ptr<float>(), dinp, first_column(g, "lora_grad_a", "g"), g.matrix.dim(1), g.cols, inp, A.data,
+              accumulate_dinp);
 }
 
 // ---- LoRA with f32 A/B (ops.h): bf16 copies in scratch, then the bf16-operand GEMMs above ----------------
@@ -372,10 +405,10 @@ void lm_head_ce_chunks(const Tensor& losses, const Tensor& correct, const Tensor
   }
 }
 
-void lm_head_cross_entropy_dev_scale(const Tensor& losses, const Tensor& correct, const Tensor& dhidden,
-                                     const Tensor& hidden, const Tensor& weight, const Tensor& targets,
-                                     const float* scalars, const Tensor& workspace, int64_t chunk) {
-  lm_head_ce_chunks(losses, correct, dhidden, hidden, weight, targets, 1.0f, scalars, workspace, chunk);
+void lm_head_cross_entropy_device_scale(const Tensor& losses, const Tensor& correct, const Tensor& dhidden,
+                                        const Tensor& hidden, const Tensor& weight, const Tensor& targets,
+                                        const Tensor& scalars, const Tensor& workspace, int64_t chunk) {
+  lm_head_ce_chunks(losses, correct, dhidden, hidden, weight, targets, 1.0f, scalars.ptr<float>(), workspace, chunk);
 }
 
 }  // namespace cotune::kernels::cuda

@@ -90,7 +90,7 @@ int64_t flash_split_slots(int qtiles, int key_tiles_per_qtile, int ck);
 // Chunks of the dk/dv kernel for the longest key tile (query tiles ceil(max_seqlen / 64), group H / KV).
 int flash_dkdv_chunks(int max_seqlen, int group, int w);
 
-// ---- train_ops.cu ----------------------------------------------------------------------------------------------
+// ---- optim.cu, nf4.cu ---------------------------------------------------------------------------------------------
 struct AdamWScalars {
   float decay, w, b2, one_minus_b2, neg_step_size, bc2_sqrt, eps;
   bool small_w, decays;

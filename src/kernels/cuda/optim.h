@@ -1,4 +1,4 @@
-// CUDA twins of the trainer's per-step ops (kernels/optim.h) and of NF4 dequantization (kernels/quant.h).
+// CUDA twins of the trainer's per-step ops (kernels/optim.h): AdamW, the gradient norm and clip, scaling, sums.
 // Everything runs on the context stream (kernels/cuda/context.h) and keeps its scalars on the device, so an
 // optimizer step needs no host round-trip and can be captured in a CUDA graph:
 //
@@ -12,7 +12,6 @@
 #include <span>
 
 #include "kernels/optim.h"
-#include "kernels/quant.h"
 #include "tensor/arena.h"
 #include "tensor/tensor.h"
 
@@ -71,55 +70,9 @@ class MultiGradNorm {
 // x f32 (any shape) *= s[0], s an f32 [1] device scalar (one fp32 multiply per element, as torch's clip).
 void scale_by(const Tensor& x, const Tensor& s);
 
-// Zero-fills a CUDA tensor on the context stream (cudaMemsetAsync: graph-capturable, unlike tensor/arena.h's
-// fill_zero, which is synchronous on the legacy default stream). E.g. the LoRA gradients before accumulation.
-void zero(const Tensor& t);
 
 // out f32 [1] (device) = sum of x (f32 or i32, any shape), accumulated in fp64 by one block in a fixed order
 // (deterministic); e.g. the summed loss and the count of correct tokens for logging, read by the host later.
 void reduce_sum(const Tensor& out, const Tensor& x);
-
-// NF4 dequantization of a device-resident Nf4Weight (bitsandbytes layout, see kernels/quant.h) into `out`
-// (bf16 or f32 CUDA tensor of q.numel() elements, e.g. the reused per-layer bf16 scratch):
-//   out[i] = round(quant_map[code_i] * absmax_f32[i / blocksize]),
-//   absmax_f32[b] = nested_quant_map[absmax[b]] * nested_absmax[b / nested_blocksize] + offset (when nested),
-// each product and sum rounded to fp32 separately (no FMA), as bitsandbytes computes; bit-identical to the CPU
-// reference kernels::nf4_dequantize.
-void nf4_dequantize(const Nf4Weight& q, const Tensor& out);
-// nf4_dequantize of several weights into bf16 outputs, in one launch per 8 (bit-identical to one call each).
-void nf4_dequantize_batch(std::span<const Nf4Weight> qs, std::span<const Tensor> outs);
-
-// ---- fused linear + residual (gemm.cpp) ----------------------------------------------------------------------
-// out[T,OC] (bf16) = residual[T,OC] + inp[T,IC] @ weight[OC,IC]^T (+ bias[OC]), one rounding (the residual enters
-// the GEMM's fp32 epilogue as C): the composition of ops.h's linear_forward and add, with one bf16 rounding fewer.
-// out may alias residual (out += the projection).
-void linear_forward_residual(const Tensor& out, const Tensor& inp, const Tensor& weight, const Tensor& residual,
-                             const Tensor& bias = Tensor());
-
-// ---- LM head + cross-entropy with a device gradient scale (gemm.cpp) -------------------------------------------
-// ops.h's lm_head_cross_entropy with grad_scale read on the device from scalars[0] (scalars: device float[2],
-// scalars[1] == 0): dlogits = softmax - onehot (rounded to bf16), dhidden = scalars[0] * dlogits @ weight (the scale
-// applied in the GEMM's fp32 epilogue). A captured CUDA graph of a training step replays with each call's scale.
-void lm_head_cross_entropy_dev_scale(const Tensor& losses, const Tensor& correct, const Tensor& dhidden,
-                                     const Tensor& hidden, const Tensor& weight, const Tensor& targets,
-                                     const float* scalars, const Tensor& workspace, int64_t chunk);
-
-// ---- LoRA on bf16 operands (the training runner's path; gemm.cpp) -------------------------------------------
-// The composition of these four is ops.h's lora_forward / lora_backward (whose CUDA twins call them on bf16
-// copies of A/B). A and B are bf16 with contiguous rows; xa and g are bf16 [T, n] matrices with row stride
-// ld_xa / ld_g, so several projections that share an input can keep their xa / g side by side and use one GEMM
-// for x @ [A_1; A_2; ...]^T and for the stacked dA / dinp (N = the sum of their ranks).
-//   lora_xa:     xa[T,N] = inp[T,IC] @ A[N,IC]^T
-//   lora_up:     out[T,OC] += scale * xa[T,R] @ B[OC,R]^T  (out = ..., when not accumulate)
-//   lora_grad_b: dB[OC,R] (f32) += scale * dout[T,OC]^T @ xa[T,R];  g[T,R] = scale * dout @ B
-//   lora_grad_a: dA[N,IC] (f32) += g[T,N]^T @ inp;  dinp[T,IC] += g @ A[N,IC] (skipped when dinp is undefined;
-//                dinp = ..., when not accumulate_dinp)
-void lora_xa(void* xa, int64_t ld_xa, const Tensor& inp, const void* A, int64_t N);
-void lora_up(const Tensor& out, const void* xa, int64_t ld_xa, const void* B, int64_t R, float scale,
-             bool accumulate = true);
-void lora_grad_b(float* dB, void* g, int64_t ld_g, const Tensor& dout, const void* xa, int64_t ld_xa, const void* B,
-                 int64_t R, float scale);
-void lora_grad_a(float* dA, const Tensor& dinp, const void* g, int64_t ld_g, int64_t N, const Tensor& inp,
-                 const void* A, bool accumulate_dinp = true);
 
 }  // namespace cotune::kernels::cuda

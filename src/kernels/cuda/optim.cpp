@@ -1,6 +1,6 @@
-// Tensor-level entry points of train_ops.h: argument checks, the fp32 scalars of AdamW derived exactly as the
-// CPU reference derives them, then the launchers of train_ops.cu.
-#include "kernels/cuda/train_ops.h"
+// Tensor-level entry points of optim.h: argument checks, the fp32 scalars of AdamW derived exactly as the
+// CPU reference derives them, then the launchers of optim.cu.
+#include "kernels/cuda/optim.h"
 
 #include <algorithm>
 #include <cmath>
@@ -91,27 +91,6 @@ void grad_norm_clip(const Tensor& norm, const Tensor& coef, const Tensor& nonfin
                      max_norm > 0.0);
 }
 
-void nf4_dequantize_batch(std::span<const Nf4Weight> qs, std::span<const Tensor> outs) {
-  const char* op = "nf4_dequantize_batch (CUDA)";
-  if (qs.size() != outs.size()) fail("{}: {} weights but {} outputs", op, qs.size(), outs.size());
-  std::vector<Nf4Job> jobs;
-  for (size_t i = 0; i < qs.size(); ++i) {
-    const Nf4Weight& q = qs[i];
-    const Tensor& out = outs[i];
-    q.validate(op);
-    const int64_t n = q.numel();
-    if (out.numel() != n) fail("{}: output {} does not hold the {} elements of {}", op, out.str(), n, q.shape.str());
-    if (out.device != Device::cuda || q.packed.device != Device::cuda || out.dtype != DType::bf16)
-      fail("{}: weight and output must be CUDA tensors, the output bf16 ({} -> {})", op, q.packed.str(), out.str());
-    jobs.push_back({out.data, q.packed.ptr<uint8_t>(), n, q.blocksize, q.quant_map.ptr<float>(),
-                    q.nested ? q.absmax.ptr<uint8_t>() : nullptr, q.nested ? nullptr : q.absmax.ptr<float>(),
-                    q.nested ? q.nested_absmax.ptr<float>() : nullptr,
-                    q.nested ? q.nested_quant_map.ptr<float>() : nullptr, q.offset, q.nested_blocksize});
-  }
-  for (size_t i = 0; i < jobs.size(); i += kNf4BatchMax)
-    launch_nf4_dequantize_batch(jobs.data() + i, static_cast<int>(std::min<size_t>(kNf4BatchMax, jobs.size() - i)));
-}
-
 MultiAdamW::MultiAdamW(std::span<const AdamWSlot> slots, Arena& arena) {
   const char* op = "MultiAdamW (CUDA)";
   std::vector<AdamWTensor> table;
@@ -177,31 +156,11 @@ void scale_by(const Tensor& x, const Tensor& s) {
   launch_scale_by(x.ptr<float>(), x.numel(), s.ptr<float>());
 }
 
-void zero(const Tensor& t) {
-  if (t.device != Device::cuda) fail("zero (CUDA): {} is not a CUDA tensor", t.str());
-  if (t.nbytes() == 0) return;
-  check(cudaMemsetAsync(t.data, 0, t.nbytes(), stream()), "zero (cudaMemsetAsync)");
-}
-
 void reduce_sum(const Tensor& out, const Tensor& x) {
   need_cuda_f32(out, "reduce_sum (CUDA)", "out");
   if (x.device != Device::cuda || (x.dtype != DType::f32 && x.dtype != DType::i32))
     fail("reduce_sum (CUDA): x must be an f32 or i32 CUDA tensor, got {}", x.str());
   launch_reduce_sum(out.ptr<float>(), x.data, x.dtype == DType::i32, x.numel());
-}
-
-void nf4_dequantize(const Nf4Weight& q, const Tensor& out) {
-  const char* op = "nf4_dequantize (CUDA)";
-  q.validate(op);
-  const int64_t n = q.numel();
-  if (out.numel() != n) fail("{}: output {} does not hold the {} elements of {}", op, out.str(), n, q.shape.str());
-  if (out.device != Device::cuda || q.packed.device != Device::cuda)
-    fail("{}: weight and output must be CUDA tensors ({} -> {})", op, q.packed.str(), out.str());
-  if (out.dtype != DType::bf16 && out.dtype != DType::f32) fail("{}: output {} must be bf16 or f32", op, out.str());
-  launch_nf4_dequantize(out.data, out.dtype == DType::bf16, q.packed.ptr<uint8_t>(), n, q.blocksize,
-                        q.quant_map.ptr<float>(), q.nested ? q.absmax.ptr<uint8_t>() : nullptr,
-                        q.nested ? nullptr : q.absmax.ptr<float>(), q.nested ? q.nested_absmax.ptr<float>() : nullptr,
-                        q.nested ? q.nested_quant_map.ptr<float>() : nullptr, q.offset, q.nested_blocksize);
 }
 
 }  // namespace cotune::kernels::cuda

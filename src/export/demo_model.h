@@ -10,7 +10,7 @@
 #include "formats/model_config.h"
 #include "text/train_bpe.h"
 
-namespace cotune::model {
+namespace cotune::exporting {
 
 struct InitModelOptions {
   std::string preset = "demo";  // "tiny" | "demo"
@@ -55,23 +55,9 @@ struct InitModelResult {
 // DIR/tokenizer_config.json. Everything is a function of the options (deterministic from the seed).
 InitModelResult init_model(const std::string& dir, const InitModelOptions& opts);
 
-class Qwen2Model;
-
-// Mean next-token loss of a model on one token sequence (every position but the last predicts the next
-// token). Used by `cotune forward` and the tests; a random model gives about ln(vocab).
-struct SequenceLoss {
-  double mean_loss = 0.0;
-  double perplexity = 0.0;
-  int64_t tokens = 0;     // sequence length
-  int64_t predicted = 0;  // positions that predict a token (tokens - 1)
-  int64_t correct = 0;    // argmax == next token
-};
-// Throws Error when the sequence is shorter than 2 tokens or holds an id outside [0, vocab_size).
-SequenceLoss sequence_loss(const Qwen2Model& model, const std::vector<int32_t>& ids);
-
 // The built-in corpus used when no --vocab-from file is given (a few paragraphs of clinical English).
 const std::string& builtin_corpus();
 // A fixed sentence for `cotune forward` without --text / --ids.
 const std::string& builtin_sentence();
 
-}  // namespace cotune::model
+}  // namespace cotune::exporting

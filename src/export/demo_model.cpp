@@ -1,7 +1,7 @@
 // Random Qwen2 model folders (`cotune init-model`): preset shapes, HF-style random init in BF16, and the
 // tokenizer trained on the demo data. Files are written one by one atomically, config.json last, so a
 // folder interrupted half-way never looks like a complete model.
-#include "model/init.h"
+#include "export/demo_model.h"
 
 #include <algorithm>
 #include <cmath>
@@ -17,9 +17,8 @@
 #include "base/rng.h"
 #include "formats/qwen2_layout.h"
 #include "formats/safetensors.h"
-#include "model/qwen2.h"
 
-namespace cotune::model {
+namespace cotune::exporting {
 namespace {
 
 namespace fs = std::filesystem;
@@ -208,27 +207,6 @@ InitModelResult init_model(const std::string& dir, const InitModelOptions& opts)
   return r;
 }
 
-SequenceLoss sequence_loss(const Qwen2Model& model, const std::vector<int32_t>& ids) {
-  const int64_t V = model.config().vocab_size;
-  if (ids.size() < 2) fail("forward: need at least 2 tokens to predict one, got {}", ids.size());
-  for (size_t i = 0; i < ids.size(); ++i)
-    if (ids[i] < 0 || ids[i] >= V) fail("forward: token id {} at position {} is outside the vocabulary [0, {})", ids[i], i, V);
-  const PackedBatch batch = PackedBatch::from_sequences({ids});
-  RunnerOptions ro;
-  ro.max_tokens = batch.tokens();
-  ro.training = false;
-  ro.gradient_checkpointing = false;
-  Qwen2Runner runner(model, nullptr, ro);
-  const StepStats st = runner.forward_backward(batch, /*backward=*/false, 1.0f);
-  SequenceLoss r;
-  r.tokens = batch.tokens();
-  r.predicted = st.counted;
-  r.correct = st.correct;
-  r.mean_loss = st.counted > 0 ? st.loss_sum / static_cast<double>(st.counted) : 0.0;
-  r.perplexity = std::exp(r.mean_loss);
-  return r;
-}
-
 const std::string& builtin_sentence() {
   static const std::string s =
       "A 45-year-old man presents with chest pain radiating to the left arm; the most likely diagnosis is "
@@ -264,4 +242,4 @@ Response: The diagnosis is croup (laryngotracheobronchitis). Give a single dose 
   return s;
 }
 
-}  // namespace cotune::model
+}  // namespace cotune::exporting

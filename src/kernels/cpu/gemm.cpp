@@ -21,6 +21,32 @@ void matmul(float* out, const float* a, const float* b, int64_t M, int64_t N, in
               static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, out, static_cast<blasint>(N));
 }
 
+void gemm_strided(float* out, int64_t ldo, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t M,
+                  int64_t N, int64_t K, bool trans_a, bool trans_b, float alpha, float beta) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) out[i * ldo + j] = beta == 0.0f ? 0.0f : beta * out[i * ldo + j];
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+              static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K), alpha, a,
+              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, out, static_cast<blasint>(ldo));
+}
+
+void linear_forward_residual(float* out, const float* inp, const float* weight, const float* residual,
+                             const float* bias, int64_t T, int64_t IC, int64_t OC) {
+  if (out != residual) std::memcpy(out, residual, static_cast<size_t>(T * OC) * sizeof(float));
+  matmul(out, inp, weight, T, OC, IC, false, true, 1.0f, 1.0f);  // out += inp @ weight^T
+  if (bias) {
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < T; ++t) {
+      float* o = out + t * OC;
+      for (int64_t j = 0; j < OC; ++j) o[j] += bias[j];
+    }
+  }
+}
+
 void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t T, int64_t IC,
                     int64_t OC) {
   // out[T,OC] = inp[T,IC] @ weight[OC,IC]^T (+ bias)
