@@ -6,6 +6,7 @@
 #include "text/jinja_lexer.h"
 
 #include <cctype>
+#include <cstdlib>
 
 #include "base/error.h"
 #include "text/unicode.h"
@@ -266,7 +267,8 @@ class Lexer {
     t.text = text;
     if (is_float) {
       t.kind = Token::Kind::floating;
-      t.floating = std::stod(text);
+      // As Python's float(): out of range is inf (1e999) or 0 (1e-999), never an error (stod throws there).
+      t.floating = std::strtod(text.c_str(), nullptr);
     } else {
       t.kind = Token::Kind::integer;
       try {

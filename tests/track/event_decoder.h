@@ -14,8 +14,8 @@
 namespace cotune::track::testing {
 
 struct WireField {
-  uint32_t number;
-  uint32_t wire_type;
+  uint32_t number = 0;
+  uint32_t wire_type = 0;
   uint64_t varint = 0;     // wire type 0
   uint64_t fixed = 0;      // wire types 1 and 5 (raw bits)
   std::string_view bytes;  // wire type 2
@@ -42,7 +42,9 @@ inline std::vector<WireField> parse_message(std::string_view m) {
   };
   while (i < m.size()) {
     const uint64_t key = varint();
-    WireField f{static_cast<uint32_t>(key >> 3), static_cast<uint32_t>(key & 7)};
+    WireField f;
+    f.number = static_cast<uint32_t>(key >> 3);
+    f.wire_type = static_cast<uint32_t>(key & 7);
     switch (f.wire_type) {
       case 0: f.varint = varint(); break;
       case 1: f.fixed = fixed(8); break;
