@@ -25,7 +25,7 @@ class Cursor {
   uint64_t left() const { return size_ - pos_; }
   void need(uint64_t n, const std::string& what) const {
     if (n > left())
-      fail("{}: truncated: {} at offset {} needs {} bytes, the file has {} left", path_, what, pos_, n, left());
+      fail("{}: truncated GGUF file: {} at offset {} needs {} bytes, the file has {} left", path_, what, pos_, n, left());
   }
   template <typename T>
   T read(const std::string& what) {
@@ -300,7 +300,7 @@ GgufFile GgufFile::open(const std::string& path) {
 
   const uint64_t data_start = (c.pos() + g.alignment_ - 1) / g.alignment_ * g.alignment_;
   if (data_start > size && !g.tensors_.empty())
-    fail("{}: truncated: the data block would start at offset {}, the file has {} bytes", path, data_start, size);
+    fail("{}: truncated GGUF file: the data block would start at offset {}, the file has {} bytes", path, data_start, size);
   const uint64_t data_size = size > data_start ? size - data_start : 0;
   std::vector<std::pair<uint64_t, size_t>> spans;
   for (size_t i = 0; i < g.tensors_.size(); ++i) {
