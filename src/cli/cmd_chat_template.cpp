@@ -61,7 +61,7 @@ void run_chat_template(const ChatTemplateOptions& opt) {
   std::cout.flush();
 }
 
-void setup(CLI::App& app) {
+void setup_chat_template(CLI::App& app) {
   auto opt = std::make_shared<ChatTemplateOptions>();
   app.add_option("--model", opt->model, "Model folder (tokenizer_config.json / chat_template.jinja), Hub name or GGUF file")->required();
   app.add_flag("--add-generation-prompt", opt->add_generation_prompt,
@@ -74,6 +74,6 @@ void setup(CLI::App& app) {
 
 COTUNE_COMMAND(chat_template, "chat-template",
                "Render {\"messages\": [...]} JSON lines through the model's chat template -> {\"text\", \"ids\"}", 21,
-               setup);
+               setup_chat_template);
 
 }  // namespace cotune::cli

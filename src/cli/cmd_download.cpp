@@ -38,7 +38,7 @@ void run_download(const DownloadCliOptions& o) {
   std::printf("%s\n", r.resolved.path.c_str());
 }
 
-void setup(CLI::App& app) {
+void setup_download(CLI::App& app) {
   auto o = std::make_shared<DownloadCliOptions>();
   app.add_option("repo", o->repo, "org/name (or org/name@revision)")->required();
   app.add_option("--repo-type", o->repo_type, "model or dataset")->check(CLI::IsMember({"model", "dataset"}));
@@ -59,6 +59,6 @@ void setup(CLI::App& app) {
 }  // namespace
 
 COTUNE_COMMAND(download, "download", "Download a model or dataset from the Hugging Face Hub into the shared HF cache", 3,
-               setup);
+               setup_download);
 
 }  // namespace cotune::cli

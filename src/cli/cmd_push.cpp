@@ -58,7 +58,7 @@ void run_push(const PushCliOptions& o) {
   }
 }
 
-void setup(CLI::App& app) {
+void setup_push(CLI::App& app) {
   auto o = std::make_shared<PushCliOptions>();
   app.add_option("dir", o->dir, "Folder to upload (e.g. runs/x/adapter or runs/x/merged)")->required()->check(CLI::ExistingDirectory);
   app.add_option("repo", o->repo, "Target repo org/name (created when missing)")->required();
@@ -74,6 +74,7 @@ void setup(CLI::App& app) {
 
 }  // namespace
 
-COTUNE_COMMAND(push, "push", "Upload a folder (adapter, merged model) to the Hugging Face Hub as one commit", 65, setup);
+COTUNE_COMMAND(push, "push", "Upload a folder (adapter, merged model) to the Hugging Face Hub as one commit", 65,
+               setup_push);
 
 }  // namespace cotune::cli

@@ -28,7 +28,7 @@ void run_tokenize(const TokenizeOptions& opt) {
   });
 }
 
-void setup(CLI::App& app) {
+void setup_tokenize(CLI::App& app) {
   auto opt = std::make_shared<TokenizeOptions>();
   app.add_option("--tokenizer", opt->tokenizer, "tokenizer.json, or a model folder or Hub name holding it")->required();
   app.add_flag("--no-special", opt->no_special, "Do not add the post-processor's special tokens (BOS)");
@@ -39,6 +39,7 @@ void setup(CLI::App& app) {
 
 }  // namespace
 
-COTUNE_COMMAND(tokenize, "tokenize", "Tokenize JSON lines ({\"text\"} -> {\"ids\"}) or decode them (--decode)", 20, setup);
+COTUNE_COMMAND(tokenize, "tokenize", "Tokenize JSON lines ({\"text\"} -> {\"ids\"}) or decode them (--decode)", 20,
+               setup_tokenize);
 
 }  // namespace cotune::cli

@@ -14,7 +14,7 @@ void run_train(TrainCommand& cmd) {
   finish_train(cmd, setup, data, model, run);
 }
 
-void setup(CLI::App& app) {
+void setup_train(CLI::App& app) {
   auto cmd = std::make_shared<TrainCommand>();
   cmd->binder = std::make_unique<RecipeBinder>(app);
   app.add_option("--recipe", cmd->recipe, "TOML recipe; every key is also a flag below, which overrides it")
@@ -31,6 +31,7 @@ void setup(CLI::App& app) {
 
 }  // namespace
 
-COTUNE_COMMAND(train, "train", "Fine-tune a LoRA adapter (SFT) from a recipe and/or flags", 40, setup);
+COTUNE_COMMAND(train, "train", "Fine-tune a LoRA adapter (SFT) from a recipe and/or flags", 40,
+               setup_train);
 
 }  // namespace cotune::cli
