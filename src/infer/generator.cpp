@@ -49,8 +49,11 @@ struct Generator::Buffers {
   Tensor logits;                // f32 [B, V]
   Tensor dec_tokens, dec_count;  // i32 [kDecodeChunk], [1]: ids of the device decode loop since the last read
   Tensor am_v, am_i;             // f32 / i32 [kArgmaxParts]: arg-max partials
+  Tensor sel_ids, sel_params;    // i32 [Bpad], [Bpad, 8]: the rows' chosen ids and their SelectParams
+  Tensor sel_scratch;            // i64 [Bpad, V] (CUDA): the sampled rows' weights (doubles)
   ops::DecodeAttentionWork att_work;  // fused decode attention: partial results and (zeroed) counters
   int64_t Tmax = 0;
+  int64_t Bpad = 0;  // rows of the largest decode bucket (max_batch rounded up to a power of two)
   std::unique_ptr<Arena> cache_arena;
   std::vector<Tensor> k_cache, v_cache;  // L x [S, N, KV, D]
   int64_t cache_slots = 0, cache_positions = 0;
@@ -59,7 +62,32 @@ struct Generator::Buffers {
   explicit Buffers(Device d) : arena(d) {}
 };
 
-Generator::~Generator() = default;
+Generator::~Generator() { drop_graphs(); }
+
+void Generator::drop_graphs() {
+#ifdef COTUNE_WITH_CUDA
+  for (void*& g : graphs_) {
+    kernels::cuda::graph_destroy(g);
+    g = nullptr;
+  }
+#endif
+  graph_uses_.assign(graphs_.size(), 0);
+}
+
+SelectParams select_params(const SamplingOptions& opts, uint64_t draw) {
+  SelectParams p;
+  p.greedy = opts.do_sample ? 0 : 1;
+  p.temperature = opts.temperature;
+  p.top_p = opts.top_p;
+  p.top_k = static_cast<int32_t>(std::min<int64_t>(opts.top_k, std::numeric_limits<int32_t>::max()));
+  p.seed = opts.seed;
+  p.draw = draw;
+  return p;
+}
+
+bool device_selectable(const SamplingOptions& opts) {
+  return !(opts.repetition_penalty < 1.0f) && !(opts.repetition_penalty > 1.0f);
+}
 
 #ifdef COTUNE_WITH_CUDA
 namespace {
@@ -75,13 +103,20 @@ Generator::Generator(const model::Qwen2Model& model, const model::LoraWeights* l
   argmax_vocab_ = c.vocab_size;
   if (lora && lora->num_layers() != c.num_hidden_layers)
     fail("LoRA weights have {} layers, the model {}", lora->num_layers(), c.num_hidden_layers);
-  const int64_t T = std::max(opts_.prefill_chunk, opts_.max_batch), B = opts_.max_batch;
+  int64_t Bpad = 1;
+  while (Bpad < opts_.max_batch) Bpad *= 2;
+  const int64_t T = std::max(opts_.prefill_chunk, Bpad), B = Bpad;
   const int64_t C = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
   const int64_t QD = c.num_attention_heads * c.head_dim, KVD = c.num_key_value_heads * c.head_dim;
   const DType act = model.act_dtype();
   Buffers& b = *buf_;
   Arena& a = b.arena;
   b.Tmax = T;
+  b.Bpad = Bpad;
+  int n_buckets = 1;
+  while ((int64_t{1} << (n_buckets - 1)) < Bpad) ++n_buckets;
+  graphs_.assign(static_cast<size_t>(n_buckets), nullptr);
+  graph_uses_.assign(static_cast<size_t>(n_buckets), 0);
   b.ids = a.alloc(DType::i32, {T}, "ids");
   b.slot = a.alloc(DType::i32, {T}, "slots");
   b.pos = a.alloc(DType::i32, {T}, "positions");
@@ -111,6 +146,9 @@ Generator::Generator(const model::Qwen2Model& model, const model::LoraWeights* l
   b.dec_count = a.alloc(DType::i32, {1}, "decoded count");
   b.am_v = a.alloc(DType::f32, {kArgmaxParts}, "argmax values");
   b.am_i = a.alloc(DType::i32, {kArgmaxParts}, "argmax ids");
+  b.sel_ids = a.alloc(DType::i32, {B}, "selected ids");
+  b.sel_params = a.alloc(DType::i32, {B, 8}, "selection parameters");
+  if (model.device() == Device::cuda) b.sel_scratch = a.alloc(DType::i64, {B, V}, "selection weights");
 #ifdef COTUNE_WITH_CUDA
   if (model.device() == Device::cuda && cuda_parts_ok() == false) fail("generator: arg-max partials do not fit");
 #endif
@@ -120,12 +158,16 @@ Generator::Generator(const model::Qwen2Model& model, const model::LoraWeights* l
            model.arch().plain_layer() &&
            ops::decode_step_fusable(C, I, c.num_attention_heads, c.num_key_value_heads, c.head_dim,
                                     model.nf4() ? model.nf4_weight(0, Proj::q).blocksize : 0);
-  if (fused_) {
+  // Decode rows (each the newest token of its slot) take the fused rope + cache write + attention kernel.
+  batched_attention_ = opts_.fused_decode && model.device() == Device::cuda && act == DType::bf16 &&
+                       model.arch().plain_layer() && c.head_dim % 64 == 0 && c.head_dim <= 256;
+  if (fused_ || batched_attention_) {
+    const int64_t heads = B * c.num_attention_heads;
     b.att_work.partial =
-        a.alloc(DType::f32, {ops::decode_attention_partial_floats(1, c.num_attention_heads, c.head_dim)}, "attention partials");
-    b.att_work.counters = a.alloc(DType::i32, {c.num_attention_heads}, "attention counters");
-    std::vector<int32_t> zero(static_cast<size_t>(c.num_attention_heads), 0);
-    copy_bytes(b.att_work.counters, Tensor(zero.data(), DType::i32, {c.num_attention_heads}));
+        a.alloc(DType::f32, {ops::decode_attention_partial_floats(B, c.num_attention_heads, c.head_dim)}, "attention partials");
+    b.att_work.counters = a.alloc(DType::i32, {heads}, "attention counters");
+    std::vector<int32_t> zero(static_cast<size_t>(heads), 0);
+    copy_bytes(b.att_work.counters, Tensor(zero.data(), DType::i32, {heads}));
   }
 }
 
@@ -133,7 +175,9 @@ const model::LayerWeights& Generator::layer_weights(int64_t l) { return buf_->nf
 
 void Generator::reserve_cache(int64_t slots, int64_t positions) {
   Buffers& b = *buf_;
+  slots += 1;  // the padding slot (pad_slot()): rows that fill a decode bucket write there
   if (slots <= b.cache_slots && positions <= b.cache_positions) return;
+  drop_graphs();  // they hold the old cache's addresses
   const auto& c = model_.config();
   slots = std::max(slots, b.cache_slots);
   positions = std::max(positions, b.cache_positions);
@@ -164,6 +208,16 @@ void Generator::proj(int64_t l, Proj p, const Tensor& out, const Tensor& inp, in
 
 std::vector<float> Generator::forward(const std::vector<int32_t>& ids, const std::vector<int32_t>& slots,
                                       const std::vector<int32_t>& positions, const std::vector<int64_t>& want) {
+  const int64_t n = forward_device(ids, slots, positions, want);
+  if (n == 0) return {};
+  const int64_t V = model_.config().vocab_size;
+  std::vector<float> out(static_cast<size_t>(n * V));
+  copy_bytes(Tensor(out.data(), DType::f32, {n, V}), buf_->logits.slice_rows(0, n));
+  return out;
+}
+
+int64_t Generator::forward_device(const std::vector<int32_t>& ids, const std::vector<int32_t>& slots,
+                                  const std::vector<int32_t>& positions, const std::vector<int64_t>& want) {
   Buffers& b = *buf_;
   const auto& c = model_.config();
   const auto T = static_cast<int64_t>(ids.size());
@@ -182,12 +236,20 @@ std::vector<float> Generator::forward(const std::vector<int32_t>& ids, const std
     if (id < 0 || id >= V) fail("token id {} is outside the model's vocabulary of {}", id, V);
 
   run_layers(T);
-  if (n == 0) return {};
+  if (n == 0) return 0;
   Tensor x = b.x.slice_rows(0, T);
   for (int64_t j = 0; j < n; ++j) copy_bytes(b.sel.slice_rows(j, j + 1), x.slice_rows(want[static_cast<size_t>(j)], want[static_cast<size_t>(j)] + 1));
   compute_logits(b.sel.slice_rows(0, n), n);
-  std::vector<float> out(static_cast<size_t>(n * V));
-  copy_bytes(Tensor(out.data(), DType::f32, {n, V}), b.logits.slice_rows(0, n));
+  return n;
+}
+
+std::vector<int32_t> Generator::select_rows(int64_t n, const std::vector<SelectParams>& params) {
+  Buffers& b = *buf_;
+  copy_bytes(b.sel_params.slice_rows(0, n), Tensor(const_cast<SelectParams*>(params.data()), DType::i32, {n, 8}));
+  ops::select_tokens(b.sel_ids.slice_rows(0, n), b.logits.slice_rows(0, n), b.sel_params.slice_rows(0, n),
+                     b.sel_scratch, argmax_vocab_);
+  std::vector<int32_t> out(static_cast<size_t>(n));
+  copy_bytes(Tensor(out.data(), DType::i32, {n}), b.sel_ids.slice_rows(0, n));
   return out;
 }
 
@@ -225,7 +287,7 @@ void Generator::run_layers_fused() {
   }
 }
 
-void Generator::run_layers(int64_t T) {
+void Generator::run_layers(int64_t T, bool decode_rows) {
   if (fused_ && T == 1) {
     run_layers_fused();
     return;
@@ -253,11 +315,16 @@ void Generator::run_layers(int64_t T) {
     proj(l, Proj::q, arch.qk_norm ? qkn.q_pre : q, h, T);
     proj(l, Proj::k, arch.qk_norm ? qkn.k_pre : k, h, T);
     proj(l, Proj::v, v, h, T);
-    model::attention_inputs_forward(arch, layer_weights(l), q, k, pt, qkn);
     Tensor q3 = q.view({T, H, D}), k3 = k.view({T, KV, D}), v3 = v.view({T, KV, D});
-    ops::kv_cache_write(b.k_cache[static_cast<size_t>(l)], b.v_cache[static_cast<size_t>(l)], k3, v3, st, pt);
-    ops::cached_attention_forward(att.view({T, H, D}), q3, b.k_cache[static_cast<size_t>(l)],
-                                  b.v_cache[static_cast<size_t>(l)], st, pt, scale, arch.sliding_window);
+    if (decode_rows && batched_attention_) {  // rope, cache write and attention in one kernel
+      ops::decode_rope_attention(att.view({T, H, D}), q3, k3, v3, b.k_cache[static_cast<size_t>(l)],
+                                 b.v_cache[static_cast<size_t>(l)], st, pt, arch.rope, scale, b.att_work);
+    } else {
+      model::attention_inputs_forward(arch, layer_weights(l), q, k, pt, qkn);
+      ops::kv_cache_write(b.k_cache[static_cast<size_t>(l)], b.v_cache[static_cast<size_t>(l)], k3, v3, st, pt);
+      ops::cached_attention_forward(att.view({T, H, D}), q3, b.k_cache[static_cast<size_t>(l)],
+                                    b.v_cache[static_cast<size_t>(l)], st, pt, scale, arch.sliding_window);
+    }
     proj(l, Proj::o, tmp, att, T);
     ops::add(x, x, tmp);
     // MLP: x += down(swiglu(gate(h), up(h))), h = rmsnorm(x)
@@ -467,6 +534,166 @@ std::vector<float> Generator::decode(const std::vector<int32_t>& slots, const st
   std::vector<float> lg = forward(tokens, slots, positions, want);
   for (int32_t s : slots) ++lengths_[static_cast<size_t>(s)];
   return lg;
+}
+
+void Generator::set_selectable(int64_t vocab) {
+  const int64_t V = model_.config().vocab_size;
+  if (vocab <= 0 || vocab > V) fail("generator: the selectable vocabulary must be in [1, {}], got {}", V, vocab);
+  if (vocab != argmax_vocab_) drop_graphs();  // the selection launches in them search [0, vocab)
+  argmax_vocab_ = vocab;
+}
+
+int64_t Generator::bucket_rows(int64_t n) const {
+  int64_t rows = 1;
+  while (rows < n) rows *= 2;
+  return std::min(rows, buf_->Bpad);
+}
+
+void Generator::select_step(int64_t T) {
+  Buffers& b = *buf_;
+  run_layers(T, /*decode_rows=*/true);
+  compute_logits(b.x.slice_rows(0, T), T);
+  ops::select_tokens(b.sel_ids.slice_rows(0, T), b.logits.slice_rows(0, T), b.sel_params.slice_rows(0, T),
+                     b.sel_scratch, argmax_vocab_);
+}
+
+std::vector<int32_t> Generator::prefill_select(const std::vector<int32_t>& slots,
+                                               const std::vector<std::vector<int32_t>>& prompts,
+                                               const std::vector<SelectParams>& params) {
+  if (slots.size() != prompts.size() || params.size() != prompts.size())
+    fail("prefill_select: {} slots, {} prompts and {} parameter rows (one each)", slots.size(), prompts.size(),
+         params.size());
+  const int64_t V = model_.config().vocab_size;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const int32_t slot = slots[i];
+    if (slot < 0 || slot >= opts_.max_batch || static_cast<size_t>(slot) >= lengths_.size())
+      fail("prefill_select: slot {} is not one of the {} reserved slots (call reserve first)", slot, lengths_.size());
+    for (size_t j = 0; j < i; ++j)
+      if (slots[j] == slot) fail("prefill_select: slot {} is given twice", slot);
+    if (prompts[i].empty()) fail("cannot generate from an empty prompt (no tokens)");
+    if (static_cast<int64_t>(prompts[i].size()) > buf_->cache_positions)
+      fail("prefill_select: a prompt of {} tokens does not fit the {} positions reserved per sequence",
+           prompts[i].size(), buf_->cache_positions);
+    for (int32_t id : prompts[i])
+      if (id < 0 || id >= V) fail("token id {} is outside the model's vocabulary of {}", id, V);
+    lengths_[static_cast<size_t>(slot)] = 0;
+  }
+  std::vector<int32_t> out(prompts.size(), 0);
+  // The prompts one after another in forwards of at most prefill_chunk tokens (as prefill), the last token of each
+  // selected in the forward that holds it.
+  std::vector<int32_t> ids, sl, positions;
+  std::vector<int64_t> want;
+  std::vector<size_t> want_seq;
+  auto flush = [&] {
+    if (ids.empty()) return;
+    const int64_t n = forward_device(ids, sl, positions, want);
+    if (n > 0) {
+      std::vector<SelectParams> p;
+      for (size_t j : want_seq) p.push_back(params[j]);
+      std::vector<int32_t> got = select_rows(n, p);
+      for (size_t j = 0; j < want_seq.size(); ++j) out[want_seq[j]] = got[j];
+    }
+    ids.clear(); sl.clear(); positions.clear(); want.clear(); want_seq.clear();
+  };
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto& seq = prompts[i];
+    for (size_t t = 0; t < seq.size(); ++t) {
+      if (static_cast<int64_t>(ids.size()) == opts_.prefill_chunk) flush();
+      ids.push_back(seq[t]);
+      sl.push_back(slots[i]);
+      positions.push_back(static_cast<int32_t>(t));
+      if (t + 1 == seq.size()) {
+        want.push_back(static_cast<int64_t>(ids.size()) - 1);
+        want_seq.push_back(i);
+      }
+    }
+  }
+  flush();
+  for (size_t i = 0; i < prompts.size(); ++i) lengths_[static_cast<size_t>(slots[i])] = static_cast<int64_t>(prompts[i].size());
+  return out;
+}
+
+std::vector<float> Generator::last_logits(int64_t n) const {
+  if (n < 0 || n > buf_->Bpad) fail("last_logits: {} rows (at most {})", n, buf_->Bpad);
+  const int64_t V = model_.config().vocab_size;
+  std::vector<float> out(static_cast<size_t>(n * V));
+  copy_bytes(Tensor(out.data(), DType::f32, {n, V}), buf_->logits.slice_rows(0, n));
+  return out;
+}
+
+std::vector<int32_t> Generator::decode_select(const std::vector<int32_t>& slots, const std::vector<int32_t>& tokens,
+                                              const std::vector<SelectParams>& params) {
+  Buffers& b = *buf_;
+  if (slots.size() != tokens.size() || params.size() != tokens.size())
+    fail("decode_select: {} slots, {} tokens and {} parameter rows (one each)", slots.size(), tokens.size(),
+         params.size());
+  const auto n = static_cast<int64_t>(slots.size());
+  if (n == 0) return {};
+  if (n > opts_.max_batch) fail("decode of {} tokens; the generator holds at most {} sequences", n, opts_.max_batch);
+  const int64_t V = model_.config().vocab_size;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const int32_t s = slots[i];
+    if (s < 0 || static_cast<size_t>(s) >= lengths_.size() || lengths_[static_cast<size_t>(s)] == 0)
+      fail("decode: slot {} was not prefilled", s);
+    for (size_t j = 0; j < i; ++j)
+      if (slots[j] == s) fail("decode_select: slot {} is given twice", s);
+    if (lengths_[static_cast<size_t>(s)] >= b.cache_positions)
+      fail("decode: sequence {} reached the cache capacity of {} positions", s, b.cache_positions);
+    if (tokens[i] < 0 || tokens[i] >= V) fail("token id {} is outside the model's vocabulary of {}", tokens[i], V);
+  }
+  // The rows padded to the bucket: padding rows are greedy, in the padding slot (each at its own position).
+  const int64_t T = model_.device() == Device::cuda ? bucket_rows(n) : n;
+  std::vector<int32_t> ids(static_cast<size_t>(T), 0), sl(static_cast<size_t>(T), static_cast<int32_t>(pad_slot())),
+      pos(static_cast<size_t>(T), 0);
+  std::vector<SelectParams> prm(static_cast<size_t>(T));
+  for (int64_t j = 0; j < T; ++j) {
+    const auto u = static_cast<size_t>(j);
+    if (j < n) {
+      ids[u] = tokens[u];
+      sl[u] = slots[u];
+      pos[u] = static_cast<int32_t>(lengths_[static_cast<size_t>(slots[u])]);
+      prm[u] = params[u];
+    } else {
+      pos[u] = static_cast<int32_t>(j % b.cache_positions);
+    }
+  }
+  auto host = [](std::vector<int32_t>& v) { return Tensor(v.data(), DType::i32, {static_cast<int64_t>(v.size())}); };
+  copy_bytes(b.ids.slice_rows(0, T), host(ids));
+  copy_bytes(b.slot.slice_rows(0, T), host(sl));
+  copy_bytes(b.pos.slice_rows(0, T), host(pos));
+  copy_bytes(b.sel_params.slice_rows(0, T), Tensor(prm.data(), DType::i32, {T, 8}));
+#ifdef COTUNE_WITH_CUDA
+  namespace cu = kernels::cuda;
+  int bucket = 0;
+  while ((int64_t{1} << bucket) < T) ++bucket;
+  const auto bi = static_cast<size_t>(bucket);
+  const bool graphs = opts_.decode_graphs && model_.device() == Device::cuda && T == (int64_t{1} << bucket) &&
+                      bi < graphs_.size();
+  if (graphs && !graphs_[bi] && graph_uses_[bi] >= 1) {  // second use of the bucket: buffers and GEMM plans settled
+    try {
+      cu::graph_begin_capture();
+      select_step(T);
+      graphs_[bi] = cu::graph_end_capture();
+    } catch (const std::exception&) {  // something in the step cannot be captured: keep running it uncaptured
+      cu::graph_abort_capture();
+      graphs_[bi] = nullptr;
+      graph_uses_[bi] = -1000000;
+    }
+    buf_->nf4.invalidate();  // the capture ran nothing: the NF4 scratch holds what it held before
+  }
+  if (graphs && graphs_[bi]) {
+    cu::graph_launch(graphs_[bi]);
+  } else {
+    select_step(T);
+    if (graphs) ++graph_uses_[bi];
+  }
+#else
+  select_step(T);
+#endif
+  std::vector<int32_t> out(static_cast<size_t>(n));
+  copy_bytes(Tensor(out.data(), DType::i32, {n}), b.sel_ids.slice_rows(0, n));
+  for (int32_t s : slots) ++lengths_[static_cast<size_t>(s)];
+  return out;
 }
 
 std::vector<GenerationOutput> Generator::generate(const std::vector<std::vector<int32_t>>& prompts,

@@ -31,7 +31,7 @@ struct Engine::Sequence {
   CompletionRequest req;
   int32_t slot = -1;
   infer::TextStream stream;
-  Rng rng;
+  uint64_t draws = 0;  // tokens sampled so far: the position in the request's Philox stream (seed, 0)
   std::vector<int32_t> context;  // prompt + generated ids (the repetition penalty looks at both)
   int64_t generated = 0;
   int32_t next_token = -1;  // fed to the model at the next decode step
@@ -54,6 +54,11 @@ Engine::Engine(const model::Qwen2Model& model, const text::Tokenizer& tok, std::
   const int64_t V = model_.config().vocab_size;
   masked_ids_ = infer::ids_missing_from(tok_, V);
   if (static_cast<int64_t>(masked_ids_.size()) == V) fail("serve: the tokenizer has none of the model's {} ids", V);
+  // The ids the tokenizer lacks are usually the padded tail of the vocabulary: then the GPU selects the tokens
+  // itself, searching [0, selectable) (else every step's logits come to the host, which masks them).
+  int64_t selectable = V;
+  while (selectable > 0 && !tok_.has_id(static_cast<int32_t>(selectable - 1))) --selectable;
+  device_select_ = model_.device() == Device::cuda && static_cast<int64_t>(masked_ids_.size()) == V - selectable;
   for (const auto& m : models_) {
     for (const auto& l : lanes_)
       if (l->served.name == m.name) fail("serve: the model name '{}' is given twice", m.name);
@@ -64,6 +69,7 @@ Engine::Engine(const model::Qwen2Model& model, const text::Tokenizer& tok, std::
     go.prefill_chunk = opts_.prefill_chunk;
     lane->gen = std::make_unique<infer::Generator>(model_, m.lora, go);
     lane->gen->reserve(opts_.context);
+    if (device_select_) lane->gen->set_selectable(selectable);
     for (int64_t s = opts_.max_batch - 1; s >= 0; --s) lane->free_slots.push_back(static_cast<int32_t>(s));
     lanes_.push_back(std::move(lane));
   }
@@ -100,7 +106,6 @@ std::shared_ptr<RequestHandle> Engine::submit(CompletionRequest req) {
   auto seq = std::make_unique<Sequence>();
   seq->handle = std::make_shared<RequestHandle>();
   seq->stream = infer::TextStream(req.stop);
-  seq->rng = Rng(req.sampling.seed, 0);
   seq->context = req.prompt_ids;
   seq->req = std::move(req);
   auto handle = seq->handle;
@@ -145,7 +150,22 @@ void Engine::finish(Lane& lane, Sequence& seq, const std::string& reason) {
 
 int32_t Engine::select(Sequence& seq, std::span<float> logits) const {
   for (int32_t id : masked_ids_) logits[static_cast<size_t>(id)] = -std::numeric_limits<float>::infinity();
-  return infer::select_token(logits, seq.context, seq.req.sampling, seq.rng);
+  // The request's Philox stream at its next draw (one uniform a sampled token, as the device selection).
+  Rng rng(seq.req.sampling.seed, seq.draws / 4);
+  for (uint64_t i = 0; i < seq.draws % 4; ++i) rng.next_u32();
+  const int32_t id = infer::select_token(logits, seq.context, seq.req.sampling, rng);
+  if (seq.req.sampling.do_sample) ++seq.draws;
+  return id;
+}
+
+bool Engine::on_device(const Sequence& seq) const {
+  return device_select_ && infer::device_selectable(seq.req.sampling);
+}
+
+infer::SelectParams Engine::params(Sequence& seq) {
+  infer::SelectParams p = infer::select_params(seq.req.sampling, seq.draws);
+  if (seq.req.sampling.do_sample) ++seq.draws;
+  return p;
 }
 
 bool Engine::advance(Lane& lane, Sequence& seq, int32_t id) {
@@ -170,11 +190,13 @@ bool Engine::advance(Lane& lane, Sequence& seq, int32_t id) {
 
 void Engine::admit(Lane& lane) {
   const int64_t V = model_.config().vocab_size;
+  // Every waiting request that has a free slot starts now: those the device selects for in one packed prefill.
+  std::vector<std::unique_ptr<Sequence>> batch;
   while (!lane.free_slots.empty()) {
     std::unique_ptr<Sequence> seq;
     {
       std::lock_guard lk(mu_);
-      if (lane.queue.empty()) return;
+      if (lane.queue.empty()) break;
       seq = std::move(lane.queue.front());
       lane.queue.pop_front();
     }
@@ -184,6 +206,10 @@ void Engine::admit(Lane& lane) {
     }
     seq->slot = lane.free_slots.back();
     lane.free_slots.pop_back();
+    if (on_device(*seq)) {
+      batch.push_back(std::move(seq));
+      continue;
+    }
     std::vector<float> logits;
     try {
       logits = lane.gen->prefill_slot(seq->slot, seq->req.prompt_ids);
@@ -195,6 +221,28 @@ void Engine::admit(Lane& lane) {
     if (advance(lane, *seq, select(*seq, std::span<float>(logits.data(), static_cast<size_t>(V)))))
       lane.running.push_back(std::move(seq));
   }
+  if (batch.empty()) return;
+  std::vector<int32_t> slots, first;
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<infer::SelectParams> prm;
+  for (auto& s : batch) {
+    slots.push_back(s->slot);
+    prompts.push_back(s->req.prompt_ids);
+    prm.push_back(params(*s));
+  }
+  try {
+    first = lane.gen->prefill_select(slots, prompts, prm);
+  } catch (const std::exception& e) {
+    log::error("serve: prefill failed: {}", e.what());
+    for (auto& s : batch) {
+      s->handle->push(Event{Event::Kind::error, e.what(), "", 0, 0});
+      finish(lane, *s, "error");
+    }
+    return;
+  }
+  ++stats_.prefills;
+  for (size_t i = 0; i < batch.size(); ++i)
+    if (advance(lane, *batch[i], first[i])) lane.running.push_back(std::move(batch[i]));
 }
 
 void Engine::step(Lane& lane) {
@@ -207,6 +255,29 @@ void Engine::step(Lane& lane) {
   for (const auto& s : run) {
     slots.push_back(s->slot);
     tokens.push_back(s->next_token);
+  }
+  const bool device = std::all_of(run.begin(), run.end(), [&](const auto& s) { return on_device(*s); });
+  ++stats_.steps;
+  stats_.rows += static_cast<int64_t>(run.size());
+  if (device) {  // the GPU selects: only the chosen ids come back
+    std::vector<infer::SelectParams> prm;
+    for (auto& s : run) prm.push_back(params(*s));
+    std::vector<int32_t> chosen;
+    try {
+      chosen = lane.gen->decode_select(slots, tokens, prm);
+    } catch (const std::exception& e) {
+      log::error("serve: decode step failed: {}", e.what());
+      for (auto& s : run) {
+        s->handle->push(Event{Event::Kind::error, e.what(), "", 0, 0});
+        finish(lane, *s, "error");
+      }
+      run.clear();
+      return;
+    }
+    ++stats_.device_steps;
+    for (size_t j = 0; j < run.size(); ++j) advance(lane, *run[j], chosen[j]);
+    std::erase_if(run, [](const std::unique_ptr<Sequence>& s) { return s->slot < 0; });
+    return;
   }
   std::vector<float> logits;
   try {

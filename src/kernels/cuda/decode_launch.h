@@ -29,6 +29,10 @@ int argmax_partials();
 // ids[0] = i, tokens[count[0]] = i, ++count[0], ++pos[0].
 void launch_argmax_advance(const float* logits, int64_t V, float* part_v, int32_t* part_i, int32_t* ids, int32_t* pos,
                            int32_t* tokens, int32_t* count);
+// ids i32 [n] = the selection of each row of logits f32 [n, stride] over ids [0, vocab) (kernels/select_ops.h);
+// params: n select_math::Params; scratch: n * vocab doubles.
+void launch_select_tokens(int32_t* ids, const float* logits, int64_t n, int64_t stride, int64_t vocab,
+                          const void* params, void* scratch);
 // CUDA graph of what this thread launches on its stream between begin and end (an instantiated cudaGraphExec_t).
 void graph_begin_capture();
 void* graph_end_capture();

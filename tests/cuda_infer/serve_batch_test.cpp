@@ -1,0 +1,192 @@
+// The serving path on the GPU (gpu label):
+//   - the selection kernel picks exactly the ids of its CPU twin (greedy, temperature, top-k, top-p, seeds, draws),
+//     on rows of the real vocabulary size with a padded tail;
+//   - a batched decode step (decode_select: n rows, each slot at its own length, padded to a bucket, replayed as a
+//     CUDA graph) follows per-slot batch-1 decoding: the same ids wherever the choice is not a near-tie, logits
+//     within bf16 tolerance; base model (fast path) and an unmerged LoRA adapter;
+//   - the serving engine on the GPU gives the lone generator's greedy text for requests that join a running batch.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "common/test_paths.h"
+#include "cuda_test_util.h"
+#include "infer/generator.h"
+#include "kernels/select_ops.h"
+#include "model/qwen2.h"
+
+namespace cotune {
+namespace {
+
+using kernels::SelectParams;
+using testing::rel_err;
+
+TEST(CudaSelect, PicksTheIdsOfTheCpuTwin) {
+  COTUNE_REQUIRE_GPU();
+  const int64_t V = 151936, vocab = 151665;
+  std::vector<SelectParams> prm;
+  auto add = [&](int greedy, float t, float p, int32_t k, uint64_t seed, uint64_t draw) {
+    SelectParams s;
+    s.greedy = greedy;
+    s.temperature = t;
+    s.top_p = p;
+    s.top_k = k;
+    s.seed = seed;
+    s.draw = draw;
+    prm.push_back(s);
+  };
+  for (uint64_t r = 0; r < 8; ++r) {
+    add(1, 1.0f, 1.0f, 0, r, 0);
+    add(0, 0.6f, 0.95f, 0, 1000 + r, r * 5);
+    add(0, 1.0f, 1.0f, 0, 2000 + r, r);
+    add(0, 0.8f, 0.9f, 50, 3000 + r, 3 * r + 1);
+    add(0, 0.3f, 0.5f, 0, 4000 + r, 7);
+    add(0, 1.3f, 1.0f, 20, 5000 + r, r);
+  }
+  const auto n = static_cast<int64_t>(prm.size());
+  std::vector<float> logits(static_cast<size_t>(n * V));
+  std::mt19937 rng(9);
+  std::normal_distribution<float> d(0.0f, 2.5f);
+  for (auto& x : logits) x = d(rng);
+  for (int64_t r = 0; r < n; ++r) {  // what real rows have: a peaked head, ties, -inf, a strong padded tail
+    float* row = logits.data() + r * V;
+    row[100 + r] = 14.0f + static_cast<float>(r % 3);
+    row[5000] = row[6000] = 9.0f;
+    row[7] = -INFINITY;
+    row[vocab + 3] = 1e6f;
+  }
+  std::vector<int32_t> want(static_cast<size_t>(n));
+  for (int64_t r = 0; r < n; ++r)
+    want[static_cast<size_t>(r)] = kernels::select_row_reference(logits.data() + r * V, vocab, prm[static_cast<size_t>(r)]);
+  Arena a(Device::cuda);
+  Tensor dl = a.alloc(DType::f32, {n, V}), dp = a.alloc(DType::i32, {n, 8}), di = a.alloc(DType::i32, {n});
+  Tensor scratch = a.alloc(DType::i64, {n, vocab});
+  copy_bytes(dl, Tensor(logits.data(), DType::f32, {n, V}));
+  copy_bytes(dp, Tensor(prm.data(), DType::i32, {n, 8}));
+  kernels::select_tokens(di, dl, dp, scratch, vocab);
+  std::vector<int32_t> got(static_cast<size_t>(n));
+  copy_bytes(Tensor(got.data(), DType::i32, {n}), di);
+  for (int64_t r = 0; r < n; ++r) EXPECT_EQ(got[static_cast<size_t>(r)], want[static_cast<size_t>(r)]) << "row " << r;
+}
+
+// The largest minus the second largest of a row.
+float top2_gap(const float* row, int64_t V) {
+  float a = -INFINITY, b = -INFINITY;
+  for (int64_t i = 0; i < V; ++i) {
+    if (row[i] > a) b = a, a = row[i];
+    else if (row[i] > b) b = row[i];
+  }
+  return a - b;
+}
+
+// Five prompts decoded together (rows padded to the bucket of 8; graphs on or off) against each prompt decoded alone
+// (batch 1: the fused step), teacher-forced with the lone run's ids so one near-tie cannot derail the rest.
+void compare_batched(bool graphs, bool with_lora) {
+  const std::string dir = testing::golden_dir() + "/model/r1like";
+  model::LoadOptions o;
+  o.device = Device::cuda;
+  model::Qwen2Model m = model::Qwen2Model::load(dir, o);
+  std::unique_ptr<model::LoraWeights> lora;
+  if (with_lora) lora = infer::load_adapter(m, dir + "/lora/adapter_init");
+  const int64_t V = m.config().vocab_size;
+  const std::vector<std::vector<int32_t>> prompts = {{1, 5, 17, 42, 99}, {1, 200, 3}, {7}, {1, 2, 3, 4, 5, 6, 7, 8, 9}, {300, 301}};
+  const int64_t steps = 20;
+  std::vector<SelectParams> greedy1(1);
+  // Lone runs: ids and logits of every step.
+  std::vector<std::vector<int32_t>> ids(prompts.size());
+  std::vector<std::vector<std::vector<float>>> lg(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    infer::GeneratorOptions go;
+    go.max_batch = 1;
+    infer::Generator lone(m, lora.get(), go);
+    lone.reserve(64);
+    int32_t next = lone.prefill_select({0}, {prompts[i]}, greedy1)[0];
+    for (int64_t s = 0; s < steps; ++s) {
+      ids[i].push_back(next);
+      next = lone.decode_select({0}, {next}, greedy1)[0];
+      lg[i].push_back(lone.last_logits(1));
+    }
+  }
+  infer::GeneratorOptions go;
+  go.max_batch = 8;
+  go.decode_graphs = graphs;
+  infer::Generator gen(m, lora.get(), go);
+  gen.reserve(64);
+  const std::vector<int32_t> slots = {6, 0, 3, 1, 7};
+  std::vector<SelectParams> greedy(prompts.size());
+  gen.prefill_select(slots, prompts, greedy);
+  int compared = 0;
+  for (int64_t s = 0; s < steps; ++s) {
+    std::vector<int32_t> feed;
+    for (size_t i = 0; i < prompts.size(); ++i) feed.push_back(ids[i][static_cast<size_t>(s)]);
+    const std::vector<int32_t> got = gen.decode_select(slots, feed, greedy);
+    const std::vector<float> rows = gen.last_logits(static_cast<int64_t>(prompts.size()));
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      const std::vector<float> row(rows.begin() + static_cast<int64_t>(i) * V, rows.begin() + static_cast<int64_t>(i + 1) * V);
+      const auto& ref = lg[i][static_cast<size_t>(s)];
+      EXPECT_LT(rel_err(row, ref), 2e-2) << "prompt " << i << " step " << s;
+      if (s + 1 < steps && top2_gap(ref.data(), V) > 0.05f) {
+        EXPECT_EQ(got[i], ids[i][static_cast<size_t>(s + 1)]) << "prompt " << i << " step " << s;
+        ++compared;
+      }
+    }
+  }
+  EXPECT_GT(compared, 60);  // most choices are not near-ties
+}
+
+TEST(CudaServeBatch, BatchedDecodeFollowsBatch1WithGraphs) {
+  COTUNE_REQUIRE_GPU();
+  compare_batched(true, false);
+}
+
+TEST(CudaServeBatch, BatchedDecodeFollowsBatch1WithoutGraphs) {
+  COTUNE_REQUIRE_GPU();
+  compare_batched(false, false);
+}
+
+TEST(CudaServeBatch, BatchedDecodeFollowsBatch1WithLora) {
+  COTUNE_REQUIRE_GPU();
+  compare_batched(true, true);
+}
+
+// Slots at different lengths, in every bucket size: a step of n rows (1..8) and a single row agree.
+TEST(CudaServeBatch, EveryBucketSize) {
+  COTUNE_REQUIRE_GPU();
+  const std::string dir = testing::golden_dir() + "/model/r1like";
+  model::LoadOptions o;
+  o.device = Device::cuda;
+  model::Qwen2Model m = model::Qwen2Model::load(dir, o);
+  const int64_t V = m.config().vocab_size;
+  infer::GeneratorOptions go;
+  go.max_batch = 8;
+  infer::Generator gen(m, nullptr, go);
+  gen.reserve(128);
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<int32_t> slots;
+  for (int i = 0; i < 8; ++i) {
+    std::vector<int32_t> p;
+    for (int j = 0; j <= i * 5; ++j) p.push_back((i * 31 + j * 7) % 320);
+    prompts.push_back(p);
+    slots.push_back(i);
+  }
+  std::vector<SelectParams> greedy(8);
+  std::vector<int32_t> next = gen.prefill_select(slots, prompts, greedy);
+  for (int64_t n = 1; n <= 8; ++n) {
+    for (int rep = 0; rep < 3; ++rep) {  // uncaptured, captured, replayed
+      std::vector<int32_t> sl(slots.begin(), slots.begin() + n), tk(next.begin(), next.begin() + n);
+      std::vector<SelectParams> g(static_cast<size_t>(n));
+      const std::vector<int32_t> got = gen.decode_select(sl, tk, g);
+      const std::vector<float> rows = gen.last_logits(n);
+      for (int64_t r = 0; r < n; ++r) {
+        const float* row = rows.data() + r * V;
+        EXPECT_EQ(got[static_cast<size_t>(r)], static_cast<int32_t>(std::max_element(row, row + V) - row)) << n << " " << r;
+        next[static_cast<size_t>(r)] = got[static_cast<size_t>(r)];
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace cotune
