@@ -55,7 +55,10 @@ struct Generator::Buffers {
   int64_t Tmax = 0;
   int64_t Bpad = 0;  // rows of the largest decode bucket (max_batch rounded up to a power of two)
   std::unique_ptr<Arena> cache_arena;
-  std::vector<Tensor> k_cache, v_cache;  // L x [S, N, KV, D]
+  std::vector<Tensor> k_cache, v_cache;  // L x [P, page, KV, D]: the page pool
+  Tensor block_table;                    // i32 [S + 1, max_pages] (the padding slot last)
+  KvPageTable pages;                     // its host side
+  int64_t pad_pages = 0;                 // pages the padding slot holds
   int64_t cache_slots = 0, cache_positions = 0;
   model::Nf4LayerCache nf4;  // NF4 base on CUDA: one layer's projections dequantized (bf16)
   model::QkNormActs qkn;     // Qwen3's q/k norm: pre-norm q, k [Tmax, H*D], [Tmax, KV*D] and their rstd
@@ -183,15 +186,47 @@ void Generator::reserve_cache(int64_t slots, int64_t positions) {
   positions = std::max(positions, b.cache_positions);
   b.k_cache.clear();
   b.v_cache.clear();
+  b.block_table = Tensor();
   b.cache_arena.reset();
   b.cache_arena = std::make_unique<Arena>(model_.device());
+  // The pool: kv_pages pages (default: every slot at full capacity) plus the padding slot's, which hold the
+  // positions [0, min(Bpad, positions)) that padding rows write.
+  const int64_t page = opts_.kv_page;
+  const int64_t max_pages = (positions + page - 1) / page;
+  b.pad_pages = (std::min(b.Bpad, positions) + page - 1) / page;
+  const int64_t pool = (opts_.kv_pages > 0 ? opts_.kv_pages : (slots - 1) * max_pages) + b.pad_pages;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    b.k_cache.push_back(b.cache_arena->alloc(model_.act_dtype(), {slots, positions, c.num_key_value_heads, c.head_dim}, "k cache"));
-    b.v_cache.push_back(b.cache_arena->alloc(model_.act_dtype(), {slots, positions, c.num_key_value_heads, c.head_dim}, "v cache"));
+    b.k_cache.push_back(b.cache_arena->alloc(model_.act_dtype(), {pool, page, c.num_key_value_heads, c.head_dim}, "k cache"));
+    b.v_cache.push_back(b.cache_arena->alloc(model_.act_dtype(), {pool, page, c.num_key_value_heads, c.head_dim}, "v cache"));
   }
+  b.block_table = b.cache_arena->alloc(DType::i32, {slots, max_pages}, "KV block table");
+  b.pages = KvPageTable(slots, max_pages, page, pool);
+  b.pages.grow(static_cast<int32_t>(slots - 1), std::min(b.Bpad, positions));
   b.cache_slots = slots;
   b.cache_positions = positions;
+  sync_block_table();
 }
+
+void Generator::sync_block_table() {
+  Buffers& b = *buf_;
+  const int64_t mp = b.pages.max_pages();
+  for (int32_t s : b.pages.take_changed())
+    copy_bytes(b.block_table.slice_rows(s, s + 1),
+               Tensor(const_cast<int32_t*>(b.pages.table().data()) + s * mp, DType::i32, {1, mp}));
+}
+
+void Generator::grow_slot(int32_t slot, int64_t positions) {
+  Buffers& b = *buf_;
+  if (!b.pages.grow(slot, positions))
+    fail("KV cache: sequence {} needs {} pages of {} positions for {} positions; {} of the pool's {} are free", slot,
+         b.pages.pages_for(positions) - b.pages.pages_held(slot), b.pages.page(), positions, b.pages.pages_free(),
+         b.pages.pages_total() - b.pad_pages);
+}
+
+kernels::KvPages Generator::kv_layout() const { return kernels::KvPages{buf_->block_table, buf_->pages.page()}; }
+
+const KvPageTable& Generator::kv_pages() const { return buf_->pages; }
+int64_t Generator::pad_pages() const { return buf_->pad_pages; }
 
 void Generator::proj(int64_t l, Proj p, const Tensor& out, const Tensor& inp, int64_t T) {
   // Decode-size steps on CUDA: a GEMV kernel (NF4: dequantized in registers, no bf16 copy of the layer).
@@ -235,6 +270,7 @@ int64_t Generator::forward_device(const std::vector<int32_t>& ids, const std::ve
   for (int32_t id : ids)
     if (id < 0 || id >= V) fail("token id {} is outside the model's vocabulary of {}", id, V);
 
+  sync_block_table();
   run_layers(T);
   if (n == 0) return 0;
   Tensor x = b.x.slice_rows(0, T);
@@ -280,7 +316,7 @@ void Generator::run_layers_fused() {
     ops::decode_norm_qkv(q, k, v, x, lw.input_norm, eps, decode_proj(l, Proj::q), decode_proj(l, Proj::k),
                          decode_proj(l, Proj::v));
     ops::decode_rope_attention(att.view({1, H, D}), q.view({1, H, D}), k.view({1, KV, D}), v.view({1, KV, D}),
-                               b.k_cache[li], b.v_cache[li], st, pt, rope, scale, b.att_work);
+                               b.k_cache[li], b.v_cache[li], st, pt, rope, scale, b.att_work, kv_layout());
     ops::decode_linear_residual(x, att, decode_proj(l, Proj::o));
     ops::decode_norm_swiglu(m, x, lw.post_norm, eps, decode_proj(l, Proj::gate), decode_proj(l, Proj::up));
     ops::decode_linear_residual(x, m, decode_proj(l, Proj::down));
@@ -318,12 +354,13 @@ void Generator::run_layers(int64_t T, bool decode_rows) {
     Tensor q3 = q.view({T, H, D}), k3 = k.view({T, KV, D}), v3 = v.view({T, KV, D});
     if (decode_rows && batched_attention_) {  // rope, cache write and attention in one kernel
       ops::decode_rope_attention(att.view({T, H, D}), q3, k3, v3, b.k_cache[static_cast<size_t>(l)],
-                                 b.v_cache[static_cast<size_t>(l)], st, pt, arch.rope, scale, b.att_work);
+                                 b.v_cache[static_cast<size_t>(l)], st, pt, arch.rope, scale, b.att_work, kv_layout());
     } else {
       model::attention_inputs_forward(arch, layer_weights(l), q, k, pt, qkn);
-      ops::kv_cache_write(b.k_cache[static_cast<size_t>(l)], b.v_cache[static_cast<size_t>(l)], k3, v3, st, pt);
+      ops::kv_cache_write(b.k_cache[static_cast<size_t>(l)], b.v_cache[static_cast<size_t>(l)], k3, v3, st, pt,
+                          kv_layout());
       ops::cached_attention_forward(att.view({T, H, D}), q3, b.k_cache[static_cast<size_t>(l)],
-                                    b.v_cache[static_cast<size_t>(l)], st, pt, scale, arch.sliding_window);
+                                    b.v_cache[static_cast<size_t>(l)], st, pt, scale, arch.sliding_window, kv_layout());
     }
     proj(l, Proj::o, tmp, att, T);
     ops::add(x, x, tmp);
@@ -452,6 +489,8 @@ std::vector<float> Generator::prefill(const std::vector<std::vector<int32_t>>& s
   }
   reserve_cache(opts_.max_batch, std::max(capacity, longest));
   lengths_.assign(static_cast<size_t>(opts_.max_batch), 0);
+  for (int32_t s = 0; s < opts_.max_batch; ++s) buf_->pages.release(s);
+  for (int64_t s = 0; s < S; ++s) grow_slot(static_cast<int32_t>(s), std::max(capacity, longest));
   const int64_t V = model_.config().vocab_size;
   std::vector<float> out(static_cast<size_t>(S * V));
   // Pack the prompts one after another into chunks of at most prefill_chunk tokens.
@@ -486,6 +525,7 @@ void Generator::reserve(int64_t positions) {
   if (positions <= 0) fail("generator: reserve needs a positive number of positions, got {}", positions);
   reserve_cache(opts_.max_batch, positions);
   lengths_.assign(static_cast<size_t>(opts_.max_batch), 0);
+  for (int32_t s = 0; s < opts_.max_batch; ++s) buf_->pages.release(s);
 }
 
 int64_t Generator::capacity() const { return buf_->cache_positions; }
@@ -499,6 +539,8 @@ std::vector<float> Generator::prefill_slot(int32_t slot, const std::vector<int32
     fail("prefill_slot: a prompt of {} tokens does not fit the {} positions reserved per sequence", n,
          buf_->cache_positions);
   lengths_[static_cast<size_t>(slot)] = 0;
+  buf_->pages.release(slot);
+  grow_slot(slot, n);
   std::vector<float> logits;
   for (int64_t begin = 0; begin < n; begin += opts_.prefill_chunk) {
     const int64_t end = std::min(n, begin + opts_.prefill_chunk);
@@ -514,7 +556,10 @@ std::vector<float> Generator::prefill_slot(int32_t slot, const std::vector<int32
 }
 
 void Generator::release_slot(int32_t slot) {
-  if (slot >= 0 && static_cast<size_t>(slot) < lengths_.size()) lengths_[static_cast<size_t>(slot)] = 0;
+  if (slot >= 0 && static_cast<size_t>(slot) < lengths_.size()) {
+    lengths_[static_cast<size_t>(slot)] = 0;
+    buf_->pages.release(slot);
+  }
 }
 
 std::vector<float> Generator::decode(const std::vector<int32_t>& slots, const std::vector<int32_t>& tokens) {
@@ -531,6 +576,7 @@ std::vector<float> Generator::decode(const std::vector<int32_t>& slots, const st
     positions.push_back(static_cast<int32_t>(lengths_[static_cast<size_t>(s)]));
     want.push_back(static_cast<int64_t>(i));
   }
+  for (int32_t s : slots) grow_slot(s, lengths_[static_cast<size_t>(s)] + 1);
   std::vector<float> lg = forward(tokens, slots, positions, want);
   for (int32_t s : slots) ++lengths_[static_cast<size_t>(s)];
   return lg;
@@ -576,8 +622,12 @@ std::vector<int32_t> Generator::prefill_select(const std::vector<int32_t>& slots
            prompts[i].size(), buf_->cache_positions);
     for (int32_t id : prompts[i])
       if (id < 0 || id >= V) fail("token id {} is outside the model's vocabulary of {}", id, V);
-    lengths_[static_cast<size_t>(slot)] = 0;
   }
+  for (size_t i = 0; i < slots.size(); ++i) {
+    lengths_[static_cast<size_t>(slots[i])] = 0;
+    buf_->pages.release(slots[i]);
+  }
+  for (size_t i = 0; i < slots.size(); ++i) grow_slot(slots[i], static_cast<int64_t>(prompts[i].size()));
   std::vector<int32_t> out(prompts.size(), 0);
   // The prompts one after another in forwards of at most prefill_chunk tokens (as prefill), the last token of each
   // selected in the forward that holds it.
@@ -641,6 +691,8 @@ std::vector<int32_t> Generator::decode_select(const std::vector<int32_t>& slots,
       fail("decode: sequence {} reached the cache capacity of {} positions", s, b.cache_positions);
     if (tokens[i] < 0 || tokens[i] >= V) fail("token id {} is outside the model's vocabulary of {}", tokens[i], V);
   }
+  for (int32_t s : slots) grow_slot(s, lengths_[static_cast<size_t>(s)] + 1);
+  sync_block_table();
   // The rows padded to the bucket: padding rows are greedy, in the padding slot (each at its own position).
   const int64_t T = model_.device() == Device::cuda ? bucket_rows(n) : n;
   std::vector<int32_t> ids(static_cast<size_t>(T), 0), sl(static_cast<size_t>(T), static_cast<int32_t>(pad_slot())),

@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "infer/kv_pages.h"
 #include "infer/sampler.h"
 #include "infer/text_stream.h"
 #include "kernels/decode_ops.h"
@@ -67,6 +68,10 @@ struct GeneratorOptions {
   // CUDA: a batched decode step (decode_select) runs as a CUDA graph, one per batch-size bucket (1, 2, 4, ..., the
   // rows padded up to the bucket), instantiated at its second use. false: the step's kernels are launched one by one.
   bool decode_graphs = true;
+  // The KV cache is paged (kernels/decode_ops.h KvPages): pages of kv_page positions, taken by a slot as it grows
+  // and returned when it is released. kv_pages: the pool's size; 0: enough for every slot at the reserved capacity.
+  int64_t kv_page = 16;
+  int64_t kv_pages = 0;
 };
 
 // Per-row parameters of a device-side selection (kernels/select_ops.h).
@@ -125,6 +130,10 @@ class Generator {
   // The logits [n, V] (f32, host) the last decode_select computed for its first n rows (for tests).
   std::vector<float> last_logits(int64_t n) const;
   int64_t capacity() const;        // positions reserved per slot
+  // The KV page pool and block table (after reserve): pages free / total, each slot's pages. The padding slot's
+  // pages (pad_pages()) are part of the pool and never free.
+  const KvPageTable& kv_pages() const;
+  int64_t pad_pages() const;
 
   const model::Qwen2Model& model() const { return model_; }
   const model::LoraWeights* lora() const { return lora_; }
@@ -142,6 +151,9 @@ class Generator {
   const model::LayerWeights& layer_weights(int64_t l);  // NF4 base: dequantized into a scratch
   void reserve_cache(int64_t slots, int64_t positions);
   int64_t pad_slot() const { return opts_.max_batch; }  // the cache slot padding rows of a bucket write to
+  void grow_slot(int32_t slot, int64_t positions);     // pages for [0, positions) or an error naming the pool
+  void sync_block_table();                              // the table rows that changed, to the device
+  kernels::KvPages kv_layout() const;
   int64_t bucket_rows(int64_t n) const;                   // the bucket a step of n rows runs in
   // The layers, logits and selection over the first T rows already in the device buffers (ids / slot / pos and
   // sel_params); each row the newest token of its slot. Leaves the ids in sel_ids.

@@ -43,7 +43,16 @@ struct Engine::Lane {
   std::deque<std::unique_ptr<Sequence>> queue;     // guarded by Engine::mu_
   std::vector<std::unique_ptr<Sequence>> running;  // the scheduler thread's alone
   std::vector<int32_t> free_slots;
+  int64_t pages_for_sequences = 0;  // the generator's pool without the padding slot's pages
+  int64_t promised = 0;             // pages the running sequences may hold at their longest (prompt + max_tokens)
 };
+
+namespace {
+// Pages a request may hold at its longest.
+int64_t pages_needed(const infer::Generator& gen, const CompletionRequest& r) {
+  return gen.kv_pages().pages_for(static_cast<int64_t>(r.prompt_ids.size()) + r.max_tokens);
+}
+}  // namespace
 
 Engine::Engine(const model::Qwen2Model& model, const text::Tokenizer& tok, std::vector<ServedModel> models,
                EngineOptions opts)
@@ -67,9 +76,13 @@ Engine::Engine(const model::Qwen2Model& model, const text::Tokenizer& tok, std::
     infer::GeneratorOptions go;
     go.max_batch = opts_.max_batch;
     go.prefill_chunk = opts_.prefill_chunk;
+    go.kv_page = opts_.kv_page;
+    go.kv_pages = opts_.kv_pages;
     lane->gen = std::make_unique<infer::Generator>(model_, m.lora, go);
     lane->gen->reserve(opts_.context);
     if (device_select_) lane->gen->set_selectable(selectable);
+    lane->pages_for_sequences = lane->gen->kv_pages().pages_total() - lane->gen->pad_pages();
+    stats_.kv_pages_total += lane->pages_for_sequences;
     for (int64_t s = opts_.max_batch - 1; s >= 0; --s) lane->free_slots.push_back(static_cast<int32_t>(s));
     lanes_.push_back(std::move(lane));
   }
@@ -103,6 +116,9 @@ std::shared_ptr<RequestHandle> Engine::submit(CompletionRequest req) {
   for (int32_t id : req.prompt_ids)
     if (id < 0 || id >= V) fail("serve: token id {} is outside the model's vocabulary of {}", id, V);
   req.sampling.validate();
+  if (const int64_t need = pages_needed(*lane->gen, req); need > lane->pages_for_sequences)
+    fail("serve: the prompt ({} tokens) plus max_tokens ({}) needs {} KV cache pages of {} positions; the pool has {}",
+         n, req.max_tokens, need, lane->gen->kv_pages().page(), lane->pages_for_sequences);
   auto seq = std::make_unique<Sequence>();
   seq->handle = std::make_shared<RequestHandle>();
   seq->stream = infer::TextStream(req.stop);
@@ -141,6 +157,7 @@ void Engine::finish(Lane& lane, Sequence& seq, const std::string& reason) {
   if (seq.slot >= 0) {
     lane.gen->release_slot(seq.slot);
     lane.free_slots.push_back(seq.slot);
+    lane.promised -= pages_needed(*lane.gen, seq.req);
     seq.slot = -1;
   }
   ++completed_;
@@ -197,6 +214,13 @@ void Engine::admit(Lane& lane) {
     {
       std::lock_guard lk(mu_);
       if (lane.queue.empty()) break;
+      // First come, first served: the head waits (and the rest behind it) until the running requests leave it
+      // enough pages; a request never starts without the pages for its longest completion.
+      if (!lane.queue.front()->handle->cancelled() &&
+          lane.promised + pages_needed(*lane.gen, lane.queue.front()->req) > lane.pages_for_sequences) {
+        ++stats_.page_waits;
+        break;
+      }
       seq = std::move(lane.queue.front());
       lane.queue.pop_front();
     }
@@ -206,6 +230,7 @@ void Engine::admit(Lane& lane) {
     }
     seq->slot = lane.free_slots.back();
     lane.free_slots.pop_back();
+    lane.promised += pages_needed(*lane.gen, seq->req);
     if (on_device(*seq)) {
       batch.push_back(std::move(seq));
       continue;
@@ -336,6 +361,9 @@ void Engine::loop() {
     }
     for (auto& l : lanes_) admit(*l);
     for (auto& l : lanes_) step(*l);
+    int64_t used = 0;
+    for (const auto& l : lanes_) used += l->gen->kv_pages().pages_total() - l->gen->pad_pages() - l->gen->kv_pages().pages_free();
+    stats_.kv_pages_used = used;
   }
 }
 

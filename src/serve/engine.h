@@ -36,6 +36,11 @@ struct EngineOptions {
   int64_t max_batch = 8;       // sequences decoded together per model (cache slots)
   int64_t context = 4096;      // positions per sequence: prompt + completion
   int64_t prefill_chunk = 256;  // tokens a prefill forward takes at most
+  // The KV cache is a pool of pages of kv_page positions (infer::GeneratorOptions): a request is admitted when the
+  // pool can hold its prompt + max_tokens next to what the running requests may still grow to; it waits
+  // otherwise. kv_pages: the pool's size per served model; 0: max_batch sequences of `context` positions.
+  int64_t kv_page = 16;
+  int64_t kv_pages = 0;
   std::vector<int32_t> eos_ids;  // a sequence ends after any of these (generation_config.json + the tokenizer's EOS)
 };
 
@@ -104,6 +109,9 @@ class Engine {
     std::atomic<int64_t> device_steps{0};  // of which the GPU selected the tokens (no logits copied to the host)
     std::atomic<int64_t> rows{0};          // sequences decoded over all steps (rows / steps = mean batch)
     std::atomic<int64_t> prefills{0};      // packed prefills of admitted requests (device path)
+    std::atomic<int64_t> kv_pages_total{0};  // KV pages for sequences, all served models together
+    std::atomic<int64_t> kv_pages_used{0};   // held by running sequences now (updated every scheduler turn)
+    std::atomic<int64_t> page_waits{0};      // turns a waiting request had a free slot but not the pages it needs
   };
   const Stats& stats() const { return stats_; }
   bool device_select() const { return device_select_; }

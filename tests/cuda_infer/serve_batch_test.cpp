@@ -14,6 +14,7 @@
 #include "common/test_paths.h"
 #include "cuda_test_util.h"
 #include "infer/generator.h"
+#include "kernels/decode_ops.h"
 #include "kernels/select_ops.h"
 #include "model/qwen2.h"
 
@@ -69,6 +70,53 @@ TEST(CudaSelect, PicksTheIdsOfTheCpuTwin) {
   std::vector<int32_t> got(static_cast<size_t>(n));
   copy_bytes(Tensor(got.data(), DType::i32, {n}), di);
   for (int64_t r = 0; r < n; ++r) EXPECT_EQ(got[static_cast<size_t>(r)], want[static_cast<size_t>(r)]) << "row " << r;
+}
+
+// The GPU kernels read and write a paged cache through its block table exactly as a contiguous cache: the cache
+// write + attention (prefill), and the fused rope + write + attention of decode rows. Bit-equal outputs.
+TEST(CudaPaged, AttentionThroughTheBlockTableEqualsContiguous) {
+  COTUNE_REQUIRE_GPU();
+  const int64_t S = 3, page = 16, max_pages = 4, N = page * max_pages, KV = 2, H = 6, D = 128;
+  const int32_t len[S] = {1, 37, 63};
+  std::vector<int32_t> slot, pos;
+  for (int32_t s = 0; s < S; ++s)
+    for (int32_t p = 0; p < len[s]; ++p) slot.push_back(s), pos.push_back(p);
+  const auto T = static_cast<int64_t>(slot.size());
+  auto k = testing::randn(static_cast<size_t>(T * KV * D), 1), v = testing::randn(static_cast<size_t>(T * KV * D), 2);
+  auto q = testing::randn(static_cast<size_t>(T * H * D), 3);
+  const int64_t P = S * max_pages + 5;
+  std::vector<int32_t> table = {7, 2, 14, 0, 9, 3, 16, 11, 1, 12, 5, 8};  // [S, max_pages], pages out of order
+  Arena a(Device::cuda);
+  Tensor kc = testing::upload(a, std::vector<float>(static_cast<size_t>(S * N * KV * D), 0.0f), {S, N, KV, D}, DType::bf16);
+  Tensor vc = testing::upload(a, std::vector<float>(static_cast<size_t>(S * N * KV * D), 0.0f), {S, N, KV, D}, DType::bf16);
+  Tensor kp = testing::upload(a, std::vector<float>(static_cast<size_t>(P * page * KV * D), 0.0f), {P, page, KV, D}, DType::bf16);
+  Tensor vp = testing::upload(a, std::vector<float>(static_cast<size_t>(P * page * KV * D), 0.0f), {P, page, KV, D}, DType::bf16);
+  kernels::KvPages pages{testing::upload_i32(a, table, {S, max_pages}), page};
+  Tensor sd = testing::upload_i32(a, slot, {T}), pd = testing::upload_i32(a, pos, {T});
+  Tensor kd = testing::upload(a, k, {T, KV, D}, DType::bf16), vd = testing::upload(a, v, {T, KV, D}, DType::bf16);
+  Tensor qd = testing::upload(a, q, {T, H, D}, DType::bf16);
+  kernels::kv_cache_write(kc, vc, kd, vd, sd, pd);
+  kernels::kv_cache_write(kp, vp, kd, vd, sd, pd, pages);
+  Tensor oc = testing::upload(a, std::vector<float>(q.size(), NAN), {T, H, D}, DType::bf16);
+  Tensor op = testing::upload(a, std::vector<float>(q.size(), NAN), {T, H, D}, DType::bf16);
+  kernels::cached_attention_forward(oc, qd, kc, vc, sd, pd, 0.088f);
+  kernels::cached_attention_forward(op, qd, kp, vp, sd, pd, 0.088f, 0, pages);
+  EXPECT_EQ(testing::download(op), testing::download(oc));
+  // One decode row a slot, at its next position.
+  std::vector<int32_t> ds = {0, 1, 2}, dp = {len[0], len[1], len[2]};
+  Tensor dsd = testing::upload_i32(a, ds, {S}), dpd = testing::upload_i32(a, dp, {S});
+  Tensor q1 = testing::upload(a, testing::randn(static_cast<size_t>(S * H * D), 4), {S, H, D}, DType::bf16);
+  Tensor k1 = testing::upload(a, testing::randn(static_cast<size_t>(S * KV * D), 5), {S, KV, D}, DType::bf16);
+  Tensor v1 = testing::upload(a, testing::randn(static_cast<size_t>(S * KV * D), 6), {S, KV, D}, DType::bf16);
+  kernels::DecodeAttentionWork work;
+  work.partial = a.alloc(DType::f32, {kernels::decode_attention_partial_floats(S, H, D)});
+  work.counters = testing::upload_i32(a, std::vector<int32_t>(static_cast<size_t>(S * H), 0), {S * H});
+  Tensor o1c = testing::upload(a, std::vector<float>(static_cast<size_t>(S * H * D), NAN), {S, H, D}, DType::bf16);
+  Tensor o1p = testing::upload(a, std::vector<float>(static_cast<size_t>(S * H * D), NAN), {S, H, D}, DType::bf16);
+  kernels::RopeSpec rope;
+  kernels::decode_rope_attention(o1c, q1, k1, v1, kc, vc, dsd, dpd, rope, 0.088f, work);
+  kernels::decode_rope_attention(o1p, q1, k1, v1, kp, vp, dsd, dpd, rope, 0.088f, work, pages);
+  EXPECT_EQ(testing::download(o1p), testing::download(o1c));
 }
 
 // The largest minus the second largest of a row.
