@@ -127,6 +127,9 @@ class Generator {
   // the step is one CUDA graph launch a batch-size bucket (see decode_graphs); CPU: decode + the CPU twin.
   std::vector<int32_t> decode_select(const std::vector<int32_t>& slots, const std::vector<int32_t>& tokens,
                                      const std::vector<SelectParams>& params);
+  // CUDA: captures decode_select's graph of every bucket now (a step of padding rows each), so that the first
+  // steps of each batch size do not pay for it. Call after reserve and set_selectable.
+  void warm_decode_graphs();
   // The logits [n, V] (f32, host) the last decode_select computed for its first n rows (for tests).
   std::vector<float> last_logits(int64_t n) const;
   int64_t capacity() const;        // positions reserved per slot
@@ -158,6 +161,7 @@ class Generator {
   // The layers, logits and selection over the first T rows already in the device buffers (ids / slot / pos and
   // sel_params); each row the newest token of its slot. Leaves the ids in sel_ids.
   void select_step(int64_t T);
+  void run_bucket(int64_t T);  // select_step(T) as the bucket's CUDA graph where there is one (captured at 2nd use)
   void drop_graphs();
   std::vector<void*> graphs_;    // decode_select's instantiated graphs, by bucket index (null: not yet captured)
   std::vector<int> graph_uses_;  // uncaptured runs of each bucket so far

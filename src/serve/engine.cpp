@@ -80,7 +80,10 @@ Engine::Engine(const model::Qwen2Model& model, const text::Tokenizer& tok, std::
     go.kv_pages = opts_.kv_pages;
     lane->gen = std::make_unique<infer::Generator>(model_, m.lora, go);
     lane->gen->reserve(opts_.context);
-    if (device_select_) lane->gen->set_selectable(selectable);
+    if (device_select_) {
+      lane->gen->set_selectable(selectable);
+      lane->gen->warm_decode_graphs();  // every batch size's step is one graph launch from the first request on
+    }
     lane->pages_for_sequences = lane->gen->kv_pages().pages_total() - lane->gen->pad_pages();
     stats_.kv_pages_total += lane->pages_for_sequences;
     for (int64_t s = opts_.max_batch - 1; s >= 0; --s) lane->free_slots.push_back(static_cast<int32_t>(s));

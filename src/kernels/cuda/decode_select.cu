@@ -66,10 +66,11 @@ __global__ void __launch_bounds__(kT) select_kernel(int32_t* ids, const float* l
   int64_t b, e;
   sm::chunk(vocab, tid, b, e);
 
+  // Order-free steps (arg-max, max, the weights) stride the row (coalesced); the sums walk the chunks.
   auto argmax_row = [&]() {
     float v = -INFINITY;
     int i = 0x7fffffff;
-    for (int64_t j = b; j < e; ++j)
+    for (int64_t j = tid; j < vocab; j += kT)
       if (better(z[j], static_cast<int>(j), v, i)) v = z[j], i = static_cast<int>(j);
     block_argmax(v, i, sv, si);
     return i == 0x7fffffff ? 0 : i;
@@ -81,7 +82,7 @@ __global__ void __launch_bounds__(kT) select_kernel(int32_t* ids, const float* l
   }
   // The maximum of the scaled row (exact, so any order).
   float m = -INFINITY;
-  for (int64_t j = b; j < e; ++j) m = fmaxf(m, sm::scaled(z[j], p.temperature));
+  for (int64_t j = tid; j < vocab; j += kT) m = fmaxf(m, sm::scaled(z[j], p.temperature));
   {
     int dummy = 0;
     block_argmax(m, dummy, sv, si);
@@ -92,9 +93,9 @@ __global__ void __launch_bounds__(kT) select_kernel(int32_t* ids, const float* l
     return;
   }
   double* w = scratch + row * vocab;
-  for (int64_t j = b; j < e; ++j)
+  for (int64_t j = tid; j < vocab; j += kT)
     w[j] = sm::exp_nonpositive(static_cast<double>(sm::scaled(z[j], p.temperature)) - static_cast<double>(m));
-  // Each thread reads back only what it wrote: no barrier needed before the passes.
+  __syncthreads();  // the chunk walks read weights other threads wrote
   auto key = [&](int64_t j) { return sm::order_key(sm::scaled(z[j], p.temperature)); };
   auto chunk_sum = [&](uint32_t t) {
     double s = 0.0;
