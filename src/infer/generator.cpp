@@ -10,6 +10,7 @@
 #include "kernels/ops.h"
 #include "model/attention_inputs.h"
 #ifdef COTUNE_WITH_CUDA
+#include "kernels/cuda/context.h"
 #include "kernels/cuda/decode_launch.h"
 #endif
 
@@ -738,6 +739,8 @@ void Generator::warm_decode_graphs() {
     run_bucket(T);  // uncaptured: buffers and GEMM plans settle
     run_bucket(T);  // captured, then replayed
   }
+  std::vector<int32_t> done(1);
+  copy_bytes(Tensor(done.data(), DType::i32, {1}), b.sel_ids.slice_rows(0, 1));  // waits for the last replay
 }
 
 void Generator::run_bucket(int64_t T) {
@@ -748,6 +751,11 @@ void Generator::run_bucket(int64_t T) {
   const auto bi = static_cast<size_t>(bucket);
   const bool graphs = opts_.decode_graphs && model_.device() == Device::cuda && T == (int64_t{1} << bucket) &&
                       bi < graphs_.size();
+  // A graph keeps the kernel scratch buffer it was captured with: when scratch() moved (a larger forward), recapture.
+  if (graphs && graphs_scratch_ != cu::scratch_generation()) {
+    drop_graphs();
+    graphs_scratch_ = cu::scratch_generation();
+  }
   if (graphs && !graphs_[bi] && graph_uses_[bi] >= 1) {  // second use of the bucket: buffers and GEMM plans settled
     try {
       cu::graph_begin_capture();

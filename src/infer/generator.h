@@ -128,7 +128,8 @@ class Generator {
   std::vector<int32_t> decode_select(const std::vector<int32_t>& slots, const std::vector<int32_t>& tokens,
                                      const std::vector<SelectParams>& params);
   // CUDA: captures decode_select's graph of every bucket now (a step of padding rows each), so that the first
-  // steps of each batch size do not pay for it. Call after reserve and set_selectable.
+  // steps of each batch size do not pay for it. Call after reserve and set_selectable, on the thread that decodes
+  // (a graph keeps the stream-side buffers of the thread that captured it: cuBLASLt workspace, scratch).
   void warm_decode_graphs();
   // The logits [n, V] (f32, host) the last decode_select computed for its first n rows (for tests).
   std::vector<float> last_logits(int64_t n) const;
@@ -165,6 +166,7 @@ class Generator {
   void drop_graphs();
   std::vector<void*> graphs_;    // decode_select's instantiated graphs, by bucket index (null: not yet captured)
   std::vector<int> graph_uses_;  // uncaptured runs of each bucket so far
+  uint64_t graphs_scratch_ = 0;  // kernels::cuda::scratch_generation() of the graphs
   bool batched_attention_ = false;  // decode rows use decode_rope_attention (CUDA, bf16, Qwen2-style layer)
   // One forward over T tokens (slot, position, id each); logits [n, V] of the tokens listed in `rows`.
   std::vector<float> forward(const std::vector<int32_t>& ids, const std::vector<int32_t>& slots,

@@ -80,10 +80,7 @@ Engine::Engine(const model::Qwen2Model& model, const text::Tokenizer& tok, std::
     go.kv_pages = opts_.kv_pages;
     lane->gen = std::make_unique<infer::Generator>(model_, m.lora, go);
     lane->gen->reserve(opts_.context);
-    if (device_select_) {
-      lane->gen->set_selectable(selectable);
-      lane->gen->warm_decode_graphs();  // every batch size's step is one graph launch from the first request on
-    }
+    if (device_select_) lane->gen->set_selectable(selectable);
     lane->pages_for_sequences = lane->gen->kv_pages().pages_total() - lane->gen->pad_pages();
     stats_.kv_pages_total += lane->pages_for_sequences;
     for (int64_t s = opts_.max_batch - 1; s >= 0; --s) lane->free_slots.push_back(static_cast<int32_t>(s));
@@ -333,6 +330,17 @@ void Engine::step(Lane& lane) {
 }
 
 void Engine::loop() {
+  // Every batch size's decode step becomes one graph launch before the first request. Here, not in the
+  // constructor: the CUDA stream, cuBLASLt workspace and scratch the graphs use are this thread's.
+  if (device_select_) {
+    for (auto& l : lanes_) {
+      try {
+        l->gen->warm_decode_graphs();
+      } catch (const std::exception& e) {
+        log::warn("serve: capturing the decode graphs of '{}': {} (the steps run uncaptured)", l->served.name, e.what());
+      }
+    }
+  }
   for (;;) {
     bool cancel_all = false;
     {
