@@ -12,6 +12,7 @@
 #ifdef COTUNE_WITH_CUDA
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/decode_launch.h"
+#include "kernels/cuda/train_ops.h"
 #endif
 
 namespace cotune::infer {
@@ -242,6 +243,23 @@ void Generator::proj(int64_t l, Proj p, const Tensor& out, const Tensor& inp, in
     ops::lora_forward(out, buf_->xa.slice_rows(0, T), inp, lora_->A(l, p), lora_->B(l, p), lora_->config().scale());
 }
 
+void Generator::residual_proj(int64_t l, Proj p, const Tensor& x, const Tensor& tmp, const Tensor& inp, int64_t T,
+                              bool decode_rows) {
+#ifdef COTUNE_WITH_CUDA
+  // Decode rows past the GEMV sizes: the residual enters the GEMM's epilogue (one launch, one rounding fewer).
+  if (decode_rows && T > 8 && model_.device() == Device::cuda && model_.act_dtype() == DType::bf16) {
+    const model::LayerWeights& w = layer_weights(l);
+    kernels::cuda::linear_forward_residual(x, inp, w.proj(p), x, w.bias(p));
+    if (lora_ && lora_->has(l, p))
+      ops::lora_forward(x, buf_->xa.slice_rows(0, T), inp, lora_->A(l, p), lora_->B(l, p), lora_->config().scale());
+    return;
+  }
+#endif
+  (void)decode_rows;
+  proj(l, p, tmp, inp, T);
+  ops::add(x, x, tmp);
+}
+
 std::vector<float> Generator::forward(const std::vector<int32_t>& ids, const std::vector<int32_t>& slots,
                                       const std::vector<int32_t>& positions, const std::vector<int64_t>& want) {
   const int64_t n = forward_device(ids, slots, positions, want);
@@ -363,15 +381,13 @@ void Generator::run_layers(int64_t T, bool decode_rows) {
       ops::cached_attention_forward(att.view({T, H, D}), q3, b.k_cache[static_cast<size_t>(l)],
                                     b.v_cache[static_cast<size_t>(l)], st, pt, scale, arch.sliding_window, kv_layout());
     }
-    proj(l, Proj::o, tmp, att, T);
-    ops::add(x, x, tmp);
+    residual_proj(l, Proj::o, x, tmp, att, T, decode_rows);
     // MLP: x += down(swiglu(gate(h), up(h))), h = rmsnorm(x)
     ops::rmsnorm_forward(h, rstd, x, lw.post_norm, eps);
     proj(l, Proj::gate, g, h, T);
     proj(l, Proj::up, u, h, T);
     ops::swiglu_forward(m, g, u);
-    proj(l, Proj::down, tmp, m, T);
-    ops::add(x, x, tmp);
+    residual_proj(l, Proj::down, x, tmp, m, T, decode_rows);
   }
 }
 

@@ -177,6 +177,9 @@ class Generator {
   // The selection of logits rows [0, n) by params, copied back to the host.
   std::vector<int32_t> select_rows(int64_t n, const std::vector<SelectParams>& params);
   void proj(int64_t layer, model::Proj p, const Tensor& out, const Tensor& inp, int64_t T);
+  // x += proj(inp) (tmp: scratch of x's shape).
+  void residual_proj(int64_t layer, model::Proj p, const Tensor& x, const Tensor& tmp, const Tensor& inp, int64_t T,
+                     bool decode_rows);
   // The layers over the T tokens already in the device buffers ids / slot / pos (residual stream left in x).
   // decode_rows: each of the T tokens is the newest of its own slot (a decode step), so attention may take the
   // fused rope + cache write + attention kernel.
