@@ -126,6 +126,14 @@ TEST(CudaPaged, AttentionThroughTheBlockTableEqualsContiguous) {
   EXPECT_EQ(testing::download(o1p), testing::download(o1c));
 }
 
+// The largest absolute difference of two rows: where a row's top two are further apart than twice this, both rows
+// have the same arg-max.
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  float m = 0.0f;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
 // The largest minus the second largest of a row.
 float top2_gap(const float* row, int64_t V) {
   float a = -INFINITY, b = -INFINITY;
@@ -182,13 +190,15 @@ void compare_batched(bool graphs, bool with_lora) {
       const std::vector<float> row(rows.begin() + static_cast<int64_t>(i) * V, rows.begin() + static_cast<int64_t>(i + 1) * V);
       const auto& ref = lg[i][static_cast<size_t>(s)];
       EXPECT_LT(rel_err(row, ref), 2e-2) << "prompt " << i << " step " << s;
-      if (s + 1 < steps && top2_gap(ref.data(), V) > 0.05f) {
+      EXPECT_EQ(got[i], static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin()))
+          << "the chosen id is the arg-max of the step's logits; prompt " << i << " step " << s;
+      if (s + 1 < steps && top2_gap(ref.data(), V) > 2.0f * max_abs_diff(row, ref)) {
         EXPECT_EQ(got[i], ids[i][static_cast<size_t>(s + 1)]) << "prompt " << i << " step " << s;
         ++compared;
       }
     }
   }
-  EXPECT_GT(compared, 60);  // most choices are not near-ties
+  EXPECT_GT(compared, 40);  // most of the 95 choices are not near-ties
 }
 
 TEST(CudaServeBatch, BatchedDecodeFollowsBatch1WithGraphs) {
