@@ -68,6 +68,7 @@ Engine::Engine(const model::Qwen2Model& model, const text::Tokenizer& tok, std::
   int64_t selectable = V;
   while (selectable > 0 && !tok_.has_id(static_cast<int32_t>(selectable - 1))) --selectable;
   device_select_ = model_.device() == Device::cuda && static_cast<int64_t>(masked_ids_.size()) == V - selectable;
+  selectable_ = selectable;
   for (const auto& m : models_) {
     for (const auto& l : lanes_)
       if (l->served.name == m.name) fail("serve: the model name '{}' is given twice", m.name);
@@ -318,13 +319,17 @@ void Engine::step(Lane& lane) {
   }
   const int64_t V = model_.config().vocab_size;
   // Each sequence's choice depends only on its own row, context and random stream: the rows are processed in
-  // parallel (a sampled row of 151,936 logits costs about a millisecond), then emitted in order.
+  // parallel (a sampled row of 151,936 logits costs about a millisecond), then emitted in order. A sequence the
+  // GPU selects for, in a step that came to the host for another one, keeps the GPU's algorithm (its CPU twin).
   const auto n = static_cast<int64_t>(run.size());
   std::vector<int32_t> chosen(run.size());
 #pragma omp parallel for schedule(static) if (n > 1)
-  for (int64_t j = 0; j < n; ++j)
-    chosen[static_cast<size_t>(j)] =
-        select(*run[static_cast<size_t>(j)], std::span<float>(logits.data() + j * V, static_cast<size_t>(V)));
+  for (int64_t j = 0; j < n; ++j) {
+    Sequence& seq = *run[static_cast<size_t>(j)];
+    float* row = logits.data() + j * V;
+    chosen[static_cast<size_t>(j)] = on_device(seq) ? kernels::select_row_reference(row, selectable_, params(seq))
+                                                    : select(seq, std::span<float>(row, static_cast<size_t>(V)));
+  }
   for (size_t j = 0; j < run.size(); ++j) advance(lane, *run[j], chosen[j]);
   std::erase_if(run, [](const std::unique_ptr<Sequence>& s) { return s->slot < 0; });
 }

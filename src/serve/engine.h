@@ -136,6 +136,7 @@ class Engine {
   EngineOptions opts_;
   std::vector<int32_t> masked_ids_;  // ids the tokenizer lacks: never picked
   bool device_select_ = false;       // CUDA and masked_ids_ are the vocabulary's tail: the GPU selects tokens
+  int64_t selectable_ = 0;           // then the ids [0, selectable_) are the ones it chooses from
   Stats stats_;
   std::vector<std::unique_ptr<Lane>> lanes_;
   mutable std::mutex mu_;
