@@ -377,9 +377,13 @@ void Engine::loop() {
     }
     for (auto& l : lanes_) admit(*l);
     for (auto& l : lanes_) step(*l);
-    int64_t used = 0;
-    for (const auto& l : lanes_) used += l->gen->kv_pages().pages_total() - l->gen->pad_pages() - l->gen->kv_pages().pages_free();
+    int64_t used = 0, running = 0;
+    for (const auto& l : lanes_) {
+      used += l->gen->kv_pages().pages_total() - l->gen->pad_pages() - l->gen->kv_pages().pages_free();
+      running += static_cast<int64_t>(l->running.size());
+    }
     stats_.kv_pages_used = used;
+    stats_.running = running;
   }
 }
 

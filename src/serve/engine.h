@@ -112,6 +112,7 @@ class Engine {
     std::atomic<int64_t> kv_pages_total{0};  // KV pages for sequences, all served models together
     std::atomic<int64_t> kv_pages_used{0};   // held by running sequences now (updated every scheduler turn)
     std::atomic<int64_t> page_waits{0};      // turns a waiting request had a free slot but not the pages it needs
+    std::atomic<int64_t> running{0};         // sequences generating (updated every scheduler turn)
   };
   const Stats& stats() const { return stats_; }
   bool device_select() const { return device_select_; }
