@@ -176,7 +176,8 @@ class Generator {
                          const std::vector<int32_t>& positions, const std::vector<int64_t>& rows);
   // The selection of logits rows [0, n) by params, copied back to the host.
   std::vector<int32_t> select_rows(int64_t n, const std::vector<SelectParams>& params);
-  void proj(int64_t layer, model::Proj p, const Tensor& out, const Tensor& inp, int64_t T);
+  // gemm_rows: decode rows of a batched step; 2 and more take the GEMM rather than the multi-row GEMV.
+  void proj(int64_t layer, model::Proj p, const Tensor& out, const Tensor& inp, int64_t T, bool gemm_rows = false);
   // x += proj(inp) (tmp: scratch of x's shape).
   void residual_proj(int64_t layer, model::Proj p, const Tensor& x, const Tensor& tmp, const Tensor& inp, int64_t T,
                      bool decode_rows);
@@ -187,7 +188,7 @@ class Generator {
   void run_layers_fused();  // run_layers(1) by the fused decode step
   kernels::DecodeProj decode_proj(int64_t layer, model::Proj p) const;
   // logits [n, V] (device) of the rows `sel` [n, C] of the residual stream.
-  void compute_logits(const Tensor& sel, int64_t n);
+  void compute_logits(const Tensor& sel, int64_t n, bool gemm_rows = false);
   // One greedy decode step on the device (batch 1): layers, logits, arg-max fed back (see device_loop).
   void device_step();
   void* capture_step();  // device_step as an instantiated CUDA graph; null when the capture failed
