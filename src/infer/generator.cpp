@@ -12,7 +12,6 @@
 #ifdef COTUNE_WITH_CUDA
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/decode_launch.h"
-#include "kernels/cuda/train_ops.h"
 #endif
 
 namespace cotune::infer {
@@ -253,7 +252,7 @@ void Generator::residual_proj(int64_t l, Proj p, const Tensor& x, const Tensor& 
   if (decode_rows && (T > 8 || (T >= 2 && !model_.nf4())) && model_.device() == Device::cuda &&
       model_.act_dtype() == DType::bf16) {
     const model::LayerWeights& w = layer_weights(l);
-    kernels::cuda::linear_forward_residual(x, inp, w.proj(p), x, w.bias(p));
+    ops::linear_forward_residual(x, inp, w.proj(p), x, w.bias(p));
     if (lora_ && lora_->has(l, p))
       ops::lora_forward(x, buf_->xa.slice_rows(0, T), inp, lora_->A(l, p), lora_->B(l, p), lora_->config().scale());
     return;
