@@ -32,7 +32,7 @@ struct ServeArgs {
   std::string model, name, tokenizer, host = "127.0.0.1", device = "auto";
   std::vector<std::string> adapters;
   int port = 8000;
-  int64_t max_batch = 8, context = 0, prefill_chunk = 256;
+  int64_t max_batch = 8, context = 0, prefill_chunk = 256, kv_page = 16, kv_pages = 0;
   bool load_in_4bit = false;
 };
 
@@ -72,12 +72,16 @@ void run_serve(const ServeArgs& a) {
   serve::EngineOptions eo;
   eo.max_batch = a.max_batch;
   eo.prefill_chunk = a.prefill_chunk;
+  eo.kv_page = a.kv_page;
+  eo.kv_pages = a.kv_pages;
   eo.context = a.context > 0 ? a.context : std::min<int64_t>(model.config().max_position_embeddings, 4096);
   eo.eos_ids = infer::GenerationOptions::from_model_folder(model_dir, &tok).eos_ids;
   log::info("serve: {} ({}{}), {} adapter(s), {} sequences of {} tokens a model, on {}", base_name,
             model.nf4() ? "NF4 base" : "16-bit", lo.device == Device::cuda ? ", cuda" : ", cpu", loras.size(),
             eo.max_batch, eo.context, lo.device == Device::cuda ? "the GPU" : "the CPU");
   serve::Engine engine(model, tok, served, eo);
+  log::info("serve: KV cache of {} pages of {} tokens ({} per model); requests wait for pages when it is full",
+            engine.stats().kv_pages_total.load(), eo.kv_page, engine.stats().kv_pages_total.load() / static_cast<int64_t>(served.size()));
   serve::ServerOptions so;
   so.host = a.host;
   so.port = a.port;
@@ -117,6 +121,12 @@ void setup_serve(CLI::App& app) {
       ->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
   app.add_option("--prefill-chunk", a->prefill_chunk, "Prompt tokens a prefill forward takes (default 256)")
       ->check(CLI::Range(int64_t{1}, int64_t{65536}));
+  app.add_option("--kv-page-size", a->kv_page, "Tokens a KV-cache page holds (default 16)")
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}));
+  app.add_option("--kv-pages", a->kv_pages,
+                 "KV-cache pages per model (default 0: --max-batch sequences of --context tokens); fewer pages use "
+                 "less memory, and requests wait when the running ones may need the rest")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   app.add_option("--device", a->device, "auto | cpu | cuda (default auto: cuda when a GPU is visible)");
   app.add_flag("--load-in-4bit", a->load_in_4bit, "Quantize the base's projections to NF4 (less memory)");
   a->tuning.add_kernel_flags(app);

@@ -10,6 +10,7 @@
 #include "kernels/ops.h"
 #include "model/attention_inputs.h"
 #ifdef COTUNE_WITH_CUDA
+#include "kernels/cuda/context.h"
 #include "kernels/cuda/decode_launch.h"
 #endif
 
@@ -49,17 +50,48 @@ struct Generator::Buffers {
   Tensor logits;                // f32 [B, V]
   Tensor dec_tokens, dec_count;  // i32 [kDecodeChunk], [1]: ids of the device decode loop since the last read
   Tensor am_v, am_i;             // f32 / i32 [kArgmaxParts]: arg-max partials
+  Tensor sel_ids, sel_params;    // i32 [Bpad], [Bpad, 8]: the rows' chosen ids and their SelectParams
+  Tensor sel_scratch;            // i64 [Bpad, V] (CUDA): the sampled rows' weights (doubles)
   ops::DecodeAttentionWork att_work;  // fused decode attention: partial results and (zeroed) counters
   int64_t Tmax = 0;
+  int64_t Bpad = 0;  // rows of the largest decode bucket (max_batch rounded up to a power of two)
   std::unique_ptr<Arena> cache_arena;
-  std::vector<Tensor> k_cache, v_cache;  // L x [S, N, KV, D]
+  std::vector<Tensor> k_cache, v_cache;  // L x [P, page, KV, D]: the page pool
+  Tensor block_table;                    // i32 [S + 1, max_pages] (the padding slot last)
+  KvPageTable pages;                     // its host side
+  int64_t pad_pages = 0;                 // pages the padding slot holds
   int64_t cache_slots = 0, cache_positions = 0;
   model::Nf4LayerCache nf4;  // NF4 base on CUDA: one layer's projections dequantized (bf16)
   model::QkNormActs qkn;     // Qwen3's q/k norm: pre-norm q, k [Tmax, H*D], [Tmax, KV*D] and their rstd
   explicit Buffers(Device d) : arena(d) {}
 };
 
-Generator::~Generator() = default;
+Generator::~Generator() { drop_graphs(); }
+
+void Generator::drop_graphs() {
+#ifdef COTUNE_WITH_CUDA
+  for (void*& g : graphs_) {
+    kernels::cuda::graph_destroy(g);
+    g = nullptr;
+  }
+#endif
+  graph_uses_.assign(graphs_.size(), 0);
+}
+
+SelectParams select_params(const SamplingOptions& opts, uint64_t draw) {
+  SelectParams p;
+  p.greedy = opts.do_sample ? 0 : 1;
+  p.temperature = opts.temperature;
+  p.top_p = opts.top_p;
+  p.top_k = static_cast<int32_t>(std::min<int64_t>(opts.top_k, std::numeric_limits<int32_t>::max()));
+  p.seed = opts.seed;
+  p.draw = draw;
+  return p;
+}
+
+bool device_selectable(const SamplingOptions& opts) {
+  return !(opts.repetition_penalty < 1.0f) && !(opts.repetition_penalty > 1.0f);
+}
 
 #ifdef COTUNE_WITH_CUDA
 namespace {
@@ -75,13 +107,20 @@ Generator::Generator(const model::Qwen2Model& model, const model::LoraWeights* l
   argmax_vocab_ = c.vocab_size;
   if (lora && lora->num_layers() != c.num_hidden_layers)
     fail("LoRA weights have {} layers, the model {}", lora->num_layers(), c.num_hidden_layers);
-  const int64_t T = std::max(opts_.prefill_chunk, opts_.max_batch), B = opts_.max_batch;
+  int64_t Bpad = 1;
+  while (Bpad < opts_.max_batch) Bpad *= 2;
+  const int64_t T = std::max(opts_.prefill_chunk, Bpad), B = Bpad;
   const int64_t C = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
   const int64_t QD = c.num_attention_heads * c.head_dim, KVD = c.num_key_value_heads * c.head_dim;
   const DType act = model.act_dtype();
   Buffers& b = *buf_;
   Arena& a = b.arena;
   b.Tmax = T;
+  b.Bpad = Bpad;
+  int n_buckets = 1;
+  while ((int64_t{1} << (n_buckets - 1)) < Bpad) ++n_buckets;
+  graphs_.assign(static_cast<size_t>(n_buckets), nullptr);
+  graph_uses_.assign(static_cast<size_t>(n_buckets), 0);
   b.ids = a.alloc(DType::i32, {T}, "ids");
   b.slot = a.alloc(DType::i32, {T}, "slots");
   b.pos = a.alloc(DType::i32, {T}, "positions");
@@ -111,6 +150,9 @@ Generator::Generator(const model::Qwen2Model& model, const model::LoraWeights* l
   b.dec_count = a.alloc(DType::i32, {1}, "decoded count");
   b.am_v = a.alloc(DType::f32, {kArgmaxParts}, "argmax values");
   b.am_i = a.alloc(DType::i32, {kArgmaxParts}, "argmax ids");
+  b.sel_ids = a.alloc(DType::i32, {B}, "selected ids");
+  b.sel_params = a.alloc(DType::i32, {B, 8}, "selection parameters");
+  if (model.device() == Device::cuda) b.sel_scratch = a.alloc(DType::i64, {B, V}, "selection weights");
 #ifdef COTUNE_WITH_CUDA
   if (model.device() == Device::cuda && cuda_parts_ok() == false) fail("generator: arg-max partials do not fit");
 #endif
@@ -120,12 +162,16 @@ Generator::Generator(const model::Qwen2Model& model, const model::LoraWeights* l
            model.arch().plain_layer() &&
            ops::decode_step_fusable(C, I, c.num_attention_heads, c.num_key_value_heads, c.head_dim,
                                     model.nf4() ? model.nf4_weight(0, Proj::q).blocksize : 0);
-  if (fused_) {
+  // Decode rows (each the newest token of its slot) take the fused rope + cache write + attention kernel.
+  batched_attention_ = opts_.fused_decode && model.device() == Device::cuda && act == DType::bf16 &&
+                       model.arch().plain_layer() && c.head_dim % 64 == 0 && c.head_dim <= 256;
+  if (fused_ || batched_attention_) {
+    const int64_t heads = B * c.num_attention_heads;
     b.att_work.partial =
-        a.alloc(DType::f32, {ops::decode_attention_partial_floats(1, c.num_attention_heads, c.head_dim)}, "attention partials");
-    b.att_work.counters = a.alloc(DType::i32, {c.num_attention_heads}, "attention counters");
-    std::vector<int32_t> zero(static_cast<size_t>(c.num_attention_heads), 0);
-    copy_bytes(b.att_work.counters, Tensor(zero.data(), DType::i32, {c.num_attention_heads}));
+        a.alloc(DType::f32, {ops::decode_attention_partial_floats(B, c.num_attention_heads, c.head_dim)}, "attention partials");
+    b.att_work.counters = a.alloc(DType::i32, {heads}, "attention counters");
+    std::vector<int32_t> zero(static_cast<size_t>(heads), 0);
+    copy_bytes(b.att_work.counters, Tensor(zero.data(), DType::i32, {heads}));
   }
 }
 
@@ -133,27 +179,64 @@ const model::LayerWeights& Generator::layer_weights(int64_t l) { return buf_->nf
 
 void Generator::reserve_cache(int64_t slots, int64_t positions) {
   Buffers& b = *buf_;
+  slots += 1;  // the padding slot (pad_slot()): rows that fill a decode bucket write there
   if (slots <= b.cache_slots && positions <= b.cache_positions) return;
+  drop_graphs();  // they hold the old cache's addresses
   const auto& c = model_.config();
   slots = std::max(slots, b.cache_slots);
   positions = std::max(positions, b.cache_positions);
   b.k_cache.clear();
   b.v_cache.clear();
+  b.block_table = Tensor();
   b.cache_arena.reset();
   b.cache_arena = std::make_unique<Arena>(model_.device());
+  // The pool: kv_pages pages (default: every slot at full capacity) plus the padding slot's, which hold the
+  // positions [0, min(Bpad, positions)) that padding rows write.
+  const int64_t page = opts_.kv_page;
+  const int64_t max_pages = (positions + page - 1) / page;
+  b.pad_pages = (std::min(b.Bpad, positions) + page - 1) / page;
+  const int64_t pool = (opts_.kv_pages > 0 ? opts_.kv_pages : (slots - 1) * max_pages) + b.pad_pages;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    b.k_cache.push_back(b.cache_arena->alloc(model_.act_dtype(), {slots, positions, c.num_key_value_heads, c.head_dim}, "k cache"));
-    b.v_cache.push_back(b.cache_arena->alloc(model_.act_dtype(), {slots, positions, c.num_key_value_heads, c.head_dim}, "v cache"));
+    b.k_cache.push_back(b.cache_arena->alloc(model_.act_dtype(), {pool, page, c.num_key_value_heads, c.head_dim}, "k cache"));
+    b.v_cache.push_back(b.cache_arena->alloc(model_.act_dtype(), {pool, page, c.num_key_value_heads, c.head_dim}, "v cache"));
   }
+  b.block_table = b.cache_arena->alloc(DType::i32, {slots, max_pages}, "KV block table");
+  b.pages = KvPageTable(slots, max_pages, page, pool);
+  b.pages.grow(static_cast<int32_t>(slots - 1), std::min(b.Bpad, positions));
   b.cache_slots = slots;
   b.cache_positions = positions;
+  sync_block_table();
 }
 
-void Generator::proj(int64_t l, Proj p, const Tensor& out, const Tensor& inp, int64_t T) {
-  // Decode-size steps on CUDA: a GEMV kernel (NF4: dequantized in registers, no bf16 copy of the layer).
+void Generator::sync_block_table() {
+  Buffers& b = *buf_;
+  // One copy of the whole table (a few KiB) when any row changed: cheaper than a copy a row.
+  if (b.pages.take_changed().empty()) return;
+  copy_bytes(b.block_table, Tensor(const_cast<int32_t*>(b.pages.table().data()), DType::i32,
+                                   {b.pages.slots(), b.pages.max_pages()}));
+}
+
+void Generator::grow_slot(int32_t slot, int64_t positions) {
+  Buffers& b = *buf_;
+  if (!b.pages.grow(slot, positions))
+    fail("KV cache: sequence {} needs {} pages of {} positions for {} positions; {} of the pool's {} are free", slot,
+         b.pages.pages_for(positions) - b.pages.pages_held(slot), b.pages.page(), positions, b.pages.pages_free(),
+         b.pages.pages_total() - b.pad_pages);
+}
+
+kernels::KvPages Generator::kv_layout() const { return kernels::KvPages{buf_->block_table, buf_->pages.page()}; }
+
+const KvPageTable& Generator::kv_pages() const { return buf_->pages; }
+int64_t Generator::pad_pages() const { return buf_->pad_pages; }
+
+void Generator::proj(int64_t l, Proj p, const Tensor& out, const Tensor& inp, int64_t T, bool gemm_rows) {
+  // Decode-size steps on CUDA: a GEMV kernel (NF4: dequantized in registers, no bf16 copy of the layer). With 16-bit
+  // weights, batched decode rows (gemm_rows, T >= 2) take the GEMM: on the H200 the multi-row GEMV is slower from 2
+  // rows on (1.5B: 8 rows 5.6 ms a step against 2.5 ms for 16 rows through cuBLASLt).
   const model::LayerWeights& base = model_.weights().layers[static_cast<size_t>(l)];
   const bool small = model_.nf4() ? ops::small_nf4_linear_forward(out, inp, model_.nf4_weight(l, p), base.bias(p))
-                                  : ops::small_linear_forward(out, inp, base.proj(p), base.bias(p));
+                     : gemm_rows && T >= 2 ? false
+                                           : ops::small_linear_forward(out, inp, base.proj(p), base.bias(p));
   if (!small) {
     const model::LayerWeights& w = layer_weights(l);
     ops::linear_forward(out, inp, w.proj(p), w.bias(p));
@@ -162,8 +245,35 @@ void Generator::proj(int64_t l, Proj p, const Tensor& out, const Tensor& inp, in
     ops::lora_forward(out, buf_->xa.slice_rows(0, T), inp, lora_->A(l, p), lora_->B(l, p), lora_->config().scale());
 }
 
+void Generator::residual_proj(int64_t l, Proj p, const Tensor& x, const Tensor& tmp, const Tensor& inp, int64_t T,
+                              bool decode_rows) {
+#ifdef COTUNE_WITH_CUDA
+  // Decode rows past the GEMV sizes: the residual enters the GEMM's epilogue (one launch, one rounding fewer).
+  if (decode_rows && (T > 8 || (T >= 2 && !model_.nf4())) && model_.device() == Device::cuda &&
+      model_.act_dtype() == DType::bf16) {
+    const model::LayerWeights& w = layer_weights(l);
+    ops::linear_forward_residual(x, inp, w.proj(p), x, w.bias(p));
+    if (lora_ && lora_->has(l, p))
+      ops::lora_forward(x, buf_->xa.slice_rows(0, T), inp, lora_->A(l, p), lora_->B(l, p), lora_->config().scale());
+    return;
+  }
+#endif
+  proj(l, p, tmp, inp, T, decode_rows);
+  ops::add(x, x, tmp);
+}
+
 std::vector<float> Generator::forward(const std::vector<int32_t>& ids, const std::vector<int32_t>& slots,
                                       const std::vector<int32_t>& positions, const std::vector<int64_t>& want) {
+  const int64_t n = forward_device(ids, slots, positions, want);
+  if (n == 0) return {};
+  const int64_t V = model_.config().vocab_size;
+  std::vector<float> out(static_cast<size_t>(n * V));
+  copy_bytes(Tensor(out.data(), DType::f32, {n, V}), buf_->logits.slice_rows(0, n));
+  return out;
+}
+
+int64_t Generator::forward_device(const std::vector<int32_t>& ids, const std::vector<int32_t>& slots,
+                                  const std::vector<int32_t>& positions, const std::vector<int64_t>& want) {
   Buffers& b = *buf_;
   const auto& c = model_.config();
   const auto T = static_cast<int64_t>(ids.size());
@@ -181,13 +291,22 @@ std::vector<float> Generator::forward(const std::vector<int32_t>& ids, const std
   for (int32_t id : ids)
     if (id < 0 || id >= V) fail("token id {} is outside the model's vocabulary of {}", id, V);
 
+  sync_block_table();
   run_layers(T);
-  if (n == 0) return {};
+  if (n == 0) return 0;
   Tensor x = b.x.slice_rows(0, T);
   for (int64_t j = 0; j < n; ++j) copy_bytes(b.sel.slice_rows(j, j + 1), x.slice_rows(want[static_cast<size_t>(j)], want[static_cast<size_t>(j)] + 1));
   compute_logits(b.sel.slice_rows(0, n), n);
-  std::vector<float> out(static_cast<size_t>(n * V));
-  copy_bytes(Tensor(out.data(), DType::f32, {n, V}), b.logits.slice_rows(0, n));
+  return n;
+}
+
+std::vector<int32_t> Generator::select_rows(int64_t n, const std::vector<SelectParams>& params) {
+  Buffers& b = *buf_;
+  copy_bytes(b.sel_params.slice_rows(0, n), Tensor(const_cast<SelectParams*>(params.data()), DType::i32, {n, 8}));
+  ops::select_tokens(b.sel_ids.slice_rows(0, n), b.logits.slice_rows(0, n), b.sel_params.slice_rows(0, n),
+                     b.sel_scratch, argmax_vocab_);
+  std::vector<int32_t> out(static_cast<size_t>(n));
+  copy_bytes(Tensor(out.data(), DType::i32, {n}), b.sel_ids.slice_rows(0, n));
   return out;
 }
 
@@ -218,14 +337,14 @@ void Generator::run_layers_fused() {
     ops::decode_norm_qkv(q, k, v, x, lw.input_norm, eps, decode_proj(l, Proj::q), decode_proj(l, Proj::k),
                          decode_proj(l, Proj::v));
     ops::decode_rope_attention(att.view({1, H, D}), q.view({1, H, D}), k.view({1, KV, D}), v.view({1, KV, D}),
-                               b.k_cache[li], b.v_cache[li], st, pt, rope, scale, b.att_work);
+                               b.k_cache[li], b.v_cache[li], st, pt, rope, scale, b.att_work, kv_layout());
     ops::decode_linear_residual(x, att, decode_proj(l, Proj::o));
     ops::decode_norm_swiglu(m, x, lw.post_norm, eps, decode_proj(l, Proj::gate), decode_proj(l, Proj::up));
     ops::decode_linear_residual(x, m, decode_proj(l, Proj::down));
   }
 }
 
-void Generator::run_layers(int64_t T) {
+void Generator::run_layers(int64_t T, bool decode_rows) {
   if (fused_ && T == 1) {
     run_layers_fused();
     return;
@@ -250,27 +369,31 @@ void Generator::run_layers(int64_t T) {
     // q, k = attention_inputs(q(h), k(h)): the family's q/k norm and rope (model/attention_inputs.h)
     const model::QkNormActs qkn = {rows(b.qkn.q_pre, T), rows(b.qkn.k_pre, T), rows(b.qkn.rstd_q, T * H),
                                    rows(b.qkn.rstd_k, T * KV)};
-    proj(l, Proj::q, arch.qk_norm ? qkn.q_pre : q, h, T);
-    proj(l, Proj::k, arch.qk_norm ? qkn.k_pre : k, h, T);
-    proj(l, Proj::v, v, h, T);
-    model::attention_inputs_forward(arch, layer_weights(l), q, k, pt, qkn);
+    proj(l, Proj::q, arch.qk_norm ? qkn.q_pre : q, h, T, decode_rows);
+    proj(l, Proj::k, arch.qk_norm ? qkn.k_pre : k, h, T, decode_rows);
+    proj(l, Proj::v, v, h, T, decode_rows);
     Tensor q3 = q.view({T, H, D}), k3 = k.view({T, KV, D}), v3 = v.view({T, KV, D});
-    ops::kv_cache_write(b.k_cache[static_cast<size_t>(l)], b.v_cache[static_cast<size_t>(l)], k3, v3, st, pt);
-    ops::cached_attention_forward(att.view({T, H, D}), q3, b.k_cache[static_cast<size_t>(l)],
-                                  b.v_cache[static_cast<size_t>(l)], st, pt, scale, arch.sliding_window);
-    proj(l, Proj::o, tmp, att, T);
-    ops::add(x, x, tmp);
+    if (decode_rows && batched_attention_) {  // rope, cache write and attention in one kernel
+      ops::decode_rope_attention(att.view({T, H, D}), q3, k3, v3, b.k_cache[static_cast<size_t>(l)],
+                                 b.v_cache[static_cast<size_t>(l)], st, pt, arch.rope, scale, b.att_work, kv_layout());
+    } else {
+      model::attention_inputs_forward(arch, layer_weights(l), q, k, pt, qkn);
+      ops::kv_cache_write(b.k_cache[static_cast<size_t>(l)], b.v_cache[static_cast<size_t>(l)], k3, v3, st, pt,
+                          kv_layout());
+      ops::cached_attention_forward(att.view({T, H, D}), q3, b.k_cache[static_cast<size_t>(l)],
+                                    b.v_cache[static_cast<size_t>(l)], st, pt, scale, arch.sliding_window, kv_layout());
+    }
+    residual_proj(l, Proj::o, x, tmp, att, T, decode_rows);
     // MLP: x += down(swiglu(gate(h), up(h))), h = rmsnorm(x)
     ops::rmsnorm_forward(h, rstd, x, lw.post_norm, eps);
-    proj(l, Proj::gate, g, h, T);
-    proj(l, Proj::up, u, h, T);
+    proj(l, Proj::gate, g, h, T, decode_rows);
+    proj(l, Proj::up, u, h, T, decode_rows);
     ops::swiglu_forward(m, g, u);
-    proj(l, Proj::down, tmp, m, T);
-    ops::add(x, x, tmp);
+    residual_proj(l, Proj::down, x, tmp, m, T, decode_rows);
   }
 }
 
-void Generator::compute_logits(const Tensor& sel, int64_t n) {
+void Generator::compute_logits(const Tensor& sel, int64_t n, bool gemm_rows) {
   Buffers& b = *buf_;
   const auto& w = model_.weights();
   const float eps = model_.arch().rms_eps;
@@ -282,7 +405,7 @@ void Generator::compute_logits(const Tensor& sel, int64_t n) {
     ops::DecodeProj head;
     head.weight = w.lm_head;
     ops::decode_logits(logits, sel_h, head);
-  } else if (!ops::small_linear_forward(logits, sel_h, w.lm_head, Tensor())) {
+  } else if ((gemm_rows && n >= 2) || !ops::small_linear_forward(logits, sel_h, w.lm_head, Tensor())) {
     ops::matmul(logits, sel_h, w.lm_head, false, true, 1.0f, 0.0f);
   }
 }
@@ -385,6 +508,8 @@ std::vector<float> Generator::prefill(const std::vector<std::vector<int32_t>>& s
   }
   reserve_cache(opts_.max_batch, std::max(capacity, longest));
   lengths_.assign(static_cast<size_t>(opts_.max_batch), 0);
+  for (int32_t s = 0; s < opts_.max_batch; ++s) buf_->pages.release(s);
+  for (int64_t s = 0; s < S; ++s) grow_slot(static_cast<int32_t>(s), std::max(capacity, longest));
   const int64_t V = model_.config().vocab_size;
   std::vector<float> out(static_cast<size_t>(S * V));
   // Pack the prompts one after another into chunks of at most prefill_chunk tokens.
@@ -419,6 +544,7 @@ void Generator::reserve(int64_t positions) {
   if (positions <= 0) fail("generator: reserve needs a positive number of positions, got {}", positions);
   reserve_cache(opts_.max_batch, positions);
   lengths_.assign(static_cast<size_t>(opts_.max_batch), 0);
+  for (int32_t s = 0; s < opts_.max_batch; ++s) buf_->pages.release(s);
 }
 
 int64_t Generator::capacity() const { return buf_->cache_positions; }
@@ -432,6 +558,8 @@ std::vector<float> Generator::prefill_slot(int32_t slot, const std::vector<int32
     fail("prefill_slot: a prompt of {} tokens does not fit the {} positions reserved per sequence", n,
          buf_->cache_positions);
   lengths_[static_cast<size_t>(slot)] = 0;
+  buf_->pages.release(slot);
+  grow_slot(slot, n);
   std::vector<float> logits;
   for (int64_t begin = 0; begin < n; begin += opts_.prefill_chunk) {
     const int64_t end = std::min(n, begin + opts_.prefill_chunk);
@@ -447,7 +575,10 @@ std::vector<float> Generator::prefill_slot(int32_t slot, const std::vector<int32
 }
 
 void Generator::release_slot(int32_t slot) {
-  if (slot >= 0 && static_cast<size_t>(slot) < lengths_.size()) lengths_[static_cast<size_t>(slot)] = 0;
+  if (slot >= 0 && static_cast<size_t>(slot) < lengths_.size()) {
+    lengths_[static_cast<size_t>(slot)] = 0;
+    buf_->pages.release(slot);
+  }
 }
 
 std::vector<float> Generator::decode(const std::vector<int32_t>& slots, const std::vector<int32_t>& tokens) {
@@ -464,9 +595,206 @@ std::vector<float> Generator::decode(const std::vector<int32_t>& slots, const st
     positions.push_back(static_cast<int32_t>(lengths_[static_cast<size_t>(s)]));
     want.push_back(static_cast<int64_t>(i));
   }
+  for (int32_t s : slots) grow_slot(s, lengths_[static_cast<size_t>(s)] + 1);
   std::vector<float> lg = forward(tokens, slots, positions, want);
   for (int32_t s : slots) ++lengths_[static_cast<size_t>(s)];
   return lg;
+}
+
+void Generator::set_selectable(int64_t vocab) {
+  const int64_t V = model_.config().vocab_size;
+  if (vocab <= 0 || vocab > V) fail("generator: the selectable vocabulary must be in [1, {}], got {}", V, vocab);
+  if (vocab != argmax_vocab_) drop_graphs();  // the selection launches in them search [0, vocab)
+  argmax_vocab_ = vocab;
+}
+
+int64_t Generator::bucket_rows(int64_t n) const {
+  int64_t rows = 1;
+  while (rows < n) rows *= 2;
+  return std::min(rows, buf_->Bpad);
+}
+
+void Generator::select_step(int64_t T) {
+  Buffers& b = *buf_;
+  run_layers(T, /*decode_rows=*/true);
+  compute_logits(b.x.slice_rows(0, T), T, /*gemm_rows=*/true);
+  ops::select_tokens(b.sel_ids.slice_rows(0, T), b.logits.slice_rows(0, T), b.sel_params.slice_rows(0, T),
+                     b.sel_scratch, argmax_vocab_);
+}
+
+std::vector<int32_t> Generator::prefill_select(const std::vector<int32_t>& slots,
+                                               const std::vector<std::vector<int32_t>>& prompts,
+                                               const std::vector<SelectParams>& params) {
+  if (slots.size() != prompts.size() || params.size() != prompts.size())
+    fail("prefill_select: {} slots, {} prompts and {} parameter rows (one each)", slots.size(), prompts.size(),
+         params.size());
+  const int64_t V = model_.config().vocab_size;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const int32_t slot = slots[i];
+    if (slot < 0 || slot >= opts_.max_batch || static_cast<size_t>(slot) >= lengths_.size())
+      fail("prefill_select: slot {} is not one of the {} reserved slots (call reserve first)", slot, lengths_.size());
+    for (size_t j = 0; j < i; ++j)
+      if (slots[j] == slot) fail("prefill_select: slot {} is given twice", slot);
+    if (prompts[i].empty()) fail("cannot generate from an empty prompt (no tokens)");
+    if (static_cast<int64_t>(prompts[i].size()) > buf_->cache_positions)
+      fail("prefill_select: a prompt of {} tokens does not fit the {} positions reserved per sequence",
+           prompts[i].size(), buf_->cache_positions);
+    for (int32_t id : prompts[i])
+      if (id < 0 || id >= V) fail("token id {} is outside the model's vocabulary of {}", id, V);
+  }
+  for (size_t i = 0; i < slots.size(); ++i) {
+    lengths_[static_cast<size_t>(slots[i])] = 0;
+    buf_->pages.release(slots[i]);
+  }
+  for (size_t i = 0; i < slots.size(); ++i) grow_slot(slots[i], static_cast<int64_t>(prompts[i].size()));
+  std::vector<int32_t> out(prompts.size(), 0);
+  // The prompts one after another in forwards of at most prefill_chunk tokens (as prefill), the last token of each
+  // selected in the forward that holds it.
+  std::vector<int32_t> ids, sl, positions;
+  std::vector<int64_t> want;
+  std::vector<size_t> want_seq;
+  auto flush = [&] {
+    if (ids.empty()) return;
+    const int64_t n = forward_device(ids, sl, positions, want);
+    if (n > 0) {
+      std::vector<SelectParams> p;
+      for (size_t j : want_seq) p.push_back(params[j]);
+      std::vector<int32_t> got = select_rows(n, p);
+      for (size_t j = 0; j < want_seq.size(); ++j) out[want_seq[j]] = got[j];
+    }
+    ids.clear(); sl.clear(); positions.clear(); want.clear(); want_seq.clear();
+  };
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto& seq = prompts[i];
+    for (size_t t = 0; t < seq.size(); ++t) {
+      if (static_cast<int64_t>(ids.size()) == opts_.prefill_chunk) flush();
+      ids.push_back(seq[t]);
+      sl.push_back(slots[i]);
+      positions.push_back(static_cast<int32_t>(t));
+      if (t + 1 == seq.size()) {
+        want.push_back(static_cast<int64_t>(ids.size()) - 1);
+        want_seq.push_back(i);
+      }
+    }
+  }
+  flush();
+  for (size_t i = 0; i < prompts.size(); ++i) lengths_[static_cast<size_t>(slots[i])] = static_cast<int64_t>(prompts[i].size());
+  return out;
+}
+
+std::vector<float> Generator::last_logits(int64_t n) const {
+  if (n < 0 || n > buf_->Bpad) fail("last_logits: {} rows (at most {})", n, buf_->Bpad);
+  const int64_t V = model_.config().vocab_size;
+  std::vector<float> out(static_cast<size_t>(n * V));
+  copy_bytes(Tensor(out.data(), DType::f32, {n, V}), buf_->logits.slice_rows(0, n));
+  return out;
+}
+
+std::vector<int32_t> Generator::decode_select(const std::vector<int32_t>& slots, const std::vector<int32_t>& tokens,
+                                              const std::vector<SelectParams>& params) {
+  Buffers& b = *buf_;
+  if (slots.size() != tokens.size() || params.size() != tokens.size())
+    fail("decode_select: {} slots, {} tokens and {} parameter rows (one each)", slots.size(), tokens.size(),
+         params.size());
+  const auto n = static_cast<int64_t>(slots.size());
+  if (n == 0) return {};
+  if (n > opts_.max_batch) fail("decode of {} tokens; the generator holds at most {} sequences", n, opts_.max_batch);
+  const int64_t V = model_.config().vocab_size;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const int32_t s = slots[i];
+    if (s < 0 || static_cast<size_t>(s) >= lengths_.size() || lengths_[static_cast<size_t>(s)] == 0)
+      fail("decode: slot {} was not prefilled", s);
+    for (size_t j = 0; j < i; ++j)
+      if (slots[j] == s) fail("decode_select: slot {} is given twice", s);
+    if (lengths_[static_cast<size_t>(s)] >= b.cache_positions)
+      fail("decode: sequence {} reached the cache capacity of {} positions", s, b.cache_positions);
+    if (tokens[i] < 0 || tokens[i] >= V) fail("token id {} is outside the model's vocabulary of {}", tokens[i], V);
+  }
+  for (int32_t s : slots) grow_slot(s, lengths_[static_cast<size_t>(s)] + 1);
+  sync_block_table();
+  // The rows padded to the bucket: padding rows are greedy, in the padding slot (each at its own position).
+  const int64_t T = model_.device() == Device::cuda ? bucket_rows(n) : n;
+  std::vector<int32_t> ids(static_cast<size_t>(T), 0), sl(static_cast<size_t>(T), static_cast<int32_t>(pad_slot())),
+      pos(static_cast<size_t>(T), 0);
+  std::vector<SelectParams> prm(static_cast<size_t>(T));
+  for (int64_t j = 0; j < T; ++j) {
+    const auto u = static_cast<size_t>(j);
+    if (j < n) {
+      ids[u] = tokens[u];
+      sl[u] = slots[u];
+      pos[u] = static_cast<int32_t>(lengths_[static_cast<size_t>(slots[u])]);
+      prm[u] = params[u];
+    } else {
+      pos[u] = static_cast<int32_t>(j % b.cache_positions);
+    }
+  }
+  auto host = [](std::vector<int32_t>& v) { return Tensor(v.data(), DType::i32, {static_cast<int64_t>(v.size())}); };
+  copy_bytes(b.ids.slice_rows(0, T), host(ids));
+  copy_bytes(b.slot.slice_rows(0, T), host(sl));
+  copy_bytes(b.pos.slice_rows(0, T), host(pos));
+  copy_bytes(b.sel_params.slice_rows(0, T), Tensor(prm.data(), DType::i32, {T, 8}));
+  run_bucket(T);
+  std::vector<int32_t> out(static_cast<size_t>(n));
+  copy_bytes(Tensor(out.data(), DType::i32, {n}), b.sel_ids.slice_rows(0, n));
+  for (int32_t s : slots) ++lengths_[static_cast<size_t>(s)];
+  return out;
+}
+
+void Generator::warm_decode_graphs() {
+  Buffers& b = *buf_;
+  if (!opts_.decode_graphs || model_.device() != Device::cuda || b.cache_positions == 0) return;
+  for (int64_t T = 1; T <= b.Bpad; T *= 2) {
+    // Every row a padding row: the step writes only the padding slot's pages.
+    std::vector<int32_t> ids(static_cast<size_t>(T), 0), sl(static_cast<size_t>(T), static_cast<int32_t>(pad_slot())),
+        pos(static_cast<size_t>(T));
+    for (int64_t j = 0; j < T; ++j) pos[static_cast<size_t>(j)] = static_cast<int32_t>(j % b.cache_positions);
+    std::vector<SelectParams> prm(static_cast<size_t>(T));
+    copy_bytes(b.ids.slice_rows(0, T), Tensor(ids.data(), DType::i32, {T}));
+    copy_bytes(b.slot.slice_rows(0, T), Tensor(sl.data(), DType::i32, {T}));
+    copy_bytes(b.pos.slice_rows(0, T), Tensor(pos.data(), DType::i32, {T}));
+    copy_bytes(b.sel_params.slice_rows(0, T), Tensor(prm.data(), DType::i32, {T, 8}));
+    sync_block_table();
+    run_bucket(T);  // uncaptured: buffers and GEMM plans settle
+    run_bucket(T);  // captured, then replayed
+  }
+  std::vector<int32_t> done(1);
+  copy_bytes(Tensor(done.data(), DType::i32, {1}), b.sel_ids.slice_rows(0, 1));  // waits for the last replay
+}
+
+void Generator::run_bucket(int64_t T) {
+#ifdef COTUNE_WITH_CUDA
+  namespace cu = kernels::cuda;
+  int bucket = 0;
+  while ((int64_t{1} << bucket) < T) ++bucket;
+  const auto bi = static_cast<size_t>(bucket);
+  const bool graphs = opts_.decode_graphs && model_.device() == Device::cuda && T == (int64_t{1} << bucket) &&
+                      bi < graphs_.size();
+  // A graph keeps the kernel scratch buffer it was captured with: when scratch() moved (a larger forward), recapture.
+  if (graphs && graphs_scratch_ != cu::scratch_generation()) {
+    drop_graphs();
+    graphs_scratch_ = cu::scratch_generation();
+  }
+  if (graphs && !graphs_[bi] && graph_uses_[bi] >= 1) {  // second use of the bucket: buffers and GEMM plans settled
+    try {
+      cu::graph_begin_capture();
+      select_step(T);
+      graphs_[bi] = cu::graph_end_capture();
+    } catch (const std::exception&) {  // something in the step cannot be captured: keep running it uncaptured
+      cu::graph_abort_capture();
+      graphs_[bi] = nullptr;
+      graph_uses_[bi] = -1000000;
+    }
+    buf_->nf4.invalidate();  // the capture ran nothing: the NF4 scratch holds what it held before
+  }
+  if (graphs && graphs_[bi]) {
+    cu::graph_launch(graphs_[bi]);
+  } else {
+    select_step(T);
+    if (graphs) ++graph_uses_[bi];
+  }
+#else
+  select_step(T);
+#endif
 }
 
 std::vector<GenerationOutput> Generator::generate(const std::vector<std::vector<int32_t>>& prompts,

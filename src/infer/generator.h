@@ -17,9 +17,11 @@
 #include <string_view>
 #include <vector>
 
+#include "infer/kv_pages.h"
 #include "infer/sampler.h"
 #include "infer/text_stream.h"
 #include "kernels/decode_ops.h"
+#include "kernels/select_ops.h"
 #include "model/lora.h"
 #include "model/qwen2.h"
 #include "tensor/arena.h"
@@ -63,7 +65,22 @@ struct GeneratorOptions {
   // CUDA, bf16 activations, no unmerged adapter: one-token forwards run the fused decode step (kernels/decode_ops.h:
   // 5 launches a layer; bf16 weights give bit-identical results). false: the unfused ops.
   bool fused_decode = true;
+  // CUDA: a batched decode step (decode_select) runs as a CUDA graph, one per batch-size bucket (1, 2, 4, ..., the
+  // rows padded up to the bucket), instantiated at its second use. false: the step's kernels are launched one by one.
+  bool decode_graphs = true;
+  // The KV cache is paged (kernels/decode_ops.h KvPages): pages of kv_page positions, taken by a slot as it grows
+  // and returned when it is released. kv_pages: the pool's size; 0: enough for every slot at the reserved capacity.
+  int64_t kv_page = 16;
+  int64_t kv_pages = 0;
 };
+
+// Per-row parameters of a device-side selection (kernels/select_ops.h).
+using SelectParams = kernels::SelectParams;
+// The selection parameters of a request's next draw: greedy or sampling with these options, `draw` = tokens sampled
+// for it so far (its Philox stream position). Callers check device_selectable(opts) first.
+SelectParams select_params(const SamplingOptions& opts, uint64_t draw);
+// Whether the device selection implements these options (no repetition penalty).
+bool device_selectable(const SamplingOptions& opts);
 
 class Generator {
  public:
@@ -98,7 +115,29 @@ class Generator {
   std::vector<float> prefill_slot(int32_t slot, const std::vector<int32_t>& ids);
   void release_slot(int32_t slot);  // the slot holds nothing (its positions are reused by the next prefill_slot)
   int64_t max_batch() const { return opts_.max_batch; }
+
+  // ---- selection on the model's device (serve): only the chosen ids come back to the host ------------------
+  // Ids >= vocab are never chosen (the model's padded rows the tokenizer lacks). Default: the whole vocabulary.
+  void set_selectable(int64_t vocab);
+  // Starts prompts[i] in slots[i] (packed into forwards of at most prefill_chunk tokens; other slots untouched)
+  // and returns each one's first generated id, chosen by params[i] (kernels/select_ops.h; CPU: its CPU twin).
+  std::vector<int32_t> prefill_select(const std::vector<int32_t>& slots, const std::vector<std::vector<int32_t>>& prompts,
+                                      const std::vector<SelectParams>& params);
+  // Appends tokens[i] to slots[i] (one decode step of every row together) and returns each row's next id. On CUDA
+  // the step is one CUDA graph launch a batch-size bucket (see decode_graphs); CPU: decode + the CPU twin.
+  std::vector<int32_t> decode_select(const std::vector<int32_t>& slots, const std::vector<int32_t>& tokens,
+                                     const std::vector<SelectParams>& params);
+  // CUDA: captures decode_select's graph of every bucket now (a step of padding rows each), so that the first
+  // steps of each batch size do not pay for it. Call after reserve and set_selectable, on the thread that decodes
+  // (a graph keeps the stream-side buffers of the thread that captured it: cuBLASLt workspace, scratch).
+  void warm_decode_graphs();
+  // The logits [n, V] (f32, host) the last decode_select computed for its first n rows (for tests).
+  std::vector<float> last_logits(int64_t n) const;
   int64_t capacity() const;        // positions reserved per slot
+  // The KV page pool and block table (after reserve): pages free / total, each slot's pages. The padding slot's
+  // pages (pad_pages()) are part of the pool and never free.
+  const KvPageTable& kv_pages() const;
+  int64_t pad_pages() const;
 
   const model::Qwen2Model& model() const { return model_; }
   const model::LoraWeights* lora() const { return lora_; }
@@ -115,16 +154,41 @@ class Generator {
 
   const model::LayerWeights& layer_weights(int64_t l);  // NF4 base: dequantized into a scratch
   void reserve_cache(int64_t slots, int64_t positions);
+  int64_t pad_slot() const { return opts_.max_batch; }  // the cache slot padding rows of a bucket write to
+  void grow_slot(int32_t slot, int64_t positions);     // pages for [0, positions) or an error naming the pool
+  void sync_block_table();                              // the table rows that changed, to the device
+  kernels::KvPages kv_layout() const;
+  int64_t bucket_rows(int64_t n) const;                   // the bucket a step of n rows runs in
+  // The layers, logits and selection over the first T rows already in the device buffers (ids / slot / pos and
+  // sel_params); each row the newest token of its slot. Leaves the ids in sel_ids.
+  void select_step(int64_t T);
+  void run_bucket(int64_t T);  // select_step(T) as the bucket's CUDA graph where there is one (captured at 2nd use)
+  void drop_graphs();
+  std::vector<void*> graphs_;    // decode_select's instantiated graphs, by bucket index (null: not yet captured)
+  std::vector<int> graph_uses_;  // uncaptured runs of each bucket so far
+  uint64_t graphs_scratch_ = 0;  // kernels::cuda::scratch_generation() of the graphs
+  bool batched_attention_ = false;  // decode rows use decode_rope_attention (CUDA, bf16, Qwen2-style layer)
   // One forward over T tokens (slot, position, id each); logits [n, V] of the tokens listed in `rows`.
   std::vector<float> forward(const std::vector<int32_t>& ids, const std::vector<int32_t>& slots,
                              const std::vector<int32_t>& positions, const std::vector<int64_t>& rows);
-  void proj(int64_t layer, model::Proj p, const Tensor& out, const Tensor& inp, int64_t T);
+  // forward() leaving the logits [n, V] in the device buffer (returns n).
+  int64_t forward_device(const std::vector<int32_t>& ids, const std::vector<int32_t>& slots,
+                         const std::vector<int32_t>& positions, const std::vector<int64_t>& rows);
+  // The selection of logits rows [0, n) by params, copied back to the host.
+  std::vector<int32_t> select_rows(int64_t n, const std::vector<SelectParams>& params);
+  // gemm_rows: decode rows of a batched step; 2 and more take the GEMM rather than the multi-row GEMV.
+  void proj(int64_t layer, model::Proj p, const Tensor& out, const Tensor& inp, int64_t T, bool gemm_rows = false);
+  // x += proj(inp) (tmp: scratch of x's shape).
+  void residual_proj(int64_t layer, model::Proj p, const Tensor& x, const Tensor& tmp, const Tensor& inp, int64_t T,
+                     bool decode_rows);
   // The layers over the T tokens already in the device buffers ids / slot / pos (residual stream left in x).
-  void run_layers(int64_t T);
+  // decode_rows: each of the T tokens is the newest of its own slot (a decode step), so attention may take the
+  // fused rope + cache write + attention kernel.
+  void run_layers(int64_t T, bool decode_rows = false);
   void run_layers_fused();  // run_layers(1) by the fused decode step
   kernels::DecodeProj decode_proj(int64_t layer, model::Proj p) const;
   // logits [n, V] (device) of the rows `sel` [n, C] of the residual stream.
-  void compute_logits(const Tensor& sel, int64_t n);
+  void compute_logits(const Tensor& sel, int64_t n, bool gemm_rows = false);
   // One greedy decode step on the device (batch 1): layers, logits, arg-max fed back (see device_loop).
   void device_step();
   void* capture_step();  // device_step as an instantiated CUDA graph; null when the capture failed

@@ -6,6 +6,7 @@
 #include <initializer_list>
 
 #include "base/error.h"
+#include "kernels/kv_paging.h"
 #ifdef COTUNE_WITH_CUDA
 #include "kernels/cuda/decode_launch.h"
 #endif
@@ -14,20 +15,49 @@ namespace cotune::kernels {
 
 namespace cpu {
 void kv_cache_write(float* k_cache, float* v_cache, const float* k, const float* v, const int32_t* slot,
-                    const int32_t* pos, int64_t T, int64_t N, int64_t KV, int64_t D);
+                    const int32_t* pos, int64_t T, const KvPaging& pg, int64_t KV, int64_t D);
 void cached_attention_forward(float* out, const float* q, const float* k_cache, const float* v_cache,
-                              const int32_t* slot, const int32_t* pos, int64_t T, int64_t N, int64_t H, int64_t KV,
-                              int64_t D, float scale, int64_t window);
+                              const int32_t* slot, const int32_t* pos, int64_t T, const KvPaging& pg, int64_t H,
+                              int64_t KV, int64_t D, float scale, int64_t window);
 }  // namespace cpu
 
 namespace {
 
-void check_cache(const char* op, const Tensor& k_cache, const Tensor& v_cache) {
+// The cache's addressing, checked: slots and positions a slot, and the raw form the kernels take.
+struct CacheGeometry {
+  int64_t slots = 0, positions = 0;
+  KvPaging pg;
+};
+
+CacheGeometry check_cache(const char* op, const Tensor& k_cache, const Tensor& v_cache, const KvPages& pages) {
   if (k_cache.ndim() != 4) fail("{}: k_cache must be [S, N, KV, D], got {}", op, k_cache.str());
   if (!(v_cache.shape == k_cache.shape)) fail("{}: v_cache {} must match k_cache {}", op, v_cache.str(), k_cache.str());
+  CacheGeometry g;
+  if (!pages.paged()) {
+    g.slots = k_cache.dim(0);
+    g.positions = k_cache.dim(1);
+    g.pg.page = k_cache.dim(1);
+    return g;
+  }
+  const Tensor& t = pages.table;
+  if (t.ndim() != 2 || t.dtype != DType::i32 || t.device != k_cache.device)
+    fail("{}: the block table must be i32 [S, max_pages] on the cache's device, got {}", op, t.str());
+  if (pages.page != k_cache.dim(1))
+    fail("{}: a paged cache must be [P, {}, KV, D] (page size {}), got {}", op, pages.page, pages.page, k_cache.str());
+  g.slots = t.dim(0);
+  g.positions = t.dim(1) * pages.page;
+  g.pg = KvPaging{t.ptr<int32_t>(), t.dim(1), pages.page};
+  if (t.device == Device::cpu) {  // host tables are checked here; device ones by the callers that fill them
+    const int32_t* e = t.ptr<int32_t>();
+    for (int64_t i = 0; i < t.numel(); ++i)
+      if (e[i] < -1 || e[i] >= k_cache.dim(0))
+        fail("{}: block table entry {} names page {}, the pool has {}", op, i, e[i], k_cache.dim(0));
+  }
+  return g;
 }
 
-void check_index(const char* op, const Tensor& slot, const Tensor& pos, int64_t T, const Tensor& k_cache) {
+void check_index(const char* op, const Tensor& slot, const Tensor& pos, int64_t T, const CacheGeometry& g,
+                 const KvPages& pages) {
   if (slot.dtype != DType::i32 || pos.dtype != DType::i32)
     fail("{}: slot and pos must be i32, got {} and {}", op, slot.str(), pos.str());
   if (slot.numel() != T || pos.numel() != T)
@@ -36,9 +66,15 @@ void check_index(const char* op, const Tensor& slot, const Tensor& pos, int64_t 
   const int32_t* s = slot.ptr<int32_t>();
   const int32_t* p = pos.ptr<int32_t>();
   for (int64_t t = 0; t < T; ++t) {
-    if (s[t] < 0 || s[t] >= k_cache.dim(0)) fail("{}: token {} has slot {}, the cache has {}", op, t, s[t], k_cache.dim(0));
-    if (p[t] < 0 || p[t] >= k_cache.dim(1))
-      fail("{}: token {} has position {}, the cache holds {} positions", op, t, p[t], k_cache.dim(1));
+    if (s[t] < 0 || s[t] >= g.slots) fail("{}: token {} has slot {}, the cache has {}", op, t, s[t], g.slots);
+    if (p[t] < 0 || p[t] >= g.positions)
+      fail("{}: token {} has position {}, the cache holds {} positions", op, t, p[t], g.positions);
+    if (pages.paged() && pages.table.device == Device::cpu) {
+      // every position the token reads or writes ([0, pos]) must have a page
+      const int32_t* row = pages.table.ptr<int32_t>() + static_cast<int64_t>(s[t]) * g.pg.max_pages;
+      for (int64_t i = 0; i <= p[t] / pages.page; ++i)
+        if (row[i] < 0) fail("{}: slot {} has no page for positions from {} (token {})", op, s[t], i * pages.page, t);
+    }
   }
 }
 
@@ -60,45 +96,46 @@ bool on_cuda(const char* op, std::initializer_list<const Tensor*> ts, const Tens
 }  // namespace
 
 void kv_cache_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& k, const Tensor& v,
-                    const Tensor& slot, const Tensor& pos) {
+                    const Tensor& slot, const Tensor& pos, const KvPages& pages) {
   const char* op = "kv_cache_write";
-  check_cache(op, k_cache, v_cache);
+  const CacheGeometry g = check_cache(op, k_cache, v_cache, pages);
   const int64_t KV = k_cache.dim(2), D = k_cache.dim(3);
   if (k.ndim() != 3 || k.dim(1) != KV || k.dim(2) != D) fail("{}: k must be [T, {}, {}], got {}", op, KV, D, k.str());
   if (!(v.shape == k.shape)) fail("{}: v {} must match k {}", op, v.str(), k.str());
   const int64_t T = k.dim(0);
-  check_index(op, slot, pos, T, k_cache);
+  check_index(op, slot, pos, T, g, pages);
   if (on_cuda(op, {&k_cache, &v_cache, &k, &v}, slot, pos)) {
 #ifdef COTUNE_WITH_CUDA
     cuda::launch_kv_cache_write(k_cache.data, v_cache.data, k.data, v.data, slot.ptr<int32_t>(), pos.ptr<int32_t>(), T,
-                                k_cache.dim(1), KV, D);
+                                g.pg, KV, D);
 #endif
     return;
   }
   cpu::kv_cache_write(k_cache.ptr<float>(), v_cache.ptr<float>(), k.ptr<float>(), v.ptr<float>(),
-                      slot.ptr<int32_t>(), pos.ptr<int32_t>(), T, k_cache.dim(1), KV, D);
+                      slot.ptr<int32_t>(), pos.ptr<int32_t>(), T, g.pg, KV, D);
 }
 
 void cached_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                              const Tensor& slot, const Tensor& pos, float scale, int64_t window) {
+                              const Tensor& slot, const Tensor& pos, float scale, int64_t window,
+                              const KvPages& pages) {
   const char* op = "cached_attention_forward";
-  check_cache(op, k_cache, v_cache);
+  const CacheGeometry g = check_cache(op, k_cache, v_cache, pages);
   const int64_t KV = k_cache.dim(2), D = k_cache.dim(3);
   if (q.ndim() != 3 || q.dim(2) != D) fail("{}: q must be [T, H, {}], got {}", op, D, q.str());
   const int64_t T = q.dim(0), H = q.dim(1);
   if (H % KV != 0) fail("{}: {} query heads are not a multiple of {} KV heads", op, H, KV);
   if (!(out.shape == q.shape)) fail("{}: out {} must match q {}", op, out.str(), q.str());
-  check_index(op, slot, pos, T, k_cache);
+  check_index(op, slot, pos, T, g, pages);
   if (on_cuda(op, {&out, &q, &k_cache, &v_cache}, slot, pos)) {
     if (D % 32 != 0 || D > 256) fail("{}: the CUDA kernel needs a head dim that is a multiple of 32 up to 256, got {}", op, D);
 #ifdef COTUNE_WITH_CUDA
     cuda::launch_cached_attention(out.data, q.data, k_cache.data, v_cache.data, slot.ptr<int32_t>(), pos.ptr<int32_t>(),
-                                  T, k_cache.dim(1), H, KV, D, scale, window);
+                                  T, g.pg, H, KV, D, scale, window);
 #endif
     return;
   }
   cpu::cached_attention_forward(out.ptr<float>(), q.ptr<float>(), k_cache.ptr<float>(), v_cache.ptr<float>(),
-                                slot.ptr<int32_t>(), pos.ptr<int32_t>(), T, k_cache.dim(1), H, KV, D, scale, window);
+                                slot.ptr<int32_t>(), pos.ptr<int32_t>(), T, g.pg, H, KV, D, scale, window);
 }
 
 #ifdef COTUNE_WITH_CUDA
@@ -268,9 +305,9 @@ int64_t decode_attention_partial_floats(int64_t T, int64_t H, int64_t D) {
 
 void decode_rope_attention(const Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& k_cache,
                            const Tensor& v_cache, const Tensor& slot, const Tensor& pos, const RopeSpec& rope, float scale,
-                           const DecodeAttentionWork& work) {
+                           const DecodeAttentionWork& work, const KvPages& pages) {
   const char* op = "decode_rope_attention";
-  check_cache(op, k_cache, v_cache);
+  const CacheGeometry g = check_cache(op, k_cache, v_cache, pages);
   const int64_t KV = k_cache.dim(2), D = k_cache.dim(3);
   if (q.ndim() != 3 || q.dim(2) != D) fail("{}: q must be [T, H, {}], got {}", op, D, q.str());
   const int64_t T = q.dim(0), H = q.dim(1);
@@ -279,7 +316,7 @@ void decode_rope_attention(const Tensor& out, const Tensor& q, const Tensor& k, 
     fail("{}: k must be [{}, {}, {}], got {}", op, T, KV, D, k.str());
   if (!(v.shape == k.shape)) fail("{}: v {} must match k {}", op, v.str(), k.str());
   if (!(out.shape == q.shape)) fail("{}: out {} must match q {}", op, out.str(), q.str());
-  check_index(op, slot, pos, T, k_cache);
+  check_index(op, slot, pos, T, g, pages);
   if (!on_cuda(op, {&out, &q, &k, &v, &k_cache, &v_cache}, slot, pos)) fail("{}: a CUDA op (tensors on the CPU)", op);
   if (D % 64 != 0 || D > 256) fail("{}: the kernel needs a head dim that is a multiple of 64 up to 256, got {}", op, D);
   const Tensor& wp = work.partial;
@@ -293,10 +330,9 @@ void decode_rope_attention(const Tensor& out, const Tensor& q, const Tensor& k, 
   cuda::RopeFreq f{};
   rope_inv_freq(f.v, D, rope);  // as rope_forward
   cuda::launch_decode_attention(out.data, q.data, k.data, v.data, k_cache.data, v_cache.data, slot.ptr<int32_t>(),
-                                pos.ptr<int32_t>(), wp.ptr<float>(), wc.ptr<int32_t>(), T, k_cache.dim(1), H, KV, D,
-                                scale, f);
+                                pos.ptr<int32_t>(), wp.ptr<float>(), wc.ptr<int32_t>(), T, g.pg, H, KV, D, scale, f);
 #else
-  (void)rope, (void)scale;
+  (void)rope, (void)scale, (void)g;
 #endif
 }
 

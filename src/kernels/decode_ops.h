@@ -2,8 +2,9 @@
 // attention of new tokens against it. Same conventions as ops.h (one dispatch point, shapes checked,
 // CPU reference in fp32; CUDA kernels in cuda/decode.cu: bf16 storage, fp32 accumulation).
 //
-// Cache layout: k_cache, v_cache [S, N, KV, D] (act dtype): S sequence slots of N positions each. A token
-// is addressed by (slot, position); slot and position tensors are i32 [T].
+// Cache layout: k_cache, v_cache [S, N, KV, D] (act dtype): S sequence slots of N positions each; or paged
+// (KvPages): a pool of P pages [P, page, KV, D] and a block table naming each slot's pages. A token is addressed
+// by (slot, position); slot and position tensors are i32 [T].
 #pragma once
 #include "kernels/quant.h"
 #include "kernels/rope.h"
@@ -11,9 +12,18 @@
 
 namespace cotune::kernels {
 
+// A paged KV cache: the cache tensors are a pool [P, page, KV, D]; table i32 [S, max_pages] (on the cache's device)
+// lists each slot's pages in order: (slot, pos) is row table[slot][pos / page] * page + pos % page of the pool.
+// Slots hold max_pages * page positions at most. An empty table: the contiguous cache [S, N, KV, D].
+struct KvPages {
+  Tensor table;
+  int64_t page = 0;
+  bool paged() const { return table.data != nullptr; }
+};
+
 // k_cache[slot[t], pos[t]] = k[t], v_cache[slot[t], pos[t]] = v[t] for every t. k, v [T, KV, D].
 void kv_cache_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& k, const Tensor& v,
-                    const Tensor& slot, const Tensor& pos);
+                    const Tensor& slot, const Tensor& pos, const KvPages& pages = {});
 
 // out[T,H,D]: query t attends causally to the cached keys/values of its slot at positions [0, pos[t]]
 // (so a token's own k/v must be written first). Grouped-query: query head h reads KV head h / (H / KV).
@@ -21,7 +31,8 @@ void kv_cache_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& 
 // in fp32. This is attention_forward (ops.h) for tokens whose earlier keys sit in the cache:
 // prefill (many tokens of a sequence), chunked prefill and one-token decode steps are all this one op.
 void cached_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                              const Tensor& slot, const Tensor& pos, float scale, int64_t window = 0);
+                              const Tensor& slot, const Tensor& pos, float scale, int64_t window = 0,
+                              const KvPages& pages = {});
 
 // Decode-size linear layers on CUDA (at most 8 rows): out [T, N] = inp [T, K] @ weight [N, K]^T (+ bias [N]) by a
 // GEMV kernel (one warp a row) instead of a cuBLASLt GEMM. bf16 inp / weight / bias, out bf16 or f32. Returns
@@ -59,7 +70,7 @@ struct DecodeAttentionWork {
 int64_t decode_attention_partial_floats(int64_t T, int64_t H, int64_t D);
 void decode_rope_attention(const Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& k_cache,
                            const Tensor& v_cache, const Tensor& slot, const Tensor& pos, const RopeSpec& rope, float scale,
-                           const DecodeAttentionWork& work);
+                           const DecodeAttentionWork& work, const KvPages& pages = {});
 // x [1, N] = bf16(x + bf16(inp [1, K] @ W^T))  (linear_forward then add; W has no bias).
 void decode_linear_residual(const Tensor& x, const Tensor& inp, const DecodeProj& w);
 // m [1, I] = swiglu(h @ Wg^T, h @ Wu^T), h = rmsnorm(x [1, C]).

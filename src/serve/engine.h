@@ -5,7 +5,10 @@
 // generator. Every scheduler turn first starts waiting requests in free slots (prefill_slot: the other slots keep
 // decoding state), then runs one decode step over all running sequences of a generator together, so a request
 // that arrives while others are generating joins the running batch at the next step instead of waiting for them.
-// Sampling, stop strings, EOS and max_tokens are applied per request on the host (infer/sampler.h, TextStream).
+// On the GPU the tokens are chosen there (greedy or temperature / top-p / top-k with the request's seed,
+// kernels/select_ops.h) and only the ids come back; waiting requests start together in one packed prefill.
+// On the CPU, and for requests with a repetition penalty, the logits come to the host and infer/sampler.h chooses.
+// Stop strings, EOS and max_tokens are applied per request on the host (TextStream).
 //
 // Requests talk to the engine through a RequestHandle: the engine pushes events (text pieces, then one final
 // event), the HTTP side waits for them; cancel() (a client that went away) frees the slot at the next turn.
@@ -33,6 +36,11 @@ struct EngineOptions {
   int64_t max_batch = 8;       // sequences decoded together per model (cache slots)
   int64_t context = 4096;      // positions per sequence: prompt + completion
   int64_t prefill_chunk = 256;  // tokens a prefill forward takes at most
+  // The KV cache is a pool of pages of kv_page positions (infer::GeneratorOptions): a request is admitted when the
+  // pool can hold its prompt + max_tokens next to what the running requests may still grow to; it waits
+  // otherwise. kv_pages: the pool's size per served model; 0: max_batch sequences of `context` positions.
+  int64_t kv_page = 16;
+  int64_t kv_pages = 0;
   std::vector<int32_t> eos_ids;  // a sequence ends after any of these (generation_config.json + the tokenizer's EOS)
 };
 
@@ -95,6 +103,19 @@ class Engine {
   // Requests finished so far, and the requests and sequences in flight now (queued + running).
   int64_t completed() const { return completed_; }
   int64_t in_flight() const { return in_flight_; }
+  // Scheduler counters (read while it runs: a snapshot, each field atomic).
+  struct Stats {
+    std::atomic<int64_t> steps{0};         // decode steps (every lane's)
+    std::atomic<int64_t> device_steps{0};  // of which the GPU selected the tokens (no logits copied to the host)
+    std::atomic<int64_t> rows{0};          // sequences decoded over all steps (rows / steps = mean batch)
+    std::atomic<int64_t> prefills{0};      // packed prefills of admitted requests (device path)
+    std::atomic<int64_t> kv_pages_total{0};  // KV pages for sequences, all served models together
+    std::atomic<int64_t> kv_pages_used{0};   // held by running sequences now (updated every scheduler turn)
+    std::atomic<int64_t> page_waits{0};      // turns a waiting request had a free slot but not the pages it needs
+    std::atomic<int64_t> running{0};         // sequences generating (updated every scheduler turn)
+  };
+  const Stats& stats() const { return stats_; }
+  bool device_select() const { return device_select_; }
 
  private:
   struct Sequence;
@@ -106,6 +127,8 @@ class Engine {
   int32_t select(Sequence& seq, std::span<float> logits) const;
   // Appends `id` to `seq` and emits its text; false once the sequence finished.
   bool advance(Lane& lane, Sequence& seq, int32_t id);
+  bool on_device(const Sequence& seq) const;  // the GPU selects this sequence's tokens
+  infer::SelectParams params(Sequence& seq);  // its next draw's parameters (counts the draw)
   void finish(Lane& lane, Sequence& seq, const std::string& reason);
 
   const model::Qwen2Model& model_;
@@ -113,6 +136,9 @@ class Engine {
   std::vector<ServedModel> models_;
   EngineOptions opts_;
   std::vector<int32_t> masked_ids_;  // ids the tokenizer lacks: never picked
+  bool device_select_ = false;       // CUDA and masked_ids_ are the vocabulary's tail: the GPU selects tokens
+  int64_t selectable_ = 0;           // then the ids [0, selectable_) are the ones it chooses from
+  Stats stats_;
   std::vector<std::unique_ptr<Lane>> lanes_;
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -206,6 +206,31 @@ void OpenAiServer::routes() {
   http_->Get("/health", [](const httplib::Request&, httplib::Response& res) {
     res.set_content(R"({"status":"ok"})", "application/json");
   });
+  // Prometheus text format (as vLLM's /metrics): the scheduler's counters and the KV cache's occupancy.
+  http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    const Engine::Stats& s = engine_.stats();
+    std::string out;
+    auto metric = [&](const char* name, const char* type, const char* help, double value) {
+      out += fmt::format("# HELP cotune_{} {}\n# TYPE cotune_{} {}\ncotune_{} {}\n", name, help, name, type, name, value);
+    };
+    const int64_t running = s.running, in_flight = engine_.in_flight();
+    metric("requests_running", "gauge", "Requests generating now.", static_cast<double>(running));
+    metric("requests_waiting", "gauge", "Requests queued for a slot or KV pages.",
+           static_cast<double>(std::max<int64_t>(0, in_flight - running)));
+    metric("requests_completed_total", "counter", "Requests finished (any reason).", static_cast<double>(engine_.completed()));
+    metric("kv_pages_total", "gauge", "KV-cache pages for sequences, all served models.", static_cast<double>(s.kv_pages_total));
+    metric("kv_pages_used", "gauge", "KV-cache pages held by running requests.", static_cast<double>(s.kv_pages_used));
+    metric("kv_cache_usage_ratio", "gauge", "kv_pages_used / kv_pages_total.",
+           s.kv_pages_total > 0 ? static_cast<double>(s.kv_pages_used) / static_cast<double>(s.kv_pages_total) : 0.0);
+    metric("page_waits_total", "counter", "Scheduler turns a request had a free slot but waited for KV pages.",
+           static_cast<double>(s.page_waits));
+    metric("decode_steps_total", "counter", "Decode steps.", static_cast<double>(s.steps));
+    metric("device_select_steps_total", "counter", "Decode steps whose tokens the GPU chose.",
+           static_cast<double>(s.device_steps));
+    metric("decode_rows_total", "counter", "Sequences decoded, summed over steps.", static_cast<double>(s.rows));
+    metric("prefills_total", "counter", "Packed prefills of admitted requests.", static_cast<double>(s.prefills));
+    res.set_content(out, "text/plain; version=0.0.4");
+  });
   http_->Get("/v1/models", [this, started](const httplib::Request&, httplib::Response& res) {
     json data = json::array();
     for (const auto& m : engine_.models())

@@ -220,6 +220,10 @@ TEST(ServeHttp, ModelsCompletionsAndChatStreamedAndNot) {
   json m = json::parse(models->body);
   EXPECT_EQ(m["object"], "list");
   EXPECT_EQ(m["data"][0]["id"], "base");
+  auto metrics = c.Get("/metrics");  // Prometheus text: the KV pool of 4 sequences of 96 tokens, 16 a page
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("\ncotune_kv_pages_total 24\n"), std::string::npos) << metrics->body;
+  EXPECT_NE(metrics->body.find("# TYPE cotune_requests_running gauge"), std::string::npos) << metrics->body;
 
   int status = 0;
   json plain = post(s, "/v1/completions", R"({"model":"base","prompt":"hello w","max_tokens":12,"temperature":0})", &status);

@@ -7,14 +7,16 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/kv_paging.h"
+
 namespace cotune::kernels::cpu {
 
-// k_cache, v_cache [S, N, KV, D]; k, v [T, KV, D].
+// k_cache, v_cache: rows of KV * D addressed by pg (kernels/kv_paging.h); k, v [T, KV, D].
 void kv_cache_write(float* k_cache, float* v_cache, const float* k, const float* v, const int32_t* slot,
-                    const int32_t* pos, int64_t T, int64_t N, int64_t KV, int64_t D) {
+                    const int32_t* pos, int64_t T, const KvPaging& pg, int64_t KV, int64_t D) {
   const size_t row = static_cast<size_t>(KV * D) * sizeof(float);
   for (int64_t t = 0; t < T; ++t) {
-    const int64_t dst = (static_cast<int64_t>(slot[t]) * N + pos[t]) * KV * D;
+    const int64_t dst = kv_row(pg, slot[t], pos[t]) * KV * D;
     std::memcpy(k_cache + dst, k + t * KV * D, row);
     std::memcpy(v_cache + dst, v + t * KV * D, row);
   }
@@ -22,8 +24,8 @@ void kv_cache_write(float* k_cache, float* v_cache, const float* k, const float*
 
 // out[T,H,D], q[T,H,D]; query t reads slot[t]'s cache rows [0, pos[t]].
 void cached_attention_forward(float* out, const float* q, const float* k_cache, const float* v_cache,
-                              const int32_t* slot, const int32_t* pos, int64_t T, int64_t N, int64_t H, int64_t KV,
-                              int64_t D, float scale, int64_t window) {
+                              const int32_t* slot, const int32_t* pos, int64_t T, const KvPaging& pg, int64_t H,
+                              int64_t KV, int64_t D, float scale, int64_t window) {
   const int64_t group = H / KV;
 #pragma omp parallel
   {
@@ -34,13 +36,11 @@ void cached_attention_forward(float* out, const float* q, const float* k_cache, 
         const int64_t n = static_cast<int64_t>(pos[t]) + 1, kvh = h / group;
         // Sliding window W > 0: only the W newest positions (as attention_forward).
         const int64_t j0 = window > 0 ? std::max<int64_t>(0, n - window) : 0;
-        const float* kbase = k_cache + static_cast<int64_t>(slot[t]) * N * KV * D;
-        const float* vbase = v_cache + static_cast<int64_t>(slot[t]) * N * KV * D;
         scores.resize(static_cast<size_t>(n));
         const float* qi = q + (t * H + h) * D;
         float mx = -INFINITY;
         for (int64_t j = j0; j < n; ++j) {
-          const float* kj = kbase + (j * KV + kvh) * D;
+          const float* kj = k_cache + (kv_row(pg, slot[t], j) * KV + kvh) * D;
           float dot = 0.0f;
           for (int64_t d = 0; d < D; ++d) dot += qi[d] * kj[d];
           dot *= scale;
@@ -58,7 +58,7 @@ void cached_attention_forward(float* out, const float* q, const float* k_cache, 
         for (int64_t d = 0; d < D; ++d) oi[d] = 0.0f;
         for (int64_t j = j0; j < n; ++j) {
           const float p = scores[static_cast<size_t>(j)] * inv;
-          const float* vj = vbase + (j * KV + kvh) * D;
+          const float* vj = v_cache + (kv_row(pg, slot[t], j) * KV + kvh) * D;
           for (int64_t d = 0; d < D; ++d) oi[d] += p * vj[d];
         }
       }

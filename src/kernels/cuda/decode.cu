@@ -10,9 +10,9 @@ namespace {
 
 // One block per token; threads copy KV*D elements of k and v.
 __global__ void kv_cache_write_kernel(bf16* k_cache, bf16* v_cache, const bf16* k, const bf16* v,
-                                      const int32_t* slot, const int32_t* pos, int64_t N, int64_t KVD) {
+                                      const int32_t* slot, const int32_t* pos, const KvPaging pg, int64_t KVD) {
   const int64_t t = blockIdx.x;
-  const int64_t dst = (static_cast<int64_t>(slot[t]) * N + pos[t]) * KVD;
+  const int64_t dst = kv_row(pg, slot[t], pos[t]) * KVD;
   for (int64_t i = threadIdx.x; i < KVD; i += blockDim.x) {
     k_cache[dst + i] = k[t * KVD + i];
     v_cache[dst + i] = v[t * KVD + i];
@@ -24,16 +24,15 @@ constexpr int kMaxPerLane = 8;  // D <= 256
 
 // grid (T, H), block 32 * kWarps. Lane l of a warp owns elements d = l + 32 * i of the head dim.
 __global__ void cached_attention_kernel(bf16* out, const bf16* q, const bf16* k_cache, const bf16* v_cache,
-                                        const int32_t* slot, const int32_t* pos, int64_t N, int64_t H, int64_t KV,
-                                        int64_t D, float scale, int64_t window) {
+                                        const int32_t* slot, const int32_t* pos, const KvPaging pg, int64_t H,
+                                        int64_t KV, int64_t D, float scale, int64_t window) {
   const int64_t t = blockIdx.x, h = blockIdx.y;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int per_lane = static_cast<int>(D / 32);
   const int64_t kvh = h / (H / KV);
   const int64_t n = static_cast<int64_t>(pos[t]) + 1;
-  const bf16* kb = k_cache + (static_cast<int64_t>(slot[t]) * N * KV + kvh) * D;
-  const bf16* vb = v_cache + (static_cast<int64_t>(slot[t]) * N * KV + kvh) * D;
-  const int64_t row = KV * D;  // stride between positions
+  const int32_t s = slot[t];
+  const int64_t row = KV * D;  // stride between cache rows
   float qr[kMaxPerLane], acc[kMaxPerLane];
   for (int i = 0; i < per_lane; ++i) {
     qr[i] = to_f(q[(t * H + h) * D + lane + 32 * i]) * scale;
@@ -42,14 +41,15 @@ __global__ void cached_attention_kernel(bf16* out, const bf16* q, const bf16* k_
   float m = -INFINITY, l = 0.0f;
   const int64_t first = window > 0 && n > window ? n - window : 0;  // sliding window: the `window` newest positions
   for (int64_t j = first + warp; j < n; j += kWarps) {
-    const bf16* kj = kb + j * row;
+    const int64_t at = kv_row(pg, s, j) * row + kvh * D;
+    const bf16* kj = k_cache + at;
     float dot = 0.0f;
     for (int i = 0; i < per_lane; ++i) dot += qr[i] * to_f(kj[lane + 32 * i]);
     dot = warp_sum(dot);
     const float m_new = fmaxf(m, dot);
     const float corr = __expf(m - m_new), p = __expf(dot - m_new);
     l = l * corr + p;
-    const bf16* vj = vb + j * row;
+    const bf16* vj = v_cache + at;
     for (int i = 0; i < per_lane; ++i) acc[i] = acc[i] * corr + p * to_f(vj[lane + 32 * i]);
     m = m_new;
   }
@@ -328,22 +328,22 @@ void graph_destroy(void* exec) {
 void memset_async(void* p, int value, size_t bytes) { check(cudaMemsetAsync(p, value, bytes, stream()), "cudaMemsetAsync"); }
 
 void launch_kv_cache_write(void* k_cache, void* v_cache, const void* k, const void* v, const int32_t* slot,
-                           const int32_t* pos, int64_t T, int64_t N, int64_t KV, int64_t D) {
+                           const int32_t* pos, int64_t T, const KvPaging& pg, int64_t KV, int64_t D) {
   if (T == 0) return;
   kv_cache_write_kernel<<<static_cast<unsigned>(T), 256, 0, stream()>>>(
       static_cast<bf16*>(k_cache), static_cast<bf16*>(v_cache), static_cast<const bf16*>(k),
-      static_cast<const bf16*>(v), slot, pos, N, KV * D);
+      static_cast<const bf16*>(v), slot, pos, pg, KV * D);
   check_launch("kv_cache_write");
 }
 
 void launch_cached_attention(void* out, const void* q, const void* k_cache, const void* v_cache, const int32_t* slot,
-                             const int32_t* pos, int64_t T, int64_t N, int64_t H, int64_t KV, int64_t D, float scale,
-                             int64_t window) {
+                             const int32_t* pos, int64_t T, const KvPaging& pg, int64_t H, int64_t KV, int64_t D,
+                             float scale, int64_t window) {
   if (T == 0) return;
   dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>(H));
   cached_attention_kernel<<<grid, 32 * kWarps, 0, stream()>>>(
       static_cast<bf16*>(out), static_cast<const bf16*>(q), static_cast<const bf16*>(k_cache),
-      static_cast<const bf16*>(v_cache), slot, pos, N, H, KV, D, scale, window);
+      static_cast<const bf16*>(v_cache), slot, pos, pg, H, KV, D, scale, window);
   check_launch("cached_attention");
 }
 

@@ -316,7 +316,7 @@ template <int D>
 __global__ void __launch_bounds__(32 * kAttnWarps) decode_attention_kernel(
     bf16* __restrict__ out, const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
     bf16* k_cache, bf16* v_cache, const int32_t* slot, const int32_t* pos, float* part, int32_t* counters,
-    int64_t N, int64_t H, int64_t KV, float scale, const __grid_constant__ RopeFreq inv_freq) {
+    const KvPaging pg, int64_t H, int64_t KV, float scale, const __grid_constant__ RopeFreq inv_freq) {
   constexpr int EPL = D / 32, HALF = D / 2;
   pdl_trigger();
   pdl_wait();
@@ -350,11 +350,13 @@ __global__ void __launch_bounds__(32 * kAttnWarps) decode_attention_kernel(
   }
   __syncthreads();
   const int64_t row = KV * D;
-  const int64_t cache0 = static_cast<int64_t>(s) * N * row + kvh * D;
+  // The first element of position j's key / value row of this KV head (paged: through the slot's block table).
+  auto at = [&](int64_t j) { return kv_row(pg, s, j) * row + kvh * D; };
   if (split == 0 && h % group == 0) {
+    const int64_t own = at(p);
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
-      k_cache[cache0 + static_cast<int64_t>(p) * row + d] = __float2bfloat16_rn(sk[d]);
-      v_cache[cache0 + static_cast<int64_t>(p) * row + d] = __float2bfloat16_rn(sv[d]);
+      k_cache[own + d] = __float2bfloat16_rn(sk[d]);
+      v_cache[own + d] = __float2bfloat16_rn(sv[d]);
     }
   }
   float qv[EPL], acc[EPL];
@@ -373,8 +375,9 @@ __global__ void __launch_bounds__(32 * kAttnWarps) decode_attention_kernel(
     for (int b = 0; b < kAttnBatch; ++b) {
       const int64_t j = j0 + b * NW;
       if (j < n - 1) {
-        const bf16* kj = k_cache + cache0 + j * row + lane * EPL;
-        const bf16* vj = v_cache + cache0 + j * row + lane * EPL;
+        const int64_t aj = at(j) + lane * EPL;
+        const bf16* kj = k_cache + aj;
+        const bf16* vj = v_cache + aj;
 #pragma unroll
         for (int e = 0; e < EPL; e += 2) {
           const float2 kk = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(kj + e));
@@ -537,7 +540,8 @@ void launch_decode_logits(const DecodeGemvArgs& a) { launch_gemv_mode<kF32, fals
 
 void launch_decode_attention(void* out, const void* q, const void* k, const void* v, void* k_cache, void* v_cache,
                              const int32_t* slot, const int32_t* pos, float* part, int32_t* counters, int64_t T,
-                             int64_t N, int64_t H, int64_t KV, int64_t D, float scale, const RopeFreq& inv_freq) {
+                             const KvPaging& pg, int64_t H, int64_t KV, int64_t D, float scale,
+                             const RopeFreq& inv_freq) {
   if (T == 0) return;
   auto kern = D == 64 ? decode_attention_kernel<64> : D == 128 ? decode_attention_kernel<128>
             : D == 192 ? decode_attention_kernel<192> : decode_attention_kernel<256>;
@@ -545,7 +549,7 @@ void launch_decode_attention(void* out, const void* q, const void* k, const void
             dim3(static_cast<unsigned>(H), static_cast<unsigned>(kAttnSplits), static_cast<unsigned>(T)),
             dim3(32 * kAttnWarps), 0, static_cast<bf16*>(out), static_cast<const bf16*>(q),
             static_cast<const bf16*>(k), static_cast<const bf16*>(v), static_cast<bf16*>(k_cache),
-            static_cast<bf16*>(v_cache), slot, pos, part, counters, N, H, KV, scale, inv_freq);
+            static_cast<bf16*>(v_cache), slot, pos, part, counters, pg, H, KV, scale, inv_freq);
 }
 
 }  // namespace cotune::kernels::cuda

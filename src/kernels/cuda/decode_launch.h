@@ -3,16 +3,18 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/kv_paging.h"
+
 namespace cotune::kernels::cuda {
 
-// k_cache, v_cache bf16 [S, N, KV, D]; k, v bf16 [T, KV, D]; slot, pos i32 [T] (device).
+// k_cache, v_cache bf16 (rows addressed by pg); k, v bf16 [T, KV, D]; slot, pos i32 [T] (device).
 void launch_kv_cache_write(void* k_cache, void* v_cache, const void* k, const void* v, const int32_t* slot,
-                           const int32_t* pos, int64_t T, int64_t N, int64_t KV, int64_t D);
+                           const int32_t* pos, int64_t T, const KvPaging& pg, int64_t KV, int64_t D);
 // out, q bf16 [T, H, D]; one block per (token, head), D % 32 == 0 and D <= 256. fp32 softmax and accumulation.
 // window > 0: only the `window` newest positions (sliding window).
 void launch_cached_attention(void* out, const void* q, const void* k_cache, const void* v_cache, const int32_t* slot,
-                             const int32_t* pos, int64_t T, int64_t N, int64_t H, int64_t KV, int64_t D, float scale,
-                             int64_t window = 0);
+                             const int32_t* pos, int64_t T, const KvPaging& pg, int64_t H, int64_t KV, int64_t D,
+                             float scale, int64_t window = 0);
 
 // out [T, N] (f32 when out_f32, else bf16) = in [T, K] @ w [N, K]^T (+ bias [N], may be null); bf16 in, w, bias.
 // T <= 8, K % 8 == 0, in and w 16-byte aligned. One warp a row, fp32 accumulation.
@@ -29,6 +31,10 @@ int argmax_partials();
 // ids[0] = i, tokens[count[0]] = i, ++count[0], ++pos[0].
 void launch_argmax_advance(const float* logits, int64_t V, float* part_v, int32_t* part_i, int32_t* ids, int32_t* pos,
                            int32_t* tokens, int32_t* count);
+// ids i32 [n] = the selection of each row of logits f32 [n, stride] over ids [0, vocab) (kernels/select_ops.h);
+// params: n select_math::Params; scratch: n * vocab doubles.
+void launch_select_tokens(int32_t* ids, const float* logits, int64_t n, int64_t stride, int64_t vocab,
+                          const void* params, void* scratch);
 // CUDA graph of what this thread launches on its stream between begin and end (an instantiated cudaGraphExec_t).
 void graph_begin_capture();
 void* graph_end_capture();
@@ -83,7 +89,8 @@ struct RopeFreq {
 int decode_attention_splits();
 void launch_decode_attention(void* out, const void* q, const void* k, const void* v, void* k_cache, void* v_cache,
                              const int32_t* slot, const int32_t* pos, float* part, int32_t* counters, int64_t T,
-                             int64_t N, int64_t H, int64_t KV, int64_t D, float scale, const RopeFreq& inv_freq);
+                             const KvPaging& pg, int64_t H, int64_t KV, int64_t D, float scale,
+                             const RopeFreq& inv_freq);
 // Programmatic dependent launch for the fused decode kernels (each starts while its predecessor drains; its weight
 // loads overlap). On by default.
 void set_decode_pdl(bool on);
