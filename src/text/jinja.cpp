@@ -1316,6 +1316,12 @@ Template& Template::operator=(Template&&) noexcept = default;
 Template::~Template() = default;
 
 Template Template::parse(std::string_view source, const ParseOptions& opts, std::string name) {
+  // Python reads a template as text: bytes that are not UTF-8 never reach jinja2 (a fuzzing find: they made the
+  // code-point walk of the string filters read past the end).
+  if (const auto bad = find_invalid_utf8(source)) {
+    const auto line = 1 + std::count(source.begin(), source.begin() + static_cast<std::ptrdiff_t>(*bad), '\n');
+    fail("{}: line {}: the template is not valid UTF-8 (byte {})", name, line, *bad);
+  }
   auto ast = std::make_unique<TemplateAst>();
   ast->data = detail::parse_tokens(detail::tokenize(source, opts, name), name);
   return Template(std::move(ast));

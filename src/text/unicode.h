@@ -15,12 +15,17 @@ namespace cotune::text {
 // (overlong forms, surrogates and code points above U+10FFFF are invalid, as in Rust's str).
 std::optional<size_t> find_invalid_utf8(std::string_view s);
 
-// Decodes the code point at s[i] (valid UTF-8 assumed) and advances i past it.
+// Decodes the code point at s[i] (valid UTF-8 assumed) and advances i past it. A sequence cut by the end of `s`
+// gives U+FFFD and one byte, never a read past the end.
 inline char32_t next_code_point(std::string_view s, size_t& i) {
   const auto b0 = static_cast<unsigned char>(s[i]);
   if (b0 < 0x80) {
     ++i;
     return b0;
+  }
+  if (i + (b0 < 0xE0 ? 2 : b0 < 0xF0 ? 3 : 4) > s.size()) {
+    ++i;
+    return 0xFFFD;
   }
   if (b0 < 0xE0) {
     char32_t c = ((b0 & 0x1Fu) << 6) | (static_cast<unsigned char>(s[i + 1]) & 0x3Fu);
