@@ -8,15 +8,12 @@
 #include <fstream>
 #include <string>
 
+#include "common/sanitized.h"
 #include "base/error.h"
 
 namespace cotune::data::testing {
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
+using ::cotune::testing::kSanitized;
 
 class TempDir {
  public:

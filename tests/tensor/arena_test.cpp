@@ -4,17 +4,14 @@
 #include <cstdint>
 #include <string>
 
+#include "common/sanitized.h"
 #include "base/error.h"
 #include "tensor/arena.h"
 
 namespace cotune {
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
+using ::cotune::testing::kSanitized;
 
 TEST(Arena, AllocationsAreAlignedAndDistinct) {
   Arena a(Device::cpu);
