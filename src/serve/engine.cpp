@@ -285,6 +285,15 @@ void Engine::step(Lane& lane) {
   const bool device = std::all_of(run.begin(), run.end(), [&](const auto& s) { return on_device(*s); });
   ++stats_.steps;
   stats_.rows += static_cast<int64_t>(run.size());
+  // A failed step ends every request of the lane with an error event (the server keeps serving).
+  auto fail_step = [&](const std::exception& e) {
+    log::error("serve: decode step failed: {}", e.what());
+    for (auto& s : run) {
+      s->handle->push(Event{Event::Kind::error, e.what(), "", 0, 0});
+      finish(lane, *s, "error");
+    }
+    run.clear();
+  };
   if (device) {  // the GPU selects: only the chosen ids come back
     std::vector<infer::SelectParams> prm;
     for (auto& s : run) prm.push_back(params(*s));
@@ -292,12 +301,7 @@ void Engine::step(Lane& lane) {
     try {
       chosen = lane.gen->decode_select(slots, tokens, prm);
     } catch (const std::exception& e) {
-      log::error("serve: decode step failed: {}", e.what());
-      for (auto& s : run) {
-        s->handle->push(Event{Event::Kind::error, e.what(), "", 0, 0});
-        finish(lane, *s, "error");
-      }
-      run.clear();
+      fail_step(e);
       return;
     }
     ++stats_.device_steps;
@@ -309,12 +313,7 @@ void Engine::step(Lane& lane) {
   try {
     logits = lane.gen->decode(slots, tokens);
   } catch (const std::exception& e) {
-    log::error("serve: decode step failed: {}", e.what());
-    for (auto& s : run) {
-      s->handle->push(Event{Event::Kind::error, e.what(), "", 0, 0});
-      finish(lane, *s, "error");
-    }
-    run.clear();
+    fail_step(e);
     return;
   }
   const int64_t V = model_.config().vocab_size;
