@@ -30,6 +30,10 @@
 
 #include "tensor/tensor.h"
 
+namespace cotune {
+class Arena;
+}
+
 namespace cotune::kernels {
 
 // The 16 NF4 values, ascending (bitsandbytes get_4bit_type("nf4"); code 7 is 0, code 15 is 1).
@@ -148,6 +152,11 @@ struct Nf4Buffers {
 // Quantizes a host f32/bf16 weight like bnb quantize_4bit(w, blocksize=64, compress_statistics=nested,
 // quant_type="nf4"). `nested_rounding` picks the 8-bit rounding of the absmax (see QuantRounding).
 Nf4Buffers nf4_quantize(const Tensor& w, bool nested = true, QuantRounding nested_rounding = QuantRounding::nearest);
+// nf4_quantize(w) (nested, nearest) into tensors allocated from `out` (on its device), bit-identical to it. A CUDA
+// weight (bf16/f32) is quantized on the GPU: codes and block absmax there, and only the absmax (1/32 of a bf16
+// weight's bytes) makes a round trip through the host for the double quantization; `scratch` (a CUDA arena) holds
+// that absmax while it is needed. A host weight is quantized on the host and copied to `out`'s device.
+Nf4Weight nf4_quantize_to(const Tensor& w, Arena& out, Arena& scratch);
 // ---- checkpoint names -----------------------------------------------------------------------------------
 // Finds a tensor of a checkpoint by full name (host or device view); nullopt when absent.
 using TensorLookup = std::function<std::optional<Tensor>(const std::string& name)>;

@@ -231,6 +231,42 @@ TEST(CudaTrainOps, Nf4DequantizeBatchMatchesSingle) {
     EXPECT_EQ(download_bytes(batch_out[i]), download_bytes(single_out[i])) << cases[i].rows << "x" << cases[i].cols;
 }
 
+// NF4 quantization on the GPU (kernels::nf4_quantize_to, what a 4-bit base's loader and random init use) is
+// byte-identical to the host reference nf4_quantize: codes, absmax codes, nested absmax and offset, from bf16 and
+// f32 weights, odd sizes and outlier channels included (a partial last block, a padded last nibble).
+TEST(CudaTrainOps, Nf4QuantizeOnGpuBitExact) {
+  COTUNE_REQUIRE_GPU();
+  Arena arena(Device::cuda, gib(0.5)), scratch(Device::cuda, gib(0.1));
+  struct Case {
+    int64_t rows, cols;
+  };
+  for (const Case c : {Case{1536, 1536}, Case{256, 8960}, Case{10, 50}, Case{7, 9}, Case{1, 1}, Case{3, 67}}) {
+    for (DType dt : {DType::bf16, DType::f32}) {
+      const int64_t n = c.rows * c.cols;
+      auto w = randn(static_cast<size_t>(n), 720, 0.02f);
+      if (c.cols > 2) add_outlier_channels(w, c.cols, 30.0f, 2);
+      std::vector<uint16_t> w16(w.size());
+      for (size_t i = 0; i < w.size(); ++i) w16[i] = f32_to_bf16(w[i]);
+      const Tensor hw = dt == DType::f32 ? host(w, Shape{c.rows, c.cols}) : Tensor(w16.data(), DType::bf16, Shape{c.rows, c.cols});
+      Nf4Buffers ref = kernels::nf4_quantize(hw);
+      Tensor dw = arena.alloc(dt, Shape{c.rows, c.cols});
+      copy_bytes(dw, hw);
+      scratch.reset();
+      const Nf4Weight q = kernels::nf4_quantize_to(dw, arena, scratch);
+      const std::string what = std::to_string(c.rows) + "x" + std::to_string(c.cols) + (dt == DType::f32 ? " f32" : " bf16");
+      ASSERT_EQ(q.packed.device, Device::cuda) << what;
+      EXPECT_EQ(download_bytes(q.packed), ref.packed) << what;
+      EXPECT_EQ(download_bytes(q.absmax), ref.absmax_q) << what;
+      std::vector<uint8_t> nested(ref.nested_absmax.size() * 4);
+      std::memcpy(nested.data(), ref.nested_absmax.data(), nested.size());
+      EXPECT_EQ(download_bytes(q.nested_absmax), nested) << what;
+      EXPECT_EQ(q.offset, ref.offset) << what;
+      EXPECT_TRUE(q.nested) << what;
+      q.validate(what);
+    }
+  }
+}
+
 // The optimizer's multi-tensor launches against the single-tensor functions, tensor by tensor: bit-identical
 // parameters and states (the per-element formulas are the same), and the bf16 copies equal to bf16(p).
 TEST(CudaTrainOps, MultiTensorOptimizerMatchesSingleTensor) {

@@ -9,6 +9,7 @@
 #include "base/half.h"
 #include "base/parallel.h"
 #include "kernels/quant.h"
+#include "tensor/arena.h"
 #ifdef COTUNE_WITH_CUDA
 #include "kernels/cuda/nf4.h"
 #endif
@@ -277,6 +278,47 @@ Nf4Buffers nf4_quantize(const Tensor& w, bool nested, QuantRounding nested_round
                                 nested_rounding);
   }
   return out;
+}
+
+Nf4Weight nf4_quantize_to(const Tensor& w, Arena& out, Arena& scratch) {
+  const int64_t n = w.numel();
+  const int64_t nb = num_blocks(n, kNf4Blocksize);
+  auto put = [&](const void* src, DType dt, int64_t count, const char* what) {
+    Tensor t = out.alloc(dt, {count}, what);
+    copy_bytes(t, Tensor(const_cast<void*>(src), dt, {count}));
+    return t;
+  };
+  Nf4Weight q;
+  q.shape = w.shape;
+  q.dtype = w.dtype;
+  q.nested = true;
+  std::vector<float> absmax_f32;
+  if (w.device == Device::cpu) {
+    Nf4Buffers h = nf4_quantize(w);
+    q.packed = put(h.packed.data(), DType::u8, static_cast<int64_t>(h.packed.size()), "nf4 codes");
+    absmax_f32 = std::move(h.absmax_f32);
+  } else {
+#ifdef COTUNE_WITH_CUDA
+    (void)torch_dtype_name(w.dtype);  // rejects dtypes bnb does not quantize
+    q.packed = out.alloc(DType::u8, {(n + 1) / 2}, "nf4 codes");
+    Tensor am = scratch.alloc(DType::f32, {nb}, "nf4 block absmax");
+    cuda::nf4_quantize_codes(w, q.packed, am);
+    absmax_f32.resize(static_cast<size_t>(nb));
+    copy_bytes(Tensor(absmax_f32.data(), DType::f32, {nb}), am);
+#else
+    fail("nf4_quantize_to: {} is not a host tensor and this build has no CUDA", w.str());
+#endif
+  }
+  // The double quantization (as nf4_quantize: fp64 mean, nearest rounding) on the host.
+  q.offset = cpu::mean_f32(absmax_f32.data(), nb);
+  std::vector<uint8_t> qabs(static_cast<size_t>(nb));
+  std::vector<float> nested(static_cast<size_t>(num_blocks(nb, kNestedBlocksize)));
+  cpu::double_quantize_absmax(absmax_f32.data(), nb, q.offset, qabs.data(), nested.data(), QuantRounding::nearest);
+  q.absmax = put(qabs.data(), DType::u8, nb, "nf4 absmax");
+  q.nested_absmax = put(nested.data(), DType::f32, static_cast<int64_t>(nested.size()), "nf4 nested absmax");
+  q.quant_map = put(kNf4Code, DType::f32, 16, "nf4 map");
+  q.nested_quant_map = put(kDynamicMapSigned, DType::f32, 256, "nf4 nested map");
+  return q;
 }
 
 void nf4_dequantize_batch(std::span<const Nf4Weight> qs, std::span<const Tensor> outs) {

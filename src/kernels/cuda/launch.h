@@ -132,6 +132,10 @@ void launch_nf4_dequantize(void* out, bool out_bf16, const uint8_t* packed, int6
                            const float* code, const uint8_t* qabsmax, const float* absmax_f32,
                            const float* nested_absmax, const float* nested_map, float offset, int64_t nested_bs);
 
+// NF4 quantization of x [n] (bf16 if x_bf16 else f32; blocks of 64): packed u8 [ceil(n/2)] and absmax f32 [ceil(n/64)],
+// bit-identical to cpu::nf4_quantize (code: the 16 NF4 values, host memory).
+void launch_nf4_quantize(const void* x, bool x_bf16, int64_t n, const float* code, uint8_t* packed, float* absmax);
+
 // Up to kNf4BatchMax NF4 weights dequantized to bf16 in one launch (e.g. the seven projections of a layer);
 // per weight the arguments and the bit-exact result of launch_nf4_dequantize.
 constexpr int kNf4BatchMax = 8;

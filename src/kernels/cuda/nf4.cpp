@@ -44,4 +44,17 @@ void nf4_dequantize_batch(std::span<const Nf4Weight> qs, std::span<const Tensor>
     launch_nf4_dequantize_batch(jobs.data() + i, static_cast<int>(std::min<size_t>(kNf4BatchMax, jobs.size() - i)));
 }
 
+void nf4_quantize_codes(const Tensor& w, const Tensor& packed, const Tensor& absmax) {
+  const char* op = "nf4_quantize (CUDA)";
+  const int64_t n = w.numel();
+  if (w.device != Device::cuda || packed.device != Device::cuda || absmax.device != Device::cuda)
+    fail("{}: weight {}, codes {} and absmax {} must be CUDA tensors", op, w.str(), packed.str(), absmax.str());
+  if (w.dtype != DType::bf16 && w.dtype != DType::f32) fail("{}: weight {} must be bf16 or f32", op, w.str());
+  if (packed.dtype != DType::u8 || packed.numel() != (n + 1) / 2)
+    fail("{}: codes {} must be u8 of {} elements", op, packed.str(), (n + 1) / 2);
+  if (absmax.dtype != DType::f32 || absmax.numel() != num_blocks(n, kNf4Blocksize))
+    fail("{}: absmax {} must be f32 of {} elements", op, absmax.str(), num_blocks(n, kNf4Blocksize));
+  launch_nf4_quantize(w.data, w.dtype == DType::bf16, n, kNf4Code, packed.ptr<uint8_t>(), absmax.ptr<float>());
+}
+
 }  // namespace cotune::kernels::cuda

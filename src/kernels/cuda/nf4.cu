@@ -228,4 +228,56 @@ void launch_nf4_dequantize(void* out, bool out_bf16, const uint8_t* packed, int6
   check_launch("nf4_dequantize");
 }
 
+namespace {
+
+// ---- NF4 quantization (twin of cpu::nf4_quantize) ---------------------------------------------------------------
+struct Nf4Mid {
+  float v[15];  // the midpoints of the NF4 code table, computed on the host exactly as the CPU reference does
+};
+
+// bucketize(v, mid, 15): the number of midpoints strictly below v (torch.bucketize, right=False).
+__device__ __forceinline__ int nf4_code_of(float v, const Nf4Mid& m) {
+  int c = 0;
+#pragma unroll
+  for (int i = 0; i < 15; ++i) c += m.v[i] < v ? 1 : 0;
+  return c;
+}
+
+// One warp per block of 64 elements: lane j holds elements 2j and 2j + 1 (one packed byte). The absmax is the
+// warp's max of |x| (max is exact, so any order gives the CPU's value); v = clamp(x * (1 / max(absmax, 1e-38)),
+// -1, 1) with IEEE division and multiplication, as the CPU computes it; elements past n take the code of 0.0.
+template <typename IN>
+__global__ void nf4_quantize_kernel(const IN* __restrict__ x, int64_t n, const Nf4Mid mid, uint8_t* __restrict__ packed,
+                                    float* __restrict__ absmax) {
+  const int lane = threadIdx.x & 31;
+  const int64_t b = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int64_t nb = (n + 63) / 64;
+  if (b >= nb) return;
+  const int64_t i0 = b * 64 + 2 * lane;
+  const float x0 = i0 < n ? to_f(x[i0]) : 0.0f, x1 = i0 + 1 < n ? to_f(x[i0 + 1]) : 0.0f;
+  float am = fmaxf(fabsf(x0), fabsf(x1));
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, o));
+  if (lane == 0) absmax[b] = am;
+  const float inv = __fdiv_rn(1.0f, fmaxf(am, 1e-38f));
+  const int c0 = i0 < n ? nf4_code_of(fminf(fmaxf(__fmul_rn(x0, inv), -1.0f), 1.0f), mid) : nf4_code_of(0.0f, mid);
+  const int c1 = i0 + 1 < n ? nf4_code_of(fminf(fmaxf(__fmul_rn(x1, inv), -1.0f), 1.0f), mid) : nf4_code_of(0.0f, mid);
+  if (i0 < n) packed[i0 / 2] = static_cast<uint8_t>((c0 << 4) | c1);
+}
+
+}  // namespace
+
+void launch_nf4_quantize(const void* x, bool x_bf16, int64_t n, const float* code, uint8_t* packed, float* absmax) {
+  if (n == 0) return;
+  Nf4Mid mid{};
+  for (int i = 0; i < 15; ++i) mid.v[i] = (code[i] + code[i + 1]) / 2.0f;
+  const int64_t warps = (n + 63) / 64;
+  const unsigned blocks = static_cast<unsigned>((warps * 32 + kThreads - 1) / kThreads);
+  if (x_bf16)
+    nf4_quantize_kernel<bf16><<<blocks, kThreads, 0, stream()>>>(static_cast<const bf16*>(x), n, mid, packed, absmax);
+  else
+    nf4_quantize_kernel<float><<<blocks, kThreads, 0, stream()>>>(static_cast<const float*>(x), n, mid, packed, absmax);
+  check_launch("nf4_quantize");
+}
+
 }  // namespace cotune::kernels::cuda
