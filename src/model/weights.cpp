@@ -129,11 +129,11 @@ Qwen2Model Qwen2Model::from_checkpoint(const formats::ModelConfig& cfg, const fo
   const DType st = m.act_dtype();
   const int64_t C = cfg.hidden_size, V = cfg.vocab_size;
   Arena& a = *m.arena_;
-  // A 4-bit base on the GPU is quantized from a host copy of each projection, which never reaches the device.
+  // A 4-bit base on the GPU: each projection is read into a bf16 work buffer on the device (reused layer after
+  // layer) and quantized there; only its NF4 form stays.
   const bool stage = opts.load_in_4bit && opts.device != Device::cpu;
-  Arena staging(Device::cpu);
-  Arena& pa = stage ? staging : a;
-  const DType pst = stage ? DType::bf16 : st;
+  Arena work(opts.device), scratch(opts.device);
+  Arena& pa = stage ? work : a;
   m.weights_.embed = load_tensor(a, ckpt, "model.embed_tokens.weight", {V, C}, st);
   m.weights_.final_norm = load_tensor(a, ckpt, "model.norm.weight", {C}, st);
   if (cfg.tie_word_embeddings) {
@@ -145,12 +145,13 @@ Qwen2Model Qwen2Model::from_checkpoint(const formats::ModelConfig& cfg, const fo
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     const std::string prefix = "model.layers." + std::to_string(l) + ".";
     LayerWeights w;
-    staging.reset();
+    work.reset();
+    scratch.reset();
     for (const LayerTensor& t : tensors) {
       const bool proj = t.kind == LayerTensor::Kind::projection;
-      w.*t.slot = load_tensor(proj ? pa : a, ckpt, prefix + t.name, t.shape, proj ? pst : st);
+      w.*t.slot = load_tensor(proj ? pa : a, ckpt, prefix + t.name, t.shape, st);
     }
-    m.finish_layer(w, opts.load_in_4bit);
+    m.finish_layer(w, opts.load_in_4bit, scratch);
     m.weights_.layers.push_back(w);
   }
   return m;
@@ -161,31 +162,22 @@ Qwen2Model Qwen2Model::random(const formats::ModelConfig& cfg, const LoadOptions
   const DType st = m.act_dtype();
   const int64_t C = cfg.hidden_size, V = cfg.vocab_size;
   uint64_t stream = 0;
-  // Each tensor is filled on the host in parallel (Philox by element index), converted, then copied over.
+  // Each tensor is drawn where it lives (kernels::fill_normal: Philox by element index, the same numbers on the CPU
+  // and the GPU), so a 32B model's weights never cross the bus. A 4-bit base draws its projections into a device
+  // work buffer (reused layer after layer) and quantizes them there.
   const bool stage = opts.load_in_4bit && opts.device != Device::cpu;
-  Arena staging(Device::cpu);
+  Arena work(opts.device), scratch(opts.device);
   auto make = [&](Shape s, bool ones, bool proj = false) {
-    const bool on_host = stage && proj;
-    const DType dt = on_host ? DType::bf16 : st;
-    Tensor t = (on_host ? staging : *m.arena_).alloc(dt, s, "random weight");
-    const int64_t n = s.numel();
+    Tensor t = (stage && proj ? work : *m.arena_).alloc(st, s, "random weight");
     const uint64_t key = seed * 0x9E3779B97F4A7C15ull + (++stream);
-    std::vector<float> f(static_cast<size_t>(n));
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i += 2) {
-      const Philox4 r = philox4x32(key, static_cast<uint64_t>(i) / 2);
-      const float u1 = std::max(uniform01(r.v[0]), 1e-7f), u2 = uniform01(r.v[1]);
-      const float rad = std::sqrt(-2.0f * std::log(u1));
-      f[static_cast<size_t>(i)] = ones ? 1.0f : init_std * rad * std::cos(6.2831853f * u2);
-      if (i + 1 < n) f[static_cast<size_t>(i + 1)] = ones ? 1.0f : init_std * rad * std::sin(6.2831853f * u2);
-    }
-    Tensor host(f.data(), DType::f32, s);
-    if (dt == DType::f32) {
-      copy_bytes(t, host);
+    if (ones && st == DType::f32) {
+      std::vector<float> f(static_cast<size_t>(s.numel()), 1.0f);
+      copy_bytes(t, Tensor(f.data(), DType::f32, s));
+    } else if (ones) {
+      std::vector<uint16_t> h(static_cast<size_t>(s.numel()), f32_to_bf16(1.0f));
+      copy_bytes(t, Tensor(h.data(), DType::bf16, s));
     } else {
-      std::vector<uint16_t> h(f.size());
-      ops::copy(Tensor(h.data(), dt, s), host);
-      copy_bytes(t, Tensor(h.data(), dt, s));
+      ops::fill_normal(t, key, init_std);
     }
     return t;
   };
@@ -195,16 +187,17 @@ Qwen2Model Qwen2Model::random(const formats::ModelConfig& cfg, const LoadOptions
   const std::vector<LayerTensor> tensors = layer_tensors(m.spec_);
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     LayerWeights w;
-    staging.reset();
+    work.reset();
+    scratch.reset();
     for (const LayerTensor& t : tensors)
       w.*t.slot = make(t.shape, t.kind == LayerTensor::Kind::norm, t.kind == LayerTensor::Kind::projection);
-    m.finish_layer(w, opts.load_in_4bit);
+    m.finish_layer(w, opts.load_in_4bit, scratch);
     m.weights_.layers.push_back(w);
   }
   return m;
 }
 
-void Qwen2Model::finish_layer(LayerWeights& w, bool load_in_4bit) {
+void Qwen2Model::finish_layer(LayerWeights& w, bool load_in_4bit, Arena& scratch) {
   if (!load_in_4bit) return;
   std::vector<LayerTensor> projs = layer_tensors(spec_);
   std::erase_if(projs, [](const LayerTensor& t) { return t.kind != LayerTensor::Kind::projection; });
@@ -213,29 +206,12 @@ void Qwen2Model::finish_layer(LayerWeights& w, bool load_in_4bit) {
     for (const LayerTensor& t : projs) nf4_round_in_place(w.*t.slot);
     return;
   }
-  // GPU: the projections arrive as host bf16 tensors (staged by the loader); quantize them on the host
-  // (bitsandbytes layout) and keep only the NF4 tensors on the device.
+  // GPU: the projections arrive as bf16 device tensors in a work buffer; they are quantized on the GPU
+  // (bitsandbytes layout, kernels::nf4_quantize_to) and only the NF4 tensors are kept.
   std::array<Nf4Slot, kNumProj> slots;
   for (const LayerTensor& pt : projs) {
     Tensor& t = w.*pt.slot;
-    std::vector<uint16_t> h(static_cast<size_t>(t.numel()));
-    copy_bytes(Tensor(h.data(), t.dtype, t.shape), t);
-    kernels::Nf4Buffers q = kernels::nf4_quantize(Tensor(h.data(), t.dtype, t.shape));
-    kernels::Nf4Weight hv = q.view();
-    kernels::Nf4Weight dv = hv;
-    auto up = [&](const Tensor& src, const char* what) {
-      Tensor d = arena_->alloc(src.dtype, src.shape, what);
-      copy_bytes(d, src);
-      return d;
-    };
-    dv.packed = up(hv.packed, "nf4 codes");
-    dv.absmax = up(hv.absmax, "nf4 absmax");
-    dv.quant_map = up(hv.quant_map, "nf4 map");
-    if (hv.nested) {
-      dv.nested_absmax = up(hv.nested_absmax, "nf4 nested absmax");
-      dv.nested_quant_map = up(hv.nested_quant_map, "nf4 nested map");
-    }
-    slots[static_cast<size_t>(pt.proj)].view = dv;
+    slots[static_cast<size_t>(pt.proj)].view = kernels::nf4_quantize_to(t, *arena_, scratch);
     t = Tensor();  // the projection now exists only as NF4
   }
   nf4_.push_back(slots);

@@ -92,11 +92,10 @@ class Qwen2Model {
   Weights weights_;
   struct Nf4Slot {
     kernels::Nf4Weight view;  // device tensors in arena_
-    float offset = 0;
   };
   std::vector<std::array<Nf4Slot, kNumProj>> nf4_;
   static Qwen2Model empty(const formats::ModelConfig& config, Device device);
-  void finish_layer(LayerWeights& w, bool load_in_4bit);  // NF4 conversion of a freshly loaded layer
+  void finish_layer(LayerWeights& w, bool load_in_4bit, Arena& scratch);  // NF4 conversion of a fresh layer
 };
 
 // One layer's projections of an NF4 base, dequantized into a bf16 scratch when asked for and reused while the
