@@ -319,29 +319,65 @@ ops::DecodeProj Generator::decode_proj(int64_t l, Proj p) const {
   return d;
 }
 
+// The decode lowerings of the layer spec (model/layer.h): the same blocks as training's layer_forward
+// (model/layer_train.cpp), x += out(mixer(in_1(h), ..., in_n(h))), h = rmsnorm(x) * norm, with the KV cache as the
+// attention's memory. run_layers_fused lowers each block to the fused decode kernels (batch 1, the Qwen2-era layer),
+// run_layers to the general ops (any family, any number of rows).
 void Generator::run_layers_fused() {
   Buffers& b = *buf_;
-  const auto& c = model_.config();
-  const int64_t H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim;
-  const float eps = model_.arch().rms_eps;
-  const kernels::RopeSpec& rope = model_.arch().rope;
-  const float scale = model_.arch().attention_scale();
+  const model::LayerSpec& spec = model_.layer_spec();
+  const model::AttentionSpec& at = spec.attention;
+  const int64_t H = at.heads, KV = at.kv_heads, D = at.head_dim;
   Tensor idt = b.ids.slice_rows(0, 1), st = b.slot.slice_rows(0, 1), pt = b.pos.slice_rows(0, 1);
   Tensor x = b.x.slice_rows(0, 1), q = b.q.slice_rows(0, 1), k = b.k.slice_rows(0, 1), v = b.v.slice_rows(0, 1);
   Tensor att = b.att.slice_rows(0, 1), m = b.m.slice_rows(0, 1);
   const auto& w = model_.weights();
   ops::embedding_forward(x, idt, w.embed);
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+  for (int64_t l = 0; l < model_.config().num_hidden_layers; ++l) {
     const model::LayerWeights& lw = w.layers[static_cast<size_t>(l)];
     const auto li = static_cast<size_t>(l);
-    ops::decode_norm_qkv(q, k, v, x, lw.input_norm, eps, decode_proj(l, Proj::q), decode_proj(l, Proj::k),
-                         decode_proj(l, Proj::v));
-    ops::decode_rope_attention(att.view({1, H, D}), q.view({1, H, D}), k.view({1, KV, D}), v.view({1, KV, D}),
-                               b.k_cache[li], b.v_cache[li], st, pt, rope, scale, b.att_work, kv_layout());
-    ops::decode_linear_residual(x, att, decode_proj(l, Proj::o));
-    ops::decode_norm_swiglu(m, x, lw.post_norm, eps, decode_proj(l, Proj::gate), decode_proj(l, Proj::up));
-    ops::decode_linear_residual(x, m, decode_proj(l, Proj::down));
+    for (const model::BlockSpec& block : spec.blocks) {
+      // The norm and the block's input projections in one kernel, then the mixer, then x += out(mixed).
+      const Tensor& norm = lw.norm(block.norm);
+      if (block.mixer == model::Mixer::attention) {
+        ops::decode_norm_qkv(q, k, v, x, norm, spec.rms_eps, decode_proj(l, block.in(0)), decode_proj(l, block.in(1)),
+                             decode_proj(l, block.in(2)));
+        ops::decode_rope_attention(att.view({1, H, D}), q.view({1, H, D}), k.view({1, KV, D}), v.view({1, KV, D}),
+                                   b.k_cache[li], b.v_cache[li], st, pt, at.rope, at.scale, b.att_work, kv_layout());
+        ops::decode_linear_residual(x, att, decode_proj(l, block.out));
+      } else {
+        ops::decode_norm_swiglu(m, x, norm, spec.rms_eps, decode_proj(l, block.in(0)), decode_proj(l, block.in(1)));
+        ops::decode_linear_residual(x, m, decode_proj(l, block.out));
+      }
+    }
   }
+}
+
+void Generator::mixer_forward(int64_t l, const model::BlockSpec& block, const std::array<Tensor, 3>& in,
+                              const Tensor& mixed, int64_t T, bool decode_rows) {
+  if (block.mixer == model::Mixer::gated_mlp) {
+    ops::swiglu_forward(mixed, in[0], in[1]);  // Activation::silu
+    return;
+  }
+  Buffers& b = *buf_;
+  const model::AttentionSpec& at = model_.layer_spec().attention;
+  const int64_t H = at.heads, KV = at.kv_heads, D = at.head_dim;
+  const auto li = static_cast<size_t>(l);
+  Tensor st = b.slot.slice_rows(0, T), pt = b.pos.slice_rows(0, T);
+  const Tensor &q = in[0], &k = in[1], &v = in[2];
+  Tensor q3 = q.view({T, H, D}), k3 = k.view({T, KV, D}), v3 = v.view({T, KV, D});
+  if (decode_rows && batched_attention_) {  // rope, cache write and attention in one kernel
+    ops::decode_rope_attention(mixed.view({T, H, D}), q3, k3, v3, b.k_cache[li], b.v_cache[li], st, pt, at.rope,
+                               at.scale, b.att_work, kv_layout());
+    return;
+  }
+  // q, k = attention_inputs(q(h), k(h)): the family's q/k norm and rope (model/attention_inputs.h)
+  const model::QkNormActs qkn = {rows(b.qkn.q_pre, T), rows(b.qkn.k_pre, T), rows(b.qkn.rstd_q, T * H),
+                                 rows(b.qkn.rstd_k, T * KV)};
+  model::attention_inputs_forward(model_.arch(), layer_weights(l), q, k, pt, qkn);
+  ops::kv_cache_write(b.k_cache[li], b.v_cache[li], k3, v3, st, pt, kv_layout());
+  ops::cached_attention_forward(mixed.view({T, H, D}), q3, b.k_cache[li], b.v_cache[li], st, pt, at.scale,
+                                at.sliding_window, kv_layout());
 }
 
 void Generator::run_layers(int64_t T, bool decode_rows) {
@@ -350,46 +386,30 @@ void Generator::run_layers(int64_t T, bool decode_rows) {
     return;
   }
   Buffers& b = *buf_;
-  const auto& c = model_.config();
-  const model::Architecture& arch = model_.arch();
-  const int64_t H = c.num_attention_heads, KV = c.num_key_value_heads, D = c.head_dim;
-  const float eps = arch.rms_eps;
-  const float scale = arch.attention_scale();
-  Tensor idt = b.ids.slice_rows(0, T), st = b.slot.slice_rows(0, T), pt = b.pos.slice_rows(0, T);
+  const model::LayerSpec& spec = model_.layer_spec();
+  Tensor idt = b.ids.slice_rows(0, T);
   Tensor x = b.x.slice_rows(0, T), h = b.h.slice_rows(0, T), tmp = b.tmp.slice_rows(0, T);
   Tensor rstd = b.rstd.slice_rows(0, T);
-  Tensor q = b.q.slice_rows(0, T), k = b.k.slice_rows(0, T), v = b.v.slice_rows(0, T), att = b.att.slice_rows(0, T);
-  Tensor g = b.g.slice_rows(0, T), u = b.u.slice_rows(0, T), m = b.m.slice_rows(0, T);
+  // Each block's mixer inputs, what its input projections write (with q/k norm: the pre-norm q and k, which
+  // attention_inputs_forward then normalises into q and k), and its output.
+  const bool qk_norm = spec.attention.qk_norm;
+  const std::array<Tensor, 3> att_in = {b.q.slice_rows(0, T), b.k.slice_rows(0, T), b.v.slice_rows(0, T)};
+  const std::array<Tensor, 3> att_proj = {qk_norm ? rows(b.qkn.q_pre, T) : att_in[0],
+                                          qk_norm ? rows(b.qkn.k_pre, T) : att_in[1], att_in[2]};
+  const std::array<Tensor, 3> mlp_in = {b.g.slice_rows(0, T), b.u.slice_rows(0, T), Tensor()};
   const auto& w = model_.weights();
   ops::embedding_forward(x, idt, w.embed);
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+  for (int64_t l = 0; l < model_.config().num_hidden_layers; ++l) {
     const model::LayerWeights& lw = w.layers[static_cast<size_t>(l)];  // norms (NF4: the base keeps them too)
-    // Attention: x += o(attn(rope(q(h)), cache <- rope(k(h)), v(h))), h = rmsnorm(x)
-    ops::rmsnorm_forward(h, rstd, x, lw.input_norm, eps);
-    // q, k = attention_inputs(q(h), k(h)): the family's q/k norm and rope (model/attention_inputs.h)
-    const model::QkNormActs qkn = {rows(b.qkn.q_pre, T), rows(b.qkn.k_pre, T), rows(b.qkn.rstd_q, T * H),
-                                   rows(b.qkn.rstd_k, T * KV)};
-    proj(l, Proj::q, arch.qk_norm ? qkn.q_pre : q, h, T, decode_rows);
-    proj(l, Proj::k, arch.qk_norm ? qkn.k_pre : k, h, T, decode_rows);
-    proj(l, Proj::v, v, h, T, decode_rows);
-    Tensor q3 = q.view({T, H, D}), k3 = k.view({T, KV, D}), v3 = v.view({T, KV, D});
-    if (decode_rows && batched_attention_) {  // rope, cache write and attention in one kernel
-      ops::decode_rope_attention(att.view({T, H, D}), q3, k3, v3, b.k_cache[static_cast<size_t>(l)],
-                                 b.v_cache[static_cast<size_t>(l)], st, pt, arch.rope, scale, b.att_work, kv_layout());
-    } else {
-      model::attention_inputs_forward(arch, layer_weights(l), q, k, pt, qkn);
-      ops::kv_cache_write(b.k_cache[static_cast<size_t>(l)], b.v_cache[static_cast<size_t>(l)], k3, v3, st, pt,
-                          kv_layout());
-      ops::cached_attention_forward(att.view({T, H, D}), q3, b.k_cache[static_cast<size_t>(l)],
-                                    b.v_cache[static_cast<size_t>(l)], st, pt, scale, arch.sliding_window, kv_layout());
+    for (const model::BlockSpec& block : spec.blocks) {
+      const bool attention = block.mixer == model::Mixer::attention;
+      const std::array<Tensor, 3>& proj_out = attention ? att_proj : mlp_in;
+      const Tensor mixed = attention ? b.att.slice_rows(0, T) : b.m.slice_rows(0, T);
+      ops::rmsnorm_forward(h, rstd, x, lw.norm(block.norm), spec.rms_eps);
+      for (int i = 0; i < block.n_in; ++i) proj(l, block.in(i), proj_out[static_cast<size_t>(i)], h, T, decode_rows);
+      mixer_forward(l, block, attention ? att_in : mlp_in, mixed, T, decode_rows);
+      residual_proj(l, block.out, x, tmp, mixed, T, decode_rows);
     }
-    residual_proj(l, Proj::o, x, tmp, att, T, decode_rows);
-    // MLP: x += down(swiglu(gate(h), up(h))), h = rmsnorm(x)
-    ops::rmsnorm_forward(h, rstd, x, lw.post_norm, eps);
-    proj(l, Proj::gate, g, h, T, decode_rows);
-    proj(l, Proj::up, u, h, T, decode_rows);
-    ops::swiglu_forward(m, g, u);
-    residual_proj(l, Proj::down, x, tmp, m, T, decode_rows);
   }
 }
 

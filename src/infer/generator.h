@@ -10,6 +10,7 @@
 //   infer::GenerationOptions o = infer::GenerationOptions::from_model_folder(dir, tok);
 //   auto outs = gen.generate_text(tok, {"Hello"}, o, [](size_t i, std::string_view piece) { ... });
 #pragma once
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -186,6 +187,10 @@ class Generator {
   // fused rope + cache write + attention kernel.
   void run_layers(int64_t T, bool decode_rows = false);
   void run_layers_fused();  // run_layers(1) by the fused decode step
+  // A block's mixer over T rows: attention (q/k norm, rope, cache write, cached attention; in = q, k, v) or the
+  // gated MLP (in = gate, up), into `mixed`.
+  void mixer_forward(int64_t layer, const model::BlockSpec& block, const std::array<Tensor, 3>& in,
+                     const Tensor& mixed, int64_t T, bool decode_rows);
   kernels::DecodeProj decode_proj(int64_t layer, model::Proj p) const;
   // logits [n, V] (device) of the rows `sel` [n, C] of the residual stream.
   void compute_logits(const Tensor& sel, int64_t n, bool gemm_rows = false);
