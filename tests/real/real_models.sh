@@ -28,7 +28,11 @@ sys.stdout.write(json.load(open(sys.argv[1]))["prompt"])
 PY
   local n
   n=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["ids"]))' "$golden")
-  "$cotune" generate --model "$gguf" --prompt "$(cat "$work/prompt.txt")" --greedy --json --max-new-tokens "$n" \
+  # $(...) drops trailing newlines (the chat prompts end in one): keep them with a sentinel.
+  local prompt
+  prompt=$(cat "$work/prompt.txt"; echo x)
+  prompt=${prompt%x}
+  "$cotune" generate --model "$gguf" --prompt "$prompt" --greedy --json --max-new-tokens "$n" \
     --device cpu > "$work/out.json"
   python3 - "$golden" "$work/out.json" <<'PY'
 import json, sys
