@@ -417,10 +417,14 @@ int main(int argc, char** argv) {
                    "\"step_s\": {:.4f}, \"tokens_per_s\": {:.1f}, \"peak_gib\": {:.2f}, \"mfu\": {:.4f}, "
                    "\"mfu_datasheet\": {:.4f}, \"achieved_tflops\": {:.1f}, \"measured_peak_tflops\": {:.1f}, "
                    "\"loss\": {:.4f}, \"gpu\": \"{}\", \"context_gib\": {:.2f}, \"load_s\": {:.1f}, "
-                   "\"cuda_graphs\": {}, \"graphs_prepare_s\": {:.2f}, \"graph_steps\": {}}}\n",
+                   "\"cuda_graphs\": {}, \"graphs_prepare_s\": {:.2f}, \"graph_steps\": {}, \"plan_gib\": {:.2f}, "
+                   "\"plan\": \"{}\", \"model\": \"{}\"}}\n",
                    system, s, optim, no_ckpt ? "false" : "true", r.tokens_per_step, r.step_s,
                    r.tokens_per_s, r.peak_gib, r.mfu_measured, r.mfu_datasheet, achieved, peak, r.loss, gpu_name,
-                   base_gib, load_s, runner.graphs(), prepare_s, runner.graph_launches());
+                   base_gib, load_s, runner.graphs(), prepare_s, runner.graph_launches(),
+                   static_cast<double>(runner.plan().total()) / 1073741824.0, runner.plan().str(),
+                   fmt::format("{} {}x{} {}L", cfg.model_type, cfg.hidden_size, cfg.intermediate_size,
+                               cfg.num_hidden_layers));
       } else {
         fmt::print("{:7s} {:>9.0f} tok/s  step {:.3f} s  peak {:.2f} GiB  MFU {:.1f}% (measured peak {:.0f} TFLOP/s), "
                    "{:.1f}% of datasheet  loss {:.3f}\n",
