@@ -7,6 +7,8 @@
 #include <utf8proc.h>
 
 #include <algorithm>
+#include <charconv>
+#include <limits>
 #include <cmath>
 #include <ctime>
 #include <map>
@@ -137,6 +139,16 @@ std::vector<std::string> py_split(const std::string& s, const Value& sep, int64_
   return out;
 }
 
+// The sandbox's bound on any string a template builds (rendered text, concatenation, repetition, replace, join):
+// a chat template renders prompts, so a string past it can only come from a runaway or hostile template, which is
+// refused naming the operation rather than allowed to take the machine's memory.
+constexpr size_t kMaxStringBytes = size_t{64} << 20;
+constexpr size_t kMaxListItems = 1000000;
+void check_string_size(size_t bytes, const char* what) {
+  if (bytes > kMaxStringBytes)
+    fail("{} would make a string of {} bytes (sandbox limit {} MiB)", what, bytes, kMaxStringBytes >> 20);
+}
+
 std::string py_replace(const std::string& s, const std::string& from, const std::string& to, int64_t count) {
   std::string out;
   if (from.empty()) {
@@ -149,6 +161,7 @@ std::string py_replace(const std::string& s, const std::string& from, const std:
         ++done;
       }
       if (i < cps.size()) append_utf8(out, cps[i]);
+      check_string_size(out.size(), "replace");
     }
     return out;
   }
@@ -159,6 +172,7 @@ std::string py_replace(const std::string& s, const std::string& from, const std:
     if (p == std::string::npos) break;
     out.append(s, start, p - start);
     out += to;
+    check_string_size(out.size(), "replace");
     start = p + from.size();
     ++done;
   }
@@ -251,7 +265,10 @@ int64_t floor_div(int64_t a, int64_t b) {
 Value arithmetic(const std::string& op, const Value& a, const Value& b) {
   if (a.is_undefined() || b.is_undefined()) fail("'{}' with an undefined value", op);
   if (op == "+") {
-    if (a.is_string() && b.is_string()) return Value::string(a.as_string() + b.as_string());
+    if (a.is_string() && b.is_string()) {
+      check_string_size(a.as_string().size() + b.as_string().size(), "'+'");
+      return Value::string(a.as_string() + b.as_string());
+    }
     if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
       List out = a.items();
       out.insert(out.end(), b.items().begin(), b.items().end());
@@ -264,10 +281,16 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
     if (s && is_intlike(*n)) {
       const int64_t times = std::max<int64_t>(0, int_of(*n));
       if (s->is_string()) {
+        const size_t len = s->as_string().size();
+        if (len > 0 && static_cast<uint64_t>(times) > kMaxStringBytes / len)
+          fail("'*' would repeat a string of {} bytes {} times (sandbox limit {} MiB)", len, times, kMaxStringBytes >> 20);
         std::string out;
         for (int64_t i = 0; i < times; ++i) out += s->as_string();
         return Value::string(std::move(out));
       }
+      const size_t items = s->items().size();
+      if (items > 0 && static_cast<uint64_t>(times) > kMaxListItems / items)
+        fail("'*' would repeat a list of {} items {} times (sandbox limit {} items)", items, times, kMaxListItems);
       List out;
       for (int64_t i = 0; i < times; ++i) out.insert(out.end(), s->items().begin(), s->items().end());
       return Value::list(std::move(out));
@@ -465,6 +488,7 @@ Value get_attribute(const Value& obj, const std::string& name) {
           if (!first) out += s;
           first = false;
           out += v.as_string();
+          check_string_size(out.size(), "join");
         }
         return Value::string(std::move(out));
       });
@@ -603,7 +627,10 @@ Value get_path(const Value& v, const std::string& path) {
     const size_t dot = path.find('.', start);
     const std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     bool numeric = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
-    cur = numeric ? get_item(cur, Value::integer(std::stoll(part))) : get_item(cur, Value::string(part));
+    // An index past int64 (jinja2 makes it a Python int) is out of range of anything: the lookup is undefined.
+    int64_t index = std::numeric_limits<int64_t>::max();
+    if (numeric) std::from_chars(part.data(), part.data() + part.size(), index);
+    cur = numeric ? get_item(cur, Value::integer(index)) : get_item(cur, Value::string(part));
     if (dot == std::string::npos) return cur;
     start = dot + 1;
   }
@@ -716,7 +743,10 @@ class Renderer {
     });
   }
 
-  void write(const std::string& s) { out_->append(s); }
+  void write(const std::string& s) {
+    check_string_size(out_->size() + s.size(), "the rendered text");
+    out_->append(s);
+  }
 
   // ---- statements ------------------------------------------------------------------------------------------
   Flow exec_body(const Body& body, const FramePtr& frame) {
@@ -966,7 +996,12 @@ class Renderer {
         }
         const Value a = eval(*e.args[0], frame);
         const Value b = eval(*e.args[1], frame);
-        if (e.name == "~") return Value::string(a.str() + b.str());
+        if (e.name == "~") {
+          std::string joined = a.str();
+          const std::string right = b.str();
+          check_string_size(joined.size() + right.size(), "'~'");
+          return Value::string(joined + right);
+        }
         return arithmetic(e.name, a, b);
       }
       case Expr::Kind::compare: {
@@ -1125,6 +1160,7 @@ class Renderer {
         if (!first) out += sep;
         first = false;
         out += (attr.is_undefined() ? item : get_path(item, attr.str())).str();
+        check_string_size(out.size(), "join");
       }
       return Value::string(std::move(out));
     }
@@ -1143,13 +1179,18 @@ class Renderer {
     if (name == "safe" || name == "forceescape") return v;
     if (name == "e" || name == "escape") return Value::string(html_escape(v.str()));
     if (name == "int") {
-      if (is_num(v)) return Value::integer(v.kind() == Kind::floating ? static_cast<int64_t>(v.as_double()) : int_of(v));
+      // A float past int64's range (or NaN) has no int64 value: the default, as for text that is no number.
+      auto truncate = [&](double d) {
+        return std::isfinite(d) && std::fabs(d) < 9.2e18 ? Value::integer(static_cast<int64_t>(d))
+                                                          : a.get(0, "default", Value::integer(0));
+      };
+      if (is_num(v)) return v.kind() == Kind::floating ? truncate(v.as_double()) : Value::integer(int_of(v));
       try {
         size_t used = 0;
         const std::string s = py_strip(v.str(), Value(), StripSide::both);
         const int64_t i = std::stoll(s, &used);
         if (used == s.size()) return Value::integer(i);
-        return Value::integer(static_cast<int64_t>(std::stod(s)));
+        return truncate(std::stod(s));
       } catch (const std::exception&) {
         return a.get(0, "default", Value::integer(0));
       }
@@ -1297,7 +1338,10 @@ class Renderer {
         } else if (c == 's' || c == 'd') {
           if (arg >= a.positional.size()) fail("not enough arguments for format string");
           const Value& x = a.positional[arg++];
-          out += c == 'd' ? std::to_string(is_num(x) ? static_cast<int64_t>(num_of(x)) : 0) : x.str();
+          if (c == 'd' && is_num(x) && !is_intlike(x) && !(std::isfinite(num_of(x)) && std::fabs(num_of(x)) < 9.2e18))
+            fail("format filter: %d of {} has no 64-bit integer value", x.str());
+          out += c == 'd' ? std::to_string(!is_num(x) ? 0 : is_intlike(x) ? int_of(x) : static_cast<int64_t>(num_of(x)))
+                          : x.str();
         } else {
           fail("format filter: unsupported conversion '%{}'", c);
         }

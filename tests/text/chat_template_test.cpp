@@ -147,6 +147,30 @@ TEST(Jinja, Expressions) {
             std::string::npos);
   // Float literals out of double's range are inf / 0.0, as Python's float() (a fuzzing find: stod threw).
   EXPECT_EQ(render("{{ 1e999 }} {{ -1e999 }} {{ 1e-999 }} {{ 9999999999e99999 > 1 }}"), "inf -inf 0.0 True");
+  // An attribute path whose numeric part is past int64 is an index out of range: undefined, as in jinja2 (a fuzzing
+  // find on the H200: std::stoll threw out of map(attribute=...)).
+  EXPECT_EQ(render("{{ m|map(attribute='99999999999999999999999')|list }}", R"({"m": [[1, 2]]})"),
+            render("{{ m|map(attribute='5')|list }}", R"({"m": [[1, 2]]})"));
+  // Runaway strings are refused, naming the operation (a fuzzing find: 'x' * 1907129166 took the memory).
+  EXPECT_NE(error_of([] { render("{{ 'abc' * 1907129166 }}"); }).find("'*' would repeat a string of 3 bytes"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { render("{{ [1, 2] * 900000000 }}"); }).find("'*' would repeat a list of 2 items"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              render("{% set ns = namespace(s='abcdefgh') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
+                     "{% endfor %}");
+            }).find("'~' would make a string of"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              render("{% set s = 'a' * 1000000 %}{% for i in range(100) %}{{ s }}{% endfor %}");
+            }).find("the rendered text would make a string of"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { render("{{ ('a' * 1000000)|replace('a', 'x' * 100) }}"); }).find("replace would make"),
+            std::string::npos);
+  EXPECT_EQ(render("{{ 'ab' * 3 }} {{ [1] * 2 }} {{ 'ab' * -1 }}|"), "ababab [1, 1] |");
+  // int of a float past int64 takes the default (a cast would be undefined behaviour); %d of one is an error.
+  EXPECT_EQ(render("{{ 1e300|int }} {{ '1e300'|int(7) }} {{ 2.9|int }} {{ '-3.5'|int }}"), "0 7 2 -3");
+  EXPECT_NE(error_of([] { render("{{ '%d'|format(1e300) }}"); }).find("has no 64-bit integer value"), std::string::npos);
 }
 
 TEST(Jinja, TestsAndFilters) {
