@@ -7,12 +7,9 @@
 
 #include "base/error.h"
 #include "kernels/decode_ops.h"
+#include "kernels/graph.h"
 #include "kernels/ops.h"
 #include "model/attention_inputs.h"
-#ifdef COTUNE_WITH_CUDA
-#include "kernels/cuda/context.h"
-#include "kernels/cuda/decode_launch.h"
-#endif
 
 namespace cotune::infer {
 
@@ -35,7 +32,7 @@ GenerationOptions GenerationOptions::from_model_folder(const std::string& model_
 }
 
 constexpr int64_t kDecodeChunk = 32;   // device decode steps between two reads of the new ids (at most)
-constexpr int64_t kArgmaxParts = 256;  // >= cuda::argmax_partials()
+constexpr int64_t kArgmaxParts = 256;  // >= ops::argmax_partials()
 
 // Activation buffers for up to Tmax tokens a forward, and the KV cache (one [S, N, KV, D] pair a layer).
 struct Generator::Buffers {
@@ -69,12 +66,10 @@ struct Generator::Buffers {
 Generator::~Generator() { drop_graphs(); }
 
 void Generator::drop_graphs() {
-#ifdef COTUNE_WITH_CUDA
   for (void*& g : graphs_) {
-    kernels::cuda::graph_destroy(g);
+    kernels::graph::destroy(g);
     g = nullptr;
   }
-#endif
   graph_uses_.assign(graphs_.size(), 0);
 }
 
@@ -95,7 +90,7 @@ bool device_selectable(const SamplingOptions& opts) {
 
 #ifdef COTUNE_WITH_CUDA
 namespace {
-bool cuda_parts_ok() { return kernels::cuda::argmax_partials() <= kArgmaxParts; }
+bool cuda_parts_ok() { return ops::argmax_partials() <= kArgmaxParts; }
 }  // namespace
 #endif
 
@@ -435,9 +430,8 @@ void Generator::device_step() {
   Buffers& b = *buf_;
   run_layers(1);
   compute_logits(b.x.slice_rows(0, 1), 1);
-  kernels::cuda::launch_argmax_advance(b.logits.ptr<float>(), argmax_vocab_, b.am_v.ptr<float>(),
-                                       b.am_i.ptr<int32_t>(), b.ids.ptr<int32_t>(), b.pos.ptr<int32_t>(),
-                                       b.dec_tokens.ptr<int32_t>(), b.dec_count.ptr<int32_t>());
+  ops::argmax_advance(b.logits.slice_rows(0, 1), argmax_vocab_, b.am_v, b.am_i, b.ids.slice_rows(0, 1),
+                      b.pos.slice_rows(0, 1), b.dec_tokens, b.dec_count);
 #else
   fail("generator: the device decode loop needs a CUDA build");
 #endif
@@ -445,14 +439,13 @@ void Generator::device_step() {
 
 void* Generator::capture_step() {
 #ifdef COTUNE_WITH_CUDA
-  namespace cu = kernels::cuda;
   void* exec = nullptr;
   try {
-    cu::graph_begin_capture();
+    kernels::graph::begin_capture();
     device_step();
-    exec = cu::graph_end_capture();
+    exec = kernels::graph::end_capture();
   } catch (const std::exception&) {  // something in the step cannot be captured: run it uncaptured
-    cu::graph_abort_capture();
+    kernels::graph::abort_capture();
     exec = nullptr;
   }
   buf_->nf4.invalidate();  // the capture ran nothing: the NF4 scratch holds what it held before
@@ -464,7 +457,6 @@ void* Generator::capture_step() {
 
 void Generator::greedy_device(int32_t slot, int32_t token, int64_t steps, const std::function<bool(int32_t)>& accept) {
 #ifdef COTUNE_WITH_CUDA
-  namespace cu = kernels::cuda;
   Buffers& b = *buf_;
   const int64_t V = model_.config().vocab_size;
   if (token < 0 || token >= V) fail("token id {} is outside the model's vocabulary of {}", token, V);
@@ -483,10 +475,10 @@ void Generator::greedy_device(int32_t slot, int32_t token, int64_t steps, const 
     bool more = true;
     while (more && done < steps) {
       const int64_t k = std::min(chunk, steps - done);
-      cu::memset_async(b.dec_count.data, 0, sizeof(int32_t));
+      ops::zero(b.dec_count);
       for (int64_t j = 0; j < k; ++j) {
         if (graph) {
-          cu::graph_launch(graph);
+          kernels::graph::launch(graph);
         } else {
           device_step();  // the first step runs uncaptured: buffers and GEMM plans settle
           if (!tried) {
@@ -507,10 +499,10 @@ void Generator::greedy_device(int32_t slot, int32_t token, int64_t steps, const 
       chunk = std::min(chunk * 2, kDecodeChunk);
     }
   } catch (...) {
-    cu::graph_destroy(graph);
+    kernels::graph::destroy(graph);
     throw;
   }
-  cu::graph_destroy(graph);
+  kernels::graph::destroy(graph);
 #else
   (void)slot, (void)token, (void)steps, (void)accept;
   fail("generator: the device decode loop needs a CUDA build");
@@ -783,31 +775,30 @@ void Generator::warm_decode_graphs() {
 
 void Generator::run_bucket(int64_t T) {
 #ifdef COTUNE_WITH_CUDA
-  namespace cu = kernels::cuda;
   int bucket = 0;
   while ((int64_t{1} << bucket) < T) ++bucket;
   const auto bi = static_cast<size_t>(bucket);
   const bool graphs = opts_.decode_graphs && model_.device() == Device::cuda && T == (int64_t{1} << bucket) &&
                       bi < graphs_.size();
   // A graph keeps the kernel scratch buffer it was captured with: when scratch() moved (a larger forward), recapture.
-  if (graphs && graphs_scratch_ != cu::scratch_generation()) {
+  if (graphs && graphs_scratch_ != kernels::graph::scratch_generation()) {
     drop_graphs();
-    graphs_scratch_ = cu::scratch_generation();
+    graphs_scratch_ = kernels::graph::scratch_generation();
   }
   if (graphs && !graphs_[bi] && graph_uses_[bi] >= 1) {  // second use of the bucket: buffers and GEMM plans settled
     try {
-      cu::graph_begin_capture();
+      kernels::graph::begin_capture();
       select_step(T);
-      graphs_[bi] = cu::graph_end_capture();
+      graphs_[bi] = kernels::graph::end_capture();
     } catch (const std::exception&) {  // something in the step cannot be captured: keep running it uncaptured
-      cu::graph_abort_capture();
+      kernels::graph::abort_capture();
       graphs_[bi] = nullptr;
       graph_uses_[bi] = -1000000;
     }
     buf_->nf4.invalidate();  // the capture ran nothing: the NF4 scratch holds what it held before
   }
   if (graphs && graphs_[bi]) {
-    cu::graph_launch(graphs_[bi]);
+    kernels::graph::launch(graphs_[bi]);
   } else {
     select_step(T);
     if (graphs) ++graph_uses_[bi];

@@ -19,6 +19,7 @@ void kv_cache_write(float* k_cache, float* v_cache, const float* k, const float*
 void cached_attention_forward(float* out, const float* q, const float* k_cache, const float* v_cache,
                               const int32_t* slot, const int32_t* pos, int64_t T, const KvPaging& pg, int64_t H,
                               int64_t KV, int64_t D, float scale, int64_t window);
+void argmax_advance(const float* logits, int64_t vocab, int32_t* ids, int32_t* pos, int32_t* tokens, int32_t* count);
 }  // namespace cpu
 
 namespace {
@@ -406,6 +407,41 @@ void decode_logits(const Tensor& logits, const Tensor& h, const DecodeProj& w) {
   (void)logits, (void)h, (void)w;
   fail("decode_logits needs a CUDA build");
 #endif
+}
+
+int64_t argmax_partials() {
+#ifdef COTUNE_WITH_CUDA
+  return cuda::argmax_partials();
+#else
+  return 1;
+#endif
+}
+
+void argmax_advance(const Tensor& logits, int64_t vocab, const Tensor& partial_v, const Tensor& partial_i,
+                    const Tensor& ids, const Tensor& pos, const Tensor& tokens, const Tensor& count) {
+  const char* op = "argmax_advance";
+  if (logits.dtype != DType::f32 || vocab < 1 || vocab > logits.numel())
+    fail("{}: logits {} must be f32 of at least vocab {} values", op, logits.str(), vocab);
+  for (const Tensor* t : {&ids, &pos, &tokens, &count})
+    if (t->dtype != DType::i32 || t->device != logits.device || t->numel() < 1)
+      fail("{}: {} must be a non-empty i32 tensor on the logits' device", op, t->str());
+  if (logits.device == Device::cuda) {
+    if (partial_v.dtype != DType::f32 || partial_i.dtype != DType::i32 || partial_v.device != Device::cuda ||
+        partial_i.device != Device::cuda || partial_v.numel() < argmax_partials() || partial_i.numel() < argmax_partials())
+      fail("{}: the partials {} / {} must be f32 / i32 CUDA tensors of {} entries", op, partial_v.str(), partial_i.str(),
+           argmax_partials());
+#ifdef COTUNE_WITH_CUDA
+    cuda::launch_argmax_advance(logits.ptr<float>(), vocab, partial_v.ptr<float>(), partial_i.ptr<int32_t>(),
+                                ids.ptr<int32_t>(), pos.ptr<int32_t>(), tokens.ptr<int32_t>(), count.ptr<int32_t>());
+    return;
+#else
+    fail("{}: CUDA tensors in a build without CUDA", op);
+#endif
+  }
+  if (count.ptr<int32_t>()[0] < 0 || count.ptr<int32_t>()[0] >= tokens.numel())
+    fail("{}: count {} is outside tokens {}", op, count.ptr<int32_t>()[0], tokens.str());
+  cpu::argmax_advance(logits.ptr<float>(), vocab, ids.ptr<int32_t>(), pos.ptr<int32_t>(), tokens.ptr<int32_t>(),
+                      count.ptr<int32_t>());
 }
 
 }  // namespace cotune::kernels

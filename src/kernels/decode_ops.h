@@ -34,6 +34,14 @@ void cached_attention_forward(const Tensor& out, const Tensor& q, const Tensor& 
                               const Tensor& slot, const Tensor& pos, float scale, int64_t window = 0,
                               const KvPages& pages = {});
 
+// The greedy step of the device decode loop (batch 1, infer/generator.cpp): i = the arg-max of logits f32 [>= vocab]
+// over ids [0, vocab) (the larger value, the lower id on ties; NaN never wins; nothing but NaN gives INT32_MAX), then
+// ids[0] = i, tokens[count[0]] = i, ++count[0], ++pos[0] (i32, on the logits' device; tokens long enough). partial_v
+// f32 / partial_i i32 [>= argmax_partials()] are scratch. Nothing is read back: a CUDA graph can replay the step.
+void argmax_advance(const Tensor& logits, int64_t vocab, const Tensor& partial_v, const Tensor& partial_i,
+                    const Tensor& ids, const Tensor& pos, const Tensor& tokens, const Tensor& count);
+int64_t argmax_partials();
+
 // Decode-size linear layers on CUDA (at most 8 rows): out [T, N] = inp [T, K] @ weight [N, K]^T (+ bias [N]) by a
 // GEMV kernel (one warp a row) instead of a cuBLASLt GEMM. bf16 inp / weight / bias, out bf16 or f32. Returns
 // false, doing nothing, where it does not apply (CPU tensors, more rows, other dtypes or alignments): the caller

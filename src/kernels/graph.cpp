@@ -3,7 +3,7 @@
 #include "base/error.h"
 #ifdef COTUNE_WITH_CUDA
 #include "kernels/cuda/context.h"
-#include "kernels/cuda/decode_launch.h"
+#include "kernels/cuda/graph.h"
 #endif
 
 namespace cotune::kernels::graph {

@@ -357,5 +357,37 @@ TEST(CudaDecode, FusedGeneratorMatchesUnfused) {
   }
 }
 
+// The device decode loop's greedy step on the GPU equals its CPU twin: ids, tokens, count and pos, over a vocabulary
+// shorter than the logits row and with ties and NaN in it.
+TEST(CudaDecode, ArgmaxAdvanceMatchesCpu) {
+  COTUNE_REQUIRE_GPU();
+  const int64_t V = 151936, vocab = 151665;
+  auto logits = testing::randn(static_cast<size_t>(V), 41);
+  logits[1000] = logits[77777] = 50.0f;  // a tie: the lower id wins
+  logits[151700] = 99.0f;                // past the vocabulary: never picked
+  logits[5] = std::nanf("");
+  Arena arena(Device::cuda, size_t{64} << 20);
+  const Tensor dl = upload(arena, logits, Shape{1, V}, DType::f32);
+  const int64_t P = kernels::argmax_partials();
+  Tensor pv = arena.alloc(DType::f32, Shape{P}), pi = arena.alloc(DType::i32, Shape{P});
+  Tensor ids = upload_i32(arena, {0}, Shape{1}), pos = upload_i32(arena, {41}, Shape{1}),
+         tokens = upload_i32(arena, {-1, -1, -1, -1}, Shape{4}), count = upload_i32(arena, {2}, Shape{1});
+  auto i32s = [](const Tensor& t) {
+    std::vector<int32_t> v(static_cast<size_t>(t.numel()));
+    copy_bytes(Tensor(v.data(), DType::i32, t.shape), t);
+    return v;
+  };
+  kernels::argmax_advance(dl, vocab, pv, pi, ids, pos, tokens, count);
+  std::vector<int32_t> hids = {0}, hpos = {41}, htokens = {-1, -1, -1, -1}, hcount = {2};
+  kernels::argmax_advance(Tensor(logits.data(), DType::f32, {1, V}), vocab, Tensor(), Tensor(),
+                          Tensor(hids.data(), DType::i32, {1}), Tensor(hpos.data(), DType::i32, {1}),
+                          Tensor(htokens.data(), DType::i32, {4}), Tensor(hcount.data(), DType::i32, {1}));
+  EXPECT_EQ(hids[0], 1000);
+  EXPECT_EQ(i32s(ids), hids);
+  EXPECT_EQ(i32s(pos), hpos);
+  EXPECT_EQ(i32s(tokens), htokens);
+  EXPECT_EQ(i32s(count), hcount);
+}
+
 }  // namespace
 }  // namespace cotune

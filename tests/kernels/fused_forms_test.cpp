@@ -4,8 +4,12 @@
 // lm_head_cross_entropy; nf4_dequantize_batch = nf4_dequantize per weight; zero.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
+#include <vector>
 
+#include "kernels/decode_ops.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
 #include "kernel_test_util.h"
@@ -136,6 +140,37 @@ TEST(KernelFusedForms, ZeroWritesZeros) {
   kernels::zero(x.t);
   for (float v : x.v) EXPECT_EQ(v, 0.0f);
   kernels::zero(Tensor());  // undefined: nothing to do
+}
+
+// The device decode loop's greedy step (decode_ops.h argmax_advance), CPU twin: the arg-max over [0, vocab) with the
+// lowest id on ties and NaN never winning, written to ids / tokens[count], count and pos advanced.
+TEST(KernelFusedForms, ArgmaxAdvance) {
+  const float nan = std::nanf(""), inf = std::numeric_limits<float>::infinity();
+  std::vector<float> logits = {1.0f, 3.0f, nan, 3.0f, -inf, 9.0f};
+  std::vector<float> pv(static_cast<size_t>(kernels::argmax_partials()));
+  std::vector<int32_t> pi(pv.size()), ids = {0}, pos = {7}, tokens = {-1, -1, -1}, count = {1};
+  auto run = [&](int64_t vocab) {
+    kernels::argmax_advance(Tensor(logits.data(), DType::f32, {1, 6}), vocab,
+                            Tensor(pv.data(), DType::f32, {static_cast<int64_t>(pv.size())}),
+                            Tensor(pi.data(), DType::i32, {static_cast<int64_t>(pi.size())}),
+                            Tensor(ids.data(), DType::i32, {1}), Tensor(pos.data(), DType::i32, {1}),
+                            Tensor(tokens.data(), DType::i32, {3}), Tensor(count.data(), DType::i32, {1}));
+  };
+  run(5);  // id 5 (9.0) lies past the vocabulary: 1 and 3 tie at 3.0, the lower wins; the NaN never does
+  EXPECT_EQ(ids[0], 1);
+  EXPECT_EQ(tokens, (std::vector<int32_t>{-1, 1, -1}));
+  EXPECT_EQ(count[0], 2);
+  EXPECT_EQ(pos[0], 8);
+  run(6);
+  EXPECT_EQ(ids[0], 5);
+  EXPECT_EQ(tokens[2], 5);
+  EXPECT_EQ(count[0], 3);
+  EXPECT_THROW(run(6), Error);  // tokens is full
+  count[0] = 0;
+  logits = {nan, nan, nan, nan, nan, nan};
+  run(6);
+  EXPECT_EQ(ids[0], std::numeric_limits<int32_t>::max());  // nothing but NaN: no id (as the CUDA kernel)
+  EXPECT_THROW(run(7), Error);  // a vocabulary past the logits
 }
 
 }  // namespace

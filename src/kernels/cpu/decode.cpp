@@ -2,6 +2,7 @@
 // The arithmetic follows cpu/attention.cpp step for step (fp32 dot products, max-subtracted exp, the sum in
 // double), so decoding with the cache gives the logits of recomputing the whole sequence.
 #include <algorithm>
+#include <limits>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -64,6 +65,23 @@ void cached_attention_forward(float* out, const float* q, const float* k_cache, 
       }
     }
   }
+}
+
+void argmax_advance(const float* logits, int64_t vocab, int32_t* ids, int32_t* pos, int32_t* tokens, int32_t* count) {
+  // (v, i) beats (bv, bi): a larger value, or the same value at a lower id; NaN never wins (as the CUDA kernel).
+  float bv = -std::numeric_limits<float>::infinity();
+  int32_t bi = std::numeric_limits<int32_t>::max();
+  for (int64_t j = 0; j < vocab; ++j) {
+    const float v = logits[j];
+    if (v > bv || (v == bv && j < bi)) {
+      bv = v;
+      bi = static_cast<int32_t>(j);
+    }
+  }
+  ids[0] = bi;
+  tokens[count[0]] = bi;
+  ++count[0];
+  ++pos[0];
 }
 
 }  // namespace cotune::kernels::cpu

@@ -295,36 +295,6 @@ void launch_argmax_advance(const float* logits, int64_t V, float* part_v, int32_
   check_launch("argmax_finish");
 }
 
-void graph_begin_capture() {
-  check(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-}
-
-void* graph_end_capture() {
-  cudaGraph_t g = nullptr;
-  check(cudaStreamEndCapture(stream(), &g), "cudaStreamEndCapture");
-  cudaGraphExec_t exec = nullptr;
-  const cudaError_t err = cudaGraphInstantiate(&exec, g, 0);
-  cudaGraphDestroy(g);
-  check(err, "cudaGraphInstantiate");
-  return exec;
-}
-
-void graph_abort_capture() {
-  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(stream(), &st) == cudaSuccess && st != cudaStreamCaptureStatusNone) {
-    cudaGraph_t g = nullptr;
-    cudaStreamEndCapture(stream(), &g);
-    if (g) cudaGraphDestroy(g);
-  }
-  cudaGetLastError();
-}
-
-void graph_launch(void* exec) { check(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec), stream()), "cudaGraphLaunch"); }
-
-void graph_destroy(void* exec) {
-  if (exec) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec));
-}
-
 void memset_async(void* p, int value, size_t bytes) { check(cudaMemsetAsync(p, value, bytes, stream()), "cudaMemsetAsync"); }
 
 void launch_kv_cache_write(void* k_cache, void* v_cache, const void* k, const void* v, const int32_t* slot,

@@ -35,12 +35,6 @@ void launch_argmax_advance(const float* logits, int64_t V, float* part_v, int32_
 // params: n select_math::Params; scratch: n * vocab doubles.
 void launch_select_tokens(int32_t* ids, const float* logits, int64_t n, int64_t stride, int64_t vocab,
                           const void* params, void* scratch);
-// CUDA graph of what this thread launches on its stream between begin and end (an instantiated cudaGraphExec_t).
-void graph_begin_capture();
-void* graph_end_capture();
-void graph_abort_capture();  // ends a capture that failed half-way and clears the error
-void graph_launch(void* exec);
-void graph_destroy(void* exec);
 void memset_async(void* p, int value, size_t bytes);
 
 // ---- decode_fused.cu: the one-token decode step in 5 launches a layer ----------------------------------------
