@@ -214,6 +214,13 @@ int main(int argc, char** argv) {
   app.add_flag("--4bit", four_bit, "NF4 base");
   app.add_flag("--no-checkpointing", no_ckpt, "keep every layer's activations");
   app.add_flag("--no-graphs", no_graphs, "run each step's kernels one by one (no CUDA graphs)");
+  std::string keep_attention = "auto";
+  int64_t ce_chunk = 0;
+  app.add_option("--keep-attention", keep_attention,
+                 "checkpointing keeps each layer's attention outputs: auto (when it costs at most 1/8 of the free "
+                 "memory), on, off (the least memory; recipe key keep_attention)")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
+  app.add_option("--ce-chunk", ce_chunk, "tokens per LM-head chunk (0: 256 MiB of f32 logits)");
   app.add_flag("--json", json, "one JSON line per setting");
   app.add_flag("--profile", profile,
                "mark the first timed step for `ncu --profile-from-start off` and report the GEMM plans made in the "
@@ -288,6 +295,8 @@ int main(int argc, char** argv) {
       model::RunnerOptions ro;
       ro.max_tokens = length;
       ro.gradient_checkpointing = !no_ckpt;
+      ro.keep_attention = keep_attention == "auto" ? -1 : keep_attention == "on" ? 1 : 0;
+      ro.ce_chunk = ce_chunk;
       phase = fmt::format("allocating the runner's buffers for {} tokens", length);
       model::Qwen2Runner runner(m, &lora, ro);
       const model::MemoryPlan plan = runner.plan();
@@ -353,6 +362,8 @@ int main(int argc, char** argv) {
       ro.max_tokens = budget;
       ro.gradient_checkpointing = !no_ckpt;
       ro.cuda_graphs = !no_graphs;
+      ro.keep_attention = keep_attention == "auto" ? -1 : keep_attention == "on" ? 1 : 0;
+      ro.ce_chunk = ce_chunk;
       model::Qwen2Runner runner(m, &lora, ro);
       // The guide's CUDA graphs of every length bucket, captured before timing (a training run captures each once,
       // at its first use; see RunnerOptions::cuda_graphs).
@@ -418,13 +429,14 @@ int main(int argc, char** argv) {
                    "\"mfu_datasheet\": {:.4f}, \"achieved_tflops\": {:.1f}, \"measured_peak_tflops\": {:.1f}, "
                    "\"loss\": {:.4f}, \"gpu\": \"{}\", \"context_gib\": {:.2f}, \"load_s\": {:.1f}, "
                    "\"cuda_graphs\": {}, \"graphs_prepare_s\": {:.2f}, \"graph_steps\": {}, \"plan_gib\": {:.2f}, "
-                   "\"plan\": \"{}\", \"model\": \"{}\"}}\n",
+                   "\"plan\": \"{}\", \"model\": \"{}\", \"keep_attention\": \"{}\", \"ce_chunk\": {}}}\n",
                    system, s, optim, no_ckpt ? "false" : "true", r.tokens_per_step, r.step_s,
                    r.tokens_per_s, r.peak_gib, r.mfu_measured, r.mfu_datasheet, achieved, peak, r.loss, gpu_name,
                    base_gib, load_s, runner.graphs(), prepare_s, runner.graph_launches(),
                    static_cast<double>(runner.plan().total()) / 1073741824.0, runner.plan().str(),
                    fmt::format("{} {}x{} {}L", cfg.model_type, cfg.hidden_size, cfg.intermediate_size,
-                               cfg.num_hidden_layers));
+                               cfg.num_hidden_layers),
+                   keep_attention, ce_chunk);
       } else {
         fmt::print("{:7s} {:>9.0f} tok/s  step {:.3f} s  peak {:.2f} GiB  MFU {:.1f}% (measured peak {:.0f} TFLOP/s), "
                    "{:.1f}% of datasheet  loss {:.3f}\n",
