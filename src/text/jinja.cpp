@@ -305,19 +305,36 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
     return Value::floating(num_of(a) / num_of(b));
   }
   if (ints) {
+    // Python's ints are unbounded; ours are 64-bit: a result past that range is an error naming the operation
+    // (never a silent wrap-around or undefined behaviour).
     const int64_t x = int_of(a), y = int_of(b);
-    if (op == "+") return Value::integer(x + y);
-    if (op == "-") return Value::integer(x - y);
-    if (op == "*") return Value::integer(x * y);
+    int64_t r = 0;
+    auto overflow = [&]() -> Value { fail("integer overflow: {} {} {} does not fit in 64 bits", x, op, y); };
+    if (op == "+") return __builtin_add_overflow(x, y, &r) ? overflow() : Value::integer(r);
+    if (op == "-") return __builtin_sub_overflow(x, y, &r) ? overflow() : Value::integer(r);
+    if (op == "*") return __builtin_mul_overflow(x, y, &r) ? overflow() : Value::integer(r);
     if (op == "//" || op == "%") {
       if (y == 0) fail("integer division or modulo by zero");
+      if (x == std::numeric_limits<int64_t>::min() && y == -1) {
+        if (op == "%") return Value::integer(0);
+        return overflow();
+      }
       const int64_t q = floor_div(x, y);
       return Value::integer(op == "//" ? q : x - q * y);
     }
     if (op == "**") {
       if (y < 0) return Value::floating(std::pow(static_cast<double>(x), static_cast<double>(y)));
-      int64_t r = 1;
-      for (int64_t i = 0; i < y; ++i) r *= x;
+      // By squaring: at most 64 multiplications (a huge exponent of 0, 1 or -1 is quick; of anything else, overflow).
+      int64_t base = x, e = y;
+      r = 1;
+      while (e > 0) {
+        if ((e & 1) && __builtin_mul_overflow(r, base, &r)) return overflow();
+        e >>= 1;
+        if (e > 0 && __builtin_mul_overflow(base, base, &base)) {
+          // base^2 overflowed: only harmless if no further factor is taken, which needs base in {0, 1, -1} (no overflow).
+          return overflow();
+        }
+      }
       return Value::integer(r);
     }
   }
@@ -358,10 +375,11 @@ std::vector<int64_t> slice_indices(int64_t n, const Value& start, const Value& s
   const int64_t b = clamp(start, st < 0 ? n - 1 : 0);
   const int64_t e = clamp(stop, st < 0 ? -1 : n);
   std::vector<int64_t> idx;
-  if (st > 0)
-    for (int64_t i = b; i < e; i += st) idx.push_back(i);
-  else
-    for (int64_t i = b; i > e; i += st) idx.push_back(i);
+  // A step past the remaining range ends the walk (i + st would overflow for a step near 2^63).
+  for (int64_t i = b; st > 0 ? i < e : i > e;) {
+    idx.push_back(i);
+    if (__builtin_add_overflow(i, st, &i)) break;
+  }
   return idx;
 }
 
@@ -727,9 +745,10 @@ class Renderer {
       }
       if (step == 0) fail("range() arg 3 must not be zero");
       List out;
-      for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+      for (int64_t i = start; step > 0 ? i < stop : i > stop;) {
         out.push_back(Value::integer(i));
         if (out.size() > 100000) fail("range() too large (sandbox limit 100000)");
+        if (__builtin_add_overflow(i, step, &i)) break;  // the next value lies past int64: the range ends
       }
       return Value::list(std::move(out));
     });
@@ -983,6 +1002,8 @@ class Renderer {
         if (e.name == "not") return Value::boolean(!v.truthy());
         if (!is_num(v)) fail("bad operand type for unary {}: '{}'", e.name, v.type_name());
         if (e.name == "+") return is_intlike(v) ? Value::integer(int_of(v)) : v;
+        if (is_intlike(v) && int_of(v) == std::numeric_limits<int64_t>::min())
+          fail("integer overflow: -({}) does not fit in 64 bits", int_of(v));
         return is_intlike(v) ? Value::integer(-int_of(v)) : Value::floating(-v.as_double());
       }
       case Expr::Kind::binary: {
@@ -1204,6 +1225,8 @@ class Renderer {
       }
     }
     if (name == "abs") {
+      if (is_intlike(v) && int_of(v) == std::numeric_limits<int64_t>::min())
+        fail("abs filter: integer overflow: |{}| does not fit in 64 bits", int_of(v));
       if (is_intlike(v)) return Value::integer(std::llabs(int_of(v)));
       return Value::floating(std::fabs(num_of(v)));
     }

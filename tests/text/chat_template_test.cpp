@@ -171,6 +171,19 @@ TEST(Jinja, Expressions) {
   // int of a float past int64 takes the default (a cast would be undefined behaviour); %d of one is an error.
   EXPECT_EQ(render("{{ 1e300|int }} {{ '1e300'|int(7) }} {{ 2.9|int }} {{ '-3.5'|int }}"), "0 7 2 -3");
   EXPECT_NE(error_of([] { render("{{ '%d'|format(1e300) }}"); }).find("has no 64-bit integer value"), std::string::npos);
+  // 64-bit integer arithmetic never wraps or loops (a fuzzing find: 11 ** 121 ** 12 overflowed, UBSan): an overflow is
+  // an error naming the operation; powers by squaring; range and slices stop before their index would overflow.
+  EXPECT_NE(error_of([] { render("{{ 11 ** 121 ** 12 }}"); }).find("integer overflow: 11 ** "), std::string::npos);
+  EXPECT_NE(error_of([] { render("{{ 9223372036854775807 + 1 }}"); }).find("integer overflow"), std::string::npos);
+  EXPECT_NE(error_of([] { render("{{ -9223372036854775807 - 2 }}"); }).find("integer overflow"), std::string::npos);
+  EXPECT_NE(error_of([] { render("{{ 4294967296 * 4294967296 }}"); }).find("integer overflow"), std::string::npos);
+  EXPECT_EQ(render("{{ 2 ** 62 }} {{ (-2) ** 63 }} {{ 1 ** 999999999999999999 }} {{ (-1) ** 999999999999999999 }} "
+                   "{{ 0 ** 999999999999999999 }} {{ 3 ** 0 }} {{ 2 ** -1 }}"),
+            "4611686018427387904 -9223372036854775808 1 -1 0 1 0.5");
+  EXPECT_NE(error_of([] { render("{{ 2 ** 63 }}"); }).find("integer overflow"), std::string::npos);
+  EXPECT_EQ(render("{{ range(9223372036854775806, 9223372036854775807, 10)|list }} "
+                   "{{ [1, 2, 3][1::9223372036854775807] }} {{ 7 // -1 }} {{ -7 % 3 }}"),
+            "[9223372036854775806] [2] -7 2");
 }
 
 TEST(Jinja, TestsAndFilters) {
