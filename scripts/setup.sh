@@ -8,7 +8,7 @@
 # Environment: BUILD_DIR (default build), COTUNE_CUDA (AUTO|ON|OFF, default AUTO: the CUDA backend is
 # compiled whenever nvcc is found, e.g. /usr/local/cuda), CMAKE_CUDA_ARCHITECTURES (default 90a;80;89),
 # COTUNE_SANITIZE_TESTS=1 to also build and run the tests under AddressSanitizer + UBSan and run each libFuzzer
-# target for FUZZ_SECONDS (default 10) (CI does).
+# target for FUZZ_SECONDS (default 5) (CI does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,14 +41,14 @@ configure_and_build() {  # dir, extra cmake args...
 }
 
 # libFuzzer targets (tests/fuzz/README.md), from a clang build with COTUNE_FUZZ=ON; each target
-# runs FUZZ_SECONDS (default 10) from its seed corpus, new inputs going to a scratch folder, never the repo.
+# runs FUZZ_SECONDS (default 5) from its seed corpus, new inputs going to a scratch folder, never the repo.
 run_fuzzers() {  # dir (a COTUNE_FUZZ=ON build)
   local t scratch
   for t in $(sed -n 's/^set(fuzz_targets \(.*\))$/\1/p' tests/fuzz/CMakeLists.txt); do
     scratch=$(mktemp -d)
     rm -f "$1/fuzz/crash-$t-"*
-    echo "== fuzz_$t for ${FUZZ_SECONDS:-10} s"
-    "$1/fuzz/fuzz_$t" -max_total_time="${FUZZ_SECONDS:-10}" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+    echo "== fuzz_$t for ${FUZZ_SECONDS:-5} s"
+    "$1/fuzz/fuzz_$t" -max_total_time="${FUZZ_SECONDS:-5}" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
       -artifact_prefix="$1/fuzz/crash-$t-" "$scratch" "tests/fuzz/corpus/$t" 2>&1 | grep -E "^(stat::|==|SUMMARY)|ERROR|Done" || true
     rm -rf "$scratch"
     if ls "$1/fuzz/crash-$t-"* >/dev/null 2>&1; then
@@ -67,7 +67,9 @@ case "$mode" in
   build)
     configure_and_build "$BUILD_DIR" ;;
   test)
-    configure_and_build "$BUILD_DIR" -DCOTUNE_WERROR=ON
+    # The benchmarks are no test's input: CI leaves them out of this build (~90 CPU-s on 2 cores); `build` and
+    # `demo` compile them, with the same -Werror flags when COTUNE_WERROR is on.
+    configure_and_build "$BUILD_DIR" -DCOTUNE_WERROR=ON -DCOTUNE_BUILD_BENCH=OFF
     run_tests "$BUILD_DIR"
     if [ "${COTUNE_SANITIZE_TESTS:-0}" = 1 ]; then
       # One clang build serves both: every test under AddressSanitizer + UBSan, and the libFuzzer targets
