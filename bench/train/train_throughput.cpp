@@ -221,6 +221,9 @@ int main(int argc, char** argv) {
                  "memory), on, off (the least memory; recipe key keep_attention)")
       ->check(CLI::IsMember({"auto", "on", "off"}));
   app.add_option("--ce-chunk", ce_chunk, "tokens per LM-head chunk (0: 256 MiB of f32 logits)");
+  bool offload = false;
+  app.add_flag("--offload-checkpoints", offload,
+               "keep the checkpointed layer inputs in pinned host memory (recipe key offload_checkpoints)");
   app.add_flag("--json", json, "one JSON line per setting");
   app.add_flag("--profile", profile,
                "mark the first timed step for `ncu --profile-from-start off` and report the GEMM plans made in the "
@@ -297,6 +300,7 @@ int main(int argc, char** argv) {
       ro.gradient_checkpointing = !no_ckpt;
       ro.keep_attention = keep_attention == "auto" ? -1 : keep_attention == "on" ? 1 : 0;
       ro.ce_chunk = ce_chunk;
+      ro.offload_checkpoints = offload;
       phase = fmt::format("allocating the runner's buffers for {} tokens", length);
       model::Qwen2Runner runner(m, &lora, ro);
       const model::MemoryPlan plan = runner.plan();
@@ -364,6 +368,7 @@ int main(int argc, char** argv) {
       ro.cuda_graphs = !no_graphs;
       ro.keep_attention = keep_attention == "auto" ? -1 : keep_attention == "on" ? 1 : 0;
       ro.ce_chunk = ce_chunk;
+      ro.offload_checkpoints = offload;
       model::Qwen2Runner runner(m, &lora, ro);
       // The guide's CUDA graphs of every length bucket, captured before timing (a training run captures each once,
       // at its first use; see RunnerOptions::cuda_graphs).
@@ -429,14 +434,14 @@ int main(int argc, char** argv) {
                    "\"mfu_datasheet\": {:.4f}, \"achieved_tflops\": {:.1f}, \"measured_peak_tflops\": {:.1f}, "
                    "\"loss\": {:.4f}, \"gpu\": \"{}\", \"context_gib\": {:.2f}, \"load_s\": {:.1f}, "
                    "\"cuda_graphs\": {}, \"graphs_prepare_s\": {:.2f}, \"graph_steps\": {}, \"plan_gib\": {:.2f}, "
-                   "\"plan\": \"{}\", \"model\": \"{}\", \"keep_attention\": \"{}\", \"ce_chunk\": {}}}\n",
+                   "\"plan\": \"{}\", \"model\": \"{}\", \"keep_attention\": \"{}\", \"ce_chunk\": {}, \"offload\": {}}}\n",
                    system, s, optim, no_ckpt ? "false" : "true", r.tokens_per_step, r.step_s,
                    r.tokens_per_s, r.peak_gib, r.mfu_measured, r.mfu_datasheet, achieved, peak, r.loss, gpu_name,
                    base_gib, load_s, runner.graphs(), prepare_s, runner.graph_launches(),
                    static_cast<double>(runner.plan().total()) / 1073741824.0, runner.plan().str(),
                    fmt::format("{} {}x{} {}L", cfg.model_type, cfg.hidden_size, cfg.intermediate_size,
                                cfg.num_hidden_layers),
-                   keep_attention, ce_chunk);
+                   keep_attention, ce_chunk, offload);
       } else {
         fmt::print("{:7s} {:>9.0f} tok/s  step {:.3f} s  peak {:.2f} GiB  MFU {:.1f}% (measured peak {:.0f} TFLOP/s), "
                    "{:.1f}% of datasheet  loss {:.3f}\n",

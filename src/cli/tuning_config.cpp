@@ -27,6 +27,9 @@ void TuningConfig::bind(RecipeBinder& b) {
   b.bind("keep_attention", keep_attention,
          "With gradient checkpointing on CUDA: also keep each layer's attention outputs (auto: when that costs at "
          "most an eighth of the free GPU memory; on; off)");
+  b.bind("offload_checkpoints", offload_checkpoints,
+         "With gradient checkpointing: keep each layer's saved input in pinned host memory, copied out and back on "
+         "a second stream during the step (the least GPU memory, as Unsloth's \"unsloth\" checkpointing)");
   b.bind("attention_kernel", attention_kernel, kAttentionKernel);
   b.bind("attention_split", attention_split, kAttentionSplit);
   b.bind("attention_keep_ds", attention_keep_ds, kKeepDs);
@@ -62,6 +65,7 @@ kernels::Tuning TuningConfig::kernel_tuning() const {
 
 void TuningConfig::apply(model::RunnerOptions& ro) const {
   ro.cuda_graphs = cuda_graphs;
+  ro.offload_checkpoints = offload_checkpoints;
   if (keep_attention == "auto") {
     ro.keep_attention = -1;
   } else if (keep_attention == "on") {
@@ -80,7 +84,8 @@ void TuningConfig::apply_kernels(const char* command) const {
 }
 
 std::string TuningConfig::describe_runner() const {
-  return fmt::format("CUDA graphs {}, keep attention {}", cuda_graphs ? "on" : "off", keep_attention);
+  return fmt::format("CUDA graphs {}, keep attention {}, offload checkpoints {}", cuda_graphs ? "on" : "off",
+                     keep_attention, offload_checkpoints ? "on" : "off");
 }
 
 }  // namespace cotune::cli

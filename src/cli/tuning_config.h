@@ -17,6 +17,7 @@ struct TuningConfig {
   // model::RunnerOptions (training)
   bool cuda_graphs = true;
   std::string keep_attention = "auto";  // auto | on | off
+  bool offload_checkpoints = false;
   // kernels::Tuning
   std::string attention_kernel = "auto", attention_split = "auto", ce_kernel = "current", nf4_kernel = "current";
   bool attention_keep_ds = true, decode_nf4_wide = false;

@@ -13,8 +13,10 @@ namespace cotune::model {
 
 std::string MemoryPlan::str() const {
   auto gib = [](size_t b) { return static_cast<double>(b) / 1073741824.0; };
-  return fmt::format("weights {:.2f} GiB, LoRA + grads {:.3f} GiB, activations {:.2f} GiB, workspace {:.2f} GiB, total {:.2f} GiB",
-                     gib(weights), gib(lora), gib(activations), gib(workspace), gib(total()));
+  std::string s = fmt::format("weights {:.2f} GiB, LoRA + grads {:.3f} GiB, activations {:.2f} GiB, workspace {:.2f} GiB, total {:.2f} GiB",
+                              gib(weights), gib(lora), gib(activations), gib(workspace), gib(total()));
+  if (host > 0) s += fmt::format(" (+ {:.2f} GiB of offloaded checkpoints in host memory)", gib(host));
+  return s;
 }
 
 void Qwen2Runner::allocate() {
@@ -40,13 +42,28 @@ void Qwen2Runner::allocate() {
   if (model.device() != Device::cpu) b.scalars = a.alloc(DType::f32, {2}, "gradient scale");
   size_t mark = a.used();
   const bool keep_all = opts_.training && !opts_.gradient_checkpointing;
+  // Offloaded checkpoints: a ring of 3 device buffers (layer l's input in ring[l % 3]); every input that the ring
+  // overwrites (layers 0 .. L-3) is copied to host memory during the forward and back before its recomputation.
+  const bool offload = opts_.training && opts_.gradient_checkpointing && opts_.offload_checkpoints && L >= 4;
   for (int64_t l = 0; l <= L; ++l) {
     // Inference needs only two residual buffers (ping-pong); training keeps every layer's input.
     if (!opts_.training && l >= 2) {
       b.residual.push_back(b.residual[static_cast<size_t>(l % 2)]);
       continue;
     }
+    if (offload && l >= 3) {
+      b.residual.push_back(b.residual[static_cast<size_t>(l % 3)]);
+      continue;
+    }
     b.residual.push_back(a.alloc(act, {T, C}, "residual"));
+  }
+  if (offload) {
+    const size_t row = static_cast<size_t>(T * C) * dtype_size(act);
+    b.residual_host_buf = kernels::PinnedBuffer(static_cast<size_t>(L - 2) * row);
+    for (int64_t l = 0; l <= L - 3; ++l)
+      b.residual_host.push_back(b.residual_host_buf.view(act, {T, C}, static_cast<size_t>(l) * row, "offloaded layer input"));
+    b.offload = std::make_unique<kernels::CopyQueue>(model.device(), 2 * static_cast<int>(L));
+    plan_.host = b.residual_host_buf.bytes();
   }
   const size_t n_acts = keep_all ? static_cast<size_t>(L) : 1;
   b.lora16 = lora && model.device() == Device::cuda && lora->config().dropout <= 0.0f;
@@ -140,8 +157,6 @@ void Qwen2Runner::allocate() {
     }
     b.datt = a.alloc(act, {T, QD}, "d attention out");
     b.dm = a.alloc(act, {T, I}, "d swiglu");
-    b.dg = a.alloc(act, {T, I}, "d gate");
-    b.du = a.alloc(act, {T, I}, "d up");
     if (b.lora16) b.g16 = a.alloc(DType::bf16, {T, 3 * R}, "lora g (bf16)");
     else if (lora) b.lora_g = a.alloc(DType::f32, {T, R}, "lora g");
   }

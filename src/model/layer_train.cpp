@@ -196,7 +196,9 @@ std::array<Tensor, 3> Qwen2Runner::mixer_backward(const BlockSpec& block, const 
   Buffers& b = *buf_;
   const int64_t T = b.T;
   if (block.mixer == Mixer::gated_mlp) {
-    const Tensor dg = rows(b.dg, T), du = rows(b.du, T);
+    // In place: the gate and up activations become their gradients (read by nothing after this), which saves two
+    // [T, I] buffers.
+    const Tensor dg = t.mixer_in[0], du = t.mixer_in[1];
     ops::swiglu_backward(dg, du, rows(b.dm, T), t.mixer_in[0], t.mixer_in[1]);
     return {dg, du, Tensor()};
   }

@@ -60,9 +60,16 @@ void Qwen2Runner::run_layers_forward(bool keep_all, uint64_t seed) {
   const auto& w = model_.weights();
   const int64_t L = model_.config().num_hidden_layers, T = b.T;
   ops::embedding_forward(rows(b.residual[0], T), rows(b.ids, T), w.embed);
-  for (int64_t l = 0; l < L; ++l)
+  for (int64_t l = 0; l < L; ++l) {
+    // Offloaded checkpoints: layer l writes its output into the ring slot of layer l-2's input, which must have
+    // reached the host first; layer l's own input (l <= L-3: its slot is reused) goes to the host after the layer.
+    if (b.offload && l >= 2) b.offload->wait(static_cast<int>(l - 2));
     layer_forward(l, rows(b.residual[static_cast<size_t>(l)], T), rows(b.residual[static_cast<size_t>(l + 1)], T),
                   keep_all || b.keep_attention ? static_cast<size_t>(l) : 0, seed);
+    if (b.offload && l <= L - 3)
+      b.offload->copy(static_cast<int>(l), rows(b.residual_host[static_cast<size_t>(l)], T),
+                      rows(b.residual[static_cast<size_t>(l)], T));
+  }
   ops::rmsnorm_forward(rows(b.hf, T), rows(b.rstdf, T), rows(b.residual[static_cast<size_t>(L)], T), w.final_norm,
                        model_.arch().rms_eps);
 }
@@ -90,6 +97,14 @@ void Qwen2Runner::enqueue_step(bool backward, uint64_t dropout_seed) {
   ops::rmsnorm_backward(rows(b.dres, T), dhf, rows(b.residual[static_cast<size_t>(L)], T), w.final_norm,
                         rows(b.rstdf, T), false);
   for (int64_t l = L - 1; l >= 0; --l) {
+    if (b.offload) {
+      // Layer l's input is back (prefetched while layer l+1 ran); layer l-1's comes back into the slot of layer
+      // l+2's input (done with) while this layer runs. Inputs L-2 .. L never left the device.
+      if (l <= L - 3) b.offload->wait(static_cast<int>(L + l));
+      if (l >= 1 && l - 1 <= L - 3)
+        b.offload->copy(static_cast<int>(L + l - 1), rows(b.residual[static_cast<size_t>(l - 1)], T),
+                        rows(b.residual_host[static_cast<size_t>(l - 1)], T));
+    }
     const Tensor x_in = rows(b.residual[static_cast<size_t>(l)], T);
     size_t ai = keep_all || b.keep_attention ? static_cast<size_t>(l) : 0;
     // Recompute (checkpointing); the last layer's activations are still those of the forward pass.

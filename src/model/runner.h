@@ -28,6 +28,10 @@ struct RunnerOptions {
   // the q/k/v projections, RoPE and attention. -1: when that costs at most an eighth of the free GPU memory
   // (short sequences; not the longest ones); 0: off; 1: on.
   int keep_attention = -1;
+  // With checkpointing (training): keep each layer's saved input in pinned host memory instead of device memory,
+  // copied out during the forward and back during the backward on a second stream, overlapped with compute
+  // (what Unsloth's "unsloth" checkpointing does): the device holds 3 layer inputs instead of L + 1. Same numbers.
+  bool offload_checkpoints = false;
   int64_t ce_chunk = 0;               // tokens per LM-head chunk (0: chosen from the vocabulary size)
   bool training = true;               // allocate backward buffers
   // CUDA, training with the bf16 LoRA path (no LoRA dropout): each forward + backward runs as a CUDA graph, one
@@ -50,6 +54,7 @@ struct StepStats {
 // What the buffers of a runner cost, planned up front (no allocation inside the step loop).
 struct MemoryPlan {
   size_t weights = 0, lora = 0, activations = 0, workspace = 0;
+  size_t host = 0;  // pinned host memory of offloaded checkpoints (not counted in total())
   size_t total() const { return weights + lora + activations + workspace; }
   std::string str() const;
 };

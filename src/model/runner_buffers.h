@@ -3,12 +3,14 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "model/attention_inputs.h"
 #include "model/runner.h"
 #include "model/step_graphs.h"
 #include "model/weights.h"
+#include "kernels/offload.h"
 #include "tensor/arena.h"
 #include "tensor/tensor.h"
 
@@ -41,6 +43,11 @@ struct Qwen2Runner::Buffers {
   Arena arena;
   Tensor ids, pos, targets, cu;  // i32 on device: [T], [T], [T], [S+1]
   std::vector<Tensor> residual;  // L+1 x [T,C]: the input of each layer, then the last layer's output
+  // Offloaded checkpoints (RunnerOptions::offload_checkpoints): residual[l] is ring slot l % 3; residual_host[l]
+  // (l <= L-3) holds layer l's input while its slot is reused; copy slots l (to the host) and L + l (back).
+  kernels::PinnedBuffer residual_host_buf;
+  std::vector<Tensor> residual_host;
+  std::unique_ptr<kernels::CopyQueue> offload;
   std::vector<LayerActs> acts;   // one set (checkpointing) or L sets
   Tensor hf, rstdf;              // final norm output [T,C], [T]
   Tensor losses, correct;        // [T] f32, [T] i32
@@ -50,7 +57,7 @@ struct Qwen2Runner::Buffers {
   Tensor dres, dh, dtmp_c;       // [T,C]
   Tensor dq, dk, dv, datt;       // [T,H*D], [T,KV*D] x2, [T,H*D]
   Tensor dq_pre, dk_pre;         // [T,H*D], [T,KV*D]: gradients of the q/k projections' outputs (q/k norm only)
-  Tensor dm, dg, du;             // [T,I]
+  Tensor dm;                     // [T,I] (the gate / up gradients are written over the gate / up activations)
   Tensor lora_g;                 // [T,R] f32
   // CUDA without LoRA dropout ("bf16 LoRA"): the LoRA GEMMs take the bf16 copies of A/B (model/lora.h) and keep
   // xa / g in bf16; the projections of q,k,v (and gate,up) share one xa GEMM and one dA / dinp GEMM.
