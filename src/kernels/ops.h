@@ -66,7 +66,8 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
 // ---- SwiGLU --------------------------------------------------------------------------------------
 // out[T,I] = silu(gate) * up, silu(x) = x * sigmoid(x).
 void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up);
-// dgate[T,I], dup[T,I] from dout[T,I].
+// dgate[T,I], dup[T,I] from dout[T,I]. dgate / dup may be gate / up themselves (in place: each element is read
+// before it is written).
 void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout, const Tensor& gate, const Tensor& up);
 
 // ---- linear (frozen weight, optional bias) -------------------------------------------------------

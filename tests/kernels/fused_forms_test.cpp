@@ -142,6 +142,17 @@ TEST(KernelFusedForms, ZeroWritesZeros) {
   kernels::zero(Tensor());  // undefined: nothing to do
 }
 
+// swiglu_backward in place (the runner writes the gate / up gradients over the gate / up activations): the same
+// values as into separate buffers.
+TEST(KernelFusedForms, SwigluBackwardInPlace) {
+  const int64_t T = 6, I = 37;
+  F32 g = random({T, I}, 31), u = random({T, I}, 32), d = random({T, I}, 33), dg({T, I}), du({T, I});
+  kernels::swiglu_backward(dg.t, du.t, d.t, g.t, u.t);
+  kernels::swiglu_backward(g.t, u.t, d.t, g.t, u.t);
+  expect_close(g, dg, 0.0f, "dgate in place");
+  expect_close(u, du, 0.0f, "dup in place");
+}
+
 // The device decode loop's greedy step (decode_ops.h argmax_advance), CPU twin: the arg-max over [0, vocab) with the
 // lowest id on ties and NaN never winning, written to ids / tokens[count], count and pos advanced.
 TEST(KernelFusedForms, ArgmaxAdvance) {

@@ -121,8 +121,11 @@ void swiglu_backward(float* dgate, float* dup, const float* dout, const float* g
     float g = gate[i];
     float sig = 1.0f / (1.0f + std::exp(-g));
     float silu = g * sig;
-    dup[i] = dout[i] * silu;
-    dgate[i] = dout[i] * up[i] * sig * (1.0f + g * (1.0f - sig));
+    // Both read before either is written: dgate / dup may be gate / up themselves (in place).
+    const float du = dout[i] * silu;
+    const float dg = dout[i] * up[i] * sig * (1.0f + g * (1.0f - sig));
+    dup[i] = du;
+    dgate[i] = dg;
   }
 }
 
