@@ -49,8 +49,8 @@ class CopyQueue {
 
  private:
   Device device_;
-  void* stream_ = nullptr;    // cudaStream_t
-  void* ordered_ = nullptr;   // cudaEvent_t: the kernels' stream's position when a copy is enqueued
+  [[maybe_unused]] void* stream_ = nullptr;   // cudaStream_t (CUDA builds)
+  [[maybe_unused]] void* ordered_ = nullptr;  // cudaEvent_t: the kernels' stream's position when a copy is enqueued
   std::vector<void*> done_;   // cudaEvent_t per slot
 };
 

@@ -306,6 +306,7 @@ Nf4Weight nf4_quantize_to(const Tensor& w, Arena& out, Arena& scratch) {
     absmax_f32.resize(static_cast<size_t>(nb));
     copy_bytes(Tensor(absmax_f32.data(), DType::f32, {nb}), am);
 #else
+    (void)scratch;
     fail("nf4_quantize_to: {} is not a host tensor and this build has no CUDA", w.str());
 #endif
   }
