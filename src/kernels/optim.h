@@ -24,10 +24,16 @@
 // in Python floats and round them to fp32 only when they meet a tensor; cotune does the same.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <span>
+#include <vector>
 
 #include "kernels/quant.h"
 #include "tensor/tensor.h"
+
+namespace cotune {
+class Arena;
+}
 
 namespace cotune::kernels {
 
@@ -76,5 +82,38 @@ float clip_coefficient(float total_norm, double max_norm);
 // clipping (what HF logs as grad_norm). A non-finite total scales the gradients by 0 (inf) or NaN (NaN),
 // as torch does with error_if_nonfinite=False; callers check the returned norm and skip the step.
 float clip_grad_norm(std::span<const Tensor> grads, double max_norm);
+
+// ---- the update of many tensors (what train::Optimizer runs each step) ------------------------------------------
+// One entry per parameter: p, g f32 [n], its state (8-bit: q1, absmax1, q2, absmax2 as adamw8bit_step; else f32 m,
+// v), and on CUDA p16, the bf16 copy of p the update rewrites (undefined: none). On the CPU every tensor is updated
+// by the functions above (the f32-state tensors of an 8-bit run by bnb's 32-bit formula, as bnb does); on CUDA
+// in a few multi-tensor launches (kernels/cuda/optim.h, adamw8bit.h; the f32-state tensors by torch's formula),
+// with the clip coefficient, the norm and a non-finite flag kept on the device.
+struct OptimTensor {
+  Tensor p, g, p16;
+  bool eight_bit = false;
+  Tensor m, v, q1, absmax1, q2, absmax2;
+};
+
+class MultiTensorAdamW {
+ public:
+  // eight_bit_run: the optimizer is AdamW 8-bit (decides the CPU formula of its f32-state tensors). `arena` (on
+  // the tensors' device) holds the launch tables and the device scalars; it must outlive this object.
+  MultiTensorAdamW(std::vector<OptimTensor> tensors, Arena& arena, bool eight_bit_run);
+  ~MultiTensorAdamW();
+  MultiTensorAdamW(const MultiTensorAdamW&) = delete;
+  MultiTensorAdamW& operator=(const MultiTensorAdamW&) = delete;
+  // Total gradient norm before clipping (clip_grad_norm above); with max_norm > 0 the gradients are scaled so that
+  // it is at most max_norm (on CUDA inside the next step()'s update).
+  float clip_grad_norm(double max_norm);
+  void step(const AdamWHyper& h);
+
+ private:
+  std::vector<OptimTensor> tensors_;
+  bool eight_bit_run_ = false, cuda_ = false, clip_pending_ = false;
+  Tensor norm_, coef_, nonfinite_;  // CUDA: f32 [1], f32 [1], i32 [1]
+  struct Launches;                  // CUDA: the multi-tensor launches with their device pointer tables
+  std::unique_ptr<Launches> launches_;
+};
 
 }  // namespace cotune::kernels

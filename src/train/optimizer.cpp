@@ -4,20 +4,8 @@
 
 #include "base/error.h"
 #include "formats/safetensors.h"
-#ifdef COTUNE_WITH_CUDA
-#include "kernels/cuda/adamw8bit.h"
-#include "kernels/cuda/optim.h"
-#endif
 
 namespace cotune::train {
-
-struct Optimizer::Cuda {
-#ifdef COTUNE_WITH_CUDA
-  kernels::cuda::MultiAdamW8bit eight_bit;
-  kernels::cuda::MultiAdamW fp32;
-  kernels::cuda::MultiGradNorm norm;
-#endif
-};
 
 Optimizer::~Optimizer() = default;
 
@@ -30,14 +18,7 @@ OptimKind parse_optim(const std::string& s) {
 
 Optimizer::Optimizer(const OptimConfig& cfg, std::vector<model::LoraWeights::Param> params)
     : cfg_(cfg), arena_(params.empty() ? Device::cpu : params.front().value.device) {
-#ifndef COTUNE_WITH_CUDA
-  if (on_cuda()) fail("optimizer: CUDA parameters in a build without CUDA");
-#endif
-  if (on_cuda()) {
-    norm_ = arena_.zeros(DType::f32, {1}, "grad norm");
-    coef_ = arena_.zeros(DType::f32, {1}, "clip coefficient");
-    nonfinite_ = arena_.zeros(DType::i32, {1}, "non-finite flag");
-  }
+  std::vector<kernels::OptimTensor> tensors;
   for (auto& p : params) {
     if (p.value.device != arena_.device())
       fail("optimizer: parameter {} is on {}, the others on {}", p.peft_name, device_name(p.value.device),
@@ -57,43 +38,12 @@ Optimizer::Optimizer(const OptimConfig& cfg, std::vector<model::LoraWeights::Par
       s.v = arena_.zeros(DType::f32, {n}, "adam exp_avg_sq");
     }
     slots_.push_back(s);
+    tensors.push_back({p.value, p.grad, p.value16, s.eight_bit, s.m, s.v, s.q1, s.absmax1, s.q2, s.absmax2});
   }
-#ifdef COTUNE_WITH_CUDA
-  if (on_cuda()) {
-    cuda_ = std::make_unique<Cuda>();
-    std::vector<kernels::cuda::Adam8bitSlot> s8;
-    std::vector<kernels::cuda::AdamWSlot> s32;
-    std::vector<Tensor> grads;
-    for (const Slot& s : slots_) {
-      const int64_t n = s.param.value.numel();
-      const Tensor p = s.param.value.view({n}), g = s.param.grad.view({n});
-      const Tensor p16 = s.param.value16.data ? s.param.value16.view({n}) : Tensor();
-      if (s.eight_bit) s8.push_back({p, g, s.q1, s.absmax1, s.q2, s.absmax2, p16});
-      else s32.push_back({p, g, s.m, s.v, p16});
-      grads.push_back(s.param.grad);
-    }
-    cuda_->eight_bit = kernels::cuda::MultiAdamW8bit(s8, arena_);
-    cuda_->fp32 = kernels::cuda::MultiAdamW(s32, arena_);
-    cuda_->norm = kernels::cuda::MultiGradNorm(grads, arena_);
-  }
-#endif
+  update_ = std::make_unique<kernels::MultiTensorAdamW>(std::move(tensors), arena_, cfg_.kind == OptimKind::adamw8bit);
 }
 
-float Optimizer::clip_grad_norm(double max_norm) {
-#ifdef COTUNE_WITH_CUDA
-  if (on_cuda()) {
-    cuda_->norm.run(norm_, coef_, nonfinite_, max_norm);
-    clip_pending_ = max_norm > 0;
-    float norm = 0;
-    copy_bytes(Tensor(&norm, DType::f32, {1}), norm_);
-    return norm;
-  }
-#endif
-  std::vector<Tensor> grads;
-  for (const auto& s : slots_) grads.push_back(s.param.grad);
-  if (max_norm <= 0) return kernels::global_grad_norm(grads);
-  return kernels::clip_grad_norm(grads, max_norm);
-}
+float Optimizer::clip_grad_norm(double max_norm) { return update_->clip_grad_norm(max_norm); }
 
 void Optimizer::step(double lr) {
   ++step_;
@@ -104,28 +54,7 @@ void Optimizer::step(double lr) {
   h.eps = cfg_.eps;
   h.weight_decay = cfg_.weight_decay;
   h.step = step_;
-#ifdef COTUNE_WITH_CUDA
-  if (on_cuda()) {
-    const Tensor scale = clip_pending_ ? coef_ : Tensor();
-    cuda_->eight_bit.step(h, scale, nonfinite_);
-    cuda_->fp32.step(h, scale, nonfinite_);
-    clip_pending_ = false;
-    return;
-  }
-#endif
-  for (auto& s : slots_) {
-    const int64_t n = s.param.value.numel();
-    Tensor p = s.param.value.view({n}), g = s.param.grad.view({n});
-    if (s.eight_bit) {
-      kernels::adamw8bit_step(p, g, s.q1, s.absmax1, s.q2, s.absmax2, h, kernels::QuantRounding::nearest);
-    } else if (cfg_.kind == OptimKind::adamw8bit) {
-      // bnb keeps small tensors in fp32 state and updates them with its 32-bit formula.
-      kernels::cpu::adamw_bnb32_step(p.ptr<float>(), g.ptr<float>(), s.m.ptr<float>(), s.v.ptr<float>(), n, h);
-    } else {
-      kernels::adamw_step(p, g, s.m, s.v, h);
-    }
-  }
-  clip_pending_ = false;
+  update_->step(h);
 }
 
 void Optimizer::save(const std::string& file) const {

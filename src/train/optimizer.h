@@ -1,7 +1,7 @@
 // Optimizer state for the LoRA parameters: AdamW with fp32 moments (torch.optim.AdamW) or AdamW 8-bit
 // (bitsandbytes AdamW8bit: blockwise-quantized moments for tensors of >= 4096 elements, fp32 below).
-// Gradient clipping by global norm (torch.nn.utils.clip_grad_norm_). The numeric kernels are in
-// kernels/optim.h (CPU) and kernels/cuda/optim.h + adamw8bit.h (GPU); this class owns the state, on the
+// Gradient clipping by global norm (torch.nn.utils.clip_grad_norm_). The update is kernels/optim.h's
+// MultiTensorAdamW (CPU functions, or the CUDA multi-tensor launches); this class owns the state, on the
 // parameters' device, and knows how to checkpoint it. On the GPU, tensors under 4096 elements of an 8-bit
 // run use torch's fp32 AdamW formula (bnb's 32-bit formula differs from it only in rounding).
 #pragma once
@@ -46,7 +46,6 @@ class Optimizer {
   size_t state_bytes() const { return arena_.capacity(); }
 
  private:
-  bool on_cuda() const { return arena_.device() == Device::cuda; }
   struct Slot {
     model::LoraWeights::Param param;
     bool eight_bit = false;
@@ -57,14 +56,9 @@ class Optimizer {
   Arena arena_;
   std::vector<Slot> slots_;
   int64_t step_ = 0;
-  // On the GPU: the norm, clip coefficient and non-finite flag stay on the device (f32 [1], f32 [1], i32 [1]);
-  // step() scales the gradients by the coefficient inside the update.
-  Tensor norm_, coef_, nonfinite_;
-  bool clip_pending_ = false;
-  // On the GPU: the multi-tensor launches (one for the 8-bit tensors, one for the fp32 ones, two for the norm)
-  // with their device pointer tables, built once; the update also rewrites the parameters' bf16 copies.
-  struct Cuda;
-  std::unique_ptr<Cuda> cuda_;
+  // The update of every slot (kernels/optim.h): on the GPU a few multi-tensor launches, the norm, clip coefficient
+  // and non-finite flag on the device, the parameters' bf16 copies rewritten by the update.
+  std::unique_ptr<kernels::MultiTensorAdamW> update_;
 };
 
 }  // namespace cotune::train
