@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <limits>
 
+#include <simdjson.h>
+
 #include "base/error.h"
 
 namespace cotune::formats {
@@ -41,6 +43,10 @@ class Cursor {
     if (n > left())
       fail("{}: {} at offset {} has length {}, beyond the end of the file ({} bytes left)", path_, what, at, n, left());
     std::string s(reinterpret_cast<const char*>(data_ + pos_), n);
+    // GGUF strings are UTF-8 (what gguf-py and llama.cpp write); anything else would reach the JSON and
+    // tokenizer code of an import as bytes no UTF-8 reader accepts.
+    if (!simdjson::validate_utf8(s.data(), s.size()))
+      fail("{}: {} at offset {} is not valid UTF-8 (GGUF strings are UTF-8)", path_, what, at);
     pos_ += n;
     return s;
   }

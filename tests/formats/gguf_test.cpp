@@ -309,5 +309,35 @@ TEST(GgufBadInput, DuplicatesAndOverlaps) {
   expect_error([&] { GgufFile::open(dir / "al.gguf"); }, {"general.alignment", "24", "power of two"});
 }
 
+// GGUF strings are UTF-8: a key, a string value or an element of a string array that is not is refused naming it
+// (a fuzzing find: invalid UTF-8 in tokenizer.ggml.tokens reached the importer's JSON writer, which threw).
+TEST(GgufBadInput, StringsMustBeUtf8) {
+  TempDir dir;
+  Bytes v;
+  v.s = "GGUF";
+  v.put<uint32_t>(3).put<uint64_t>(0).put<uint64_t>(1);
+  v.str("general.name").put<uint32_t>(8).str("ok \xC3");
+  write_bytes(dir / "value.gguf", v.s);
+  expect_error([&] { GgufFile::open(dir / "value.gguf"); }, {"general.name", "not valid UTF-8"});
+  Bytes a;
+  a.s = "GGUF";
+  a.put<uint32_t>(3).put<uint64_t>(0).put<uint64_t>(1);
+  a.str("tokenizer.ggml.tokens").put<uint32_t>(9).put<uint32_t>(8).put<uint64_t>(2).str("a").str("\xFF\xFE");
+  write_bytes(dir / "array.gguf", a.s);
+  expect_error([&] { GgufFile::open(dir / "array.gguf"); }, {"tokenizer.ggml.tokens", "not valid UTF-8"});
+  Bytes k;
+  k.s = "GGUF";
+  k.put<uint32_t>(3).put<uint64_t>(0).put<uint64_t>(1);
+  k.str("bad\x80key").put<uint32_t>(4).put<uint32_t>(1);
+  write_bytes(dir / "key.gguf", k.s);
+  expect_error([&] { GgufFile::open(dir / "key.gguf"); }, {"metadata key #0", "not valid UTF-8"});
+  Bytes t;
+  t.s = "GGUF";
+  t.put<uint32_t>(3).put<uint64_t>(1).put<uint64_t>(0);
+  t.str("w\xE2\x82").put<uint32_t>(1).put<uint64_t>(4).put<uint32_t>(0).put<uint64_t>(0);
+  write_bytes(dir / "tensor.gguf", t.s);
+  expect_error([&] { GgufFile::open(dir / "tensor.gguf"); }, {"name of tensor #0", "not valid UTF-8"});
+}
+
 }  // namespace
 }  // namespace cotune::formats
