@@ -288,6 +288,31 @@ void llama_permute_rows(std::vector<float>& w, int64_t rows, int64_t cols, int64
   w.swap(out);
 }
 
+std::vector<float> llama3_rope_factors(double theta, int64_t head_dim, double factor, double low_freq_factor,
+                                       double high_freq_factor, double original_max_position) {
+  COTUNE_CHECK(head_dim >= 2 && head_dim % 2 == 0, "llama3 rope factors: head_dim {} must be even", head_dim);
+  COTUNE_CHECK(high_freq_factor > low_freq_factor, "llama3 rope: high_freq_factor {} must exceed low_freq_factor {}",
+               high_freq_factor, low_freq_factor);
+  // As the converter computes them, in f32: freq_i = 1 / theta^(2i / dim), wavelen = 2 pi / freq.
+  const float f = static_cast<float>(factor), lo = static_cast<float>(low_freq_factor),
+              hi = static_cast<float>(high_freq_factor), old = static_cast<float>(original_max_position);
+  const float low_wavelen = old / lo, high_wavelen = old / hi;
+  std::vector<float> out;
+  for (int64_t i = 0; i < head_dim; i += 2) {
+    const float freq = 1.0f / std::pow(static_cast<float>(theta), static_cast<float>(i) / static_cast<float>(head_dim));
+    const float wavelen = static_cast<float>(2.0 * 3.141592653589793) / freq;
+    if (wavelen < high_wavelen) {
+      out.push_back(1.0f);
+    } else if (wavelen > low_wavelen) {
+      out.push_back(f);
+    } else {
+      const float smooth = (old / wavelen - lo) / (hi - lo);
+      out.push_back(1.0f / ((1.0f - smooth) / f + smooth));
+    }
+  }
+  return out;
+}
+
 void add_model_metadata(GgufWriter& w, const std::string& model_dir, const formats::ModelConfig& cfg,
                         GgufFileType ftype, const std::string& name) {
   const fs::path dir(model_dir);
@@ -326,7 +351,8 @@ void add_model_metadata(GgufWriter& w, const std::string& model_dir, const forma
   w.set(a + "feed_forward_length", GgufValue::u32(static_cast<uint32_t>(cfg.intermediate_size)));
   w.set(a + "attention.head_count", GgufValue::u32(static_cast<uint32_t>(cfg.num_attention_heads)));
   w.set(a + "attention.head_count_kv", GgufValue::u32(static_cast<uint32_t>(cfg.num_key_value_heads)));
-  // rope scaling as the converter writes it (linear / yarn); llama3-style scaling needs a rope_freqs tensor.
+  // rope scaling as the converter writes it (linear / yarn); llama3-style scaling is the rope_freqs tensor that
+  // export_one writes (no metadata keys).
   // transformers 4.x `rope_scaling`, 5.x `rope_parameters` (which also holds rope_theta and type "default").
   const json rs = raw_cfg.contains("rope_scaling") && raw_cfg["rope_scaling"].is_object() ? raw_cfg["rope_scaling"]
                   : raw_cfg.contains("rope_parameters")                                   ? raw_cfg["rope_parameters"]
@@ -342,9 +368,13 @@ void add_model_metadata(GgufWriter& w, const std::string& model_dir, const forma
       w.set(a + "rope.scaling.factor", GgufValue::f32(static_cast<float>(factor)));
       w.set(a + "rope.scaling.original_context_length",
             GgufValue::u32(rs.value("original_max_position_embeddings", 0u)));
+    } else if (type == "llama3") {
+      if (arch != "llama")
+        fail("{}/config.json: rope_scaling llama3 on a {} model cannot be exported to GGUF (llama.cpp reads "
+             "rope_freqs for llama only)", model_dir, arch);
     } else if (type != "default" && !type.empty()) {
-      fail("{}/config.json: rope_scaling type {} cannot be exported to GGUF yet (linear and yarn can)", model_dir,
-           type);
+      fail("{}/config.json: rope_scaling type {} cannot be exported to GGUF yet (linear, yarn and llama3 can)",
+           model_dir, type);
     }
   }
   w.set(a + "rope.freq_base", GgufValue::f32(static_cast<float>(cfg.rope_theta)));
@@ -475,6 +505,18 @@ GgufExportResult export_one(const std::string& model_dir, const formats::ModelCo
   GgufExportResult r;
   r.path = path;
   r.type = ftype;
+  if (cfg.rope_type == "llama3") {
+    // First, as the converter writes its generated tensors before the checkpoint's.
+    const std::vector<float> factors =
+        llama3_rope_factors(cfg.rope_theta, cfg.head_dim, cfg.rope_factor, cfg.rope_low_freq_factor,
+                            cfg.rope_high_freq_factor, static_cast<double>(cfg.rope_original_max_position_embeddings));
+    ++r.tensor_types[kernels::ggml_type_name(GgmlType::f32)];
+    w.add_tensor("rope_freqs.weight", GgmlType::f32, {static_cast<int64_t>(factors.size())},
+                 [factors](std::vector<uint8_t>& out) {
+                   out.resize(factors.size() * sizeof(float));
+                   std::memcpy(out.data(), factors.data(), out.size());
+                 });
+  }
   for (const auto& p : plan) {
     ++r.tensor_types[kernels::ggml_type_name(p.type)];
     w.add_tensor(p.gguf_name, p.type, p.ne, [p](std::vector<uint8_t>& out) {

@@ -46,6 +46,12 @@ bool gguf_tensor_order(const std::string& a, const std::string& b);
 kernels::GgmlType gguf_tensor_type(GgufFileType ftype, const std::string& gguf_name, const std::vector<int64_t>& ne,
                                    int layer, int n_layers, bool tied);
 
+// llama3 rope scaling as llama.cpp takes it: the tensor rope_freqs.weight, one f32 divisor per rotary frequency
+// (head_dim / 2 of them), computed as convert_hf_to_gguf.py does (in f32): 1 above the high-frequency wavelength,
+// `factor` beyond the low-frequency one, the smooth blend between.
+std::vector<float> llama3_rope_factors(double theta, int64_t head_dim, double factor, double low_freq_factor,
+                                       double high_freq_factor, double original_max_position);
+
 // Llama's q/k row permutation of convert_hf_to_gguf.py (`LlamaModel.permute`) on a [rows, cols] fp32 matrix:
 // within each of `n_heads` heads, row j*half + i moves to 2*i + j. `inverse` undoes it (import).
 void llama_permute_rows(std::vector<float>& w, int64_t rows, int64_t cols, int64_t n_heads, bool inverse);

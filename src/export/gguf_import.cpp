@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -92,6 +93,51 @@ std::string config_json(const GgufFile& g, int64_t n_vocab, int64_t bos, int64_t
                          {"original_max_position_embeddings", g.get_int(a + "rope.scaling.original_context_length")}};
   } else if (scaling != "none") {
     fail("{}: {}rope.scaling.type {} is not supported", g.path(), a, scaling);
+  }
+  if (const formats::GgufTensorInfo* rf = g.find("rope_freqs.weight")) {
+    // llama3 rope scaling: llama.cpp's converter writes its per-frequency divisors, not the parameters. The
+    // parameters are those that reproduce the tensor: factor is its largest divisor (the low frequencies), and
+    // every Llama 3.x release uses low / high frequency factors 1 / 4 over 8192 original positions.
+    if (arch != "llama") fail("{}: tensor rope_freqs.weight in a {} model: llama.cpp reads it for llama only", g.path(), arch);
+    if (rf->type != kernels::GgmlType::f32 || rf->numel() != c.head_dim / 2)
+      fail("{}: tensor rope_freqs.weight must be F32 of head_dim / 2 = {} values, it is {} of {}", g.path(),
+           c.head_dim / 2, kernels::ggml_type_name(rf->type), rf->numel());
+    std::vector<float> got(static_cast<size_t>(rf->numel()));
+    std::memcpy(got.data(), rf->data, got.size() * sizeof(float));
+    const float factor = *std::max_element(got.begin(), got.end());
+    struct Setting {
+      double low, high, original;
+    };
+    // Candidates for the original context: 8192 (every Llama 3.x release), the value each blended divisor implies
+    // (s = (1/d - 1/f) / (1 - 1/f), original = (low + s (high - low)) * wavelen), then powers of two.
+    std::vector<Setting> tries = {{1.0, 4.0, 8192.0}};
+    for (size_t i = 0; i < got.size(); ++i) {
+      const double d = got[i];
+      if (!(d > 1.0 && d < factor) || factor <= 1.0f) continue;
+      const double sm = (1.0 / d - 1.0 / factor) / (1.0 - 1.0 / factor);
+      const double wavelen = 2.0 * 3.141592653589793 * std::pow(c.rope_theta, 2.0 * static_cast<double>(i) / c.head_dim);
+      tries.push_back({1.0, 4.0, std::round((1.0 + sm * 3.0) * wavelen)});
+    }
+    for (double o = 256; o <= 1048576; o *= 2) tries.push_back({1.0, 4.0, o});
+    bool matched = false;
+    for (const Setting st : tries) {
+      const std::vector<float> want =
+          llama3_rope_factors(c.rope_theta, c.head_dim, factor, st.low, st.high, st.original);
+      bool same = true;
+      for (size_t i = 0; i < want.size() && same; ++i)
+        same = std::fabs(want[i] - got[i]) <= 1e-5f * std::max(1.0f, std::fabs(got[i]));
+      if (!same) continue;
+      j["rope_scaling"] = {{"rope_type", "llama3"},
+                           {"factor", f32_decimal(factor)},
+                           {"low_freq_factor", st.low},
+                           {"high_freq_factor", st.high},
+                           {"original_max_position_embeddings", static_cast<int64_t>(st.original)}};
+      matched = true;
+      break;
+    }
+    if (!matched)
+      fail("{}: tensor rope_freqs.weight holds divisors no llama3 setting reproduces (tried factor {} with low / high "
+           "frequency factors 1 / 4 over the original contexts they imply, 8192 and powers of two)", g.path(), factor);
   }
   return j.dump(2) + "\n";
 }
@@ -224,8 +270,7 @@ void write_safetensors(const GgufFile& g, const std::string& path) {
   };
   std::vector<Item> items;
   for (const auto& t : g.tensors()) {
-    if (t.name == "rope_freqs.weight")
-      fail("{}: tensor rope_freqs.weight (llama3 rope scaling) is not supported yet", g.path());
+    if (t.name == "rope_freqs.weight") continue;  // llama3 rope scaling: config.json's rope_scaling (config_json)
     const std::string hf = hf_tensor_name(t.name);
     if (hf.empty())
       fail("{}: tensor '{}' ({}, offset {}) has no Hugging Face counterpart cotune knows", g.path(), t.name,

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <numbers>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -315,6 +316,75 @@ TEST(GgufExport, LlamaQKPermutationUndoneOnImport) {
     const auto& v = values.at(n);
     EXPECT_EQ(std::memcmp(ck.get(n).data, v.data(), v.size() * 4), 0) << n;
   }
+}
+
+// Llama 3.x rope scaling (rope_type llama3) goes to GGUF as llama.cpp reads it: the tensor rope_freqs.weight, first,
+// one divisor a rotary frequency (1 for the high ones, `factor` for the low ones, the blend between), and comes back
+// as the same rope_scaling on import (the parameters recovered from the divisors). llama.cpp itself, on such an
+// export: tools/check_gguf_llamacpp.py (F32 logits within 0.034 of cotune's, where the scaling moves them by 11).
+TEST(GgufExport, Llama3RopeScalingRoundTrips) {
+  TempDir t;
+  formats::ModelConfig cfg = tiny_qwen2();
+  cfg.model_type = "llama";
+  cfg.architecture = "LlamaForCausalLM";
+  cfg.attention_bias = false;
+  cfg.num_attention_heads = 2;
+  cfg.num_key_value_heads = 1;
+  cfg.head_dim = 16;
+  cfg.rope_theta = 500000.0;
+  cfg.rope_type = "llama3";
+  cfg.rope_factor = 8.0;
+  cfg.rope_low_freq_factor = 1.0;
+  cfg.rope_high_freq_factor = 4.0;
+  cfg.rope_original_max_position_embeddings = 1024;
+  make_model(t / "model", cfg);
+  GgufExportOptions o;
+  o.model_dir = t / "model";
+  o.types = {GgufFileType::q8_0};
+  o.output = t / "l3.gguf";
+  o.write_modelfile = false;
+  export_gguf(o);
+  const formats::GgufFile g = formats::GgufFile::open(t / "l3.gguf");
+  ASSERT_FALSE(g.tensors().empty());
+  EXPECT_EQ(g.tensors().front().name, "rope_freqs.weight");
+  const auto& rf = g.get("rope_freqs.weight");
+  ASSERT_EQ(rf.type, GgmlType::f32);
+  ASSERT_EQ(rf.numel(), 8);
+  std::vector<float> got(8);
+  std::memcpy(got.data(), rf.data, 32);
+  // The llama3 formula in double precision (transformers' _compute_llama3_parameters, as a divisor).
+  for (int i = 0; i < 8; ++i) {
+    const double freq = 1.0 / std::pow(500000.0, 2.0 * i / 16.0), wavelen = 2.0 * std::numbers::pi / freq;
+    double want = 1.0;
+    if (wavelen > 1024.0 / 1.0) {
+      want = 8.0;
+    } else if (wavelen >= 1024.0 / 4.0) {
+      const double smooth = (1024.0 / wavelen - 1.0) / (4.0 - 1.0);
+      want = 1.0 / ((1.0 - smooth) / 8.0 + smooth);
+    }
+    EXPECT_NEAR(got[static_cast<size_t>(i)], want, 1e-5 * want) << "frequency " << i;
+  }
+  EXPECT_FALSE(g.has("llama.rope.scaling.type"));  // the converter writes no scaling keys for llama3
+  convert_gguf_to_hf(t / "l3.gguf", t / "imported");
+  const formats::ModelConfig back = formats::load_model_config(t / "imported");
+  EXPECT_EQ(back.rope_type, "llama3");
+  EXPECT_EQ(back.rope_factor, 8.0);
+  EXPECT_EQ(back.rope_low_freq_factor, 1.0);
+  EXPECT_EQ(back.rope_high_freq_factor, 4.0);
+  EXPECT_EQ(back.rope_original_max_position_embeddings, 1024);
+  // A tensor no llama3 setting produces is refused, naming it.
+  formats::GgufWriter w;
+  for (const auto& [k, v] : g.metadata()) w.set(k, v);
+  for (const auto& ti : g.tensors()) {
+    std::vector<uint8_t> bytes(ti.data, ti.data + ti.nbytes);
+    if (ti.name == "rope_freqs.weight") {
+      const float odd[8] = {1, 3, 1, 3, 1, 3, 1, 3};
+      std::memcpy(bytes.data(), odd, sizeof(odd));
+    }
+    w.add_tensor(ti.name, ti.type, ti.ne, bytes);
+  }
+  w.write(t / "odd.gguf");
+  expect_error([&] { convert_gguf_to_hf(t / "odd.gguf", t / "odd"); }, {"rope_freqs.weight", "no llama3 setting"});
 }
 
 TEST(GgufExport, LoraAdapterFile) {
