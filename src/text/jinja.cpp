@@ -282,14 +282,16 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
       const int64_t times = std::max<int64_t>(0, int_of(*n));
       if (s->is_string()) {
         const size_t len = s->as_string().size();
-        if (len > 0 && static_cast<uint64_t>(times) > kMaxStringBytes / len)
+        if (len == 0) return Value::string("");  // '' * n: no loop of n empty appends (a fuzz find: n = 1.1e11)
+        if (static_cast<uint64_t>(times) > kMaxStringBytes / len)
           fail("'*' would repeat a string of {} bytes {} times (sandbox limit {} MiB)", len, times, kMaxStringBytes >> 20);
         std::string out;
         for (int64_t i = 0; i < times; ++i) out += s->as_string();
         return Value::string(std::move(out));
       }
       const size_t items = s->items().size();
-      if (items > 0 && static_cast<uint64_t>(times) > kMaxListItems / items)
+      if (items == 0) return s->is_tuple() ? Value::tuple({}) : Value::list();  // [] * n: nothing to repeat
+      if (static_cast<uint64_t>(times) > kMaxListItems / items)
         fail("'*' would repeat a list of {} items {} times (sandbox limit {} items)", items, times, kMaxListItems);
       List out;
       for (int64_t i = 0; i < times; ++i) out.insert(out.end(), s->items().begin(), s->items().end());

@@ -168,6 +168,10 @@ TEST(Jinja, Expressions) {
   EXPECT_NE(error_of([] { render("{{ ('a' * 1000000)|replace('a', 'x' * 100) }}"); }).find("replace would make"),
             std::string::npos);
   EXPECT_EQ(render("{{ 'ab' * 3 }} {{ [1] * 2 }} {{ 'ab' * -1 }}|"), "ababab [1, 1] |");
+  // Repeating nothing many times is immediate (a fuzz find: [] * 113205555555 looped 1.1e11 times).
+  EXPECT_EQ(render("{{ '' * 113205555555 }}|{{ [] * 113205555555 }}|{{ (0 * m) * 9223372036854775807 }}",
+                   R"({"m": [1, 2]})"),
+            "|[]|[]");
   // int of a float past int64 takes the default (a cast would be undefined behaviour); %d of one is an error.
   EXPECT_EQ(render("{{ 1e300|int }} {{ '1e300'|int(7) }} {{ 2.9|int }} {{ '-3.5'|int }}"), "0 7 2 -3");
   EXPECT_NE(error_of([] { render("{{ '%d'|format(1e300) }}"); }).find("has no 64-bit integer value"), std::string::npos);
