@@ -143,7 +143,7 @@ std::vector<std::string> py_split(const std::string& s, const Value& sep, int64_
 // a chat template renders prompts, so a string past it can only come from a runaway or hostile template, which is
 // refused naming the operation rather than allowed to take the machine's memory.
 constexpr size_t kMaxStringBytes = size_t{64} << 20;
-constexpr size_t kMaxListItems = 1000000;
+constexpr size_t kMaxListItems = 100000;  // as range()
 void check_string_size(size_t bytes, const char* what) {
   if (bytes > kMaxStringBytes)
     fail("{} would make a string of {} bytes (sandbox limit {} MiB)", what, bytes, kMaxStringBytes >> 20);
