@@ -20,18 +20,11 @@ import time
 
 T0 = time.time()  # as close to launch as Python allows (imports follow)
 
-PROMPT = ("Below is an instruction that describes a task.\n"
-          "Please carefully reason step by step before answering.\n"
-          "\n"
-          "### Instruction:\n"
-          "You are a medical expert specializing in clinical reasoning, diagnosis, and treatment planning.\n"
-          "\n"
-          "### Question:\n"
-          "{Question}\n"
-          "\n"
-          "### Response:\n"
-          "<think>\n"
-          "{Complex_CoT}\n</think>\n{Response}")
+# The guide's training text: the prompt and tail tools/make_data_golden.py holds (the texts of src/text/template.cpp).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools"))
+from make_data_golden import EN_PROMPT, TAIL  # noqa: E402
+
+PROMPT = EN_PROMPT + TAIL
 
 
 def main():
